@@ -1,0 +1,83 @@
+"""The ``cellnas`` command line.
+
+Each subcommand lives in its own module under :mod:`cellnas.commands` and defines
+``register(subparsers)``; modules are discovered automatically, so adding a command
+never touches this file. Library code never sees argparse (STYLE 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from cellnas import __version__
+from cellnas.errors import CellnasError
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("cellnas")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the hand-made line breaks of descriptions."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cellnas",
+        description=(
+            "Search, train and understand cell-based neural architectures.\n\n"
+            "Start with `cellnas search` (a DARTS search on the embedded digits data set),\n"
+            "`cellnas zoo` (published cells) and `cellnas info DARTS_V2`.\n"
+            "GENOTYPE arguments accept a zoo name, a genotype file (cellnas JSON, DARTS text,\n"
+            "NNabla JSON, NAS-Bench-301 JSON), a run directory, or DARTS `Genotype(...)` text."
+        ),
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"cellnas {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import cellnas.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"cellnas.commands.{info.name}")
+        module.register(sub, _Formatter)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        result = args.func(args)
+    except CellnasError as exc:
+        if args.debug:
+            raise
+        print(f"cellnas {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"cellnas {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

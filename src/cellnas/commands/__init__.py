@@ -1,0 +1,1 @@
+"""One module per ``cellnas`` subcommand; each defines ``register(subparsers, formatter)``."""

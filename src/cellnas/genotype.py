@@ -1,0 +1,272 @@
+"""Genotypes: the discrete description of a cell-based architecture, as pure data.
+
+A cell (Liu et al., ICLR 2019, Sec. 2.1) is a DAG with two input nodes
+(node 0 = output of cell k-2, node 1 = output of cell k-1), ``n`` intermediate
+nodes (2 .. n+1) and one output node that concatenates the nodes in ``concat``.
+Each intermediate node reads ``k`` (op, input) pairs; DARTS keeps k=2.
+
+This module imports no torch: networks are built *from* a genotype.
+
+>>> g = Genotype.from_darts(normal=[("sep_conv_3x3", 0), ("skip_connect", 1)],
+...                         normal_concat=[2],
+...                         reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1)],
+...                         reduce_concat=[2])
+>>> g.normal.n_nodes, g.normal.edges()[0]
+(1, ('sep_conv_3x3', 0, 2))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cellnas.errors import GenotypeError
+
+__all__ = [
+    "PRIMITIVES",
+    "EXTRA_PRIMITIVES",
+    "known_ops",
+    "register_op_name",
+    "Cell",
+    "Genotype",
+    "CELL_TYPES",
+]
+
+#: The 8 DARTS candidate operations, in the canonical order of quark0/darts (SPEC 1.1).
+PRIMITIVES: tuple[str, ...] = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+
+#: Ops that appear only in published non-DARTS cells (NASNet, AmoebaNet).
+EXTRA_PRIMITIVES: tuple[str, ...] = ("sep_conv_7x7", "conv_7x1_1x7")
+
+CELL_TYPES: tuple[str, ...] = ("normal", "reduce")
+
+_OP_NAMES: set[str] = set(PRIMITIVES) | set(EXTRA_PRIMITIVES)
+
+
+def known_ops() -> tuple[str, ...]:
+    """Every op name a genotype may use (the built-ins plus user-registered ones)."""
+    return tuple(sorted(_OP_NAMES))
+
+
+def register_op_name(name: str) -> None:
+    """Make ``name`` a valid op in genotypes (``cellnas.ops.register_op`` calls this)."""
+    if not name or not isinstance(name, str):
+        raise GenotypeError(f"op names must be non-empty strings, got {name!r}")
+    _OP_NAMES.add(name)
+
+
+Pair = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell type: ``nodes[j]`` holds the (op, input) pairs of intermediate node j+2.
+
+    ``concat`` lists the nodes whose outputs are concatenated into the cell output.
+    Instances are immutable and hashable; build them with :meth:`from_pairs` or
+    the constructor (which validates).
+    """
+
+    nodes: tuple[tuple[Pair, ...], ...]
+    concat: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        nodes = tuple(tuple((str(op), int(i)) for op, i in node) for node in self.nodes)
+        object.__setattr__(self, "nodes", nodes)
+        object.__setattr__(self, "concat", tuple(int(c) for c in self.concat))
+
+    # -- construction ---------------------------------------------------------
+    @classmethod
+    def from_pairs(cls, pairs: Sequence[Sequence], concat: Iterable[int], k: int = 2) -> Cell:
+        """Build a cell from the flat DARTS pair list (``k`` consecutive pairs per node)."""
+        pairs = [_as_pair(p) for p in pairs]
+        if k < 1:
+            raise GenotypeError(f"inputs per node k must be >= 1, got {k}")
+        if len(pairs) == 0 or len(pairs) % k:
+            raise GenotypeError(
+                f"a cell with k={k} inputs per node needs a positive multiple of {k} (op, input) pairs, "
+                f"got {len(pairs)}"
+            )
+        nodes = tuple(tuple(pairs[j : j + k]) for j in range(0, len(pairs), k))
+        return cls(nodes=nodes, concat=tuple(concat))
+
+    # -- views ----------------------------------------------------------------
+    @property
+    def n_nodes(self) -> int:
+        """Number of intermediate nodes."""
+        return len(self.nodes)
+
+    @property
+    def pairs(self) -> list[Pair]:
+        """The flat (op, input) list, node by node, as DARTS writes it."""
+        return [p for node in self.nodes for p in node]
+
+    @property
+    def ops(self) -> list[str]:
+        return [op for op, _ in self.pairs]
+
+    def edges(self) -> list[tuple[str, int, int]]:
+        """Every edge as (op, source node, destination node), node by node."""
+        return [(op, i, j + 2) for j, node in enumerate(self.nodes) for op, i in node]
+
+    def validate(self, name: str = "cell") -> None:
+        """Raise :class:`GenotypeError` naming the cell, node and edge at fault."""
+        if not self.nodes:
+            raise GenotypeError(f"{name} cell has no intermediate nodes")
+        k = len(self.nodes[0])
+        for j, node in enumerate(self.nodes):
+            dst = j + 2
+            if len(node) != k:
+                raise GenotypeError(
+                    f"{name} cell, node {dst}: has {len(node)} (op, input) pairs but node 2 has {k}; "
+                    "every node needs the same number of inputs"
+                )
+            for e, (op, src) in enumerate(node):
+                where = f"{name} cell, node {dst}, edge {e}"
+                if op not in _OP_NAMES:
+                    raise GenotypeError(f"{where}: unknown op {op!r}; valid ops: {', '.join(known_ops())}")
+                if not 0 <= src < dst:
+                    raise GenotypeError(
+                        f"{where}: input {src} must be an earlier node (0 .. {dst - 1})"
+                    )
+        if not self.concat:
+            raise GenotypeError(f"{name} cell: concat list is empty")
+        last = self.n_nodes + 1
+        for c in self.concat:
+            if not 0 <= c <= last:
+                raise GenotypeError(
+                    f"{name} cell: concat names node {c}, which does not exist (nodes 0 .. {last})"
+                )
+        if len(set(self.concat)) != len(self.concat):
+            raise GenotypeError(f"{name} cell: concat {list(self.concat)} repeats a node")
+
+    def to_dict(self) -> dict:
+        return {"nodes": [[[op, i] for op, i in node] for node in self.nodes], "concat": list(self.concat)}
+
+    @classmethod
+    def from_dict(cls, d: dict, name: str = "cell") -> Cell:
+        try:
+            nodes = tuple(tuple(_as_pair(p) for p in node) for node in d["nodes"])
+            concat = tuple(int(c) for c in d["concat"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GenotypeError(f"{name} cell: malformed cell description ({exc})") from None
+        return cls(nodes=nodes, concat=concat)
+
+
+def _as_pair(p) -> Pair:
+    try:
+        op, i = p
+    except (TypeError, ValueError):
+        raise GenotypeError(f"expected an (op, input) pair, got {p!r}") from None
+    if not isinstance(op, str):
+        raise GenotypeError(f"op name must be a string, got {op!r} in pair {p!r}")
+    if isinstance(i, bool) or not isinstance(i, int):
+        try:
+            if float(i) != int(i):
+                raise ValueError
+            i = int(i)
+        except (TypeError, ValueError):
+            raise GenotypeError(f"input index must be an integer, got {i!r} in pair {p!r}") from None
+    return (op, int(i))
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """A normal and a reduction cell (Liu et al. 2019, Sec. 2.4, the derived architecture)."""
+
+    normal: Cell
+    reduce: Cell
+
+    def __post_init__(self) -> None:
+        self.normal.validate("normal")
+        self.reduce.validate("reduce")
+
+    @classmethod
+    def from_darts(
+        cls,
+        normal: Sequence,
+        normal_concat: Iterable[int],
+        reduce: Sequence,
+        reduce_concat: Iterable[int],
+        k: int = 2,
+    ) -> Genotype:
+        """Build from the DARTS namedtuple fields (flat pair lists, ``k`` pairs per node)."""
+        return cls(
+            normal=_named(Cell.from_pairs, "normal", normal, normal_concat, k),
+            reduce=_named(Cell.from_pairs, "reduce", reduce, reduce_concat, k),
+        )
+
+    def cell(self, cell_type: str) -> Cell:
+        if cell_type not in CELL_TYPES:
+            raise GenotypeError(f"unknown cell type {cell_type!r}; valid: normal, reduce")
+        return getattr(self, cell_type)
+
+    @property
+    def k(self) -> int:
+        """Inputs per intermediate node."""
+        return len(self.normal.nodes[0])
+
+    def to_dict(self) -> dict:
+        return {"normal": self.normal.to_dict(), "reduce": self.reduce.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Genotype:
+        if not isinstance(d, dict) or "normal" not in d or "reduce" not in d:
+            raise GenotypeError("a genotype needs 'normal' and 'reduce' cells")
+        return cls(normal=Cell.from_dict(d["normal"], "normal"), reduce=Cell.from_dict(d["reduce"], "reduce"))
+
+    def content_hash(self) -> str:
+        """A stable 16-hex-digit hash of the cells (same cells -> same hash on any machine)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+    def to_networkx(self, cell_type: str = "normal"):
+        """The cell as a ``networkx.DiGraph``.
+
+        Nodes: ``c_{k-2}``, ``c_{k-1}``, the intermediate nodes ``2 .. n+1`` (as ints),
+        and ``c_{k}`` (the output). Edges carry ``op``; edges into the output carry ``op='concat'``.
+        Parallel edges with the same source (allowed in Shu et al.'s random_conn variants)
+        are kept as a list in ``ops``.
+        """
+        import networkx as nx
+
+        cell = self.cell(cell_type)
+        g = nx.DiGraph(cell_type=cell_type)
+        names = {0: "c_{k-2}", 1: "c_{k-1}"}
+        g.add_node(names[0], kind="input")
+        g.add_node(names[1], kind="input")
+        for j in range(cell.n_nodes):
+            g.add_node(j + 2, kind="intermediate")
+        g.add_node("c_{k}", kind="output")
+        for op, src, dst in cell.edges():
+            u = names.get(src, src)
+            if g.has_edge(u, dst):
+                g.edges[u, dst]["ops"].append(op)
+            else:
+                g.add_edge(u, dst, op=op, ops=[op])
+        for c in cell.concat:
+            g.add_edge(names.get(c, c), "c_{k}", op="concat", ops=["concat"])
+        return g
+
+    def __str__(self) -> str:
+        from cellnas.formats import to_darts_text
+
+        return to_darts_text(self)
+
+
+def _named(fn, name, *args):
+    try:
+        return fn(*args)
+    except GenotypeError as exc:
+        raise GenotypeError(f"{name} cell: {exc}") from None
