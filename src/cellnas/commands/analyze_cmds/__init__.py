@@ -1,0 +1,1 @@
+"""One module per `cellnas analyze STUDY`; each defines ``register(subparsers, formatter_class)``."""
