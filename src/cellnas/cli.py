@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     import cellnas.commands as commands
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
+        if info.name.startswith("_") or info.ispkg:
             continue
         module = importlib.import_module(f"cellnas.commands.{info.name}")
         module.register(sub, _Formatter)

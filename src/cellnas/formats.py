@@ -1,0 +1,344 @@
+"""Reading and writing genotypes in the formats people already have.
+
+* ``json``: native, versioned (``{"format": "cellnas.genotype", "version": 1, ...}``);
+* ``darts``: the ``Genotype(normal=[...], normal_concat=..., ...)`` text of quark0/darts
+  (parsed with :mod:`ast`, never ``eval``: a string holding code is rejected, not run);
+* ``nnabla``: ``{"arch_normal": {"2": [[op_id, input], ...]}, "arch_reduction": ...}`` (SPEC 7);
+* ``nb301``: the NAS-Bench-301 configuration dict (SPEC 6).
+
+:func:`load_genotype` resolves what the CLI calls GENOTYPE: a zoo name, a file in
+any of these formats (auto-detected), a run directory holding ``genotype.json``,
+or the DARTS text itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+from pathlib import Path
+
+from cellnas.errors import FormatError, GenotypeError
+from cellnas.genotype import PRIMITIVES, Cell, Genotype
+
+__all__ = [
+    "FORMATS",
+    "NNABLA_OPS",
+    "to_json",
+    "from_json",
+    "to_darts_text",
+    "from_darts_text",
+    "to_nnabla",
+    "from_nnabla",
+    "to_nb301",
+    "from_nb301",
+    "dumps",
+    "loads",
+    "load_genotype",
+    "save_genotype",
+]
+
+FORMATS = ("json", "darts", "nnabla", "nb301")
+NATIVE_FORMAT = "cellnas.genotype"
+NATIVE_VERSION = 1
+
+# -- native JSON ------------------------------------------------------------------------------
+
+
+def to_json(g: Genotype) -> dict:
+    """The native versioned JSON document of ``g``."""
+    return {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, **g.to_dict(), "hash": g.content_hash()}
+
+
+def from_json(doc: dict) -> Genotype:
+    if doc.get("format") != NATIVE_FORMAT:
+        raise FormatError(f"not a cellnas genotype document (format={doc.get('format')!r})")
+    if doc.get("version") != NATIVE_VERSION:
+        raise FormatError(
+            f"cellnas genotype format version {doc.get('version')!r} is not supported (this cellnas reads "
+            f"version {NATIVE_VERSION}); upgrade cellnas"
+        )
+    return Genotype.from_dict(doc)
+
+
+# -- DARTS namedtuple text ----------------------------------------------------------------------
+
+_DARTS_FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
+
+
+def to_darts_text(g: Genotype) -> str:
+    """``Genotype(normal=[...], normal_concat=[...], reduce=[...], reduce_concat=[...])`` as DARTS prints it."""
+    parts = []
+    for name in ("normal", "reduce"):
+        cell = g.cell(name)
+        parts.append(f"{name}={cell.pairs!r}")
+        parts.append(f"{name}_concat={list(cell.concat)!r}")
+    return "Genotype(" + ", ".join(parts) + ")"
+
+
+def _literal(node: ast.AST, what: str):
+    """Evaluate a literal or ``range(a, b)``; anything else is refused (it may be code)."""
+    if isinstance(node, ast.Call):
+        if isinstance(node.func, ast.Name) and node.func.id == "range" and not node.keywords:
+            args = [_literal(a, what) for a in node.args]
+            if 1 <= len(args) <= 3 and all(isinstance(a, int) for a in args):
+                return list(range(*args))
+        raise FormatError(f"DARTS text: {what} must be a literal list or range(a, b), not code")
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError):
+        raise FormatError(f"DARTS text: {what} must be a literal, not code") from None
+
+
+def from_darts_text(text: str, k: int = 2) -> Genotype:
+    """Parse DARTS ``Genotype(...)`` text safely (positional or keyword fields; ``range`` concat)."""
+    src = text.strip()
+    if "=" in src.split("(", 1)[0]:  # "DARTS_V2 = Genotype(...)"
+        src = src.split("=", 1)[1].strip()
+    try:
+        tree = ast.parse(src, mode="eval")
+    except SyntaxError as exc:
+        raise FormatError(f"DARTS text is not valid: {exc.msg} (line {exc.lineno})") from None
+    call = tree.body
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name | ast.Attribute)):
+        raise FormatError("DARTS text must be a single Genotype(normal=..., normal_concat=..., reduce=..., ...) call")
+    name = call.func.id if isinstance(call.func, ast.Name) else call.func.attr
+    if name != "Genotype":
+        raise FormatError(f"DARTS text must call Genotype(...), not {name}(...)")
+    if len(call.args) > 4:
+        raise FormatError("DARTS text: Genotype takes 4 fields (normal, normal_concat, reduce, reduce_concat)")
+    fields = {f: _literal(a, f) for f, a in zip(_DARTS_FIELDS, call.args)}
+    for kw in call.keywords:
+        if kw.arg not in _DARTS_FIELDS:
+            raise FormatError(f"DARTS text: unknown field {kw.arg!r}; valid fields: {', '.join(_DARTS_FIELDS)}")
+        fields[kw.arg] = _literal(kw.value, kw.arg)
+    missing = [f for f in _DARTS_FIELDS if f not in fields]
+    if missing:
+        raise FormatError(f"DARTS text: missing field(s) {', '.join(missing)}")
+    return Genotype.from_darts(**fields, k=k)
+
+
+# -- NNabla JSON (SPEC 7) ---------------------------------------------------------------------------
+
+#: NNabla op ids (sony/nnabla-examples DARTS): id -> our op name.
+NNABLA_OPS: dict[int, str] = {
+    0: "dil_conv_3x3",
+    1: "dil_conv_5x5",
+    2: "sep_conv_3x3",
+    3: "sep_conv_5x5",
+    4: "max_pool_3x3",
+    5: "avg_pool_3x3",
+    6: "skip_connect",  # NNabla calls it "identity"
+    7: "none",  # NNabla calls it "zero"
+}
+_NNABLA_IDS = {v: k for k, v in NNABLA_OPS.items()}
+_NNABLA_KEYS = {"normal": "arch_normal", "reduce": "arch_reduction"}
+
+
+def to_nnabla(g: Genotype) -> dict:
+    """NNabla's architecture JSON. The output node is implicit, so concat must be all intermediate nodes."""
+    doc = {}
+    for cell_type, key in _NNABLA_KEYS.items():
+        cell = g.cell(cell_type)
+        if list(cell.concat) != list(range(2, cell.n_nodes + 2)):
+            raise FormatError(
+                f"NNabla format cannot encode {cell_type} concat {list(cell.concat)}: it always concatenates "
+                f"all intermediate nodes {list(range(2, cell.n_nodes + 2))}"
+            )
+        nodes = {}
+        for j, node in enumerate(cell.nodes):
+            pairs = []
+            for op, src in node:
+                if op not in _NNABLA_IDS:
+                    raise FormatError(
+                        f"NNabla format has no id for op {op!r} ({cell_type} cell, node {j + 2}); "
+                        f"it knows {', '.join(_NNABLA_IDS)}"
+                    )
+                pairs.append([_NNABLA_IDS[op], src])
+            nodes[str(j + 2)] = pairs
+        doc[key] = nodes
+    return doc
+
+
+def from_nnabla(doc: dict) -> Genotype:
+    cells = {}
+    for cell_type, key in _NNABLA_KEYS.items():
+        if key not in doc:
+            raise FormatError(f"NNabla JSON lacks {key!r} (keys are 'arch_normal' and 'arch_reduction')")
+        try:
+            node_ids = sorted(doc[key], key=int)
+        except (TypeError, ValueError):
+            raise FormatError(f"NNabla JSON {key}: node keys must be integer strings like '2'") from None
+        if node_ids != [str(i) for i in range(2, len(node_ids) + 2)]:
+            raise FormatError(f"NNabla JSON {key}: node keys must be consecutive from '2', got {node_ids}")
+        nodes = []
+        for nid in node_ids:
+            pairs = []
+            for item in doc[key][nid]:
+                try:
+                    op_id, src = int(item[0]), int(item[1])
+                except (TypeError, ValueError, IndexError):
+                    raise FormatError(f"NNabla JSON {key} node {nid}: expected [op_id, input] pairs") from None
+                if op_id not in NNABLA_OPS:
+                    raise FormatError(
+                        f"NNabla JSON {key} node {nid}: unknown op id {op_id}; valid ids 0-7 "
+                        f"({', '.join(f'{i}={n}' for i, n in NNABLA_OPS.items())})"
+                    )
+                pairs.append((NNABLA_OPS[op_id], src))
+            nodes.append(tuple(pairs))
+        cells[cell_type] = Cell(nodes=tuple(nodes), concat=tuple(range(2, len(nodes) + 2)))
+    return Genotype(**cells)
+
+
+# -- NAS-Bench-301 configuration (SPEC 6) ------------------------------------------------------------
+
+_NB301_PREFIX = "NetworkSelectorDatasetInfo:darts:"
+
+
+def to_nb301(g: Genotype) -> dict:
+    """The NB301 configuration dict. Refuses what NB301 cannot encode (SPEC 6)."""
+    cfg: dict[str, str] = {}
+    for cell_type in ("normal", "reduce"):
+        cell = g.cell(cell_type)
+        where = f"NAS-Bench-301 cannot encode the {cell_type} cell"
+        if cell.n_nodes != 4 or len(cell.nodes[0]) != 2:
+            raise FormatError(f"{where}: it needs 4 intermediate nodes with 2 inputs each")
+        if list(cell.concat) != [2, 3, 4, 5]:
+            raise FormatError(f"{where}: concat must be [2, 3, 4, 5], got {list(cell.concat)}")
+        offset = 0
+        for j, node in enumerate(cell.nodes):
+            dst = j + 2
+            srcs = [src for _, src in node]
+            if srcs[0] == srcs[1]:
+                raise FormatError(f"{where}: node {dst} reads node {srcs[0]} twice (duplicate inputs)")
+            for op, src in node:
+                if op not in PRIMITIVES[1:]:
+                    raise FormatError(
+                        f"{where}: node {dst} uses op {op!r}; NB301 knows {', '.join(PRIMITIVES[1:])} (no 'none')"
+                    )
+                cfg[f"{_NB301_PREFIX}edge_{cell_type}_{offset + src}"] = op
+            if dst > 2:
+                cfg[f"{_NB301_PREFIX}inputs_node_{cell_type}_{dst}"] = "_".join(str(s) for s in sorted(srcs))
+            offset += dst
+    return cfg
+
+
+def from_nb301(cfg: dict) -> Genotype:
+    """Decode an NB301 config.
+
+    NB301 itself keeps no order between the two inputs of a node; the order of the keys in
+    the dict is used (:func:`to_nb301` writes them strongest edge first, and JSON keeps key
+    order), so a cellnas round trip is exact; other configs come back in key order too.
+    """
+    key_rank = {k: r for r, k in enumerate(cfg)}
+    cells = {}
+    for cell_type in ("normal", "reduce"):
+        nodes = []
+        offset = 0
+        for dst in range(2, 6):
+            if dst == 2:
+                srcs = [0, 1]
+            else:
+                key = f"{_NB301_PREFIX}inputs_node_{cell_type}_{dst}"
+                if key not in cfg:
+                    raise FormatError(f"NB301 config lacks {key!r}")
+                try:
+                    srcs = [int(s) for s in str(cfg[key]).split("_")]
+                except ValueError:
+                    raise FormatError(f"NB301 config {key} = {cfg[key]!r} is not of the form 'i_j'") from None
+            pairs = []
+            for src in srcs:
+                key = f"{_NB301_PREFIX}edge_{cell_type}_{offset + src}"
+                if key not in cfg:
+                    raise FormatError(f"NB301 config lacks {key!r} (node {dst} reads node {src})")
+                pairs.append((key_rank[key], (cfg[key], src)))
+            nodes.append(tuple(p for _, p in sorted(pairs)))
+            offset += dst
+        cells[cell_type] = Cell(nodes=tuple(nodes), concat=(2, 3, 4, 5))
+    return Genotype(**cells)
+
+
+# -- text in/out, detection ----------------------------------------------------------------------------
+
+
+def dumps(g: Genotype, fmt: str = "json") -> str:
+    """Serialise ``g`` as text in ``fmt`` (one of :data:`FORMATS`)."""
+    if fmt == "json":
+        return json.dumps(to_json(g), indent=2)
+    if fmt == "darts":
+        return to_darts_text(g)
+    if fmt == "nnabla":
+        return json.dumps(to_nnabla(g))
+    if fmt == "nb301":
+        return json.dumps(to_nb301(g), indent=2)
+    raise FormatError(f"unknown genotype format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+
+
+def loads(text: str) -> Genotype:
+    """Parse genotype text in any supported format (auto-detected)."""
+    stripped = text.strip()
+    if not stripped:
+        raise FormatError("empty genotype text")
+    if stripped.startswith("{"):
+        try:
+            doc = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise FormatError(f"invalid JSON (truncated file?): {exc.msg} at line {exc.lineno}") from None
+        if not isinstance(doc, dict):
+            raise FormatError("genotype JSON must be an object")
+        if "format" in doc:
+            return from_json(doc)
+        if "arch_normal" in doc or "arch_reduction" in doc:
+            return from_nnabla(doc)
+        if any(str(k).startswith(_NB301_PREFIX) for k in doc):
+            return from_nb301(doc)
+        if "normal" in doc and "reduce" in doc:
+            return Genotype.from_dict(doc)
+        raise FormatError(
+            "JSON is not a known genotype format (expected cellnas 'format' key, NNabla 'arch_normal', "
+            "or NAS-Bench-301 'NetworkSelectorDatasetInfo:darts:' keys)"
+        )
+    if "Genotype(" in stripped:
+        return from_darts_text(stripped)
+    raise FormatError("text is not a genotype in any known format (cellnas JSON, DARTS Genotype(...), NNabla, NB301)")
+
+
+def load_genotype(spec: str | os.PathLike | Genotype) -> Genotype:
+    """Resolve GENOTYPE: a zoo name, a file (any format), a run directory, or DARTS text."""
+    if isinstance(spec, Genotype):
+        return spec
+    text = str(spec)
+    if "Genotype(" in text or text.lstrip().startswith("{"):
+        return loads(text)
+    path = Path(text)
+    if path.is_dir():
+        candidate = path / "genotype.json"
+        if not candidate.is_file():
+            raise FormatError(f"directory {path} holds no genotype.json (is it a finished cellnas run?)")
+        path = candidate
+    if path.is_file():
+        try:
+            content = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FormatError(f"cannot read genotype file {path}: {exc}") from None
+        try:
+            return loads(content)
+        except (FormatError, GenotypeError) as exc:
+            raise FormatError(f"{path}: {exc}") from None
+    from cellnas.zoo import ALIASES, ZOO, get_genotype
+
+    if text.lower() in {k.lower() for k in list(ZOO) + list(ALIASES)}:
+        return get_genotype(text)
+    if os.sep in text or text.endswith((".json", ".txt", ".py")):
+        raise FormatError(f"genotype file {text} does not exist")
+    raise FormatError(
+        f"{text!r} is neither a zoo genotype ({', '.join(ZOO)}), an existing file or run directory, "
+        "nor DARTS Genotype(...) text"
+    )
+
+
+def save_genotype(g: Genotype, path: str | os.PathLike, fmt: str = "json") -> Path:
+    """Write ``g`` to ``path`` in ``fmt`` atomically (temporary file, then rename)."""
+    from cellnas.runs import atomic_write_text
+
+    return atomic_write_text(Path(path), dumps(g, fmt) + "\n")

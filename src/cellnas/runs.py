@@ -1,0 +1,191 @@
+"""Self-describing run directories: atomic files, config/meta, metrics and checkpoints.
+
+Every run writes ``config.json`` (fully resolved), ``meta.json`` (versions, device,
+command line, times), ``metrics.jsonl`` (one JSON line per epoch) and an atomically
+written ``checkpoint.pt``. A crash during any write leaves the previous file intact:
+files are written to a temporary sibling, fsynced, then renamed over the target.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cellnas.errors import RunError
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_torch_save",
+    "new_run_dir",
+    "write_meta",
+    "append_metrics",
+    "read_metrics",
+    "git_commit",
+    "now_iso",
+]
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _atomic_write(path: Path, write) -> Path:
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise RunError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return _atomic_write(Path(path), lambda fh: fh.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through a temporary file + fsync + rename."""
+    import torch
+
+    return _atomic_write(Path(path), lambda fh: torch.save(obj, fh))
+
+
+def _json_default(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def new_run_dir(out: str | os.PathLike | None, kind: str, root: str | os.PathLike = "runs") -> Path:
+    """Create the run directory. ``out=None`` makes ``runs/<kind>-<timestamp>``.
+
+    An existing non-empty ``out`` is refused (never overwrite a run); use ``--resume``.
+    """
+    if out is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path(root) / f"{kind}-{stamp}"
+        n = 1
+        while path.exists():
+            n += 1
+            path = Path(root) / f"{kind}-{stamp}-{n}"
+    else:
+        path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise RunError(
+                f"run directory {path} already exists and is not empty; choose another --out, "
+                f"or continue it with --resume {path}"
+            )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create run directory {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def git_commit() -> str | None:
+    """The commit of the cellnas source tree, if it is a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def write_meta(run_dir: Path, device: str, extra: dict | None = None) -> dict:
+    """Write ``meta.json``: what produced this run (STYLE 5)."""
+    import torch
+
+    from cellnas import __version__
+
+    meta = {
+        "cellnas_version": __version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "command_line": sys.argv,
+        "start_time": now_iso(),
+        "end_time": None,
+    }
+    if extra:
+        meta.update(extra)
+    atomic_write_json(run_dir / "meta.json", meta)
+    return meta
+
+
+def append_metrics(run_dir: Path, record: dict) -> None:
+    """Append one JSON line to ``metrics.jsonl`` (flushed and fsynced)."""
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, default=_json_default) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """All complete lines of ``metrics.jsonl`` (a torn last line from a crash is ignored)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def truncate_metrics(run_dir: Path, keep_epochs: int) -> None:
+    """Keep only records of epochs < ``keep_epochs`` (used on resume: later lines were not checkpointed)."""
+    records = [r for r in read_metrics(run_dir) if r.get("epoch", 0) < keep_epochs]
+    atomic_write_text(
+        Path(run_dir) / "metrics.jsonl", "".join(json.dumps(r, default=_json_default) + "\n" for r in records)
+    )

@@ -1,0 +1,91 @@
+"""Genotype: validation messages, immutability, hashing, networkx view."""
+
+import pytest
+
+from cellnas.errors import GenotypeError
+from cellnas.genotype import Cell, Genotype
+from cellnas.zoo import ZOO, get_genotype
+
+
+def _cell(pairs, concat=(2, 3, 4, 5), k=2):
+    return Cell.from_pairs(pairs, concat, k=k)
+
+
+def _g(normal, reduce=None, concat=(2, 3, 4, 5)):
+    return Genotype(normal=_cell(normal, concat), reduce=_cell(reduce or normal, concat))
+
+
+WIDE = [("sep_conv_3x3", 0), ("skip_connect", 1)] * 4
+
+
+def test_unknown_op_is_named_with_cell_node_edge_and_valid_ops():
+    bad = list(WIDE)
+    bad[5] = ("conv_9x9", 1)
+    with pytest.raises(GenotypeError, match=r"normal cell, node 4, edge 1: unknown op 'conv_9x9'.*sep_conv_3x3"):
+        _g(bad, WIDE)
+
+
+def test_input_must_be_an_earlier_node():
+    bad = list(WIDE)
+    bad[2] = ("sep_conv_3x3", 3)  # node 3 reading itself
+    with pytest.raises(GenotypeError, match=r"reduce cell, node 3, edge 0: input 3 must be an earlier node"):
+        Genotype(normal=_cell(WIDE), reduce=_cell(bad))
+
+
+def test_wrong_pair_count_is_refused():
+    with pytest.raises(GenotypeError, match="multiple of 2"):
+        Genotype.from_darts(WIDE[:7], [2, 3, 4, 5], WIDE, [2, 3, 4, 5])
+
+
+def test_uneven_nodes_are_refused():
+    nodes = ((("sep_conv_3x3", 0), ("skip_connect", 1)), (("sep_conv_3x3", 0),))
+    with pytest.raises(GenotypeError, match="node 3: has 1 .* but node 2 has 2"):
+        Cell(nodes=nodes, concat=(2, 3)).validate("normal")
+
+
+def test_concat_naming_a_missing_node_is_refused():
+    with pytest.raises(GenotypeError, match="concat names node 7"):
+        _g(WIDE, concat=(2, 3, 7))
+
+
+def test_any_node_count_and_any_k():
+    k3 = [("sep_conv_3x3", 0), ("skip_connect", 1), ("max_pool_3x3", 0)] + [
+        ("sep_conv_3x3", 0),
+        ("skip_connect", 1),
+        ("avg_pool_3x3", 2),
+    ]
+    g = Genotype.from_darts(k3, [2, 3], k3, [3], k=3)
+    assert g.k == 3 and g.normal.n_nodes == 2 and g.reduce.concat == (3,)
+    assert get_genotype("NASNet").normal.n_nodes == 5
+
+
+def test_genotype_is_immutable_and_hashable():
+    g = get_genotype("DARTS_V2")
+    with pytest.raises(AttributeError):
+        g.normal = g.reduce
+    assert {g: 1}[get_genotype("DARTS")] == 1
+
+
+def test_content_hash_is_stable_and_discriminating():
+    hashes = {name: g.content_hash() for name, g in ZOO.items()}
+    assert len(set(hashes.values())) == len(ZOO)
+    # rebuilt from scratch -> same hash (no dependence on object identity or dict order)
+    g = get_genotype("DARTS_V2")
+    rebuilt = Genotype.from_dict({"reduce": g.reduce.to_dict(), "normal": g.normal.to_dict()})
+    assert rebuilt.content_hash() == hashes["DARTS_V2"]
+    assert len(hashes["DARTS_V2"]) == 16 and int(hashes["DARTS_V2"], 16) >= 0
+
+
+def test_networkx_view_has_inputs_intermediates_output_and_op_labels():
+    g = get_genotype("DARTS_V2").to_networkx("normal")
+    assert set(g.nodes) == {"c_{k-2}", "c_{k-1}", 2, 3, 4, 5, "c_{k}"}
+    assert g.edges["c_{k-2}", 2]["op"] == "sep_conv_3x3"
+    assert g.edges[2, 5]["op"] == "dil_conv_3x3"
+    assert all(g.has_edge(n, "c_{k}") for n in (2, 3, 4, 5))
+    assert g.number_of_edges() == 8 + 4
+
+
+def test_duplicate_inputs_are_kept_in_the_graph():
+    cell = _cell([("sep_conv_3x3", 0), ("skip_connect", 0)] * 4)
+    g = Genotype(normal=cell, reduce=cell).to_networkx()
+    assert g.edges["c_{k-2}", 2]["ops"] == ["sep_conv_3x3", "skip_connect"]
