@@ -1,0 +1,344 @@
+"""The DARTS supernet: mixed ops, search cells, the search network and genotype derivation.
+
+Implements Liu, Simonyan & Yang (ICLR 2019), Sec. 2.2 (continuous relaxation) and Sec. 2.4
+(deriving the discrete cell), following ``quark0/darts cnn/model_search.py`` (SPEC 1.1-1.4, 1.7).
+
+* :class:`SearchSpace` - the candidate ops, the number of intermediate nodes and k (inputs per node).
+* :class:`MixedOp` - softmax(alpha)-weighted sum of every candidate op on one edge.
+* :class:`SearchCell`, :class:`SearchNetwork` - the weight-sharing supernet; the architecture
+  parameters ``alphas_normal`` / ``alphas_reduce`` are real ``nn.Parameter`` s (so they live in
+  ``state_dict``), separated from the weights by :meth:`SearchNetwork.arch_parameters` and
+  :meth:`SearchNetwork.weight_parameters`.
+* :func:`derive` - the discrete genotype from alpha (SPEC 1.7).
+
+>>> net = SearchNetwork(C=4, layers=3, space=SearchSpace(n_nodes=2), seed=0)
+>>> net(torch.zeros(2, 3, 8, 8)).shape
+torch.Size([2, 10])
+>>> net.genotype().normal.n_nodes
+2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cellnas.errors import CellnasError, unknown_name
+from cellnas.genotype import PRIMITIVES, Cell, Genotype
+from cellnas.ops import OPS, FactorizedReduce, ReLUConvBN, create_op, make_generator, seeded_init
+
+__all__ = ["SearchSpace", "MixedOp", "SearchCell", "SearchNetwork", "derive", "derive_cell", "edge_index"]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A DARTS-style cell search space (SPEC 1.3).
+
+    ``ops``: candidate ops in alpha-column order (``none`` optional); ``n_nodes``: intermediate
+    nodes per cell; ``k``: inputs kept per node when deriving the genotype. Node 2 has only two
+    predecessors and every node of a genotype needs the same number of inputs, so ``k`` is 1 or 2.
+    """
+
+    ops: tuple[str, ...] = PRIMITIVES
+    n_nodes: int = 4
+    k: int = 2
+
+    def __post_init__(self) -> None:
+        ops = tuple(self.ops)
+        object.__setattr__(self, "ops", ops)
+        if not ops:
+            raise CellnasError("a search space needs at least one op")
+        for op in ops:
+            if op not in OPS:
+                raise unknown_name("op", op, OPS)
+        if len(set(ops)) != len(ops):
+            raise CellnasError(f"search space ops repeat a name: {list(ops)}")
+        if all(op == "none" for op in ops):
+            raise CellnasError("a search space needs at least one op other than 'none'")
+        if isinstance(self.n_nodes, bool) or not isinstance(self.n_nodes, int) or self.n_nodes < 1:
+            raise CellnasError(f"n_nodes (intermediate nodes per cell) must be an integer >= 1, got {self.n_nodes!r}")
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= 2:
+            raise CellnasError(
+                f"k (inputs per node) must be 1 or 2, got {self.k!r}: node 2 has only two predecessors "
+                "and every node of a genotype needs the same number of inputs"
+            )
+
+    @property
+    def n_edges(self) -> int:
+        """Edges per cell: node j (2 .. n+1) has j predecessors (14 for 4 nodes, 5 for 2)."""
+        return sum(j + 2 for j in range(self.n_nodes))
+
+    @property
+    def n_ops(self) -> int:
+        return len(self.ops)
+
+    def to_dict(self) -> dict:
+        return {"ops": list(self.ops), "n_nodes": self.n_nodes, "k": self.k}
+
+
+def edge_index(src: int, dst: int) -> int:
+    """Row of alpha for the edge ``src -> dst`` (SPEC 1.3: offset(dst) + src, offsets 0, 2, 5, 9, ...)."""
+    if not 0 <= src < dst or dst < 2:
+        raise CellnasError(f"no edge {src} -> {dst}: need 0 <= src < dst and dst >= 2")
+    return sum(range(2, dst)) + src
+
+
+class MixedOp(nn.Module):
+    """One edge of the supernet: sum_k w_k * op_k(x) over ``space.ops`` (SPEC 1.1, search specifics).
+
+    Every op is built with ``affine=False``; each pooling op is followed by ``BatchNorm2d(C, affine=False)``
+    (search network only). ``self._ops`` holds the ops in ``space.ops`` order.
+    """
+
+    def __init__(self, C: int, stride: int, ops: tuple[str, ...] = PRIMITIVES):
+        super().__init__()
+        self._ops = nn.ModuleList()
+        for name in ops:
+            op = create_op(name, C, stride, affine=False)
+            if "pool" in name:
+                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+            self._ops.append(op)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``weights``: 1-D tensor of length ``len(self._ops)``."""
+        return sum(w * op(x) for w, op in zip(weights, self._ops))
+
+
+class SearchCell(nn.Module):
+    """A search cell: every intermediate node sums MixedOps from all earlier nodes (SPEC 1.2, 1.3).
+
+    Output: channel concatenation of all ``n_nodes`` intermediate nodes (``n_nodes * C`` channels).
+    """
+
+    def __init__(
+        self, space: SearchSpace, C_prev_prev: int, C_prev: int, C: int, reduction: bool, reduction_prev: bool
+    ):
+        super().__init__()
+        self.reduction = reduction
+        self.n_nodes = space.n_nodes
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(C_prev_prev, C, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
+        self._ops = nn.ModuleList()
+        for j in range(space.n_nodes):
+            for i in range(j + 2):
+                stride = 2 if reduction and i < 2 else 1
+                self._ops.append(MixedOp(C, stride, space.ops))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``weights``: (n_edges, n_ops), one row per edge in SPEC 1.3 order."""
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self.n_nodes):
+            s = sum(self._ops[offset + i](h, weights[offset + i]) for i, h in enumerate(states))
+            offset += len(states)
+            states.append(s)
+        return torch.cat(states[2:], dim=1)
+
+
+class SearchNetwork(nn.Module):
+    """The DARTS search network (SPEC 1.4): stem, ``layers`` search cells, global pool, linear head.
+
+    Reduction cells sit at ``layers//3`` and ``2*layers//3`` (none when ``all_normal``, as in the
+    Xie et al. analysis supernet, SPEC 4). The stem is conv3x3 ``in_channels -> stem_multiplier*C`` + BN.
+
+    ``seed`` (int, ``torch.Generator`` or ``None`` = 0) fixes both the alpha initialisation
+    (``1e-3 * N(0, 1)`` from a generator) and the weight initialisation (run under a forked, seeded RNG),
+    so the global RNG is neither read nor changed.
+
+    With ``all_normal=True`` ``alphas_reduce`` still exists (so checkpoints have one shape) but is unused
+    and never receives a gradient.
+    """
+
+    def __init__(
+        self,
+        C: int = 16,
+        num_classes: int = 10,
+        layers: int = 8,
+        space: SearchSpace | None = None,
+        in_channels: int = 3,
+        stem_multiplier: int = 3,
+        all_normal: bool = False,
+        seed: int | torch.Generator | None = None,
+    ):
+        super().__init__()
+        space = SearchSpace() if space is None else space
+        if layers < 1 or C < 1 or num_classes < 1 or in_channels < 1:
+            raise CellnasError(
+                f"C, num_classes, layers and in_channels must be >= 1, got {C}, {num_classes}, {layers}, {in_channels}"
+            )
+        self.space = space
+        self.C, self.num_classes, self.layers = C, num_classes, layers
+        self.in_channels, self.stem_multiplier, self.all_normal = in_channels, stem_multiplier, all_normal
+        gen = make_generator(seed)
+        # alpha first, from the generator, so it does not depend on how many weights the net has
+        shape = (space.n_edges, space.n_ops)
+        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(shape, generator=gen))
+        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(shape, generator=gen))
+        with seeded_init(gen):
+            self._build()
+
+    def _build(self) -> None:
+        C, space = self.C, self.space
+        C_curr = self.stem_multiplier * C
+        self.stem = nn.Sequential(
+            nn.Conv2d(self.in_channels, C_curr, 3, padding=1, bias=False),
+            nn.BatchNorm2d(C_curr),
+        )
+        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(self.layers):
+            reduction = i in self.reduction_indices
+            if reduction:
+                C_curr *= 2
+            self.cells.append(SearchCell(space, C_prev_prev, C_prev, C_curr, reduction, reduction_prev))
+            reduction_prev = reduction
+            C_prev_prev, C_prev = C_prev, space.n_nodes * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, self.num_classes)
+
+    @property
+    def reduction_indices(self) -> tuple[int, ...]:
+        if self.all_normal:
+            return ()
+        return tuple(sorted({self.layers // 3, 2 * self.layers // 3}))
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """``[alphas_normal, alphas_reduce]`` (both, even when ``all_normal``)."""
+        return [self.alphas_normal, self.alphas_reduce]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter except the two alpha tensors."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def forward(
+        self, x: torch.Tensor, weights_normal: torch.Tensor | None = None, weights_reduce: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits for ``x``. ``weights_*`` (n_edges x n_ops) replace softmax(alpha) when given.
+
+        The external weights are the hook of the wiring-cost analysis (SPEC 4: C = dL/dZ for one-hot Z).
+        """
+        if weights_normal is None:
+            weights_normal = F.softmax(self.alphas_normal, dim=-1)
+        if weights_reduce is None and not self.all_normal:
+            weights_reduce = F.softmax(self.alphas_reduce, dim=-1)
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            weights = weights_reduce if cell.reduction else weights_normal
+            s0, s1 = s1, cell(s0, s1, weights)
+        out = self.global_pooling(s1)
+        return self.classifier(out.flatten(1))
+
+    def genotype(self) -> Genotype:
+        """The discrete cell derived from the current alpha (SPEC 1.7)."""
+        return derive(self.alphas_normal, self.alphas_reduce, self.space)
+
+    def config(self) -> dict:
+        """Constructor arguments (for checkpoints; the seed is not kept)."""
+        return {
+            "C": self.C,
+            "num_classes": self.num_classes,
+            "layers": self.layers,
+            "space": self.space.to_dict(),
+            "in_channels": self.in_channels,
+            "stem_multiplier": self.stem_multiplier,
+            "all_normal": self.all_normal,
+        }
+
+
+def _softmax_rows(alphas) -> np.ndarray:
+    if isinstance(alphas, torch.Tensor):
+        alphas = alphas.detach().cpu().double().numpy()
+    a = np.asarray(alphas, dtype=np.float64)
+    if a.ndim != 2:
+        raise CellnasError(f"alpha must be a 2-D (edges x ops) array, got shape {a.shape}")
+    e = np.exp(a - a.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def derive_cell(
+    alphas,
+    ops: tuple[str, ...] = PRIMITIVES,
+    n_nodes: int | None = None,
+    k: int = 2,
+    concat: tuple[int, ...] | None = None,
+) -> Cell:
+    """One discrete cell from alpha logits (SPEC 1.7, DARTS ``genotype()._parse``, generalised).
+
+    For each node j: W = softmax over all ops (``none`` included) per incoming edge; strength of an edge =
+    max over non-``none`` ops of W; keep the ``k`` strongest edges (stable descending sort: ties go to the
+    lower input index; a node with fewer than ``k`` predecessors keeps all of them); on each kept edge the op
+    is the first maximum over non-``none`` ops (strict '>', ties -> lower op index); pairs are emitted
+    strongest edge first. ``concat`` defaults to every intermediate node.
+
+    The softmax is taken in float64. The result is not validated: with ``k > 2`` node 2 keeps fewer
+    pairs than later nodes, which :class:`~cellnas.genotype.Genotype` rejects.
+    """
+    W = _softmax_rows(alphas)
+    if W.shape[1] != len(ops):
+        raise CellnasError(f"alpha has {W.shape[1]} op columns but the space has {len(ops)} ops")
+    if n_nodes is None:
+        n_nodes = _nodes_for_edges(W.shape[0])
+    n_edges = sum(j + 2 for j in range(n_nodes))
+    if W.shape[0] != n_edges:
+        raise CellnasError(f"alpha has {W.shape[0]} edge rows but {n_nodes} nodes need {n_edges}")
+    if k < 1:
+        raise CellnasError(f"k (inputs per node) must be >= 1, got {k}")
+    candidates = [c for c, name in enumerate(ops) if name != "none"]
+    if not candidates:
+        raise CellnasError("cannot derive a cell from a space whose only op is 'none'")
+    nodes = []
+    start = 0
+    for j in range(n_nodes):
+        n_in = j + 2
+        rows = W[start : start + n_in]
+
+        def strength(i: int, rows=rows) -> float:
+            return max(rows[i][c] for c in candidates)
+
+        edges = sorted(range(n_in), key=lambda i: -strength(i))[:k]
+        pairs = []
+        for i in edges:
+            best = None
+            for c in candidates:
+                if best is None or rows[i][c] > rows[i][best]:
+                    best = c
+            pairs.append((ops[best], i))
+        nodes.append(tuple(pairs))
+        start += n_in
+    if concat is None:
+        concat = tuple(range(2, n_nodes + 2))
+    return Cell(nodes=tuple(nodes), concat=tuple(concat))
+
+
+def _nodes_for_edges(n_edges: int) -> int:
+    n, total = 0, 0
+    while total < n_edges:
+        total += n + 2
+        n += 1
+    if total != n_edges:
+        raise CellnasError(f"{n_edges} alpha rows is not 2 + 3 + ... + (n+1) for any node count n")
+    return n
+
+
+def derive(alphas_normal, alphas_reduce, space: SearchSpace | None = None) -> Genotype:
+    """The genotype of a search (SPEC 1.7) from alpha logits (torch tensors or numpy arrays).
+
+    >>> a = np.zeros((14, 8)); a[:, 4] = 1.0          # sep_conv_3x3 strongest everywhere
+    >>> g = derive(a, a)
+    >>> g.normal.pairs[:3]
+    [('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0)]
+    """
+    space = SearchSpace() if space is None else space
+    return Genotype(
+        normal=derive_cell(alphas_normal, space.ops, space.n_nodes, space.k),
+        reduce=derive_cell(alphas_reduce, space.ops, space.n_nodes, space.k),
+    )

@@ -1,0 +1,79 @@
+"""``cellnas info`` end to end through ``cellnas.cli.main``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cellnas.cli import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def run_json(capsys, *argv) -> dict:
+    assert main(["info", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_info_darts_v2_json(capsys):
+    r = run_json(capsys, "DARTS_V2")
+    assert r["genotype"]["name"] == "DARTS_V2" and len(r["genotype"]["hash"]) == 16
+    assert (r["dataset"], r["channels"], r["layers"]) == ("cifar10", 36, 20)
+    assert round(r["params"] / 1e6, 1) == 3.3  # the published figure (SPEC 2.4), auxiliary head excluded
+    assert r["params_with_aux"] > r["params"]
+    assert r["macs"] > 0
+    # Shu et al. width/depth of the DARTS_V2 normal cell (SPEC 3.1)
+    assert r["cells"]["normal"] == {"width": 3.5, "depth": 3}
+    assert set(r["cells"]["reduce"]) == {"width", "depth"}
+
+
+def test_info_digits_uses_grey_input_and_small_defaults(capsys):
+    r = run_json(capsys, "darts", "--dataset", "digits")
+    assert r["genotype"]["name"] == "DARTS_V2"
+    assert r["input_shape"] == [1, 8, 8] and (r["channels"], r["layers"]) == (16, 8)
+    r2 = run_json(capsys, "DARTS_V2", "--dataset", "digits", "--channels", "8", "--layers", "5")
+    assert (r2["channels"], r2["layers"]) == (8, 5) and r2["params"] < r["params"]
+
+
+def test_info_supernet_json(capsys):
+    r = run_json(capsys, "--supernet", "--dataset", "digits", "--layers", "3", "--channels", "4")
+    assert r["alphas"] == 2 * 14 * 8
+    assert r["space"]["n_nodes"] == 4 and r["space"]["k"] == 2 and len(r["space"]["ops"]) == 8
+    assert r["params"] > 0
+
+
+def test_info_human_output_states_mac_rule(capsys):
+    assert main(["info", "DARTS_V2", "--dataset", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert "conv + linear" in out and "auxiliary head excluded" in out and "width 3.5c" in out
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["NOT_A_CELL"], "NOT_A_CELL"),
+        ([], "GENOTYPE"),
+        (["DARTS_V2", "--supernet"], "not both"),
+        (["DARTS_V2", "--channels", "0"], "--channels"),
+    ],
+)
+def test_info_bad_input_is_one_line_error(capsys, argv, needle):
+    assert main(["info", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
+
+
+def test_info_help_mentions_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["info", "--help"])
+    out = capsys.readouterr().out
+    for word in ("--dataset", "--channels", "--layers", "--supernet", "--json", "C=36", "C=48", "digits"):
+        assert word in out
