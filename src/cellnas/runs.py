@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from cellnas.errors import RunError
 
 __all__ = [
+    "StopFlag",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
@@ -189,3 +194,30 @@ def truncate_metrics(run_dir: Path, keep_epochs: int) -> None:
     atomic_write_text(
         Path(run_dir) / "metrics.jsonl", "".join(json.dumps(r, default=_json_default) + "\n" for r in records)
     )
+
+
+class StopFlag:
+    """Ctrl-C handling for long loops: the first SIGINT asks the loop to stop after the current
+    step (so it can write a consistent checkpoint); a second one raises KeyboardInterrupt at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            logging.getLogger("cellnas").warning("\nstopping after this step (Ctrl-C again to abort at once)")
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,129 @@
+"""Typed configuration of a DARTS search, and its presets (SPEC 1.5).
+
+The CLI and config files fill a :class:`SearchConfig`; library code takes it as is.
+The resolved config is written to ``config.json`` and into every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from cellnas.errors import CellnasError, unknown_name
+from cellnas.genotype import PRIMITIVES
+
+__all__ = ["SearchConfig", "PRESETS", "resolve_config"]
+
+
+@dataclass
+class SearchConfig:
+    """Every knob of a search. Defaults are the quick ``digits`` configuration; ``darts-cifar10`` is the paper's."""
+
+    # data
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    train_portion: float = 0.5
+    batch_size: int = 64
+    # search space and supernet
+    channels: int = 8
+    layers: int = 5
+    nodes: int = 4
+    k: int = 2
+    ops: tuple[str, ...] = PRIMITIVES
+    all_normal: bool = False
+    # bilevel optimisation (SPEC 1.5/1.6)
+    epochs: int = 15
+    order: int = 1
+    hvp: str = "fd"
+    mode: str = "bilevel"
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    arch_lr: float = 3e-4
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 1e-3
+    unrolled_eps: float = 0.01
+    # run control
+    seed: int = 2
+    device: str = "auto"
+    steps_per_epoch: int | None = None
+    eval_every: int = 1
+    alpha_every: int = 0
+    checkpoint_every: int = 0
+    record_wiring: bool = False
+    progress: bool = True
+    preset: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise CellnasError(msg)
+
+        need(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        need(self.channels >= 1, f"--channels must be >= 1, got {self.channels}")
+        need(self.layers >= 1, f"--layers must be >= 1, got {self.layers}")
+        need(self.nodes >= 1, f"--nodes must be >= 1, got {self.nodes}")
+        need(0.0 < self.train_portion < 1.0, f"--train-portion must be in (0, 1), got {self.train_portion}")
+        need(self.order in (1, 2), f"--order must be 1 or 2, got {self.order}")
+        need(self.hvp in ("fd", "exact"), f"--hvp must be 'fd' or 'exact', got {self.hvp!r}")
+        need(self.mode in ("bilevel", "single-level"), f"--mode must be bilevel or single-level, got {self.mode!r}")
+        need(not (self.mode == "single-level" and self.order == 2), "--order 2 needs --mode bilevel")
+        need(self.lr > 0 and self.arch_lr > 0, "learning rates must be positive")
+        need(self.lr_min >= 0, f"--lr-min must be >= 0, got {self.lr_min}")
+        need(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1")
+        need(self.alpha_every >= 0 and self.checkpoint_every >= 0, "--alpha-every/--checkpoint-every must be >= 0")
+        need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+             f"--device must be auto, cpu or cuda[:N], got {self.device!r}")  # fmt: skip
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise CellnasError(f"unknown search config key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        d = dict(d)
+        if "ops" in d:
+            d["ops"] = tuple(d["ops"])
+        if "arch_betas" in d:
+            d["arch_betas"] = tuple(d["arch_betas"])
+        return cls(**d)
+
+
+#: Named configurations. ``darts-cifar10`` is quark0/darts train_search.py (SPEC 1.5).
+PRESETS: dict[str, dict] = {
+    "darts-cifar10": dict(
+        dataset="cifar10", channels=16, layers=8, batch_size=64, epochs=50, lr=0.025, lr_min=0.001,
+        momentum=0.9, weight_decay=3e-4, grad_clip=5.0, arch_lr=3e-4, arch_betas=(0.5, 0.999),
+        arch_weight_decay=1e-3, train_portion=0.5, seed=2, nodes=4, k=2,
+    ),
+    "darts-cifar10-2nd": dict(
+        dataset="cifar10", channels=16, layers=8, batch_size=64, epochs=50, order=2, seed=2,
+    ),
+    "digits": dict(dataset="digits", channels=8, layers=5, batch_size=64, epochs=15),
+    # Xie et al. (AISTATS 2021) analysis supernet: 8 all-normal cells, C=16 (SPEC 4)
+    "wiring": dict(all_normal=True, channels=16, layers=8, batch_size=96, epochs=50, record_wiring=True),
+    "wiring-minimal": dict(all_normal=True, nodes=2, channels=16, layers=8, batch_size=96, epochs=50,
+                           record_wiring=True),
+}  # fmt: skip
+
+
+def resolve_config(preset: str | None = None, overrides: dict | None = None) -> SearchConfig:
+    """Defaults, then the preset, then explicit overrides (e.g. from the command line)."""
+    values: dict = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise unknown_name("search preset", preset, PRESETS)
+        values.update(PRESETS[preset])
+        values["preset"] = preset
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    cfg = SearchConfig.from_dict(values)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,457 @@
+"""The DARTS search loop (Liu et al., ICLR 2019, Alg. 1; SPEC 1.5) with self-describing, resumable runs.
+
+Per step, in quark0's order: an architecture step on a search ("validation") batch, then an
+SGD step on a training batch (gradient clipping on the weights only). The weight learning
+rate follows SPEC 1.5's formula, constant within an epoch:
+lr_e = lr_min + (lr - lr_min)(1 + cos(π e / E)) / 2.
+
+Everything needed to continue is in ``checkpoint.pt`` (weights and α, both optimisers, the
+loaders' positions and generators, RNG states, histories), written atomically at the end of
+every epoch (and every ``checkpoint_every`` steps). A run killed at any moment and resumed
+ends bit-identical, on CPU, to the same run never interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cellnas.errors import RunError
+from cellnas.formats import save_genotype
+from cellnas.genotype import Genotype
+from cellnas.runs import (
+    StopFlag,
+    append_metrics,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_json,
+    new_run_dir,
+    now_iso,
+    read_metrics,
+    truncate_metrics,
+    write_meta,
+)
+from cellnas.search.architect import Architect
+from cellnas.search.config import SearchConfig, resolve_config
+
+__all__ = ["search", "SearchResult", "cosine_lr", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+
+
+class SearchInterrupted(RunError):
+    """Raised after Ctrl-C once the checkpoint is safely written."""
+
+
+def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
+    """SPEC 1.5: lr_e = lr_min + (lr - lr_min)(1 + cos(π e / E)) / 2; epoch 0 uses lr."""
+    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(f"--device {name} was asked for but no CUDA device is available; use --device cpu")
+    return torch.device(name)
+
+
+@dataclass
+class SearchResult:
+    """What :func:`search` returns."""
+
+    genotype: Genotype
+    run_dir: Path
+    metrics: list[dict]
+    alphas: dict[str, np.ndarray]
+    seconds: float
+    config: SearchConfig = field(repr=False, default=None)
+
+    @property
+    def search_accuracy(self) -> float | None:
+        for rec in reversed(self.metrics):
+            if rec.get("valid_acc") is not None:
+                return rec["valid_acc"]
+        return None
+
+
+class _Search:
+    """One search run: built fresh from a config, or restored from a checkpoint."""
+
+    def __init__(self, cfg: SearchConfig, run_dir: Path) -> None:
+        from cellnas.data import get_dataset
+        from cellnas.search.setup import SearchLoaders, build_model
+
+        self.cfg, self.run_dir = cfg, run_dir
+        self.device = resolve_device(cfg.device)
+        self.dataset = get_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download)
+        self.model = build_model(cfg, self.dataset).to(self.device)
+        loaders = SearchLoaders(cfg, self.dataset, self.device)
+        self.train_loader, self.valid_loader, self.eval_loader = loaders.train, loaders.valid, loaders.evaluation
+        self.steps_per_epoch = min(len(self.train_loader), cfg.steps_per_epoch or len(self.train_loader))
+        self.w_optimizer = torch.optim.SGD(
+            self.model.weight_parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+        self.a_optimizer = torch.optim.Adam(
+            self.model.arch_parameters(), lr=cfg.arch_lr, betas=tuple(cfg.arch_betas),
+            weight_decay=cfg.arch_weight_decay,
+        )  # fmt: skip
+        self.architect = Architect(
+            self.model, self.w_optimizer, self.a_optimizer, order=cfg.order, hvp=cfg.hvp,
+            momentum=cfg.momentum, weight_decay=cfg.weight_decay, eps_scale=cfg.unrolled_eps,
+        )  # fmt: skip
+        self.wiring = None
+        if cfg.record_wiring:
+            from cellnas.analysis.wiring_cost import CostRecorder
+
+            self.wiring = CostRecorder(self.model)
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.history: dict[str, list] = {"normal": [], "reduce": [], "epoch": [], "step": []}
+        self.acc = self._fresh_accumulators()
+        self.elapsed = 0.0
+
+    # -- state ------------------------------------------------------------------------------------
+    @staticmethod
+    def _fresh_accumulators() -> dict:
+        return {"train_loss": 0.0, "train_correct": 0, "search_loss": 0.0, "search_correct": 0, "n": 0, "steps": 0}
+
+    def state_dict(self) -> dict:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "w_optimizer": self.w_optimizer.state_dict(),
+            "a_optimizer": self.a_optimizer.state_dict(),
+            "train_loader": self.train_loader.state_dict(),
+            "valid_loader": self.valid_loader.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "history": self.history,
+            "accumulators": self.acc,
+            "elapsed": self.elapsed,
+            "wiring": self.wiring.state_dict() if self.wiring else None,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+        }
+
+    def load_state_dict(self, s: dict) -> None:
+        self.model.load_state_dict(s["model"])
+        self.w_optimizer.load_state_dict(s["w_optimizer"])
+        self.a_optimizer.load_state_dict(s["a_optimizer"])
+        self.train_loader.load_state_dict(s["train_loader"])
+        self.valid_loader.load_state_dict(s["valid_loader"])
+        self.epoch, self.step_in_epoch, self.global_step = s["epoch"], s["step_in_epoch"], s["global_step"]
+        self.history, self.acc, self.elapsed = s["history"], s["accumulators"], s["elapsed"]
+        if self.wiring and s.get("wiring"):
+            self.wiring.load_state_dict(s["wiring"])
+        torch.set_rng_state(s["rng"]["torch"])
+        np.random.set_state(s["rng"]["numpy"])
+
+    def save_checkpoint(self) -> Path:
+        return atomic_torch_save(self.state_dict(), self.run_dir / CHECKPOINT)
+
+    # -- one step -------------------------------------------------------------------------------------
+    def _check(self, value: torch.Tensor, what: str) -> None:
+        if not torch.isfinite(value).all():
+            raise RunError(
+                f"non-finite {what} at epoch {self.epoch} step {self.step_in_epoch}: the run diverged and stops; "
+                f"the last good checkpoint is kept in {self.run_dir / CHECKPOINT} "
+                "(try a lower --lr or --arch-lr, or --grad-clip)"
+            )
+
+    def step(self, lr: float) -> None:
+        cfg, model = self.cfg, self.model
+        x_t, y_t = self.train_loader.next()
+        model.train()
+        if cfg.mode == "single-level":
+            # one batch, one backward pass: α and w descend the same training loss together
+            logits = model(x_t)
+            loss = F.cross_entropy(logits, y_t)
+            self._check(loss, "training loss")
+            self.w_optimizer.zero_grad(set_to_none=True)
+            self.a_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.wiring:
+                self.wiring.collect("train")
+            self.a_optimizer.step()
+            search_loss, search_logits, y_v = loss.detach(), logits.detach(), y_t
+        else:
+            x_v, y_v = self.valid_loader.next()
+            if self.wiring:
+                self.wiring.begin("search")
+            search_loss, search_logits = self.architect.step(x_t, y_t, x_v, y_v, eta=lr)
+            self._check(search_loss, "search (architecture) loss")
+            if self.wiring:
+                self.wiring.end()
+            self.w_optimizer.zero_grad(set_to_none=True)
+            if self.wiring:
+                self.wiring.begin("train")
+            logits = model(x_t)
+            loss = F.cross_entropy(logits, y_t)
+            self._check(loss, "training loss")
+            loss.backward()
+            if self.wiring:
+                self.wiring.end()
+        torch.nn.utils.clip_grad_norm_(model.weight_parameters(), cfg.grad_clip)
+        self.w_optimizer.step()
+        for a in model.arch_parameters():
+            self._check(a.detach(), "architecture parameter α")
+        n = y_t.numel()
+        self.acc["train_loss"] += float(loss.detach()) * n
+        self.acc["train_correct"] += int((logits.argmax(1) == y_t).sum())
+        self.acc["search_loss"] += float(search_loss) * y_v.numel()
+        self.acc["search_correct"] += int((search_logits.argmax(1) == y_v).sum())
+        self.acc["n"] += n
+        self.acc["steps"] += 1
+
+    # -- recording ------------------------------------------------------------------------------------
+    def _softmax_alphas(self) -> dict[str, np.ndarray]:
+        return {
+            name: F.softmax(a.detach().float(), dim=-1).cpu().numpy()
+            for name, a in zip(("normal", "reduce"), self.model.arch_parameters())
+        }
+
+    def record_alphas(self) -> None:
+        probs = self._softmax_alphas()
+        self.history["normal"].append(probs["normal"])
+        self.history["reduce"].append(probs["reduce"])
+        self.history["epoch"].append(self.epoch + self.step_in_epoch / self.steps_per_epoch)
+        self.history["step"].append(self.global_step)
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """Loss and accuracy of the supernet on the whole search split (eval mode, no graphs)."""
+        self.model.eval()
+        total, correct, loss = 0, 0, 0.0
+        for x, y in self.eval_loader:
+            logits = self.model(x)
+            loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            total += y.numel()
+        self.model.train()
+        return loss / max(total, 1), correct / max(total, 1)
+
+    def write_alpha_files(self) -> None:
+        import io
+
+        raw = {n: a.detach().float().cpu().numpy() for n, a in zip(("normal", "reduce"), self.model.arch_parameters())}
+        ops = np.array(self.cfg.ops)
+        for name, arrays in (
+            ("alphas.npz", {**raw, "ops": ops}),
+            (
+                "alphas_history.npz",
+                {
+                    "normal": np.stack(self.history["normal"]) if self.history["normal"] else np.zeros((0,)),
+                    "reduce": np.stack(self.history["reduce"]) if self.history["reduce"] else np.zeros((0,)),
+                    "epoch": np.asarray(self.history["epoch"], dtype=np.float64),
+                    "step": np.asarray(self.history["step"], dtype=np.int64),
+                    "ops": ops,
+                    "nodes": np.int64(self.cfg.nodes),
+                },
+            ),
+        ):
+            buf = io.BytesIO()
+            np.savez(buf, **arrays)
+            atomic_write_bytes(self.run_dir / name, buf.getvalue())
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def run(self, stop: StopFlag) -> None:
+        from cellnas.analysis.topology import topology
+
+        cfg = self.cfg
+        if self.global_step == 0 and not self.history["step"]:
+            self.record_alphas()  # the initial softmax(α), at epoch 0
+        while self.epoch < cfg.epochs:
+            lr = cosine_lr(self.epoch, cfg.epochs, cfg.lr, cfg.lr_min)
+            for group in self.w_optimizer.param_groups:
+                group["lr"] = lr
+            t0 = time.perf_counter()
+            bar = _progress(cfg, self.epoch, self.steps_per_epoch, self.step_in_epoch)
+            while self.step_in_epoch < self.steps_per_epoch:
+                self.step(lr)
+                self.step_in_epoch += 1
+                self.global_step += 1
+                if cfg.alpha_every and self.global_step % cfg.alpha_every == 0:
+                    self.record_alphas()
+                if bar is not None:
+                    a = self.acc
+                    bar.set_postfix(loss=f"{a['train_loss'] / a['n']:.3f}", acc=f"{a['train_correct'] / a['n']:.3f}",
+                                    search_acc=f"{a['search_correct'] / a['n']:.3f}", refresh=False)  # fmt: skip
+                    bar.update(1)
+                if stop.requested or (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0):
+                    self.elapsed += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    if self.step_in_epoch < self.steps_per_epoch:
+                        self.save_checkpoint()
+                    if stop.requested:
+                        if bar is not None:
+                            bar.close()
+                        raise SearchInterrupted(
+                            f"interrupted at epoch {self.epoch} step {self.step_in_epoch}; checkpoint written, "
+                            f"continue with: cellnas search --resume {self.run_dir}"
+                        )
+            if bar is not None:
+                bar.close()
+            self.elapsed += time.perf_counter() - t0
+            # end of epoch: record, evaluate, write, checkpoint
+            genotype = self.model.genotype()
+            a = self.acc
+            record = {
+                "epoch": self.epoch,
+                "lr": lr,
+                "train_loss": a["train_loss"] / a["n"],
+                "train_acc": a["train_correct"] / a["n"],
+                "search_loss": a["search_loss"] / a["n"],
+                "search_acc": a["search_correct"] / a["n"],
+                "steps": a["steps"],
+            }
+            if cfg.eval_every and ((self.epoch + 1) % cfg.eval_every == 0 or self.epoch + 1 == cfg.epochs):
+                record["valid_loss"], record["valid_acc"] = self.evaluate()
+            record.update(
+                genotype=genotype.to_dict(), topology=topology(genotype), time_s=self.elapsed,
+                alphas_softmax={k: v.round(5).tolist() for k, v in self._softmax_alphas().items()},
+            )  # fmt: skip
+            if self.wiring:
+                record["wiring_cost"] = self.wiring.epoch_summary()
+                self.wiring.reset_epoch()
+            log.info(
+                "epoch %d/%d  lr %.4g  train %.3f/%.3f  search %.3f/%.3f%s  %s",
+                self.epoch + 1, cfg.epochs, lr, record["train_loss"], record["train_acc"], record["search_loss"],
+                record["search_acc"], f"  valid acc {record['valid_acc']:.3f}" if "valid_acc" in record else "",
+                genotype_summary(genotype),
+            )  # fmt: skip
+            append_metrics(self.run_dir, record)
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self.acc = self._fresh_accumulators()
+            self.record_alphas()
+            save_genotype(genotype, self.run_dir / "genotype.json")
+            self.write_alpha_files()
+            self.save_checkpoint()
+
+
+def genotype_summary(g: Genotype) -> str:
+    from cellnas.analysis.topology import topology
+
+    t = topology(g)
+    n, r = t["normal"], t["reduce"]
+    return f"normal {n['width']:g}c/d{n['depth']}, reduce {r['width']:g}c/d{r['depth']}"
+
+
+def _progress(cfg: SearchConfig, epoch: int, total: int, initial: int):
+    if not cfg.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False,
+                dynamic_ncols=True)  # fmt: skip
+
+
+def _load_checkpoint(run_dir: Path) -> dict:
+    path = run_dir / CHECKPOINT
+    if not run_dir.is_dir():
+        raise RunError(f"cannot resume: {run_dir} is not a directory")
+    if not path.is_file():
+        raise RunError(f"cannot resume: {run_dir} holds no {CHECKPOINT} (was it a cellnas search run?)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise RunError(f"cannot resume: {path} is corrupt or unreadable ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION or "config" not in state:
+        raise RunError(f"cannot resume: {path} is not a cellnas search checkpoint of version {CHECKPOINT_VERSION}")
+    return state
+
+
+def search(
+    config: SearchConfig | None = None,
+    *,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    preset: str | None = None,
+    **overrides,
+) -> SearchResult:
+    """Run (or resume) a DARTS search and return its :class:`SearchResult`.
+
+    >>> result = search(epochs=1, steps_per_epoch=2, channels=4, layers=3, progress=False)  # doctest: +SKIP
+    >>> result.genotype, result.run_dir  # doctest: +SKIP
+    """
+    t_start = time.perf_counter()
+    if resume is not None:
+        run_dir = Path(resume)
+        state = _load_checkpoint(run_dir)
+        cfg = resolve_config(None, state["config"])
+        if overrides.get("epochs") is not None:
+            cfg.epochs = int(overrides["epochs"])
+            cfg.validate()
+        job = _Search(cfg, run_dir)
+        job.load_state_dict(state)
+        truncate_metrics(run_dir, job.epoch)
+        log.info("resuming %s at epoch %d step %d", run_dir, job.epoch, job.step_in_epoch)
+    else:
+        cfg = config if config is not None else resolve_config(preset, overrides)
+        cfg.validate()
+        run_dir = new_run_dir(out, "search")
+        try:
+            job = _Search(cfg, run_dir)
+        except BaseException:
+            _remove_if_empty(run_dir)
+            raise
+        atomic_write_json(run_dir / "config.json", cfg.to_dict())
+        write_meta(run_dir, str(job.device), {"kind": "search"})
+    stop = StopFlag()
+    with stop.installed():
+        try:
+            job.run(stop)
+        except KeyboardInterrupt:
+            raise SearchInterrupted(
+                f"aborted; the last checkpoint in {run_dir} is kept (continue with --resume {run_dir})"
+            ) from None
+    genotype = job.model.genotype()
+    _finish(job)
+    return SearchResult(
+        genotype=genotype, run_dir=run_dir, metrics=read_metrics(run_dir), alphas=job._softmax_alphas(),
+        seconds=time.perf_counter() - t_start, config=cfg,
+    )  # fmt: skip
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    except OSError:
+        pass
+
+
+def _finish(job: _Search) -> None:
+    """Final files: genotype, α arrays, meta end time, plots."""
+    import json
+
+    run_dir = job.run_dir
+    save_genotype(job.model.genotype(), run_dir / "genotype.json")
+    job.write_alpha_files()
+    meta_path = run_dir / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        meta = {}
+    meta["end_time"] = now_iso()
+    meta["search_seconds"] = job.elapsed
+    atomic_write_json(meta_path, meta)
+    try:
+        from cellnas.plots.search import plot_search_run
+
+        plot_search_run(run_dir)
+    except Exception as exc:  # noqa: BLE001 - a plotting failure must not lose a finished search
+        log.warning("could not draw the plots of %s: %s", run_dir, exc)
