@@ -14,7 +14,6 @@ ends bit-identical, on CPU, to the same run never interrupted.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +37,11 @@ from cellnas.runs import (
     truncate_metrics,
     write_meta,
 )
+from cellnas.schedule import cosine_lr, resolve_device
 from cellnas.search.architect import Architect
 from cellnas.search.config import SearchConfig, resolve_config
 
-__all__ = ["search", "SearchResult", "cosine_lr", "resolve_device"]
+__all__ = ["search", "SearchResult"]
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +51,6 @@ CHECKPOINT_VERSION = 1
 
 class SearchInterrupted(RunError):
     """Raised after Ctrl-C once the checkpoint is safely written."""
-
-
-def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
-    """SPEC 1.5: lr_e = lr_min + (lr - lr_min)(1 + cos(π e / E)) / 2; epoch 0 uses lr."""
-    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"--device {name} was asked for but no CUDA device is available; use --device cpu")
-    return torch.device(name)
 
 
 @dataclass

@@ -1,0 +1,32 @@
+"""Learning-rate schedules and device selection shared by search and training."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from cellnas.errors import RunError
+
+__all__ = ["cosine_lr", "resolve_device"]
+
+
+def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
+    """SPEC 1.5: lr_e = lr_min + (lr - lr_min)(1 + cos(π e / E)) / 2, constant within epoch e; epoch 0 uses lr.
+
+    quark0/darts called ``scheduler.step()`` at the start of each epoch under PyTorch 0.3.1; later
+    PyTorch versions shift that schedule by one epoch, so the formula is applied explicitly.
+    """
+    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(f"--device {name} was asked for but no CUDA device is available; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise RunError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
