@@ -1,0 +1,209 @@
+"""Topology and operation variants of a cell (Shu, Wang, Cai, ICLR 2020, Sec. 4; SPEC 3.2).
+
+* :func:`random_ops` and :func:`random_conn` reproduce ``random_ops`` / ``random_conn`` of
+  shuyao95/Understanding-NAS ``genotypes.py`` draw for draw. The reference seeds the legacy
+  global NumPy RNG (``np.random.seed(seed)``); a local ``np.random.RandomState(seed)`` yields the
+  identical stream without touching global state, so ``random_conn(get_genotype("DARTS_V2"), 1)``
+  is the paper's ``DARTS_CONN1``.
+* :func:`widest` is the widest-and-shallowest re-wiring of the published ``*_ADAPT`` cells.
+* :func:`width_family` **re-creates** the c1..c12 family of DARTS variants used in the
+  convergence, loss-contour and gradient-variance figures. The paper's exact twelve genotypes
+  are unpublished (SPEC 3.2, [UNKNOWN]); only the binning (4 width groups of 3: 2c, 2.5c, 3c,
+  3.5c) and the ordering (width up, depth down from c1 to c12) are known.
+
+>>> from cellnas.zoo import get_genotype
+>>> from cellnas.analysis.topology import cell_depth, cell_width
+>>> w = widest(get_genotype("DARTS_V2"))
+>>> cell_width(w.normal), cell_depth(w.normal)
+(4.0, 2)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from cellnas.analysis.topology import cell_depth, cell_width
+from cellnas.errors import CellnasError, GenotypeError
+from cellnas.genotype import CELL_TYPES, PRIMITIVES, Cell, Genotype
+
+__all__ = ["random_ops", "random_conn", "widest", "width_family", "Variant", "DEFAULT_WIDTHS"]
+
+log = logging.getLogger(__name__)
+
+#: The four width groups of Shu et al.'s DARTS variants (in units of c), SPEC 3.2.
+DEFAULT_WIDTHS: tuple[float, ...] = (2.0, 2.5, 3.0, 3.5)
+
+
+def _with_pairs(cell: Cell, pairs: list[tuple[str, int]], k: int) -> Cell:
+    return Cell.from_pairs(pairs, cell.concat, k=k)
+
+
+def random_ops(genotype: Genotype, seed: int) -> Genotype:
+    """Same wiring, ops redrawn uniformly from the 7 non-``none`` DARTS primitives (SPEC 3.2).
+
+    Reference: ``np.random.seed(seed)``; ``choice(7, num_ops)`` for the normal cell, then
+    ``choice(7, num_ops)`` for the reduction cell; op := ``PRIMITIVES[1 + idx]``. ``num_ops`` is
+    the number of (op, input) pairs of the cell (8 for DARTS/SNAS, 10 for ENAS/NASNet/AmoebaNet).
+    Seeds 1..10 give the paper's ``*_OPS1..10``.
+    """
+    rs = np.random.RandomState(seed)
+    k = genotype.k
+    draws = {name: rs.choice(len(PRIMITIVES) - 1, len(genotype.cell(name).pairs)) for name in CELL_TYPES}
+    cells = {}
+    for name in CELL_TYPES:
+        cell = genotype.cell(name)
+        pairs = [(PRIMITIVES[1 + int(idx)], src) for idx, (_, src) in zip(draws[name], cell.pairs)]
+        cells[name] = _with_pairs(cell, pairs, k)
+    return Genotype(normal=cells["normal"], reduce=cells["reduce"])
+
+
+def _conn_draws(rs: np.random.RandomState, n_normal: int, n_reduce: int, k: int) -> tuple[list[int], list[int]]:
+    """The input draws of ``random_conn``: interleaved normal/reduce, node ids grow after each node."""
+    states = [0, 1]
+    normal: list[int] = []
+    reduce: list[int] = []
+    for i in range(max(n_normal, n_reduce)):
+        # the reference's ``choice(states, 1).item()`` is one ``randint(len(states))`` draw (same stream)
+        if i < n_normal:
+            normal.append(states[rs.randint(len(states))])
+        if i < n_reduce:
+            reduce.append(states[rs.randint(len(states))])
+        if i % k == k - 1:
+            states.append(states[-1] + 1)
+    return normal, reduce
+
+
+def random_conn(genotype: Genotype, seed: int) -> Genotype:
+    """Same ops, inputs redrawn at random (SPEC 3.2).
+
+    Reference: ``np.random.seed(seed)``; ``states = [0, 1]``; for pair i = 0, 1, ...: the normal
+    cell's input := ``choice(states)``, then the reduction cell's input := ``choice(states)``
+    (interleaved); after every odd i (every k-th pair in general) the next node id joins
+    ``states``. The two inputs of a node **may coincide** (valid for training, not encodable in
+    NAS-Bench-301). Seeds 1..10 give the paper's ``*_CONN1..10``.
+    """
+    rs = np.random.RandomState(seed)
+    k = genotype.k
+    n, r = genotype.normal, genotype.reduce
+    src_n, src_r = _conn_draws(rs, len(n.pairs), len(r.pairs), k)
+    return Genotype(
+        normal=_with_pairs(n, [(op, s) for (op, _), s in zip(n.pairs, src_n)], k),
+        reduce=_with_pairs(r, [(op, s) for (op, _), s in zip(r.pairs, src_r)], k),
+    )
+
+
+def _widest_cell(cell: Cell) -> Cell:
+    first = [src for _, src in cell.nodes[0]]
+    order = first if sorted(first) == [0, 1] else [0, 1]
+    pairs = [(op, order[e]) for node in cell.nodes for e, (op, _) in enumerate(node)]
+    return _with_pairs(cell, pairs, 2)
+
+
+def widest(genotype: Genotype) -> Genotype:
+    """The widest and shallowest re-wiring with the same ops (Shu et al.'s ``*_ADAPT`` cells).
+
+    Every intermediate node reads one edge from each input node, so a cell with n intermediate
+    nodes has width n*c and depth 2 (SPEC 3.1). The rule, read off the published cells: the
+    edges of every node take the sources of node 2, in node 2's order, when node 2 reads
+    inputs 0 and 1 (NASNet: (1, 0) everywhere; AmoebaNet, SNAS: (0, 1)); otherwise (0, 1).
+    This reproduces NASNet_ADAPT, AmoebaNet_ADAPT, SNAS_ADAPT and ENAS_ADAPT exactly except one
+    edge of ENAS_ADAPT's normal cell: the published node 3 reads input 0 twice
+    (``('sep_conv_5x5', 0), ('skip_connect', 0)``), which contradicts "one edge from each
+    input"; this function gives ``('skip_connect', 1)`` there. Both wirings are 5c wide and 2 deep.
+    Concat lists are unchanged. Requires k = 2 inputs per node.
+    """
+    if genotype.k != 2:
+        raise GenotypeError(f"widest() needs cells with 2 inputs per node, got k={genotype.k}")
+    return Genotype(normal=_widest_cell(genotype.normal), reduce=_widest_cell(genotype.reduce))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One member of a :func:`width_family`: ``genotype == random_conn(base, seed)`` when
+    the reduce cell is re-wired (the default)."""
+
+    name: str
+    genotype: Genotype
+    seed: int
+    width: float
+    depth: int
+
+
+def _width_depth(sources: list[int], k: int, concat: tuple[int, ...]) -> tuple[float, int]:
+    """:func:`cell_width` and :func:`cell_depth` from a flat input list (no Genotype built)."""
+    width = 0.0
+    level = [0, 0]
+    for j in range(0, len(sources), k):
+        node = sources[j : j + k]
+        width += sum(1 for src in node if src < 2) / k
+        level.append(1 + max(level[src] for src in node))
+    return width, 1 + max(level[c] for c in concat)
+
+
+def width_family(
+    genotype: Genotype,
+    widths: tuple[float, ...] = DEFAULT_WIDTHS,
+    per_bin: int = 3,
+    seed: int = 0,
+    max_tries: int = 2000,
+    rewire_reduce: bool = True,
+) -> list[Variant]:
+    """A re-creation of Shu et al.'s c1..c12: random re-wirings binned by normal-cell width.
+
+    Candidates are ``random_conn(genotype, s)`` for s = seed, seed+1, ..., seed+max_tries-1,
+    i.e. each member is exactly a variant that the reference ``random_conn`` gives for its
+    recorded seed (with ``seed=0`` the candidates for s = 1..10 are the paper's
+    ``DARTS_CONN1..10``). The ops stay fixed; the reduction cell is re-wired by the same draws
+    (as in every published ``*_CONN`` variant) unless ``rewire_reduce=False``, which keeps the
+    original reduction cell. Candidates are binned by the width of their **normal** cell
+    (``widths`` in units of c); duplicates of a normal cell already seen are skipped. In each bin
+    ``per_bin`` members are chosen, covering as many distinct depths as the bin offers (deepest
+    first, then the lowest seed), and ordered by decreasing depth; bins follow ``widths``. With
+    the defaults this gives c1..c12 with width increasing and, within each width, depth
+    decreasing (SPEC 3.2: "width and depth from c1 to c12 are increasing and decreasing").
+
+    This is a **re-creation**: the paper's exact twelve genotypes are unpublished (SPEC 3.2
+    UNKNOWN), so the members are not the paper's cells, only the same construction and binning.
+    Raises :class:`CellnasError` when a bin cannot be filled within ``max_tries`` candidates.
+    """
+    k = genotype.k
+    n_normal, n_reduce = len(genotype.normal.pairs), len(genotype.reduce.pairs)
+    bins: dict[float, list[tuple[int, int]]] = {float(w): [] for w in widths}  # (seed, depth)
+    seen: set[tuple[int, ...]] = set()
+    rs = np.random.RandomState()
+    for s in range(seed, seed + max_tries):
+        rs.seed(s)  # reseeding gives the stream of RandomState(s), much faster than a new object
+        sources, _ = _conn_draws(rs, n_normal, n_reduce, k)
+        if tuple(sources) in seen:
+            continue
+        seen.add(tuple(sources))
+        w, d = _width_depth(sources, k, genotype.normal.concat)
+        for target, members in bins.items():
+            if abs(w - target) < 1e-9:
+                members.append((s, d))
+    family: list[Variant] = []
+    for target, members in bins.items():
+        if len(members) < per_bin:
+            raise CellnasError(
+                f"only {len(members)} distinct re-wirings of width {target:g}c among {max_tries} candidates "
+                f"(seeds {seed}..{seed + max_tries - 1}); {per_bin} needed. Raise max_tries or choose other widths"
+            )
+        # round-robin over depths, deepest first, lowest seed first within a depth
+        by_depth: dict[int, list[int]] = {}
+        for s, d in members:
+            by_depth.setdefault(d, []).append(s)
+        chosen: list[tuple[int, int]] = []
+        while len(chosen) < per_bin:
+            for d in sorted(by_depth, reverse=True):
+                if by_depth[d] and len(chosen) < per_bin:
+                    chosen.append((by_depth[d].pop(0), d))
+        for s, _depth in sorted(chosen, key=lambda sd: (-sd[1], sd[0])):
+            g = random_conn(genotype, s)
+            if not rewire_reduce:
+                g = Genotype(normal=g.normal, reduce=genotype.reduce)
+            family.append(Variant(f"c{len(family) + 1}", g, s, cell_width(g.normal), cell_depth(g.normal)))
+    log.debug("width family: %s", [(v.name, v.seed, v.width, v.depth) for v in family])
+    return family
