@@ -1,0 +1,110 @@
+"""Figures of a search run: the derived cells, α heatmaps, curves and the evolution of softmax(α).
+
+Everything is drawn from the run directory's own files, so a run can be re-plotted at any time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cellnas.plots.cells import OP_COLOURS, draw_genotype, save_figure  # noqa: E402
+
+__all__ = ["plot_search_run", "edge_labels", "plot_alpha_heatmap", "plot_alpha_evolution", "plot_curves"]
+
+
+def edge_labels(n_nodes: int) -> list[str]:
+    """'i→j' for every supernet edge, in α row order (SPEC 1.3: node j reads nodes 0..j-1)."""
+    return [f"{i}→{j}" for j in range(2, n_nodes + 2) for i in range(j)]
+
+
+def plot_alpha_heatmap(probs: np.ndarray, ops, n_nodes: int, title: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(ops), 0.5 + 0.33 * probs.shape[0]))
+    im = ax.imshow(probs, cmap="viridis", aspect="auto", vmin=0.0)
+    ax.set_xticks(range(len(ops)), list(ops), rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(probs.shape[0]), edge_labels(n_nodes), fontsize=8)
+    for (r, c), v in np.ndenumerate(probs):
+        ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < probs.max() * 0.6 else "k")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, label="softmax(α)")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_alpha_evolution(history: np.ndarray, epochs: np.ndarray, ops, n_nodes: int, title: str, path: Path) -> Path:
+    """One panel per edge: softmax(α) of every op against epochs (`none` dashed)."""
+    n_edges = history.shape[1]
+    cols = min(5, n_edges)
+    rows = (n_edges + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.2 * rows), sharex=True, sharey=True, squeeze=False)
+    labels = edge_labels(n_nodes)
+    for e in range(rows * cols):
+        ax = axes[e // cols][e % cols]
+        if e >= n_edges:
+            ax.set_axis_off()
+            continue
+        for k, op in enumerate(ops):
+            ax.plot(epochs, history[:, e, k], color=OP_COLOURS.get(op), ls="--" if op == "none" else "-", lw=1.2,
+                    label=op)  # fmt: skip
+        ax.set_title(f"edge {labels[e]}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("softmax(α)", fontsize=8)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(len(ops), 8), fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    return save_figure(fig, path)
+
+
+def plot_curves(metrics: list[dict], path: Path, title: str = "search") -> Path:
+    epochs = [m["epoch"] + 1 for m in metrics]
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, label in (("train", "weight step (train half)"), ("search", "α step (search half)"),
+                       ("valid", "search half, eval mode")):  # fmt: skip
+        if any(f"{key}_loss" in m for m in metrics):
+            xs = [e for e, m in zip(epochs, metrics) if f"{key}_loss" in m]
+            ax_l.plot(xs, [m[f"{key}_loss"] for m in metrics if f"{key}_loss" in m], marker="o", ms=3, label=label)
+            ax_a.plot(xs, [m[f"{key}_acc"] for m in metrics if f"{key}_acc" in m], marker="o", ms=3, label=label)
+    ax_l.set(xlabel="epoch", ylabel="cross-entropy", title=f"{title}: loss")
+    ax_a.set(xlabel="epoch", ylabel="accuracy", title=f"{title}: accuracy")
+    for ax in (ax_l, ax_a):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_search_run(run_dir: str | Path) -> list[Path]:
+    """Draw every figure of a search run into ``run_dir``; returns the files written."""
+    from cellnas.formats import load_genotype
+    from cellnas.runs import read_metrics
+
+    run_dir = Path(run_dir)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    n_nodes = int(cfg["nodes"])
+    written = [save_figure(draw_genotype(load_genotype(str(run_dir)), title=f"derived cells: {run_dir.name}"),
+                           run_dir / "cell.png")]  # fmt: skip
+    alphas = np.load(run_dir / "alphas.npz")
+    ops = [str(o) for o in alphas["ops"]]
+    hist = np.load(run_dir / "alphas_history.npz")
+    cell_types = ("normal",) if cfg.get("all_normal") else ("normal", "reduce")
+    for name in cell_types:
+        logits = alphas[name]
+        probs = np.exp(logits - logits.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        written.append(plot_alpha_heatmap(probs, ops, n_nodes, f"final softmax(α), {name} cell",
+                                          run_dir / f"alphas_{name}.png"))  # fmt: skip
+        if hist[name].ndim == 3 and hist[name].shape[0] > 1:
+            written.append(plot_alpha_evolution(hist[name], hist["epoch"], ops, n_nodes,
+                                                f"evolution of softmax(α), {name} cell",
+                                                run_dir / f"alpha_evolution_{name}.png"))  # fmt: skip
+    metrics = read_metrics(run_dir)
+    if metrics:
+        written.append(plot_curves(metrics, run_dir / "curves.png"))
+    return written
