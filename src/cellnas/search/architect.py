@@ -13,6 +13,14 @@ Bilevel problem: min_α L_val(w*(α), α) s.t. w*(α) = argmin_w L_train(w, α).
 
 The network is never rebuilt: the weights are swapped in place and restored exactly
 from a saved copy.
+
+A measured caveat (tests/test_architect.py): on ReLU networks with batch-normalised
+pre-activations, ReLU and max-pool kinks lie densely around w, and at the paper's
+ε = 0.01/‖v‖ the central difference crosses many of them, so on small networks it can
+differ from the exact product by more than the product itself. The FD product converges
+to the exact one as ε -> 0 (float64: to 1e-9 at ε ≈ 1e-7/‖v‖). ``hvp='fd'`` with
+``eps_scale=0.01`` stays the default because it is what DARTS ran; ``hvp='exact'`` computes
+the derivative the paper's Eq. 7 asks for.
 """
 
 from __future__ import annotations
