@@ -53,6 +53,7 @@ def register(sub, formatter) -> None:
     g.add_argument("--device", default=None, help=f"auto, cpu or cuda[:N] (default {d.device})")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
+    g.add_argument("--no-plots", action="store_true", help="do not draw the figures at the end")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=None,
                    help=f"digits, cifar10, cifar100 or imagefolder:PATH (default {d.dataset})")  # fmt: skip
@@ -109,6 +110,8 @@ def _overrides(args) -> dict:
         values["ops"] = tuple(o.strip() for o in values["ops"].split(",") if o.strip())
     # the bar is for people at a terminal; logs and CI get one line per epoch instead
     values["progress"] = not args.no_progress and sys.stderr.isatty()
+    if args.no_plots:
+        values["plots"] = False
     return values
 
 
@@ -117,7 +120,7 @@ def run(args) -> int:
 
     overrides = _overrides(args)
     if args.resume:
-        extra = sorted(set(overrides) - {"epochs", "progress"})
+        extra = sorted(set(overrides) - {"epochs", "progress", "plots"})
         if extra or args.preset or args.out:
             raise CellnasError(
                 "--resume continues a run with its own config; only --epochs may change "

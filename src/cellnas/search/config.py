@@ -55,6 +55,7 @@ class SearchConfig:
     checkpoint_every: int = 0
     record_wiring: bool = False
     progress: bool = True
+    plots: bool = True
     preset: str | None = None
     extra: dict = field(default_factory=dict)
 

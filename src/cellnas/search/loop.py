@@ -436,6 +436,8 @@ def _finish(job: _Search) -> None:
     meta["end_time"] = now_iso()
     meta["search_seconds"] = job.elapsed
     atomic_write_json(meta_path, meta)
+    if not job.cfg.plots:
+        return
     try:
         from cellnas.plots.search import plot_search_run
 

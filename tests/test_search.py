@@ -1,0 +1,208 @@
+"""Search runs: the run directory, exact resume after a kill, Ctrl-C, divergence, bad options."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from cellnas.cli import main
+from cellnas.errors import CellnasError, RunError
+from cellnas.formats import load_genotype
+from cellnas.search import loop as search_loop
+from cellnas.search import search
+
+TINY = dict(channels=4, layers=3, batch_size=32, epochs=2, steps_per_epoch=3, progress=False, plots=False)
+
+
+def _final(run_dir):
+    alphas = np.load(run_dir / "alphas.npz")
+    metrics = [{k: v for k, v in m.items() if k != "time_s"} for m in map(json.loads, open(run_dir / "metrics.jsonl"))]
+    return {k: alphas[k] for k in ("normal", "reduce")}, load_genotype(str(run_dir)), metrics
+
+
+def _assert_same_run(a, b):
+    (alphas_a, geno_a, metrics_a), (alphas_b, geno_b, metrics_b) = _final(a), _final(b)
+    for k in alphas_a:
+        np.testing.assert_array_equal(alphas_a[k], alphas_b[k])  # bit-identical
+    assert geno_a == geno_b
+    assert metrics_a == metrics_b
+    hist_a, hist_b = np.load(a / "alphas_history.npz"), np.load(b / "alphas_history.npz")
+    np.testing.assert_array_equal(hist_a["normal"], hist_b["normal"])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted tiny run, the yardstick of every resume test."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    result = search(out=out, checkpoint_every=1, **{**TINY, "plots": True})
+    return out, result
+
+
+def test_run_directory_describes_itself(reference):
+    out, result = reference
+    for name in ("config.json", "meta.json", "metrics.jsonl", "alphas.npz", "alphas_history.npz", "genotype.json",
+                 "checkpoint.pt", "cell.png", "alphas_normal.png", "alphas_reduce.png", "curves.png",
+                 "alpha_evolution_normal.png"):  # fmt: skip
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    assert config["channels"] == 4 and config["epochs"] == 2 and config["lr_min"] == 0.001
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["torch_version"] == torch.__version__ and meta["end_time"] and meta["device"] == "cpu"
+    metrics = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert [m["epoch"] for m in metrics] == [0, 1]
+    assert {"train_loss", "train_acc", "search_loss", "search_acc", "valid_acc", "lr", "genotype", "time_s"} <= set(
+        metrics[0]
+    )
+    # cosine schedule of SPEC 1.5: epoch 0 at lr, epoch 1 of 2 at the midpoint
+    assert metrics[0]["lr"] == pytest.approx(0.025) and metrics[1]["lr"] == pytest.approx((0.025 + 0.001) / 2)
+    hist = np.load(out / "alphas_history.npz")
+    assert hist["normal"].shape == (3, 14, 8)  # initial + one per epoch
+    np.testing.assert_allclose(hist["normal"].sum(-1), 1.0, rtol=1e-5)
+    assert result.genotype == load_genotype(str(out))
+    assert result.genotype == load_genotype(json.dumps({"format": "cellnas.genotype", "version": 1,
+                                                        **metrics[-1]["genotype"]}))  # fmt: skip
+
+
+@pytest.mark.parametrize("crash_at", [2, 3, 5], ids=["mid-epoch", "epoch-boundary", "last-epoch"])
+def test_crashed_run_resumes_bit_identical(reference, tmp_path, monkeypatch, crash_at):
+    out = tmp_path / "run"
+    real_step = search_loop._Search.step
+
+    def crashing_step(self, lr):
+        if self.global_step == crash_at:
+            raise RuntimeError("simulated crash")
+        return real_step(self, lr)
+
+    monkeypatch.setattr(search_loop._Search, "step", crashing_step)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        search(out=out, checkpoint_every=1, **TINY)
+    monkeypatch.setattr(search_loop._Search, "step", real_step)
+    search(resume=out)
+    _assert_same_run(reference[0], out)
+
+
+def test_sigkilled_process_resumes_bit_identical(reference, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "cellnas.cli", "search", "--out", str(out), "--no-progress", "--no-plots",
+           "--checkpoint-every", "1", "-C", "4", "-L", "3", "--batch-size", "32", "--epochs", "2",
+           "--steps-per-epoch", "3"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoint.pt").exists()
+    search(resume=out)
+    _assert_same_run(reference[0], out)
+
+
+def test_ctrl_c_writes_a_checkpoint_and_resume_finishes_identically(reference, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real_step = search_loop._Search.step
+
+    def interrupted_step(self, lr):
+        real_step(self, lr)
+        if self.global_step == 3:  # the 4th step: Ctrl-C arrives while it runs
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(search_loop._Search, "step", interrupted_step)
+    with pytest.raises(RunError, match="interrupted at epoch 1 step 1.*--resume"):
+        search(out=out, **TINY)
+    monkeypatch.setattr(search_loop._Search, "step", real_step)
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 1)
+    search(resume=out)
+    _assert_same_run(reference[0], out)
+
+
+def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real_step = search_loop._Search.step
+
+    def poisoned_step(self, lr):
+        if self.global_step == 4:
+            with torch.no_grad():
+                self.model.weight_parameters()[0].fill_(float("nan"))
+        return real_step(self, lr)
+
+    monkeypatch.setattr(search_loop._Search, "step", poisoned_step)
+    with pytest.raises(RunError, match=r"non-finite .* at epoch 1 step 1.*last good checkpoint"):
+        search(out=out, checkpoint_every=1, **TINY)
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["global_step"] == 4
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_second_order_and_single_level_runs_complete(tmp_path):
+    r2 = search(out=tmp_path / "o2", order=2, **{**TINY, "epochs": 1, "steps_per_epoch": 2})
+    r1 = search(out=tmp_path / "sl", mode="single-level", **{**TINY, "epochs": 1, "steps_per_epoch": 2})
+    assert r2.genotype.normal.n_nodes == 4 and r1.genotype.normal.n_nodes == 4
+
+
+def test_single_level_mode_never_draws_a_search_batch(tmp_path, monkeypatch):
+    from cellnas.data import DeviceLoader
+
+    calls = []
+    real_next = DeviceLoader.next
+    def spy(self):
+        if self.shuffle:  # the two training streams; the un-augmented evaluation pass is not shuffled
+            calls.append(id(self))
+        return real_next(self)
+
+    monkeypatch.setattr(DeviceLoader, "next", spy)
+    search(out=tmp_path / "sl", mode="single-level", **{**TINY, "epochs": 1, "steps_per_epoch": 3})
+    assert len(calls) == 3 and len(set(calls)) == 1
+    calls.clear()
+    search(out=tmp_path / "bl", **{**TINY, "epochs": 1, "steps_per_epoch": 3})
+    assert len(calls) == 6 and len(set(calls)) == 2  # bilevel: a training and a search batch per step
+
+
+def test_all_normal_supernet_with_two_nodes(tmp_path):
+    result = search(out=tmp_path / "min", all_normal=True, nodes=2, **{**TINY, "epochs": 1, "steps_per_epoch": 2})
+    assert result.genotype.normal.n_nodes == 2
+    assert np.load(tmp_path / "min" / "alphas_history.npz")["normal"].shape[1:] == (5, 8)
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--epochs", "-1"], "--epochs must be >= 1"),
+        (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["--preset", "nope"], "invalid choice"),
+        (["--ops", "sep_conv_3x3,conv_9x9"], "unknown op 'conv_9x9'"),
+        (["--dataset", "cifar10", "--data-dir", "/nonexistent/dir"], "--data-dir"),
+        (["--resume", "/nonexistent/run"], "cannot resume"),
+    ],
+)
+def test_bad_options_give_one_line(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(["search", "--no-progress", *argv])
+    except SystemExit as exc:  # argparse's own errors (invalid choice) exit 2 with usage
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_existing_run_is_never_overwritten_and_corrupt_checkpoint_is_refused(reference, tmp_path, capsys):
+    out, _ = reference
+    before = (out / "metrics.jsonl").read_bytes()
+    assert main(["search", "--no-progress", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_bytes() == before
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CellnasError, match="corrupt"):
+        search(resume=bad)
