@@ -1,0 +1,27 @@
+"""Retraining and evaluating a genotype with the standard protocols (SPEC 2.1-2.4, 5.6, 6).
+
+* :func:`train` trains one run (resumable run directory, ``final.pt``); :func:`train_seeds` one run per seed
+  with mean ± std of the test error, the way DARTS results are reported (SPEC 2.2, 2.4);
+* :func:`evaluate` tests a ``final.pt`` on a dataset's test set;
+* :class:`TrainConfig`, :data:`PRESETS` (``darts-cifar10``, ``darts-cifar100``, ``darts-imagenet``,
+  ``nb301-proxy``, ``digits``) and :func:`resolve_config`.
+"""
+
+from cellnas.train.config import DATASET_PRESETS, PRESETS, TrainConfig, resolve_config
+from cellnas.train.final import evaluate, load_final
+from cellnas.train.loop import TrainInterrupted, TrainResult, train
+from cellnas.train.seeds import SeedsResult, train_seeds
+
+__all__ = [
+    "train",
+    "train_seeds",
+    "evaluate",
+    "load_final",
+    "TrainResult",
+    "SeedsResult",
+    "TrainInterrupted",
+    "TrainConfig",
+    "PRESETS",
+    "DATASET_PRESETS",
+    "resolve_config",
+]

@@ -1,0 +1,158 @@
+"""``final.pt``: a trained network that describes itself, and its evaluation on a test set (SPEC 2.2).
+
+``final.pt`` holds the weights with everything needed to rebuild the network without any other file
+(the nanoGPT habit of checkpoints that carry their constructor arguments): the genotype as a native dict,
+the constructor arguments (network kind, C, layers, num_classes, in_channels, auxiliary), the dataset it was
+trained on with its normalisation constants and image size, the resolved training config, and the test
+metrics recorded at the end of training. It is read with ``torch.load(weights_only=True)``: plain tensors and
+containers only, so loading a file cannot run code.
+
+>>> result = evaluate("runs/train-x/final.pt", dataset="digits")  # doctest: +SKIP
+>>> result["test_acc"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from cellnas.errors import RunError
+from cellnas.genotype import Genotype
+from cellnas.runs import atomic_torch_save
+
+__all__ = ["FINAL", "save_final", "load_final", "test_metrics", "evaluate"]
+
+log = logging.getLogger(__name__)
+
+FINAL = "final.pt"
+FINAL_FORMAT = "cellnas-final"
+FINAL_VERSION = 1
+
+
+@torch.no_grad()
+def test_metrics(forward, model: torch.nn.Module, loader, autocast=None) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over one full pass of ``loader`` (BN in eval mode, no graphs).
+
+    ``forward`` is ``model`` itself or its compiled wrapper; the model returns ``(logits, aux)`` and the
+    auxiliary head does not run in eval mode.
+    """
+    import contextlib
+
+    was_training = model.training
+    model.eval()
+    total, correct, loss = 0, 0, 0.0
+    with torch.inference_mode(), (autocast() if autocast else contextlib.nullcontext()):
+        for x, y in loader:
+            logits, _ = forward(x)
+            logits = logits.float()
+            loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            total += y.numel()
+    model.train(was_training)
+    return loss / max(total, 1), correct / max(total, 1)
+
+
+def save_final(
+    path: str | Path, model: torch.nn.Module, genotype: Genotype, network: dict, dataset, config: dict,
+    test: dict,
+) -> Path:  # fmt: skip
+    """Write ``final.pt`` atomically (see the module docstring for its contents)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return atomic_torch_save(
+        {
+            "format": FINAL_FORMAT,
+            "version": FINAL_VERSION,
+            "genotype": genotype.to_dict(),
+            "network": dict(network),
+            "dataset": {
+                "name": dataset.name, "image_size": int(dataset.image_size), "mean": list(dataset.mean),
+                "std": list(dataset.std), "num_classes": int(dataset.num_classes),
+                "in_channels": int(dataset.in_channels),
+            },
+            "config": config,
+            "test": dict(test),
+            "state_dict": state,
+        },
+        path,
+    )  # fmt: skip
+
+
+def load_final(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the network stored in ``final.pt``; returns ``(model in eval mode on device, the file's dict)``."""
+    from cellnas.network import build_network
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / FINAL
+    if not path.is_file():
+        raise RunError(f"{path} does not exist; give the final.pt of a finished `cellnas train` run")
+    try:
+        doc = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
+        raise RunError(f"cannot read {path}: not a readable cellnas final.pt ({type(exc).__name__})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FINAL_FORMAT:
+        raise RunError(f"{path} is not a cellnas final.pt (no '{FINAL_FORMAT}' marker)")
+    if doc.get("version") != FINAL_VERSION:
+        raise RunError(f"{path} has final.pt version {doc.get('version')}; this cellnas reads version {FINAL_VERSION}")
+    net = doc["network"]
+    model = build_network(
+        Genotype.from_dict(doc["genotype"]), net["kind"], num_classes=net["num_classes"], C=net["C"],
+        layers=net["layers"], auxiliary=net["auxiliary"], in_channels=net["in_channels"],
+    )  # fmt: skip
+    try:
+        model.load_state_dict(doc["state_dict"])
+    except RuntimeError as exc:
+        raise RunError(f"{path}: the weights do not fit the stored network arguments ({exc})") from None
+    return model.to(device).eval(), doc
+
+
+def evaluate(
+    path: str | Path,
+    dataset: str | None = None,
+    data_dir: str | Path | None = None,
+    *,
+    batch_size: int | None = None,
+    device: str = "auto",
+    download: bool = False,
+) -> dict:
+    """Test a trained ``final.pt`` on ``dataset``'s test set (default: the dataset it was trained on).
+
+    Images are resized to the training image size and normalised with the training constants stored in the
+    file. ``data_dir`` defaults to the training run's when the dataset is the same. Returns a dict with
+    ``test_loss``, ``test_acc``, ``test_error`` (fractions), ``n_test``, ``params`` and what was tested.
+    """
+    from cellnas.counting import count_params
+    from cellnas.data import DeviceLoader, get_dataset
+    from cellnas.errors import DataError
+    from cellnas.schedule import resolve_device
+
+    dev = resolve_device(device)
+    model, doc = load_final(path, dev)
+    trained = doc["dataset"]
+    name = dataset or trained["name"]
+    if data_dir is None and name == trained["name"]:
+        data_dir = doc["config"].get("data_dir")
+    ds = get_dataset(name, data_dir=data_dir, download=download, image_size=trained["image_size"])
+    if ds.num_classes != trained["num_classes"] or ds.in_channels != trained["in_channels"]:
+        raise DataError(
+            f"{name} has {ds.num_classes} classes and {ds.in_channels} input channels; the network in {path} was "
+            f"trained for {trained['num_classes']} and {trained['in_channels']}"
+        )
+    bs = batch_size or int(doc["config"].get("eval_batch_size") or 256)
+    loader = DeviceLoader(ds.test_x, ds.test_y, bs, mean=trained["mean"], std=trained["std"], augment=None,
+                          shuffle=False, device=dev)  # fmt: skip
+    loss, acc = test_metrics(model, model, loader)
+    log.debug("%s on %s: test loss %.4f, accuracy %.4f", path, name, loss, acc)
+    return {
+        "path": str(path),
+        "dataset": name,
+        "n_test": ds.n_test,
+        "test_loss": loss,
+        "test_acc": acc,
+        "test_error": 1.0 - acc,
+        "params": count_params(model, exclude_aux=True),
+        "trained_on": trained["name"],
+        "recorded_test": doc.get("test", {}),
+    }

@@ -1,0 +1,481 @@
+"""Retraining a genotype from scratch with the DARTS protocol (SPEC 2.1-2.3, 5.6) in a resumable run directory.
+
+The mirror image of :mod:`cellnas.search.loop`. Per step (quark0/darts ``train.py``): a training batch
+(crop + flip + cutout), optionally mixed up (SPEC 5.6), the main loss plus ``auxiliary_weight`` times the
+auxiliary head's loss, backward, gradient clipping to global norm ``grad_clip`` over all weights, an SGD step.
+Per epoch e (from 0): the learning rate of :func:`~cellnas.train.setup.learning_rate_at` (constant within the
+epoch) and drop-path probability p·e/E; at its end, loss and accuracy on the whole held-out test set (BN in eval
+mode, no graphs), one line in ``metrics.jsonl`` and an atomic ``checkpoint.pt``.
+
+``checkpoint.pt`` holds everything needed to continue (weights, optimiser, the loaders' positions and
+generators, the drop-path and mixup generators, the global RNG states, the running sums of the epoch), so a
+run resumed from any checkpoint, at the end of an epoch or mid-epoch (``checkpoint_every``), ends
+bit-identical on CPU to the same run never interrupted. A non-finite loss or gradient stops the run with
+one line naming the epoch and step and keeps the last good checkpoint; Ctrl-C writes a checkpoint and stops.
+At the end: ``final.pt`` (weights with their constructor arguments, :mod:`cellnas.train.final`),
+``summary.json`` and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cellnas.errors import CellnasError, RunError
+from cellnas.formats import load_genotype, save_genotype
+from cellnas.genotype import Genotype
+from cellnas.runs import (
+    StopFlag,
+    append_metrics,
+    atomic_torch_save,
+    atomic_write_json,
+    new_run_dir,
+    now_iso,
+    read_metrics,
+    truncate_metrics,
+    write_meta,
+)
+from cellnas.schedule import resolve_device
+from cellnas.train.config import TrainConfig, resolve_config
+from cellnas.train.final import FINAL, save_final, test_metrics
+from cellnas.train.mixup import mixed_cross_entropy, mixup_batch
+from cellnas.train.setup import (
+    DeviceOptions,
+    build_model,
+    check_batches,
+    drop_path_at,
+    learning_rate_at,
+    make_train_loaders,
+    network_args,
+)
+
+__all__ = ["train", "TrainResult", "TrainInterrupted", "RESUME_OVERRIDES", "config_from"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_KIND = "train"
+
+#: Config values that may change when a run is resumed (the rest come from its checkpoint).
+RESUME_OVERRIDES = ("epochs", "device", "progress", "data_dir", "checkpoint_every", "download")
+
+
+class TrainInterrupted(RunError):
+    """Raised after Ctrl-C once the checkpoint is safely written."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns. Errors are fractions (0.0278 = 2.78 %)."""
+
+    run_dir: Path
+    genotype: Genotype
+    metrics: list[dict]
+    params: int
+    best_test_error: float
+    best_epoch: int
+    last_test_error: float
+    seconds: float
+    config: TrainConfig = field(repr=False, default=None)
+
+    @property
+    def final_path(self) -> Path:
+        return self.run_dir / FINAL
+
+    def summary(self) -> dict:
+        """The content of the run's ``summary.json``."""
+        last = self.metrics[-1] if self.metrics else {}
+        return {
+            "run_dir": str(self.run_dir),
+            "genotype_hash": self.genotype.content_hash(),
+            "dataset": self.config.dataset if self.config else None,
+            "seed": self.config.seed if self.config else None,
+            "epochs": len(self.metrics),
+            "params": self.params,
+            "best_test_error": self.best_test_error,
+            "best_epoch": self.best_epoch,
+            "last_test_error": self.last_test_error,
+            "last_test_loss": last.get("test_loss"),
+            "train_seconds": last.get("time_s"),
+            "seconds": self.seconds,
+        }
+
+
+def _child_seed(seed: int, index: int) -> int:
+    """A seed for stream ``index`` of a run, independent of the loaders' streams 0 and 1."""
+    return int(np.random.SeedSequence(int(seed)).spawn(index + 1)[index].generate_state(1, np.uint64)[0] >> 1)
+
+
+class _Training:
+    """One training run: built fresh from a genotype and config, or restored from a checkpoint."""
+
+    def __init__(self, genotype: Genotype, cfg: TrainConfig, run_dir: Path) -> None:
+        from cellnas.counting import count_params
+        from cellnas.data import get_dataset
+
+        self.genotype, self.cfg, self.run_dir = genotype, cfg, run_dir
+        self.device = resolve_device(cfg.device)
+        self.dataset = get_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
+                                   image_size=cfg.image_size)  # fmt: skip
+        check_batches(cfg, self.dataset)
+        self.options = DeviceOptions(cfg, self.device)
+        self.model = build_model(genotype, cfg, self.dataset)
+        self.network = network_args(cfg, self.dataset)
+        self.params = count_params(self.model, exclude_aux=True)
+        self.forward = self.options.prepare(self.model)
+        self.train_loader, self.test_loader = make_train_loaders(cfg, self.dataset, self.device,
+                                                                 self.options.channels_last)  # fmt: skip
+        self.steps_per_epoch = min(len(self.train_loader), cfg.steps_per_epoch or len(self.train_loader))
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+        self.mixup_generator = torch.Generator().manual_seed(_child_seed(cfg.seed, 2))
+        self.drop_generator = self.model._drop_generator(next(self.model.parameters()).device)
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.acc = self._fresh_accumulators()
+        self.best = {"test_error": None, "epoch": None}
+        self.elapsed = 0.0
+
+    # -- state ------------------------------------------------------------------------------------
+    @staticmethod
+    def _fresh_accumulators() -> dict:
+        return {"loss": 0.0, "aux_loss": 0.0, "correct": 0.0, "n": 0, "steps": 0}
+
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "version": CHECKPOINT_VERSION,
+            "kind": CHECKPOINT_KIND,
+            "config": self.cfg.to_dict(),
+            "genotype": self.genotype.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "train_loader": self.train_loader.state_dict(),
+            "test_loader": self.test_loader.state_dict(),
+            "drop_path_generator": self.drop_generator.get_state(),
+            "mixup_generator": self.mixup_generator.get_state(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "accumulators": dict(self.acc),
+            "best": dict(self.best),
+            "elapsed": self.elapsed,
+            "rng": rng,
+        }
+
+    def load_state_dict(self, s: dict) -> None:
+        self.model.load_state_dict(s["model"])
+        self.optimizer.load_state_dict(s["optimizer"])
+        self.train_loader.load_state_dict(s["train_loader"])
+        self.test_loader.load_state_dict(s["test_loader"])
+        self.drop_generator.set_state(s["drop_path_generator"])
+        self.mixup_generator.set_state(s["mixup_generator"])
+        self.epoch, self.step_in_epoch, self.global_step = s["epoch"], s["step_in_epoch"], s["global_step"]
+        self.acc, self.best, self.elapsed = dict(s["accumulators"]), dict(s["best"]), s["elapsed"]
+        torch.set_rng_state(s["rng"]["torch"])
+        np.random.set_state(s["rng"]["numpy"])
+        if "cuda" in s["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(s["rng"]["cuda"], self.device)
+
+    def save_checkpoint(self) -> Path:
+        return atomic_torch_save(self.state_dict(), self.run_dir / CHECKPOINT)
+
+    # -- one step -------------------------------------------------------------------------------------
+    def _check(self, value: torch.Tensor, what: str) -> None:
+        if not torch.isfinite(value).all():
+            raise RunError(
+                f"non-finite {what} at epoch {self.epoch} step {self.step_in_epoch}: the run diverged and stops; "
+                f"the last good checkpoint is kept in {self.run_dir / CHECKPOINT} "
+                "(start again with a lower --lr or --grad-clip)"
+            )
+
+    def step(self) -> None:
+        cfg = self.cfg
+        x, y = self.train_loader.next()
+        y_b, lam = None, 1.0
+        if cfg.mixup > 0:
+            x, y, y_b, lam = mixup_batch(x, y, cfg.mixup, self.mixup_generator)
+        self.model.train()
+        with self.options.autocast():
+            logits, logits_aux = self.forward(x)
+        loss = mixed_cross_entropy(logits, y, y_b, lam, cfg.label_smoothing)
+        self._check(loss.detach(), "training loss")
+        total = loss
+        aux_loss = None
+        if logits_aux is not None and cfg.auxiliary_weight > 0:
+            aux_loss = mixed_cross_entropy(logits_aux, y, y_b, lam, cfg.label_smoothing)
+            total = loss + cfg.auxiliary_weight * aux_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self._check(grad_norm.detach(), "gradient norm")
+        self.optimizer.step()
+        n = y.numel()
+        pred = logits.detach().argmax(1)
+        correct = float((pred == y).sum())
+        if y_b is not None:
+            correct = lam * correct + (1.0 - lam) * float((pred == y_b).sum())
+        self.acc["loss"] += float(loss.detach()) * n
+        self.acc["aux_loss"] += float(aux_loss.detach()) * n if aux_loss is not None else 0.0
+        self.acc["correct"] += correct
+        self.acc["n"] += n
+        self.acc["steps"] += 1
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def run(self, stop: StopFlag) -> None:
+        cfg = self.cfg
+        bar = _progress(cfg, self.epoch * self.steps_per_epoch + self.step_in_epoch, self.steps_per_epoch)
+        with _redirect_logging(bar):
+            try:
+                while self.epoch < cfg.epochs:
+                    self._run_epoch(stop, bar)
+                    if stop.requested and self.epoch < cfg.epochs:
+                        raise self._interrupted()
+            finally:
+                if bar is not None:
+                    bar.close()
+
+    def _interrupted(self) -> TrainInterrupted:
+        return TrainInterrupted(
+            f"interrupted at epoch {self.epoch} step {self.step_in_epoch}; checkpoint written, "
+            f"continue with: cellnas train --resume {self.run_dir}"
+        )
+
+    def _run_epoch(self, stop: StopFlag, bar) -> None:
+        cfg = self.cfg
+        lr = learning_rate_at(cfg, self.epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.drop_path_prob = drop_path_at(cfg.drop_path, self.epoch, cfg.epochs)
+        t0 = time.perf_counter()
+        epoch_start_elapsed = self.elapsed
+        if bar is not None:
+            bar.set_description(f"epoch {self.epoch + 1}/{cfg.epochs}", refresh=False)
+        while self.step_in_epoch < self.steps_per_epoch:
+            self.step()
+            self.step_in_epoch += 1
+            self.global_step += 1
+            if bar is not None:
+                a = self.acc
+                bar.set_postfix(loss=f"{a['loss'] / a['n']:.3f}", acc=f"{a['correct'] / a['n']:.3f}", refresh=False)
+                bar.update(1)
+            mid_epoch = self.step_in_epoch < self.steps_per_epoch
+            due = bool(cfg.checkpoint_every) and self.global_step % cfg.checkpoint_every == 0
+            if mid_epoch and (stop.requested or due):
+                self.elapsed += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                self.save_checkpoint()
+                if stop.requested:
+                    raise self._interrupted()
+        test_loss, test_acc = test_metrics(self.forward, self.model, self.test_loader, self.options.autocast)
+        self.elapsed += time.perf_counter() - t0
+        a = self.acc
+        test_error = 1.0 - test_acc
+        if self.best["test_error"] is None or test_error < self.best["test_error"]:
+            self.best = {"test_error": test_error, "epoch": self.epoch}
+        record = {
+            "epoch": self.epoch,
+            "lr": lr,
+            "drop_path_prob": self.model.drop_path_prob,
+            "train_loss": a["loss"] / a["n"],
+            "train_acc": a["correct"] / a["n"],
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "test_error": test_error,
+            "best_test_error": self.best["test_error"],
+            "best_epoch": self.best["epoch"],
+            "steps": a["steps"],
+            "epoch_time_s": self.elapsed - epoch_start_elapsed,
+            "time_s": self.elapsed,
+        }
+        if self.model.auxiliary and cfg.auxiliary_weight > 0:
+            record["train_aux_loss"] = a["aux_loss"] / a["n"]
+        log.info(
+            "epoch %d/%d  lr %.4g  drop-path %.3f  train loss %.4f acc %.4f  test loss %.4f acc %.4f  (%.1fs)",
+            self.epoch + 1, cfg.epochs, lr, record["drop_path_prob"], record["train_loss"], record["train_acc"],
+            test_loss, test_acc, record["epoch_time_s"],
+        )  # fmt: skip
+        append_metrics(self.run_dir, record)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.acc = self._fresh_accumulators()
+        self.save_checkpoint()
+
+
+def _progress(cfg: TrainConfig, initial: int, steps_per_epoch: int):
+    """One bar over the whole run, so that its ETA is the run's."""
+    if not cfg.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.epochs * steps_per_epoch, initial=initial, unit="step", leave=False, dynamic_ncols=True)
+
+
+def _redirect_logging(bar):
+    """Send log lines through ``tqdm.write`` while the bar is shown, so they do not break it."""
+    if bar is None:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
+
+
+def _load_checkpoint(run_dir: Path) -> dict:
+    path = run_dir / CHECKPOINT
+    if not run_dir.is_dir():
+        raise RunError(f"cannot resume: {run_dir} is not a directory")
+    if not path.is_file():
+        raise RunError(f"cannot resume: {run_dir} holds no {CHECKPOINT} (was it a cellnas train run?)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise RunError(f"cannot resume: {path} is corrupt or unreadable ({type(exc).__name__})") from None
+    if (
+        not isinstance(state, dict)
+        or state.get("kind") != CHECKPOINT_KIND
+        or state.get("version") != CHECKPOINT_VERSION
+        or "config" not in state
+    ):
+        raise RunError(f"cannot resume: {path} is not a cellnas train checkpoint of version {CHECKPOINT_VERSION}")
+    return state
+
+
+def _resume(run_dir: Path, genotype, overrides: dict) -> _Training:
+    state = _load_checkpoint(run_dir)
+    refused = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
+    if refused:
+        raise CellnasError(
+            f"--resume continues {run_dir} with its own config; {', '.join(refused)} cannot be changed "
+            f"(only {', '.join(RESUME_OVERRIDES)})"
+        )
+    saved = Genotype.from_dict(state["genotype"])
+    if genotype is not None and load_genotype(genotype) != saved:
+        raise CellnasError(f"the genotype given differs from the one {run_dir} was trained with; omit it to resume")
+    cfg = TrainConfig.from_dict(state["config"])
+    for key in RESUME_OVERRIDES:
+        if overrides.get(key) is not None:
+            setattr(cfg, key, overrides[key])
+    cfg.validate()
+    if cfg.epochs < state["epoch"]:
+        raise CellnasError(f"{run_dir} has already trained {state['epoch']} epochs; --epochs {cfg.epochs} is fewer")
+    job = _Training(saved, cfg, run_dir)
+    job.load_state_dict(state)
+    truncate_metrics(run_dir, job.epoch)
+    log.info("resuming %s at epoch %d step %d", run_dir, job.epoch, job.step_in_epoch)
+    return job
+
+
+def train(
+    genotype: Genotype | str | None = None,
+    config: TrainConfig | None = None,
+    *,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    preset: str | None = None,
+    **overrides,
+) -> TrainResult:
+    """Train ``genotype`` from scratch (or resume a run) with a standard protocol; return a :class:`TrainResult`.
+
+    ``genotype``: a :class:`~cellnas.genotype.Genotype` or anything :func:`~cellnas.formats.load_genotype`
+    accepts (zoo name, file, run directory, DARTS text); optional with ``resume``. The config is ``config``, or
+    else ``preset`` (or the dataset's, :data:`~cellnas.train.config.DATASET_PRESETS`), with ``overrides``
+    applied (SPEC 2.2, 2.3, 5.6). ``out``: the run directory (refused when not empty; default
+    ``runs/train-<time>``). ``resume``: a run directory to continue; only the keys in :data:`RESUME_OVERRIDES`
+    (``epochs`` to extend a run, ``device``, ...) may be overridden then.
+
+    >>> result = train("DARTS_V2", dataset="digits", epochs=1, channels=4, layers=3, progress=False)  # doctest: +SKIP
+    >>> result.last_test_error, result.run_dir  # doctest: +SKIP
+    """
+    t_start = time.perf_counter()
+    if resume is not None:
+        run_dir = Path(resume)
+        job = _resume(run_dir, genotype, overrides)
+    else:
+        if genotype is None:
+            raise CellnasError("train needs a genotype (a zoo name such as DARTS_V2, a file or a run directory)")
+        g = load_genotype(genotype)
+        cfg = config_from(config, preset, overrides)
+        run_dir = new_run_dir(out, "train")
+        try:
+            job = _Training(g, cfg, run_dir)
+        except BaseException:
+            _remove_if_empty(run_dir)
+            raise
+        atomic_write_json(run_dir / "config.json", cfg.to_dict())
+        save_genotype(g, run_dir / "genotype.json")
+        write_meta(run_dir, str(job.device), {"kind": "train", "genotype_hash": g.content_hash(),
+                                              "params": job.params, "precision": job.options.describe()})  # fmt: skip
+        job.save_checkpoint()
+    log.info("training %s on %s: %s, %d parameters, %s, run directory %s", job.network["kind"], job.dataset.name,
+             f"C={job.cfg.channels} {job.cfg.layers} cells", job.params, job.options.describe(), run_dir)  # fmt: skip
+    stop = StopFlag()
+    with stop.installed():
+        try:
+            job.run(stop)
+        except KeyboardInterrupt:
+            raise TrainInterrupted(
+                f"aborted; the last checkpoint in {run_dir} is kept (continue with --resume {run_dir})"
+            ) from None
+    return _finish(job, time.perf_counter() - t_start)
+
+
+def config_from(config: TrainConfig | None, preset: str | None, overrides: dict) -> TrainConfig:
+    """``config`` with ``overrides`` applied, or the resolved ``preset`` with them (see :func:`train`)."""
+    if config is None:
+        return resolve_config(preset, overrides)
+    if preset is not None:
+        raise CellnasError("give either a config or a preset, not both")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    cfg = TrainConfig.from_dict({**config.to_dict(), **changes}) if changes else config
+    cfg.validate()
+    return cfg
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    except OSError:
+        pass
+
+
+def _finish(job: _Training, seconds: float) -> TrainResult:
+    """Final files: final.pt, summary.json, meta end time, curves.png."""
+    run_dir = job.run_dir
+    metrics = read_metrics(run_dir)
+    last = metrics[-1]
+    save_final(run_dir / FINAL, job.model, job.genotype, job.network, job.dataset, job.cfg.to_dict(),
+               {k: last[k] for k in ("epoch", "test_loss", "test_acc", "test_error")})  # fmt: skip
+    result = TrainResult(
+        run_dir=run_dir, genotype=job.genotype, metrics=metrics, params=job.params,
+        best_test_error=job.best["test_error"], best_epoch=job.best["epoch"], last_test_error=last["test_error"],
+        seconds=seconds, config=job.cfg,
+    )  # fmt: skip
+    atomic_write_json(run_dir / "summary.json", result.summary())
+    meta_path = run_dir / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        meta = {}
+    meta["end_time"] = now_iso()
+    meta["train_seconds"] = job.elapsed
+    atomic_write_json(meta_path, meta)
+    try:
+        from cellnas.plots.train import plot_train_run
+
+        plot_train_run(run_dir)
+    except Exception as exc:  # noqa: BLE001 - a plotting failure must not lose a finished run
+        log.warning("could not draw the plots of %s: %s", run_dir, exc)
+    return result

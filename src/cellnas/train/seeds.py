@@ -1,0 +1,136 @@
+"""One training run per seed and the mean ± std of the test error, as DARTS results are reported (SPEC 2.2, 2.4).
+
+The parent run directory holds ``seeds.json`` (the seeds, the base config and the genotype), ``genotype.json``,
+``meta.json``, one sub-directory ``seed-<s>`` per seed (each a complete :func:`~cellnas.train.train` run) and,
+at the end, ``summary.json``: per-seed results and the mean and sample standard deviation (ddof = 1; 0 for a
+single seed) of the last-epoch test error (what DARTS reports) and of the best-epoch test error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cellnas.errors import CellnasError, RunError
+from cellnas.formats import load_genotype, save_genotype
+from cellnas.genotype import Genotype
+from cellnas.runs import atomic_write_json, new_run_dir, now_iso, write_meta
+from cellnas.train.config import TrainConfig
+from cellnas.train.loop import CHECKPOINT, RESUME_OVERRIDES, TrainResult, config_from, train
+
+__all__ = ["train_seeds", "SeedsResult", "mean_std", "SEEDS_FILE"]
+
+log = logging.getLogger(__name__)
+
+SEEDS_FILE = "seeds.json"
+
+
+def mean_std(values: list[float]) -> dict:
+    """``{"mean", "std", "n"}`` with the sample standard deviation (ddof = 1; 0 when n = 1).
+
+    >>> mean_std([0.02, 0.04])
+    {'mean': 0.03, 'std': 0.01414213562373095, 'n': 2}
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    return {"mean": float(arr.mean()), "std": std, "n": int(arr.size)}
+
+
+@dataclass
+class SeedsResult:
+    """What :func:`train_seeds` returns: the parent directory, each seed's result and the summary."""
+
+    run_dir: Path
+    runs: list[TrainResult]
+    summary: dict
+
+
+def _seed_dir(parent: Path, seed: int) -> Path:
+    return parent / f"seed-{seed}"
+
+
+def train_seeds(
+    genotype: Genotype | str | None,
+    seeds: list[int],
+    config: TrainConfig | None = None,
+    *,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    preset: str | None = None,
+    **overrides,
+) -> SeedsResult:
+    """Train ``genotype`` once per seed under ``out/seed-<s>`` and summarise (see the module docstring).
+
+    The config is resolved as in :func:`~cellnas.train.train`; only its ``seed`` differs between the runs.
+    ``resume``: a parent directory; finished seeds are re-read, interrupted ones resumed, missing ones started.
+    """
+    if resume is not None:
+        parent = Path(resume)
+        try:
+            doc = json.loads((parent / SEEDS_FILE).read_text())
+        except (OSError, json.JSONDecodeError):
+            raise RunError(f"cannot resume: {parent} holds no readable {SEEDS_FILE} (was it a --seeds run?)") from None
+        g = Genotype.from_dict(doc["genotype"])
+        if genotype is not None and load_genotype(genotype) != g:
+            raise CellnasError(f"the genotype given differs from the one {parent} was trained with; omit it")
+        seeds = [int(s) for s in doc["seeds"]]
+        base = TrainConfig.from_dict(doc["config"])
+        refused = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
+        if refused:
+            raise CellnasError(f"--resume continues {parent} with its own config; {', '.join(refused)} cannot be "
+                               f"changed (only {', '.join(RESUME_OVERRIDES)})")  # fmt: skip
+        changes = {k: v for k, v in overrides.items() if v is not None}
+    else:
+        if genotype is None:
+            raise CellnasError("train needs a genotype (a zoo name such as DARTS_V2, a file or a run directory)")
+        seeds = [int(s) for s in seeds]
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise CellnasError(f"--seeds needs distinct integers, got {seeds}")
+        g = load_genotype(genotype)
+        base = config_from(config, preset, overrides)
+        parent = new_run_dir(out, "train")
+        atomic_write_json(parent / SEEDS_FILE, {"seeds": seeds, "config": base.to_dict(), "genotype": g.to_dict()})
+        save_genotype(g, parent / "genotype.json")
+        write_meta(parent, base.device, {"kind": "train-seeds", "seeds": seeds, "genotype_hash": g.content_hash()})
+        changes = {}
+    runs: list[TrainResult] = []
+    for i, seed in enumerate(seeds):
+        sub = _seed_dir(parent, seed)
+        log.info("seed %d (%d of %d): %s", seed, i + 1, len(seeds), sub)
+        if (sub / CHECKPOINT).is_file():
+            runs.append(train(resume=sub, **changes))
+        else:
+            cfg = dataclasses.replace(base, seed=seed, **changes)
+            runs.append(train(g, cfg, out=sub))
+    summary = _summary(parent, seeds, runs)
+    atomic_write_json(parent / "summary.json", summary)
+    _finish_meta(parent)
+    return SeedsResult(parent, runs, summary)
+
+
+def _summary(parent: Path, seeds: list[int], runs: list[TrainResult]) -> dict:
+    return {
+        "run_dir": str(parent),
+        "seeds": seeds,
+        "genotype_hash": runs[0].genotype.content_hash(),
+        "params": runs[0].params,
+        "test_error": mean_std([r.last_test_error for r in runs]),
+        "best_test_error": mean_std([r.best_test_error for r in runs]),
+        "std": "sample standard deviation (ddof=1) over seeds; errors are fractions; test_error is the last epoch's",
+        "runs": [r.summary() for r in runs],
+    }
+
+
+def _finish_meta(parent: Path) -> None:
+    path = parent / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        meta = {}
+    meta["end_time"] = now_iso()
+    atomic_write_json(path, meta)
