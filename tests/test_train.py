@@ -280,3 +280,38 @@ def test_evaluate_rejects_foreign_files(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(RunError, match="not a cellnas final.pt"):
         evaluate(tmp_path / "other.pt")
+
+
+# ------------------------------------------------------------------------------------------ seeds and configs
+
+
+def test_interrupted_seeds_run_resumes_from_its_parent_directory(tmp_path, monkeypatch):
+    from cellnas.train import train_seeds
+
+    real_step = loop_mod._Training.step
+
+    def interrupted_step(self):
+        real_step(self)
+        if self.cfg.seed == 1 and self.global_step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(loop_mod._Training, "step", interrupted_step)
+    kw = dict(TINY, epochs=1, steps_per_epoch=3)
+    with pytest.raises(TrainInterrupted, match=f"--resume {tmp_path / 'p'}"):
+        train_seeds("DARTS_V2", [0, 1], out=tmp_path / "p", **kw)
+    assert not (tmp_path / "p" / "summary.json").exists()
+    monkeypatch.setattr(loop_mod._Training, "step", real_step)
+    result = train_seeds(None, [], resume=tmp_path / "p")
+    assert [r["seed"] for r in result.summary["runs"]] == [0, 1]
+    alone = train("DARTS_V2", out=tmp_path / "alone", seed=1, **kw)
+    assert result.runs[1].last_test_error == alone.last_test_error
+
+
+def test_a_given_config_takes_overrides_but_not_a_preset(tmp_path):
+    from cellnas.train.loop import config_from
+
+    base = resolve_config("darts-cifar10")
+    cfg = config_from(base, None, {"epochs": 3, "lr": None})
+    assert (cfg.epochs, cfg.lr, base.epochs) == (3, 0.025, 600)
+    with pytest.raises(CellnasError, match="not both"):
+        config_from(base, "digits", {})

@@ -21,7 +21,7 @@ from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
 from cellnas.runs import atomic_write_json, new_run_dir, now_iso, write_meta
 from cellnas.train.config import TrainConfig
-from cellnas.train.loop import CHECKPOINT, RESUME_OVERRIDES, TrainResult, config_from, train
+from cellnas.train.loop import CHECKPOINT, RESUME_OVERRIDES, TrainInterrupted, TrainResult, config_from, train
 
 __all__ = ["train_seeds", "SeedsResult", "mean_std", "SEEDS_FILE"]
 
@@ -102,11 +102,16 @@ def train_seeds(
     for i, seed in enumerate(seeds):
         sub = _seed_dir(parent, seed)
         log.info("seed %d (%d of %d): %s", seed, i + 1, len(seeds), sub)
-        if (sub / CHECKPOINT).is_file():
-            runs.append(train(resume=sub, **changes))
-        else:
-            cfg = dataclasses.replace(base, seed=seed, **changes)
-            runs.append(train(g, cfg, out=sub))
+        try:
+            if (sub / CHECKPOINT).is_file():
+                runs.append(train(resume=sub, **changes))
+            else:
+                runs.append(train(g, dataclasses.replace(base, seed=seed, **changes), out=sub))
+        except TrainInterrupted:
+            raise TrainInterrupted(
+                f"interrupted during seed {seed}; its checkpoint is kept, continue all seeds with: "
+                f"cellnas train --resume {parent}"
+            ) from None
     summary = _summary(parent, seeds, runs)
     atomic_write_json(parent / "summary.json", summary)
     _finish_meta(parent)
