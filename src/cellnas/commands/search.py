@@ -69,6 +69,10 @@ def register(sub, formatter) -> None:
     g.add_argument("--k", type=int, default=None, help=f"inputs kept per node when deriving (default {d.k})")
     g.add_argument("--ops", default=None, help="comma-separated candidate ops (default: the 8 DARTS primitives)")
     g.add_argument("--all-normal", action="store_true", default=None, help="no reduction cells (Xie et al. 2021)")
+    g.add_argument("--remove-edge", action="append", default=None, metavar="CELL:EDGE",
+                   help="ablate an edge, e.g. normal:0-2 or normal:0 (edge index); repeatable")  # fmt: skip
+    g.add_argument("--fix-edge", action="append", default=None, metavar="CELL:EDGE=OP",
+                   help="fix an edge to one op, e.g. normal:1-2=sep_conv_5x5; repeatable")  # fmt: skip
     g = p.add_argument_group("optimisation (SPEC 1.5/1.6)")
     g.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d.epochs}; paper 50)")
     g.add_argument("--order", type=int, choices=[1, 2], default=None,
@@ -106,6 +110,15 @@ def _overrides(args) -> dict:
         v = getattr(args, dest, None)
         if v is not None:
             values[name] = v
+    for item in args.remove_edge or []:
+        cell, _, edge = item.partition(":")
+        values.setdefault("remove_edges", {}).setdefault(cell, []).append(edge)
+    for item in args.fix_edge or []:
+        cell, _, rest = item.partition(":")
+        edge, _, op = rest.partition("=")
+        if not op:
+            raise CellnasError(f"--fix-edge {item!r} must look like normal:1-2=sep_conv_5x5")
+        values.setdefault("fix_edges", {}).setdefault(cell, {})[edge] = op
     if isinstance(values.get("ops"), str):
         values["ops"] = tuple(o.strip() for o in values["ops"].split(",") if o.strip())
     # the bar is for people at a terminal; logs and CI get one line per epoch instead

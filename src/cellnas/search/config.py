@@ -32,6 +32,9 @@ class SearchConfig:
     k: int = 2
     ops: tuple[str, ...] = PRIMITIVES
     all_normal: bool = False
+    # edge ablations (Xie et al. 2021, SPEC 4 (c)): {"normal": ["0-2", 2]}, {"normal": {"1-2": "sep_conv_5x5"}}
+    remove_edges: dict = field(default_factory=dict)
+    fix_edges: dict = field(default_factory=dict)
     # bilevel optimisation (SPEC 1.5/1.6)
     epochs: int = 15
     order: int = 1
@@ -78,6 +81,9 @@ class SearchConfig:
         need(self.lr_min >= 0, f"--lr-min must be >= 0, got {self.lr_min}")
         need(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1")
         need(self.alpha_every >= 0 and self.checkpoint_every >= 0, "--alpha-every/--checkpoint-every must be >= 0")
+        need(not (self.record_wiring and self.order == 2),
+             "--record-wiring needs --order 1 (or --mode single-level): the second-order step's extra passes "
+             "have no place in the cost analysis")  # fmt: skip
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              f"--device must be auto, cpu or cuda[:N], got {self.device!r}")  # fmt: skip
 

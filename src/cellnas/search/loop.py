@@ -99,7 +99,7 @@ class _Search:
         )  # fmt: skip
         self.wiring = None
         if cfg.record_wiring:
-            from cellnas.analysis.wiring_cost import CostRecorder
+            from cellnas.search.wiring import CostRecorder
 
             self.wiring = CostRecorder(self.model)
         self.epoch = 0
@@ -164,15 +164,17 @@ class _Search:
         model.train()
         if cfg.mode == "single-level":
             # one batch, one backward pass: α and w descend the same training loss together
+            if self.wiring:
+                self.wiring.begin("train")
             logits = model(x_t)
             loss = F.cross_entropy(logits, y_t)
             self._check(loss, "training loss")
             self.w_optimizer.zero_grad(set_to_none=True)
             self.a_optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if self.wiring:
-                self.wiring.collect("train")
             self.a_optimizer.step()
+            if self.wiring:
+                self.wiring.end()
             search_loss, search_logits, y_v = loss.detach(), logits.detach(), y_t
         else:
             x_v, y_v = self.valid_loader.next()

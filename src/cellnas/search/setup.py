@@ -20,10 +20,15 @@ def build_model(cfg: SearchConfig, dataset):
     space = SearchSpace(ops=tuple(cfg.ops), n_nodes=cfg.nodes, k=cfg.k)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return SearchNetwork(
+        net = SearchNetwork(
             C=cfg.channels, num_classes=dataset.num_classes, layers=cfg.layers, space=space,
             in_channels=dataset.in_channels, all_normal=cfg.all_normal, seed=cfg.seed,
         )  # fmt: skip
+    if cfg.record_wiring or cfg.remove_edges or cfg.fix_edges:
+        from cellnas.search.wiring import ControlledSupernet
+
+        return ControlledSupernet(net, remove_edges=cfg.remove_edges, fix_edges=cfg.fix_edges)
+    return net
 
 
 class SearchLoaders:

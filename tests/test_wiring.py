@@ -1,0 +1,116 @@
+"""Wiring evolution (Xie et al. 2021): the recorded cost, edge ablations, selection times, the study command."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cellnas.analysis.wiring import selection_times
+from cellnas.cli import main
+from cellnas.errors import CellnasError
+from cellnas.search import search
+from cellnas.search.wiring import ControlledSupernet, CostRecorder, parse_edge
+from cellnas.supernet import SearchNetwork, SearchSpace
+
+
+def _tiny(all_normal=False, **kw):
+    net = SearchNetwork(C=3, num_classes=4, layers=3, space=SearchSpace(n_nodes=2), in_channels=1,
+                        all_normal=all_normal, seed=0).double()  # fmt: skip
+    with torch.no_grad():
+        for a in net.arch_parameters():
+            a.normal_(0, 0.3)
+    return net, ControlledSupernet(net, **kw).double()
+
+
+def test_recorded_cost_is_the_gradient_with_respect_to_the_op_weights():
+    net, model = _tiny()
+    recorder = CostRecorder(model)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, 1, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 4, (5,), generator=g)
+    recorder.begin("train")
+    F.cross_entropy(model(x), y).backward()
+    recorder.end()
+    # independent computation: Z as leaves, C = dL_sum/dZ = <dL/dx_j, o_k(x_i)> summed over the batch
+    z_n = F.softmax(net.alphas_normal.detach(), -1).requires_grad_()
+    z_r = F.softmax(net.alphas_reduce.detach(), -1).requires_grad_()
+    F.cross_entropy(net(x, weights_normal=z_n, weights_reduce=z_r), y, reduction="sum").backward()
+    np.testing.assert_allclose(recorder.sums[("train", "normal")], z_n.grad.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(recorder.sums[("train", "reduce")], z_r.grad.numpy(), rtol=1e-9, atol=1e-12)
+    assert recorder.counts[("train", "normal")] == 1
+
+
+def test_none_has_zero_cost_by_construction():
+    _, model = _tiny()
+    recorder = CostRecorder(model)
+    x, y = torch.randn(4, 1, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 2, 3])
+    recorder.begin("search")
+    F.cross_entropy(model(x), y).backward()
+    recorder.end()
+    k_none = list(model.space.ops).index("none")
+    assert np.all(recorder.sums[("search", "normal")][:, k_none] == 0)
+    assert np.abs(recorder.sums[("search", "normal")]).sum() > 0
+
+
+def test_nothing_is_recorded_outside_a_phase_or_without_gradients():
+    _, model = _tiny()
+    recorder = CostRecorder(model)
+    x, y = torch.randn(4, 1, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 2, 3])
+    F.cross_entropy(model(x), y).backward()
+    recorder.begin("train")
+    with torch.no_grad():
+        model(x)
+    recorder.end()
+    assert all(c == 0 for c in recorder.counts.values())
+
+
+def test_removed_and_fixed_edges_change_the_function_and_the_derivation():
+    net, model = _tiny(all_normal=True, remove_edges={"normal": ["0-2"]}, fix_edges={"normal": {"1-2": "sep_conv_5x5"}})
+    w = model.mixing_weights("normal")
+    assert torch.all(w[0] == 0)
+    assert w[1].tolist() == [1.0 if op == "sep_conv_5x5" else 0.0 for op in model.space.ops]
+    geno = model.genotype()
+    assert geno.normal.nodes[0][0] == ("sep_conv_5x5", 1)  # the fixed edge wins the derivation outright
+    # with k=2 and only two predecessors node 2 must still name two inputs: the removed edge comes last
+    assert geno.normal.nodes[0][1][1] == 0
+    assert parse_edge("0-5", 4) == 9 and parse_edge("3", 4) == 3
+    with pytest.raises(CellnasError, match="no such edge"):
+        parse_edge("5-2", 4)
+    with pytest.raises(CellnasError, match="cannot fix edge"):
+        ControlledSupernet(net, fix_edges={"normal": {"0-2": "conv_9x9"}})
+
+
+def test_selection_times_on_a_hand_made_history():
+    ops = ["none", "skip_connect", "sep_conv_3x3"]
+    times = np.array([0.0, 1.0, 2.0, 3.0])
+    h = np.zeros((4, 3, 3))
+    h[:, 0] = [[0.5, 0.3, 0.2], [0.4, 0.3, 0.3], [0.3, 0.2, 0.5], [0.2, 0.2, 0.6]]  # selected at t=2
+    h[:, 1] = [[0.6, 0.2, 0.2]] * 4  # never
+    h[:, 2] = [[0.2, 0.5, 0.3]] * 4  # from the start
+    assert selection_times(h, times, ops) == [2.0, None, 0.0]
+
+
+def test_search_with_recording_then_the_wiring_study(tmp_path, capsys):
+    runs = []
+    for mode in ("bilevel", "single-level"):
+        out = tmp_path / mode
+        search(out=out, mode=mode, all_normal=True, nodes=2, record_wiring=True, channels=4, layers=3,
+               batch_size=16, epochs=2, steps_per_epoch=2, progress=False, plots=False)  # fmt: skip
+        runs.append(str(out))
+        rec = [json.loads(line) for line in open(out / "metrics.jsonl")]
+        cost = rec[-1]["wiring_cost"]
+        phases = {"train"} if mode == "single-level" else {"train", "search"}
+        assert {p for p, c in cost.items() if c["normal"]["count"]} == phases
+    assert main(["analyze", "wiring", *runs, "--out", str(tmp_path / "fig")]) == 0
+    summary = json.loads((tmp_path / "fig" / "wiring_summary.json").read_text())
+    assert [s["mode"] for s in summary] == ["bilevel", "single-level"]
+    assert len(summary[0]["cells"]["normal"]["edges"]) == 5
+    assert "cost" in summary[0] and summary[0]["cost"]["first_epoch"]["train"]["normal"]["none"] == 0
+    for name in ("wiring_growth.png", "wiring_edges_normal_bilevel.png", "wiring_cost_single-level.png"):
+        assert (tmp_path / "fig" / name).is_file()
+
+
+def test_recording_refuses_second_order():
+    with pytest.raises(CellnasError, match="--record-wiring needs --order 1"):
+        search(record_wiring=True, order=2, epochs=1, progress=False)
