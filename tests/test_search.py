@@ -206,3 +206,11 @@ def test_existing_run_is_never_overwritten_and_corrupt_checkpoint_is_refused(ref
     (bad / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CellnasError, match="corrupt"):
         search(resume=bad)
+
+
+def test_python_api_cellnas_search_returns_a_result(tmp_path):
+    import cellnas
+
+    result = cellnas.search(out=tmp_path / "api", **{**TINY, "epochs": 1, "steps_per_epoch": 1})
+    assert result.run_dir == tmp_path / "api" and result.genotype == load_genotype(str(result.run_dir))
+    assert 0.0 <= result.search_accuracy <= 1.0

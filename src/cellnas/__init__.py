@@ -16,12 +16,8 @@ def __getattr__(name: str):
         from cellnas import genotype
 
         return getattr(genotype, name)
-    if name == "search":
-        from cellnas.search import search
+    if name in ("search", "train"):
+        import importlib
 
-        return search
-    if name == "train":
-        from cellnas.train import train
-
-        return train
+        return importlib.import_module(f"cellnas.{name}")  # callable packages: cellnas.search(...)
     raise AttributeError(f"module 'cellnas' has no attribute {name!r}")
