@@ -1,0 +1,226 @@
+"""``cellnas analyze landscape``: loss contours on a filter-normalised random plane (Shu et al. 2020 Fig. 17,
+Li et al. 2018; SPEC 3.4), 1-D slices, interpolation between two networks and side-by-side comparisons."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from cellnas.errors import CellnasError
+
+__all__ = ["register", "run", "add_source_args", "add_plane_args", "parse_range", "prepare", "default_output",
+           "label_of"]  # fmt: skip
+
+
+def parse_range(text: str | None, default: tuple[float, float] = (-1.0, 1.0)) -> tuple[float, float]:
+    """``'1'`` -> (-1, 1); ``'-0.5:1.5'`` -> (-0.5, 1.5); ``None`` -> ``default``."""
+    if text is None:
+        return default
+    try:
+        if ":" in text:
+            lo, hi = (float(v) for v in text.split(":"))
+        else:
+            hi = float(text)
+            lo = -hi
+    except ValueError:
+        raise CellnasError(f"--range {text!r}: expected R (for -R:R) or LO:HI, e.g. 1 or -0.5:1.5") from None
+    if not hi > lo:
+        raise CellnasError(f"--range {text!r}: LO must be below HI")
+    return lo, hi
+
+
+def add_source_args(p) -> None:
+    """Options shared with ``gradvar``: the evaluation data and the device."""
+    p.add_argument("run", metavar="RUN_OR_CHECKPOINT",
+                   help="a `cellnas train` run directory (its final.pt, else checkpoint.pt) or a final.pt")  # fmt: skip
+    p.add_argument("-o", "--output", metavar="DIR", help="output directory (default: RUN/<study>)")
+    p.add_argument("--split", choices=["test", "train"], default="test", help="evaluation set (the paper: test)")
+    p.add_argument("--dataset", help="evaluate on this dataset (default: the one the network was trained on)")
+    p.add_argument("--data-dir", metavar="DIR", help="where the dataset files are (default: the run's)")
+    p.add_argument("--download", action="store_true", help="download a missing CIFAR archive")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def add_plane_args(p, resolution: int = 51) -> None:
+    """Options of the filter-normalised plane, shared with ``gradvar --grid``."""
+    p.add_argument("--range", metavar="R|LO:HI", help="grid range of both coordinates (default -1:1; "
+                                                       "with --interpolate -0.5:1.5)")  # fmt: skip
+    p.add_argument("--resolution", type=int, default=resolution, metavar="N", help="points per axis")
+    p.add_argument("--seed", type=int, default=123, help="seed of the two random directions (the reference's 123)")
+    p.add_argument("--save-every", type=int, metavar="K", help="write the grid every K points (default: every row)")
+    p.add_argument("--restart", action="store_true", help="discard a saved grid instead of resuming it")
+
+
+def register(sub, formatter) -> None:
+    p = sub.add_parser(
+        "landscape",
+        help="loss contours on a filter-normalised random plane (Shu et al. 2020 / Li et al. 2018)",
+        description=(
+            "Loss and accuracy of a trained network at theta* + a d1 + b d2 on a grid, where d1, d2 are Gaussian\n"
+            "directions with filter normalisation (Li et al. 2018; biases and BN parameters get 0), seeded with\n"
+            "--seed (123). BN in eval mode with the trained running statistics; the test set by default.\n"
+            "Writes landscape.npz (resumable: a killed run continues where it stopped), contour.png (levels\n"
+            "0.1:10 step 0.5, the paper's) and surface.png.\n"
+            "  --1d             the 1-D landscape along d1: landscape_1d.npz, slice_1d.png\n"
+            "  --interpolate B  theta(t) = (1-t) theta_A + t theta_B (weights and BN statistics): interpolate.npz,\n"
+            "                   interpolate.png\n"
+            "  --compare R2 ..  also the landscapes of R2 ... (same settings) and compare.png with shared levels\n\n"
+            "examples: cellnas analyze landscape runs/train-x --resolution 21 --subset 200\n"
+            "          cellnas analyze landscape runs/a --compare runs/b runs/c --resolution 11"
+        ),
+        formatter_class=formatter,
+    )
+    add_source_args(p)
+    add_plane_args(p)
+    p.add_argument("--batch-size", type=int, metavar="N", help="evaluation batch size (default: the run's, or 256)")
+    p.add_argument("--subset", type=int, metavar="N", help="evaluate N images drawn with --seed (default: all)")
+    p.add_argument("--max-batches", type=int, metavar="N", help="evaluate only the first N batches")
+    p.add_argument("--1d", dest="one_d", action="store_true", help="the 1-D landscape along d1 only")
+    p.add_argument("--interpolate", metavar="B", help="interpolate linearly towards this run or final.pt")
+    p.add_argument("--compare", nargs="+", metavar="RUN", default=[], help="more runs to compare, with shared levels")
+    p.add_argument("--vmin", type=float, default=0.1, help="lowest contour level")
+    p.add_argument("--vmax", type=float, default=10.0, help="contour levels stop below this")
+    p.add_argument("--vlevel", type=float, default=0.5, help="contour level step")
+    p.set_defaults(func=run)
+
+
+# ------------------------------------------------------------------------------------------- shared helpers
+
+
+def label_of(source: Path) -> str:
+    """A short name for a network: its run directory (``NAME/seed-S`` for convergence runs)."""
+    run = source.parent
+    if run.name.startswith("seed-") and run.parent.name:
+        return f"{run.parent.name}/{run.name}"
+    return run.name or str(source)
+
+
+def default_output(source: Path, study: str) -> Path:
+    return source.parent / study
+
+
+def prepare(args, path: str):
+    """Load the network named by ``path`` and its evaluation set: ``(model, genotype, meta, evalset, device)``."""
+    from cellnas.analysis.landscape import evaluation_set, load_trained
+    from cellnas.schedule import resolve_device
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CellnasError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    model, genotype, meta = load_trained(path, device)
+    data = evaluation_set(meta, split=args.split, dataset=args.dataset, data_dir=args.data_dir,
+                          download=args.download)  # fmt: skip
+    return model, genotype, meta, data, device
+
+
+def _eval_batches(args, meta, data, device):
+    from cellnas.analysis.landscape import make_batches
+
+    batch_size = args.batch_size or int(meta.get("config", {}).get("eval_batch_size") or 256)
+    batches = make_batches(data, batch_size, subset=args.subset, max_batches=args.max_batches, seed=args.seed,
+                           device=device)  # fmt: skip
+    config = {"dataset": data.name, "split": data.split, "batch_size": batch_size, "subset": args.subset,
+              "max_batches": args.max_batches, "n_images": sum(int(y.numel()) for _, y in batches)}  # fmt: skip
+    return batches, config
+
+
+def _check_levels(args):
+    from cellnas.plots.landscape import contour_levels
+
+    if not (args.vlevel > 0 and args.vmax > args.vmin):
+        raise CellnasError("contour levels need --vlevel > 0 and --vmax > --vmin")
+    return contour_levels(args.vmin, args.vmax, args.vlevel)
+
+
+def _grid_2d(args, path: str, out: Path):
+    """Compute (or resume) the 2-D landscape of one network; return ``(label, grid, seconds)``."""
+    from cellnas.analysis.landscape import axis, loss_landscape, resolve_source
+
+    model, _, meta, data, device = prepare(args, path)
+    batches, config = _eval_batches(args, meta, data, device)
+    lo, hi = parse_range(args.range)
+    xs = axis(lo, hi, args.resolution)
+    t0 = time.perf_counter()
+    grid = loss_landscape(model, batches, xs=xs, ys=xs, seed=args.seed, config=config, path=out / "landscape.npz",
+                          save_every=args.save_every, restart=args.restart, progress=args.progress)  # fmt: skip
+    return label_of(resolve_source(path)), grid, time.perf_counter() - t0
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from cellnas.analysis.landscape import axis, interpolation, load_trained, loss_landscape, resolve_source
+    from cellnas.plots import landscape as P
+
+    if args.resolution < 2:
+        raise CellnasError(f"--resolution must be >= 2, got {args.resolution}")
+    if sum(bool(x) for x in (args.one_d, args.interpolate, args.compare)) > 1:
+        raise CellnasError("choose one of --1d, --interpolate and --compare")
+    levels = _check_levels(args)
+    source = resolve_source(args.run)
+    out = Path(args.output) if args.output else default_output(source, "landscape")
+    label = label_of(source)
+    if args.interpolate:
+        model, _, meta, data, device = prepare(args, args.run)
+        other, _, _ = load_trained(args.interpolate, device)
+        batches, config = _eval_batches(args, meta, data, device)
+        config["b"] = str(resolve_source(args.interpolate))
+        lo, hi = parse_range(args.range, (-0.5, 1.5))
+        t0 = time.perf_counter()
+        grid = interpolation(model, other, batches, ts=axis(lo, hi, args.resolution), config=config,
+                             path=out / "interpolate.npz", save_every=args.save_every, restart=args.restart,
+                             progress=args.progress)  # fmt: skip
+        seconds = time.perf_counter() - t0
+        P.plot_1d(grid.xs, grid["losses"][0], grid["accuracies"][0], out / "interpolate.png",
+                  xlabel=r"$t$ ($\theta_A \to \theta_B$)",
+                  title=f"{label} (t=0) to {label_of(resolve_source(args.interpolate))} (t=1)")  # fmt: skip
+        _report(grid, out, ["interpolate.npz", "interpolate.png"], seconds)
+        return 0
+    if args.one_d:
+        model, _, meta, data, device = prepare(args, args.run)
+        batches, config = _eval_batches(args, meta, data, device)
+        lo, hi = parse_range(args.range)
+        t0 = time.perf_counter()
+        grid = loss_landscape(model, batches, xs=axis(lo, hi, args.resolution), one_d=True, seed=args.seed,
+                              config=config, path=out / "landscape_1d.npz", save_every=args.save_every,
+                              restart=args.restart, progress=args.progress)  # fmt: skip
+        seconds = time.perf_counter() - t0
+        P.plot_1d(grid.xs, grid["losses"][0], grid["accuracies"][0], out / "slice_1d.png",
+                  title=f"{label}: 1-D landscape (seed {args.seed})")  # fmt: skip
+        _report(grid, out, ["landscape_1d.npz", "slice_1d.png"], seconds)
+        return 0
+    _, grid, seconds = _grid_2d(args, args.run, out)
+    title = f"{label} ({grid.config['split']} loss, seed {args.seed})"
+    P.plot_contour(grid.xs, grid.ys, grid["losses"], out / "contour.png", levels=levels, title=title)
+    P.plot_surface(grid.xs, grid.ys, grid["losses"], out / "surface.png", title=title)
+    files = ["landscape.npz", "contour.png", "surface.png"]
+    if args.compare:
+        panels = [(label, grid.xs, grid.ys, grid["losses"])]
+        for i, other in enumerate(args.compare):
+            other_source = resolve_source(other)
+            other_out = out / "compare" / f"{i + 1}-{label_of(other_source).replace('/', '-')}" if args.output \
+                else default_output(other_source, "landscape")
+            other_label, other_grid, other_seconds = _grid_2d(args, other, other_out)
+            seconds += other_seconds
+            print(f"{other_label:<24} {other_out / 'landscape.npz'}")
+            panels.append((other_label, other_grid.xs, other_grid.ys, other_grid["losses"]))
+        P.plot_compare(panels, out / "compare.png", levels=levels)
+        files.append("compare.png")
+    centre = np.unravel_index(np.argmin(np.abs(grid.xs)[None, :] + np.abs(grid.ys)[:, None]), grid.done.shape)
+    print(f"{label:<24} loss at theta* {grid['losses'][centre]:.4f}, accuracy {grid['accuracies'][centre]:.4f}")
+    _report(grid, out, files, seconds)
+    return 0
+
+
+def _report(grid, out: Path, files: list[str], seconds: float) -> None:
+    import sys
+
+    n = grid.done.size
+    print(f"{n} points ({grid.config.get('n_images', '?')} images each) in {seconds:.1f} s; wrote "
+          f"{', '.join(files)} to {out}", file=sys.stderr)  # fmt: skip

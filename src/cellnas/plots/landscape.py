@@ -1,0 +1,133 @@
+"""Figures of loss landscapes and gradient variance (Li et al. 2018 ``plot_2D.py``/``plot_1D.py``; Shu et al. 2020
+Figs. 17 and 22; SPEC 3.4, 3.5).
+
+* :func:`plot_contour`: the 2-D contour in the reference style (``plt.contour`` with levels
+  ``arange(vmin, vmax, vlevel)`` = ``arange(0.1, 10, 0.5)``, ``cmap='summer'``, inline labels);
+* :func:`plot_surface`: a 3-D surface (``cmap='coolwarm'``), for the loss or the gradient variance;
+* :func:`plot_1d`: loss and accuracy along one direction or an interpolation (two y axes);
+* :func:`plot_compare`: several networks' contours side by side with shared levels.
+
+Points of a partial grid (NaN) are left blank.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cellnas.plots.cells import save_figure  # noqa: E402
+
+__all__ = ["LEVELS", "contour_levels", "plot_contour", "plot_surface", "plot_1d", "plot_compare"]
+
+#: Li et al.'s plot_surface defaults (SPEC 3.4): vmin, vmax, vlevel.
+LEVELS = (0.1, 10.0, 0.5)
+
+
+def contour_levels(vmin: float = LEVELS[0], vmax: float = LEVELS[1], vlevel: float = LEVELS[2]) -> np.ndarray:
+    """``np.arange(vmin, vmax, vlevel)``, the reference's contour levels (0.1, 0.6, ..., 9.6 by default)."""
+    return np.arange(vmin, vmax, vlevel)
+
+
+def _contour_on(ax, xs, ys, z, levels, labels: bool = True):
+    X, Y = np.meshgrid(xs, ys)
+    z = np.ma.masked_invalid(np.asarray(z, dtype=float))
+    finite = z.compressed()
+    inside = levels[(levels >= finite.min()) & (levels <= finite.max())] if finite.size else levels[:0]
+    if inside.size:
+        cs = ax.contour(X, Y, z, cmap="summer", levels=levels)
+        if labels:
+            ax.clabel(cs, inline=1, fontsize=8)
+    ax.plot([0], [0], "k+", ms=8)  # the trained weights
+    ax.set_aspect("equal")
+    return inside.size
+
+
+def plot_contour(
+    xs, ys, z, path: str | Path, *, levels: Sequence[float] | None = None, title: str | None = None,
+    xlabel: str = r"$\alpha$ (direction $d_1$)", ylabel: str = r"$\beta$ (direction $d_2$)",
+) -> Path:  # fmt: skip
+    """The 2-D loss contour in Li et al.'s style; ``z`` has shape ``(len(ys), len(xs))``."""
+    levels = contour_levels() if levels is None else np.asarray(levels, dtype=float)
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    drawn = _contour_on(ax, xs, ys, z, levels)
+    if not drawn:
+        ax.text(0.5, 0.5, "no contour level inside the loss range", transform=ax.transAxes, ha="center")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def plot_surface(
+    xs, ys, z, path: str | Path, *, zlabel: str = "loss", title: str | None = None, log: bool = False,
+) -> Path:  # fmt: skip
+    """A 3-D surface of ``z`` over the plane (``log``: plot log10 z)."""
+    X, Y = np.meshgrid(xs, ys)
+    z = np.asarray(z, dtype=float)
+    if log:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.log10(z)
+        zlabel = f"log10 {zlabel}"
+    fig = plt.figure(figsize=(6.4, 5))
+    ax = fig.add_subplot(projection="3d")
+    ax.plot_surface(X, Y, np.ma.masked_invalid(z), cmap="coolwarm", linewidth=0, antialiased=True)
+    ax.set_xlabel(r"$\alpha$")
+    ax.set_ylabel(r"$\beta$")
+    ax.set_zlabel(zlabel)
+    if title:
+        ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def plot_1d(
+    xs, losses, accuracies, path: str | Path, *, xlabel: str = r"$\alpha$ (direction $d_1$)",
+    title: str | None = None, log_loss: bool = False,
+) -> Path:  # fmt: skip
+    """Loss (left axis) and accuracy % (right axis) along a line, as Li et al.'s ``plot_1d_loss_err``."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(xs, losses, "b-", lw=1.5, label="loss")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss", color="b")
+    if log_loss:
+        ax.set_yscale("log")
+    ax.tick_params(axis="y", labelcolor="b")
+    if accuracies is not None:
+        ax2 = ax.twinx()
+        ax2.plot(xs, 100.0 * np.asarray(accuracies, dtype=float), "r--", lw=1.2, label="accuracy")
+        ax2.set_ylabel("accuracy (%)", color="r")
+        ax2.set_ylim(0, 100)
+        ax2.tick_params(axis="y", labelcolor="r")
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_compare(
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path: str | Path, *,
+    levels: Sequence[float] | None = None, title: str | None = None, ncols: int | None = None,
+) -> Path:  # fmt: skip
+    """Contours of several networks, ``(label, xs, ys, z)`` each, on one figure with the same levels (Fig. 17)."""
+    levels = contour_levels() if levels is None else np.asarray(levels, dtype=float)
+    n = len(panels)
+    ncols = ncols or min(n, 4)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.6 * nrows), squeeze=False)
+    for ax, (label, xs, ys, z) in zip(axes.flat, panels):
+        _contour_on(ax, xs, ys, z, levels)
+        ax.set_title(label, fontsize=10)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(title or f"loss contours (levels {levels[0]:g}:{levels[-1]:g} step "
+                          f"{(levels[1] - levels[0]) if len(levels) > 1 else 0:g})")  # fmt: skip
+    fig.tight_layout()
+    return save_figure(fig, path)
