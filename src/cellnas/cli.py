@@ -22,7 +22,16 @@ log = logging.getLogger("cellnas")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the hand-made line breaks of descriptions."""
+    """Show defaults and keep the hand-made line breaks of descriptions.
+
+    Options whose default is ``None``/``False`` (resolved later from a preset) say their
+    real default in their own help text, so no "(default: None)" is appended to them.
+    """
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -262,12 +262,14 @@ class _Search:
         cfg = self.cfg
         if self.global_step == 0 and not self.history["step"]:
             self.record_alphas()  # the initial softmax(α), at epoch 0
+        bar = _progress(cfg, cfg.epochs * self.steps_per_epoch, self.epoch * self.steps_per_epoch + self.step_in_epoch)
         while self.epoch < cfg.epochs:
             lr = cosine_lr(self.epoch, cfg.epochs, cfg.lr, cfg.lr_min)
             for group in self.w_optimizer.param_groups:
                 group["lr"] = lr
             t0 = time.perf_counter()
-            bar = _progress(cfg, self.epoch, self.steps_per_epoch, self.step_in_epoch)
+            if bar is not None:
+                bar.set_description(f"epoch {self.epoch + 1}/{cfg.epochs}")
             while self.step_in_epoch < self.steps_per_epoch:
                 self.step(lr)
                 self.step_in_epoch += 1
@@ -291,8 +293,6 @@ class _Search:
                             f"interrupted at epoch {self.epoch} step {self.step_in_epoch}; checkpoint written, "
                             f"continue with: cellnas search --resume {self.run_dir}"
                         )
-            if bar is not None:
-                bar.close()
             self.elapsed += time.perf_counter() - t0
             # end of epoch: record, evaluate, write, checkpoint
             genotype = self.model.genotype()
@@ -315,6 +315,8 @@ class _Search:
             if self.wiring:
                 record["wiring_cost"] = self.wiring.epoch_summary()
                 self.wiring.reset_epoch()
+            if bar is not None:
+                bar.clear()
             log.info(
                 "epoch %d/%d  lr %.4g  train %.3f/%.3f  search %.3f/%.3f%s  %s",
                 self.epoch + 1, cfg.epochs, lr, record["train_loss"], record["train_acc"], record["search_loss"],
@@ -329,6 +331,8 @@ class _Search:
             save_genotype(genotype, self.run_dir / "genotype.json")
             self.write_alpha_files()
             self.save_checkpoint()
+        if bar is not None:
+            bar.close()
 
 
 def genotype_summary(g: Genotype) -> str:
@@ -339,13 +343,13 @@ def genotype_summary(g: Genotype) -> str:
     return f"normal {n['width']:g}c/d{n['depth']}, reduce {r['width']:g}c/d{r['depth']}"
 
 
-def _progress(cfg: SearchConfig, epoch: int, total: int, initial: int):
+def _progress(cfg: SearchConfig, total: int, initial: int):
+    """One bar over the whole run, so that its ETA is the run's."""
     if not cfg.progress:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False,
-                dynamic_ncols=True)  # fmt: skip
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False)
 
 
 def _load_checkpoint(run_dir: Path) -> dict:
