@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cellnas.analysis.landscape import DEFAULT_SEED, EvalSet, Grid, axis, plane_directions, plane_grid
+from cellnas.analysis.landscape import DEFAULT_SEED, EvalSet, Grid, _logits, axis, plane_directions, plane_grid
 from cellnas.errors import CellnasError
 
 __all__ = [
@@ -134,10 +134,6 @@ def _bn_mode(model: nn.Module, bn: str):
             model.drop_path_prob = drop
 
 
-def _logits(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
 def gradient_variance(
     model: nn.Module,
     batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
@@ -164,7 +160,7 @@ def gradient_variance(
     losses = []
     with _bn_mode(model, bn), torch.enable_grad():
         for k, (x, y) in enumerate(batches, start=1):
-            loss = loss_fn(_logits(model(x)).float(), y)
+            loss = loss_fn(_logits(model(x)), y)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             if used is None:
                 used = [g is not None for g in grads]

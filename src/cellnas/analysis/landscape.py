@@ -287,13 +287,14 @@ def filter_normalize(direction: Sequence[torch.Tensor], weights: Sequence[torch.
 def random_direction(weights: Sequence[torch.Tensor], seed: Seed = DEFAULT_SEED) -> list[torch.Tensor]:
     """One filter-normalised Gaussian direction for ``weights`` (Li et al. ``create_random_direction``).
 
-    Drawn on the CPU in float32 (whatever the weights' device and dtype), then moved to them, so a seed gives the
-    same direction everywhere. A :class:`torch.Generator` passed as ``seed`` is used and advanced.
+    Drawn on the CPU in float32 (whatever the weights' device and dtype), so a seed gives the same draw everywhere;
+    normalised on the CPU in the weights' dtype, then moved to their device. A :class:`torch.Generator` passed as
+    ``seed`` is used and advanced.
     """
     gen = _generator(seed)
-    raw = [torch.randn(tuple(w.shape), generator=gen, dtype=torch.float32) for w in weights]
-    cpu_weights = [w.detach().cpu().float() for w in weights]
-    return [d.to(w.device, w.dtype) for d, w in zip(filter_normalize(raw, cpu_weights), weights)]
+    raw = [torch.randn(tuple(w.shape), generator=gen, dtype=torch.float32).to(w.dtype) for w in weights]
+    cpu_weights = [w.detach().cpu() for w in weights]
+    return [d.to(w.device) for d, w in zip(filter_normalize(raw, cpu_weights), weights)]
 
 
 def plane_directions(
@@ -492,7 +493,9 @@ def plane_grid(
 
 
 def _logits(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
+    """The logits of ``out`` (or of ``(logits, aux)``), at least in float32."""
+    logits = out[0] if isinstance(out, (tuple, list)) else out
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
 @torch.no_grad()
@@ -503,7 +506,7 @@ def evaluate_batches(model: nn.Module, batches: Sequence[tuple[torch.Tensor, tor
     """
     total, correct, loss = 0, 0, 0.0
     for x, y in batches:
-        logits = _logits(model(x)).float()
+        logits = _logits(model(x))
         loss += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
         total += int(y.numel())
