@@ -146,3 +146,15 @@ def test_cli_gradvar_point_and_grid(tiny_run, capsys):
     assert (tiny_run / "gradvar" / "gradvar_surface.png").is_file()
     assert main([*args, "--grid", "--resolution", "2", "--bn", "train"]) == 2
     assert "bn: saved 'eval', now 'train'" in capsys.readouterr().err
+
+
+def test_cli_gradvar_grid_lies_on_the_landscape_plane(tiny_run, tmp_path):
+    from cellnas.cli import main
+
+    plane = ["--resolution", "2", "--seed", "5", "--no-progress"]
+    assert main(["analyze", "gradvar", str(tiny_run), "--grid", "--batch-size", "16", "--batches", "2", *plane,
+                 "-o", str(tmp_path / "gv")]) == 0  # fmt: skip
+    assert main(["analyze", "landscape", str(tiny_run), "--max-batches", "1", *plane, "-o", str(tmp_path / "ls")]) == 0
+    gv, ls = load_grid(tmp_path / "gv" / "gradvar.npz"), load_grid(tmp_path / "ls" / "landscape.npz")
+    assert gv.config["directions"] == ls.config["directions"] and gv.config["origin"] == ls.config["origin"]
+    np.testing.assert_array_equal(gv.xs, ls.xs)
