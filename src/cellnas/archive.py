@@ -1,0 +1,635 @@
+"""The evaluation archive: one SQLite file of (genotype, protocol, seed) -> metrics (Wan et al., ICLR 2022,
+Sec. 3-5 work on a population of evaluated architectures; SPEC 5.1, 5.4, 6).
+
+One row per ``(genotype hash, protocol name, seed)`` holding the genotype (native cellnas JSON), the
+metrics (``test_error``, ``val_error`` as fractions, ``params``, ``seconds`` of training, anything else as
+JSON in ``extra``), the protocol's configuration (JSON), where the row came from (``source``) and its
+creation/update times. Two side tables keep the failures of evaluations (so a batch reports them and
+a re-run retries them) and operation-importance vectors (SPEC 5.1) for the motif pre-filter (SPEC 5.3).
+
+Several processes may write at once (several ``cellnas`` commands on one file, or one per machine on a
+shared disk that supports SQLite locking): the file is in WAL mode, every write is one short
+``BEGIN IMMEDIATE`` transaction, and a busy timeout makes writers queue instead of failing. Upserts are
+``INSERT ... ON CONFLICT(hash, protocol, seed) DO UPDATE`` (or ``DO NOTHING`` with ``replace=False``).
+``synchronous=FULL``: a row is on disk when :meth:`Archive.put` returns, so a crash (even of the
+machine) loses nothing committed, and an interrupted batch resumes from :meth:`Archive.done`.
+
+>>> import tempfile, os
+>>> from cellnas.zoo import get_genotype
+>>> with tempfile.TemporaryDirectory() as d:
+...     a = Archive(os.path.join(d, "a.sqlite"))
+...     _ = a.put(get_genotype("DARTS_V2"), "by-hand", {"test_error": 0.0276, "params": 3349342})
+...     rec = a.get(get_genotype("DARTS_V2"), "by-hand")
+...     a.close()
+>>> rec.test_error, rec.params
+(0.0276, 3349342)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cellnas.errors import CellnasError, DataError, FormatError, GenotypeError
+from cellnas.formats import from_json, load_genotype, to_darts_text, to_json
+from cellnas.genotype import Genotype
+from cellnas.runs import now_iso
+
+__all__ = [
+    "DEFAULT_PATH",
+    "METRIC_COLUMNS",
+    "SORT_KEYS",
+    "Record",
+    "Archive",
+    "metric_value",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = "archive.sqlite"
+SCHEMA_VERSION = 1
+
+#: Metrics with their own column (errors are fractions: 0.0276 = 2.76 %); others go to ``extra``.
+METRIC_COLUMNS: tuple[str, ...] = ("test_error", "val_error", "params", "seconds")
+#: What ``records(sort=...)`` accepts (prefix with ``-`` for descending).
+SORT_KEYS: tuple[str, ...] = METRIC_COLUMNS + ("hash", "protocol", "seed", "created_at", "updated_at")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS evaluations (
+    hash        TEXT    NOT NULL,
+    protocol    TEXT    NOT NULL,
+    seed        INTEGER NOT NULL DEFAULT 0,
+    genotype    TEXT    NOT NULL,
+    test_error  REAL,
+    val_error   REAL,
+    params      INTEGER,
+    seconds     REAL,
+    extra       TEXT    NOT NULL DEFAULT '{}',
+    config      TEXT    NOT NULL DEFAULT '{}',
+    source      TEXT,
+    created_at  TEXT    NOT NULL,
+    updated_at  TEXT    NOT NULL,
+    PRIMARY KEY (hash, protocol, seed)
+);
+CREATE INDEX IF NOT EXISTS evaluations_by_protocol ON evaluations (protocol, test_error);
+CREATE TABLE IF NOT EXISTS failures (
+    hash        TEXT    NOT NULL,
+    protocol    TEXT    NOT NULL,
+    seed        INTEGER NOT NULL DEFAULT 0,
+    genotype    TEXT    NOT NULL,
+    error       TEXT    NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 1,
+    updated_at  TEXT    NOT NULL,
+    PRIMARY KEY (hash, protocol, seed)
+);
+CREATE TABLE IF NOT EXISTS importance (
+    hash        TEXT    NOT NULL,
+    protocol    TEXT    NOT NULL,
+    genotype    TEXT    NOT NULL,
+    base_error  REAL,
+    oi          TEXT    NOT NULL,
+    updated_at  TEXT    NOT NULL,
+    PRIMARY KEY (hash, protocol)
+);
+"""
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj if obj is not None else {}, sort_keys=True, default=_default)
+
+
+def _default(o):
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _number(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise CellnasError(f"metric {name!r} must be a number, got {value!r}") from None
+    if math.isnan(x):
+        return None
+    return x
+
+
+@dataclass(frozen=True)
+class Record:
+    """One archived evaluation. Errors are fractions; ``extra`` holds any other metric."""
+
+    hash: str
+    protocol: str
+    seed: int
+    genotype: Genotype
+    test_error: float | None = None
+    val_error: float | None = None
+    params: int | None = None
+    seconds: float | None = None
+    extra: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    source: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
+
+    def metrics(self) -> dict:
+        """Every metric: the column ones that are set, then ``extra``."""
+        out = {k: getattr(self, k) for k in METRIC_COLUMNS if getattr(self, k) is not None}
+        out.update(self.extra)
+        return out
+
+    def flat(self, genotype_format: str = "darts") -> dict:
+        """A flat dict for CSV/JSON export; the genotype as DARTS text (or the native JSON document)."""
+        g = to_darts_text(self.genotype) if genotype_format == "darts" else to_json(self.genotype)
+        row = {"hash": self.hash, "protocol": self.protocol, "seed": self.seed, "genotype": g}
+        row.update({k: getattr(self, k) for k in METRIC_COLUMNS})
+        row.update({k: v for k, v in self.extra.items() if k not in row})
+        row.update({"source": self.source, "config": self.config, "created_at": self.created_at,
+                    "updated_at": self.updated_at})  # fmt: skip
+        return row
+
+
+def metric_value(record: Record, metric: str) -> float | None:
+    """``record``'s value of ``metric`` (a column or a key of ``extra``), or None."""
+    if metric in METRIC_COLUMNS:
+        return getattr(record, metric)
+    value = record.extra.get(metric)
+    return None if value is None else float(value)
+
+
+def _split_metrics(metrics: dict) -> tuple[dict, dict]:
+    cols: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for k, v in (metrics or {}).items():
+        if k in METRIC_COLUMNS:
+            x = _number(v, k)
+            cols[k] = None if x is None else (int(round(x)) if k == "params" else x)
+        else:
+            extra[k] = v
+    return cols, extra
+
+
+class Archive:
+    """An evaluation archive in one SQLite file (see the module docstring).
+
+    The connection is opened lazily and per process, so an :class:`Archive` may be pickled into a worker
+    process, which then opens its own connection. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, path: str | os.PathLike = DEFAULT_PATH, *, timeout: float = 60.0, create: bool = True) -> None:
+        self.path = Path(path)
+        self.timeout = float(timeout)
+        self.create = create
+        self._conn: sqlite3.Connection | None = None
+        self._pid: int | None = None
+
+    # -- connection -----------------------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "timeout": self.timeout, "create": self.create, "_conn": None, "_pid": None}
+
+    def __enter__(self) -> Archive:
+        self.connection()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+        self._pid = None
+
+    def connection(self) -> sqlite3.Connection:
+        """This process's connection (opened, configured and migrated on first use)."""
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        if not self.create and not self.path.is_file():
+            raise DataError(f"archive {self.path} does not exist")
+        try:
+            if self.path.parent and not self.path.parent.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None)
+        except (sqlite3.Error, OSError) as exc:
+            raise DataError(f"cannot open archive {self.path}: {exc}") from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("archive %s: WAL mode unavailable (journal_mode=%s); concurrent writers will wait longer",
+                            self.path, mode)  # fmt: skip
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise DataError(
+                    f"archive {self.path} has schema version {version}; this cellnas reads up to "
+                    f"{SCHEMA_VERSION}: upgrade cellnas"
+                )
+            if version < SCHEMA_VERSION:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise DataError(f"{self.path} is not a usable cellnas archive: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``: the write lock is taken at once, so two writers
+        queue on the busy timeout instead of deadlocking on a lock upgrade)."""
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise DataError(
+                f"archive {self.path} is locked by another writer for over {self.timeout:g} s: {exc}"
+            ) from None
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence = ()) -> list[sqlite3.Row]:
+        conn = self.connection()
+        conn.row_factory = sqlite3.Row
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise DataError(f"archive {self.path}: {exc}") from None
+
+    # -- evaluations ------------------------------------------------------------------------------
+    def put(
+        self,
+        genotype: Genotype,
+        protocol: str,
+        metrics: dict,
+        *,
+        seed: int = 0,
+        config: dict | None = None,
+        source: str | None = None,
+        replace: bool = True,
+    ) -> bool:
+        """Store one evaluation; return whether a row was written (``replace=False`` keeps an existing row)."""
+        return self.put_many([(genotype, protocol, metrics)], seed=seed, config=config, source=source,
+                             replace=replace) == 1  # fmt: skip
+
+    def put_many(
+        self,
+        items: Iterable[tuple[Genotype, str, dict] | tuple[Genotype, str, dict, int]],
+        *,
+        seed: int = 0,
+        config: dict | None = None,
+        source: str | None = None,
+        replace: bool = True,
+    ) -> int:
+        """Store ``(genotype, protocol, metrics[, seed])`` items in one transaction; return the rows written."""
+        now = now_iso()
+        conflict = (
+            "DO UPDATE SET genotype=excluded.genotype, test_error=excluded.test_error, val_error=excluded.val_error, "
+            "params=excluded.params, seconds=excluded.seconds, extra=excluded.extra, config=excluded.config, "
+            "source=excluded.source, updated_at=excluded.updated_at"
+            if replace
+            else "DO NOTHING"
+        )
+        sql = (
+            "INSERT INTO evaluations (hash, protocol, seed, genotype, test_error, val_error, params, seconds, extra, "
+            "config, source, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            f"ON CONFLICT(hash, protocol, seed) {conflict}"
+        )
+        rows = []
+        for item in items:
+            g, protocol, metrics = item[0], item[1], item[2]
+            s = int(item[3]) if len(item) > 3 else int(seed)
+            if not isinstance(g, Genotype):
+                raise CellnasError(f"archive rows need a Genotype, got {type(g).__name__}")
+            if not protocol:
+                raise CellnasError("archive rows need a protocol name")
+            cols, extra = _split_metrics(metrics)
+            rows.append((g.content_hash(), str(protocol), s, json.dumps(to_json(g), sort_keys=True),
+                         cols.get("test_error"), cols.get("val_error"), cols.get("params"), cols.get("seconds"),
+                         _json(extra), _json(config), source, now, now))  # fmt: skip
+        if not rows:
+            return 0
+        with self._write() as conn:
+            before = conn.total_changes
+            conn.executemany(sql, rows)
+            written = conn.total_changes - before
+            conn.executemany(
+                "DELETE FROM failures WHERE hash=? AND protocol=? AND seed=?", [(r[0], r[1], r[2]) for r in rows]
+            )
+        return written
+
+    def _record(self, row: sqlite3.Row) -> Record:
+        try:
+            g = from_json(json.loads(row["genotype"]))
+        except (ValueError, FormatError, GenotypeError) as exc:
+            raise DataError(f"archive {self.path}: row {row['hash']} holds an unreadable genotype ({exc})") from None
+        return Record(
+            hash=row["hash"], protocol=row["protocol"], seed=row["seed"], genotype=g, test_error=row["test_error"],
+            val_error=row["val_error"], params=row["params"], seconds=row["seconds"],
+            extra=json.loads(row["extra"] or "{}"), config=json.loads(row["config"] or "{}"), source=row["source"],
+            created_at=row["created_at"], updated_at=row["updated_at"],
+        )  # fmt: skip
+
+    def get(self, genotype: Genotype | str, protocol: str, seed: int = 0) -> Record | None:
+        """The record of ``genotype`` (or its hash) under ``protocol`` and ``seed``, or None."""
+        h = genotype.content_hash() if isinstance(genotype, Genotype) else str(genotype)
+        rows = self._query("SELECT * FROM evaluations WHERE hash=? AND protocol=? AND seed=?", (h, protocol, seed))
+        return self._record(rows[0]) if rows else None
+
+    def done(self, protocol: str, seed: int | None = None) -> set[str] | set[tuple[str, int]]:
+        """The hashes evaluated under ``protocol`` (and ``seed``); with ``seed=None`` (hash, seed) pairs."""
+        if seed is None:
+            rows = self._query("SELECT hash, seed FROM evaluations WHERE protocol=?", (protocol,))
+            return {(r["hash"], r["seed"]) for r in rows}
+        rows = self._query("SELECT hash FROM evaluations WHERE protocol=? AND seed=?", (protocol, int(seed)))
+        return {r["hash"] for r in rows}
+
+    def lookup(self, protocol: str, seed: int = 0, metric: str = "test_error") -> dict[str, float]:
+        """``{hash: metric}`` for every row of ``protocol`` and ``seed`` that has the metric."""
+        return {
+            r.hash: v
+            for r in self.records(protocol=protocol, seed=seed)
+            if (v := metric_value(r, metric)) is not None
+        }
+
+    def protocols(self) -> list[tuple[str, int]]:
+        """``(protocol, number of rows)``, most rows first."""
+        rows = self._query(
+            "SELECT protocol, COUNT(*) AS n FROM evaluations GROUP BY protocol ORDER BY n DESC, protocol"
+        )
+        return [(r["protocol"], r["n"]) for r in rows]
+
+    def count(self, protocol: str | None = None) -> int:
+        if protocol is None:
+            return self._query("SELECT COUNT(*) AS n FROM evaluations")[0]["n"]
+        return self._query("SELECT COUNT(*) AS n FROM evaluations WHERE protocol=?", (protocol,))[0]["n"]
+
+    def records(
+        self,
+        protocol: str | None = None,
+        seed: int | None = None,
+        *,
+        hash_prefix: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        max_test_error: float | None = None,
+    ) -> list[Record]:
+        """Rows matching the filters; ``sort`` is one of :data:`SORT_KEYS`, ``-key`` for descending
+        (missing values last either way)."""
+        where, params = [], []
+        if protocol is not None:
+            where.append("protocol = ?")
+            params.append(protocol)
+        if seed is not None:
+            where.append("seed = ?")
+            params.append(int(seed))
+        if hash_prefix:
+            where.append("hash LIKE ?")
+            params.append(hash_prefix.replace("%", "").replace("_", "") + "%")
+        if max_test_error is not None:
+            where.append("test_error <= ?")
+            params.append(float(max_test_error))
+        sql = "SELECT * FROM evaluations"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        if sort:
+            key, desc = (sort[1:], True) if sort.startswith("-") else (sort, False)
+            if key not in SORT_KEYS:
+                raise CellnasError(f"cannot sort by {key!r}; valid keys: {', '.join(SORT_KEYS)}")
+            sql += f" ORDER BY {key} IS NULL, {key} {'DESC' if desc else 'ASC'}, hash, protocol, seed"
+        else:
+            sql += " ORDER BY created_at, hash, protocol, seed"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [self._record(r) for r in self._query(sql, params)]
+
+    def ranked(self, protocol: str, metric: str = "test_error") -> list[tuple[Genotype, float, int]]:
+        """``(genotype, mean metric over seeds, number of seeds)`` per architecture, best (lowest) first.
+
+        Ties are broken by hash, so the order is deterministic.
+        """
+        groups: dict[str, list] = {}
+        for r in self.records(protocol=protocol):
+            v = metric_value(r, metric)
+            if v is None:
+                continue
+            groups.setdefault(r.hash, [r.genotype, []])[1].append(v)
+        out = [(g, sum(vs) / len(vs), len(vs), h) for h, (g, vs) in groups.items()]
+        out.sort(key=lambda t: (t[1], t[3]))
+        return [(g, v, n) for g, v, n, _ in out]
+
+    def top(self, protocol: str, fraction: float | None = None, n: int | None = None,
+            metric: str = "test_error") -> list[tuple[Genotype, float, int]]:  # fmt: skip
+        """The best ``round(fraction * N)`` architectures (at least 1), or the best ``n``, of :meth:`ranked`
+        (SPEC 5.1: the top 5 % of the population ranked by error)."""
+        ranked = self.ranked(protocol, metric)
+        if not ranked:
+            known = ", ".join(f"{p} ({c})" for p, c in self.protocols()) or "none"
+            raise DataError(f"archive {self.path} has no {metric} under protocol {protocol!r}; protocols: {known}")
+        if (fraction is None) == (n is None):
+            raise CellnasError("give either a fraction or a number of architectures")
+        if fraction is not None:
+            if not 0 < fraction <= 1:
+                raise CellnasError(f"the top fraction must be in (0, 1], got {fraction}")
+            n = max(1, int(round(fraction * len(ranked))))
+        return ranked[: max(1, int(n))]
+
+    def delete(self, protocol: str, hashes: Iterable[str] | None = None) -> int:
+        """Delete the rows of ``protocol`` (only those of ``hashes`` if given); return how many."""
+        with self._write() as conn:
+            before = conn.total_changes
+            if hashes is None:
+                conn.execute("DELETE FROM evaluations WHERE protocol=?", (protocol,))
+            else:
+                conn.executemany("DELETE FROM evaluations WHERE protocol=? AND hash=?", [(protocol, h) for h in hashes])
+            return conn.total_changes - before
+
+    # -- failures ---------------------------------------------------------------------------------
+    def record_failure(self, genotype: Genotype, protocol: str, error: str, seed: int = 0) -> None:
+        """Remember that evaluating ``genotype`` failed (a later success removes the entry)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO failures (hash, protocol, seed, genotype, error, attempts, updated_at) "
+                "VALUES (?,?,?,?,?,1,?) ON CONFLICT(hash, protocol, seed) DO UPDATE SET error=excluded.error, "
+                "attempts=failures.attempts+1, updated_at=excluded.updated_at",
+                (genotype.content_hash(), protocol, int(seed), json.dumps(to_json(genotype), sort_keys=True),
+                 str(error), now_iso()),
+            )  # fmt: skip
+
+    def failures(self, protocol: str | None = None) -> list[dict]:
+        sql, params = "SELECT * FROM failures", ()
+        if protocol is not None:
+            sql, params = sql + " WHERE protocol=?", (protocol,)
+        return [
+            {"hash": r["hash"], "protocol": r["protocol"], "seed": r["seed"], "error": r["error"],
+             "attempts": r["attempts"], "updated_at": r["updated_at"]}  # fmt: skip
+            for r in self._query(sql + " ORDER BY updated_at", params)
+        ]
+
+    # -- operation importance (SPEC 5.1) -------------------------------------------------------
+    def put_importance(self, genotype: Genotype, protocol: str, oi: dict[int, float], base_error: float | None) -> None:
+        """Store the OI vector ``{edge position: OI}`` of ``genotype`` computed with ``protocol``'s evaluator."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO importance (hash, protocol, genotype, base_error, oi, updated_at) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT(hash, protocol) DO UPDATE SET genotype=excluded.genotype, base_error=excluded.base_error,"
+                " oi=excluded.oi, updated_at=excluded.updated_at",
+                (genotype.content_hash(), protocol, json.dumps(to_json(genotype), sort_keys=True), base_error,
+                 json.dumps({str(k): float(v) for k, v in oi.items()}), now_iso()),
+            )  # fmt: skip
+
+    def importance(self, protocol: str | None = None) -> dict[str, tuple[str, dict[int, float]]]:
+        """``{hash: (protocol, {position: OI})}``; without ``protocol`` the most recent vector of each hash."""
+        sql, params = "SELECT hash, protocol, oi, updated_at FROM importance", ()
+        if protocol is not None:
+            sql, params = sql + " WHERE protocol=?", (protocol,)
+        out: dict[str, tuple[str, dict[int, float]]] = {}
+        for r in self._query(sql + " ORDER BY updated_at, protocol", params):
+            out[r["hash"]] = (r["protocol"], {int(k): float(v) for k, v in json.loads(r["oi"]).items()})
+        return out
+
+    def importance_protocols(self) -> list[tuple[str, int]]:
+        rows = self._query("SELECT protocol, COUNT(*) AS n FROM importance GROUP BY protocol ORDER BY n DESC")
+        return [(r["protocol"], r["n"]) for r in rows]
+
+    # -- import / export --------------------------------------------------------------------------
+    def export(self, path: str | os.PathLike, records: Sequence[Record], fmt: str | None = None) -> Path:
+        """Write ``records`` to ``path`` as CSV (genotype as DARTS text, one column per metric) or JSON
+        (a list of flat rows with the native genotype document). ``fmt`` defaults to the suffix."""
+        from cellnas.runs import atomic_write_text
+
+        path = Path(path)
+        fmt = fmt or ("json" if path.suffix.lower() == ".json" else "csv")
+        if fmt == "json":
+            rows = [r.flat("json") for r in records]
+            return atomic_write_text(path, json.dumps(rows, indent=1, default=_default) + "\n")
+        if fmt != "csv":
+            raise CellnasError(f"unknown export format {fmt!r}; valid: csv, json")
+        return atomic_write_text(path, records_to_csv(records))
+
+    def import_csv(
+        self,
+        path: str | os.PathLike,
+        protocol: str | None = None,
+        *,
+        seed: int = 0,
+        replace: bool = False,
+        source: str | None = None,
+    ) -> tuple[int, int]:
+        """Import a CSV with a ``genotype`` column (anything :func:`~cellnas.formats.load_genotype` accepts:
+        DARTS ``Genotype(...)`` text, a zoo name, cellnas/NB301/NNabla JSON, a file path) and metric columns.
+
+        Optional columns: ``protocol`` (else ``protocol``), ``seed`` (else ``seed``), ``config`` (JSON);
+        ``hash``, ``source``, ``created_at``, ``updated_at`` are ignored (an exported file imports as is);
+        ``test_error``/``val_error``/``params``/``seconds`` are the metric columns, every other non-empty
+        column goes to ``extra`` (as a number when it parses as one). One transaction: a bad row imports
+        nothing and names its line. Returns ``(rows written, rows skipped)`` (skipped: already present and
+        ``replace=False``).
+        """
+        path = Path(path)
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as fh:
+                reader = csv.DictReader(fh)
+                fields = reader.fieldnames or []
+                rows = list(reader)
+        except OSError as exc:
+            raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise FormatError(f"{path} is not a readable CSV file: {exc}") from None
+        if "genotype" not in fields:
+            raise FormatError(f"{path}: needs a 'genotype' column (found: {', '.join(fields) or 'no header'})")
+        if protocol is None and "protocol" not in fields:
+            raise CellnasError(f"{path} has no 'protocol' column: name the protocol of these results")
+        ignored = {"genotype", "protocol", "seed", "config", "hash", "source", "created_at", "updated_at"}
+        items = []
+        configs = []
+        for line, row in enumerate(rows, start=2):
+            where = f"{path}, line {line}"
+            text = (row.get("genotype") or "").strip()
+            if not text:
+                raise FormatError(f"{where}: empty genotype")
+            try:
+                g = load_genotype(text)
+            except (FormatError, GenotypeError, CellnasError) as exc:
+                raise FormatError(f"{where}: {exc}") from None
+            prot = (row.get("protocol") or "").strip() or protocol
+            if not prot:
+                raise CellnasError(f"{where}: no protocol")
+            try:
+                s = int(row["seed"]) if (row.get("seed") or "").strip() else int(seed)
+            except ValueError:
+                raise FormatError(f"{where}: seed {row.get('seed')!r} is not an integer") from None
+            metrics: dict[str, Any] = {}
+            for key, value in row.items():
+                if key is None or key in ignored or value is None or not str(value).strip():
+                    continue
+                value = str(value).strip()
+                try:
+                    metrics[key] = float(value)
+                except ValueError:
+                    if key in METRIC_COLUMNS:
+                        raise FormatError(f"{where}: {key} = {value!r} is not a number") from None
+                    metrics[key] = value
+            cfg = {}
+            if (row.get("config") or "").strip():
+                try:
+                    cfg = json.loads(row["config"])
+                except json.JSONDecodeError:
+                    raise FormatError(f"{where}: the config column is not JSON") from None
+            items.append((g, prot, metrics, s))
+            configs.append(cfg)
+        written = 0
+        if len({json.dumps(c, sort_keys=True) for c in configs}) <= 1:
+            written = self.put_many(items, config=configs[0] if configs else None,
+                                    source=source or f"import:{path.name}", replace=replace)  # fmt: skip
+        else:
+            for item, cfg in zip(items, configs):
+                written += self.put_many([item], config=cfg, source=source or f"import:{path.name}", replace=replace)
+        return written, len(items) - written
+
+
+def records_to_csv(records: Sequence[Record]) -> str:
+    """CSV text of ``records``: fixed columns, then the union of the ``extra`` keys (sorted)."""
+    import io
+
+    extras = sorted({k for r in records for k in r.extra} - set(METRIC_COLUMNS) - {"hash", "protocol", "seed"})
+    columns = ["hash", "protocol", "seed", "genotype", *METRIC_COLUMNS, *extras, "source", "config",
+               "created_at", "updated_at"]  # fmt: skip
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        row = r.flat("darts")
+        row["config"] = json.dumps(r.config, sort_keys=True)
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    return buf.getvalue()

@@ -1,0 +1,224 @@
+"""The evaluation archive: upserts, queries, concurrent writers, crash safety, CSV/JSON import and export."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from cellnas.analysis.sampling import sample
+from cellnas.archive import Archive, records_to_csv
+from cellnas.errors import CellnasError, DataError, FormatError
+from cellnas.formats import to_darts_text
+from cellnas.zoo import get_genotype
+
+
+@pytest.fixture
+def archive(tmp_path):
+    a = Archive(tmp_path / "a.sqlite")
+    yield a
+    a.close()
+
+
+def test_put_and_get_round_trip_the_genotype_metrics_and_config(archive):
+    g = get_genotype("DARTS_V2")
+    assert archive.put(g, "p", {"test_error": 0.03, "params": 3.3e6, "seconds": 12.5, "top5": 0.99},
+                       config={"epochs": 3}, source="by-hand")  # fmt: skip
+    rec = archive.get(g, "p")
+    assert rec.genotype == g and rec.hash == g.content_hash()
+    assert (rec.test_error, rec.params, rec.seconds, rec.val_error) == (0.03, 3300000, 12.5, None)
+    assert rec.extra == {"top5": 0.99} and rec.config == {"epochs": 3} and rec.source == "by-hand"
+    assert rec.metrics() == {"test_error": 0.03, "params": 3300000, "seconds": 12.5, "top5": 0.99}
+    assert archive.get(g, "p", seed=1) is None and archive.get(g, "other") is None
+
+
+def test_the_key_is_hash_protocol_seed_and_conflicts_update_or_keep(archive):
+    g = get_genotype("DARTS_V2")
+    archive.put(g, "p", {"test_error": 0.05})
+    archive.put(g, "p", {"test_error": 0.04}, seed=1)
+    archive.put(g, "q", {"test_error": 0.5})
+    assert archive.count() == 3
+    assert not archive.put(g, "p", {"test_error": 0.01}, replace=False)
+    assert archive.get(g, "p").test_error == 0.05
+    assert archive.put(g, "p", {"test_error": 0.02})
+    rec = archive.get(g, "p")
+    assert rec.test_error == 0.02 and rec.created_at <= rec.updated_at
+    assert archive.count() == 3
+    assert archive.done("p", 0) == {g.content_hash()}
+    assert archive.done("p") == {(g.content_hash(), 0), (g.content_hash(), 1)}
+
+
+def test_ranked_averages_seeds_and_top_takes_the_rounded_fraction(archive):
+    gs = sample("none", 30, seed=0)
+    archive.put_many([(g, "p", {"test_error": i / 100}) for i, g in enumerate(gs)])
+    archive.put(gs[29], "p", {"test_error": -0.5}, seed=1)  # mean of 0.29 and -0.5 makes it the best
+    ranked = archive.ranked("p")
+    assert ranked[0][0] == gs[29] and ranked[0][2] == 2 and ranked[0][1] == pytest.approx(-0.105)
+    assert [g for g, _, _ in archive.top("p", 0.1)] == [gs[29], gs[0], gs[1]]  # round(0.1 * 30) = 3
+    assert len(archive.top("p", 0.01)) == 1  # never empty
+    with pytest.raises(DataError, match="protocols: p"):
+        archive.top("missing", 0.05)
+
+
+def test_records_filter_and_sort_with_missing_values_last(archive):
+    gs = sample("prim", 4, seed=1)
+    archive.put(gs[0], "p", {"test_error": 0.3, "params": 10})
+    archive.put(gs[1], "p", {"test_error": 0.1})
+    archive.put(gs[2], "p", {"params": 5})
+    archive.put(gs[3], "q", {"test_error": 0.2})
+    assert [r.genotype for r in archive.records("p", sort="test_error")] == [gs[1], gs[0], gs[2]]
+    assert [r.genotype for r in archive.records("p", sort="-test_error")] == [gs[0], gs[1], gs[2]]
+    assert [r.genotype for r in archive.records(sort="params", limit=2)] == [gs[2], gs[0]]
+    assert len(archive.records(max_test_error=0.2)) == 2
+    assert archive.records(hash_prefix=gs[3].content_hash()[:6])[0].protocol == "q"
+    with pytest.raises(CellnasError, match="valid keys"):
+        archive.records(sort="params; DROP TABLE evaluations")
+
+
+def test_wal_mode_full_sync_and_schema_version(archive):
+    archive.put(get_genotype("DARTS_V1"), "p", {"test_error": 0.1})
+    conn = sqlite3.connect(archive.path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.close()
+
+
+def test_a_file_that_is_not_an_archive_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(DataError, match="not a usable cellnas archive"):
+        Archive(bad).count()
+    with pytest.raises(DataError, match="does not exist"):
+        Archive(tmp_path / "missing.sqlite", create=False).count()
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from cellnas.analysis.sampling import sample
+    from cellnas.archive import Archive
+    worker, n, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    a = Archive(path, timeout=120)
+    for i, g in enumerate(sample("none", n, seed=1000 + worker)):
+        a.put(g, "p", {"test_error": i / n}, seed=worker)   # one transaction per row
+    a.close()
+    """
+)
+
+
+def test_several_processes_writing_at_once_lose_no_row(tmp_path):
+    path = tmp_path / "shared.sqlite"
+    n, workers = 40, 4
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(w), str(n), str(path)]) for w in range(workers)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * workers
+    a = Archive(path)
+    assert a.count("p") == n * workers
+    for w in range(workers):
+        assert len(a.done("p", w)) == n
+    a.close()
+
+
+_CRASHER = textwrap.dedent(
+    """
+    import sys
+    from cellnas.analysis.sampling import sample
+    from cellnas.archive import Archive
+    a = Archive(sys.argv[1])
+    for i in range(100000):
+        a.put(sample("skip", 1, seed=i)[0], "p", {"test_error": 0.5})
+    """
+)
+
+
+def test_a_killed_writer_loses_nothing_it_committed(tmp_path):
+    path = tmp_path / "crash.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", _CRASHER, str(path)])
+    deadline = time.time() + 60
+    seen = 0
+    while time.time() < deadline and seen < 20:
+        time.sleep(0.2)
+        if path.exists():
+            try:
+                seen = Archive(path, create=False).count("p")
+            except DataError:
+                seen = 0
+    committed_before_kill = Archive(path).count("p")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert committed_before_kill >= 20
+    a = Archive(path)
+    conn = a.connection()
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = a.records("p")
+    assert len(rows) >= committed_before_kill
+    assert all(r.test_error == 0.5 for r in rows)  # every row readable
+    a.close()
+
+
+def test_export_csv_then_import_gives_the_same_rows(tmp_path, archive):
+    gs = sample("primskip", 5, seed=2)
+    for i, g in enumerate(gs):
+        archive.put(g, "proxy:x", {"test_error": 0.1 + i / 100, "params": 1000 + i, "best_test_error": 0.05},
+                    seed=i % 2, config={"epochs": 3})  # fmt: skip
+    archive.export(tmp_path / "out.csv", archive.records())
+    archive.export(tmp_path / "out.json", archive.records())
+    doc = json.loads((tmp_path / "out.json").read_text())
+    assert len(doc) == 5 and doc[0]["genotype"]["format"] == "cellnas.genotype"
+    other = Archive(tmp_path / "b.sqlite")
+    assert other.import_csv(tmp_path / "out.csv") == (5, 0)
+    assert other.import_csv(tmp_path / "out.csv") == (0, 5)  # already there: kept
+    for r in archive.records():
+        s = other.get(r.genotype, r.protocol, r.seed)
+        assert s.metrics() == r.metrics() and s.config == r.config
+    other.close()
+
+
+def test_import_accepts_darts_text_and_zoo_names_and_names_a_bad_line(tmp_path, archive):
+    csv_text = (
+        "genotype,test_error,params,note\n"
+        f"\"{to_darts_text(get_genotype('BANANAS'))}\",0.0239,,from the paper\n"
+        "DARTS_V2,0.0244,3300000,\n"
+    )
+    (tmp_path / "mine.csv").write_text(csv_text)
+    assert archive.import_csv(tmp_path / "mine.csv", protocol="wan2022-table2") == (2, 0)
+    rec = archive.get(get_genotype("BANANAS"), "wan2022-table2")
+    assert rec.test_error == 0.0239 and rec.extra == {"note": "from the paper"} and rec.params is None
+    assert archive.get(get_genotype("DARTS_V2"), "wan2022-table2").params == 3300000
+    (tmp_path / "bad.csv").write_text("genotype,test_error\nDARTS_V2,0.1\nNOT_A_CELL,0.2\n")
+    with pytest.raises(FormatError, match="line 3"):
+        archive.import_csv(tmp_path / "bad.csv", protocol="x")
+    assert archive.count("x") == 0  # nothing half-imported
+    with pytest.raises(CellnasError, match="protocol"):
+        archive.import_csv(tmp_path / "mine.csv")
+    (tmp_path / "nogen.csv").write_text("arch,test_error\nDARTS_V2,0.1\n")
+    with pytest.raises(FormatError, match="'genotype' column"):
+        archive.import_csv(tmp_path / "nogen.csv", protocol="x")
+
+
+def test_failures_are_kept_until_a_success_and_importance_is_stored(archive):
+    g = get_genotype("DARTS_V2")
+    archive.record_failure(g, "p", "RuntimeError: boom")
+    archive.record_failure(g, "p", "RuntimeError: boom again")
+    (f,) = archive.failures("p")
+    assert f["attempts"] == 2 and "again" in f["error"]
+    archive.put(g, "p", {"test_error": 0.1})
+    assert archive.failures() == []
+    archive.put_importance(g, "surrogate:x", {0: 0.002, 15: -0.001}, base_error=0.1)
+    assert archive.importance() == {g.content_hash(): ("surrogate:x", {0: 0.002, 15: -0.001})}
+    assert archive.importance("other") == {}
+
+
+def test_csv_text_has_one_column_per_extra_metric():
+    from cellnas.archive import Record
+
+    g = get_genotype("DARTS_V2")
+    rows = [Record(g.content_hash(), "p", 0, g, test_error=0.1, extra={"b": 1}),
+            Record(g.content_hash(), "p", 1, g, extra={"a": "x"})]  # fmt: skip
+    header = records_to_csv(rows).splitlines()[0].split(",")
+    assert header[:8] == ["hash", "protocol", "seed", "genotype", "test_error", "val_error", "params", "seconds"]
+    assert header[8:10] == ["a", "b"]
