@@ -14,13 +14,18 @@ containers only, so loading a file cannot run code.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from cellnas.errors import RunError
 from cellnas.genotype import Genotype
 from cellnas.runs import atomic_torch_save
+
+if TYPE_CHECKING:
+    from cellnas.data import Dataset
 
 __all__ = ["FINAL", "save_final", "load_final", "test_metrics", "evaluate"]
 
@@ -32,7 +37,9 @@ FINAL_VERSION = 1
 
 
 @torch.no_grad()
-def test_metrics(forward, model: torch.nn.Module, loader, autocast=None) -> tuple[float, float]:
+def test_metrics(
+    forward: Callable, model: torch.nn.Module, loader: Iterable, autocast: Callable | None = None
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over one full pass of ``loader`` (BN in eval mode, no graphs).
 
     ``forward`` is ``model`` itself or its compiled wrapper; the model returns ``(logits, aux)`` and the
@@ -55,7 +62,7 @@ def test_metrics(forward, model: torch.nn.Module, loader, autocast=None) -> tupl
 
 
 def save_final(
-    path: str | Path, model: torch.nn.Module, genotype: Genotype, network: dict, dataset, config: dict,
+    path: str | Path, model: torch.nn.Module, genotype: Genotype, network: dict, dataset: Dataset, config: dict,
     test: dict,
 ) -> Path:  # fmt: skip
     """Write ``final.pt`` atomically (see the module docstring for its contents)."""
@@ -122,6 +129,8 @@ def evaluate(
     Images are resized to the training image size and normalised with the training constants stored in the
     file. ``data_dir`` defaults to the training run's when the dataset is the same. Returns a dict with
     ``test_loss``, ``test_acc``, ``test_error`` (fractions), ``n_test``, ``params`` and what was tested.
+    The pass runs in fp32 NCHW: for a CPU fp32 run it reproduces the test accuracy recorded at the end of
+    training exactly; a run tested under bf16 autocast during training may differ slightly.
     """
     from cellnas.counting import count_params
     from cellnas.data import DeviceLoader, get_dataset

@@ -180,8 +180,12 @@ class _Training:
         self.optimizer.load_state_dict(s["optimizer"])
         self.train_loader.load_state_dict(s["train_loader"])
         self.test_loader.load_state_dict(s["test_loader"])
-        self.drop_generator.set_state(s["drop_path_generator"])
         self.mixup_generator.set_state(s["mixup_generator"])
+        try:
+            self.drop_generator.set_state(s["drop_path_generator"])
+        except RuntimeError:  # the state of a CUDA generator does not fit a CPU one (and vice versa)
+            log.warning("the checkpoint's drop-path generator is from another device type; drop-path masks "
+                        "will differ from an uninterrupted run")  # fmt: skip
         self.epoch, self.step_in_epoch, self.global_step = s["epoch"], s["step_in_epoch"], s["global_step"]
         self.acc, self.best, self.elapsed = dict(s["accumulators"]), dict(s["best"]), s["elapsed"]
         torch.set_rng_state(s["rng"]["torch"])

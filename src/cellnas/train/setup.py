@@ -6,12 +6,16 @@ The mirror image of :mod:`cellnas.search.setup` (SPEC 2.1-2.3).
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 
 from cellnas.genotype import Genotype
 from cellnas.schedule import cosine_lr
 from cellnas.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from cellnas.data import Dataset, Loaders
 
 __all__ = [
     "build_model",
@@ -24,7 +28,7 @@ __all__ = [
 ]
 
 
-def network_args(cfg: TrainConfig, dataset) -> dict:
+def network_args(cfg: TrainConfig, dataset: Dataset) -> dict:
     """The constructor arguments of the evaluation network (also stored in ``final.pt``)."""
     return {
         "kind": cfg.network,
@@ -36,7 +40,7 @@ def network_args(cfg: TrainConfig, dataset) -> dict:
     }
 
 
-def build_model(genotype: Genotype, cfg: TrainConfig, dataset) -> torch.nn.Module:
+def build_model(genotype: Genotype, cfg: TrainConfig, dataset: Dataset) -> torch.nn.Module:
     """The evaluation network of ``genotype`` (SPEC 2.1/2.3); weights and drop-path masks come from ``cfg.seed``.
 
     :class:`~cellnas.network.NetworkCIFAR` builds under ``fork_rng`` with the seed set, so the same seed gives
@@ -51,7 +55,9 @@ def build_model(genotype: Genotype, cfg: TrainConfig, dataset) -> torch.nn.Modul
     )  # fmt: skip
 
 
-def make_train_loaders(cfg: TrainConfig, dataset, device: torch.device, channels_last: bool = False):
+def make_train_loaders(
+    cfg: TrainConfig, dataset: Dataset, device: torch.device, channels_last: bool = False
+) -> Loaders:
     """Full training set (shuffled; crop + flip + cutout, SPEC 2.2) and the test set (in order, no augmentation)."""
     from cellnas.data import Augment, make_loaders
 
@@ -121,7 +127,7 @@ class DeviceOptions:
         return ", ".join(parts)
 
 
-def check_batches(cfg: TrainConfig, dataset) -> None:
+def check_batches(cfg: TrainConfig, dataset: Dataset) -> None:
     """A training batch of one image breaks batch norm in the auxiliary head (1x1 maps); refuse it up front."""
     from cellnas.errors import CellnasError
 
