@@ -1,0 +1,207 @@
+"""Where evaluations run: a small executor interface so that a distributed backend can plug in later.
+
+An :class:`Executor` runs ``fn(item)`` for every item and yields :class:`Done` records **as they finish**
+(in any order). A task that raises is reported in its own :class:`Done` (``error`` set), never fatal to the
+others; a worker process that dies (killed, out of memory) fails the tasks it took down, and the pool is
+restarted for the rest.
+
+* :class:`SerialExecutor`: in this process, in order (tests, cheap evaluators, ``--workers 1``);
+* :class:`ProcessExecutor`: ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn`` (default) or
+  ``forkserver`` context (never ``fork``: torch and SQLite connections do not survive it). Each worker sets
+  ``OMP_NUM_THREADS=1`` and ``torch.set_num_threads(1)`` before any work, since oversubscribed OpenMP pools
+  are many times slower on small machines.
+
+A distributed executor (Ray, Dask, a job queue) only has to implement :meth:`Executor.map_unordered` with the
+same contract; results are committed to the archive by the caller, in the parent, as they arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Done", "Executor", "SerialExecutor", "ProcessExecutor", "make_executor", "init_worker"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Done:
+    """One finished task: ``index`` into the submitted items, the item, and its value or its error."""
+
+    index: int
+    item: Any
+    value: Any = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for the report; the traceback goes to the debug log."""
+    log.debug("task failed:\n%s", "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class Executor(ABC):
+    """Runs ``fn`` over items; see the module docstring for the contract."""
+
+    workers: int = 1
+
+    @abstractmethod
+    def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Done]:
+        """Yield a :class:`Done` per item as each finishes. ``fn`` must be picklable for process executors."""
+
+    def close(self, wait: bool = True) -> None:  # noqa: B027 - optional hook
+        """Release workers (no-op by default); ``wait=False`` stops running tasks where possible."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(wait=exc_type is None)
+
+
+class SerialExecutor(Executor):
+    """Runs every task in this process, in order."""
+
+    def map_unordered(self, fn, items):
+        for i, item in enumerate(items):
+            try:
+                value = fn(item)
+            except Exception as exc:  # noqa: BLE001 - reported per task
+                yield Done(i, item, error=_describe(exc))
+            else:
+                yield Done(i, item, value=value)
+
+
+def init_worker(log_level: int = logging.WARNING) -> None:
+    """Worker set-up: one intra-op thread, quiet logs. ``OMP_NUM_THREADS=1`` is read by torch (and by
+    OpenMP-based libraries) when they are first imported, which in a spawned worker happens after this;
+    torch is not imported here, so workers of torch-free tasks start fast."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    logging.basicConfig(level=log_level, format="%(message)s")
+    logging.getLogger("cellnas").setLevel(log_level)
+    torch = sys.modules.get("torch")  # imported already (forkserver preload): set it directly
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+def _call(fn, item):
+    """Run in the worker: errors come back as text so that any exception type crosses the process border."""
+    try:
+        return True, fn(item)
+    except Exception as exc:  # noqa: BLE001 - reported per task
+        return False, _describe(exc)
+
+
+class ProcessExecutor(Executor):
+    """A pool of ``workers`` processes (``spawn`` or ``forkserver`` start method).
+
+    At most ``workers`` tasks are in flight, so an interrupted batch has started few tasks it will not
+    finish. The pool starts on first use and is reused by later :meth:`map_unordered` calls until
+    :meth:`close`.
+    """
+
+    def __init__(self, workers: int, context: str = "spawn", log_level: int = logging.WARNING) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if context not in ("spawn", "forkserver"):
+            raise ValueError(f"context must be 'spawn' or 'forkserver', got {context!r} (fork is unsafe with torch)")
+        self.workers = int(workers)
+        self.context = context
+        self.log_level = log_level
+        self._pool = None
+
+    def _ensure_pool(self):
+        if self._pool is None:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=mp.get_context(self.context),
+                initializer=init_worker, initargs=(self.log_level,),
+            )  # fmt: skip
+        return self._pool
+
+    def map_unordered(self, fn, items):
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        pending = list(enumerate(items))
+        pending.reverse()  # pop() from the end keeps submission order
+        running: dict = {}
+        try:
+            while pending or running:
+                while pending and len(running) < self.workers:
+                    i, item = pending.pop()
+                    try:
+                        running[self._ensure_pool().submit(_call, fn, item)] = (i, item)
+                    except BrokenProcessPool:
+                        self._restart()
+                        running[self._ensure_pool().submit(_call, fn, item)] = (i, item)
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                broken = False
+                for fut in finished:
+                    i, item = running.pop(fut)
+                    try:
+                        ok, value = fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        yield Done(i, item, error="worker process died (killed or out of memory)")
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
+                        yield Done(i, item, error=_describe(exc))
+                        continue
+                    yield Done(i, item, value=value) if ok else Done(i, item, error=value)
+                if broken:
+                    # the others in flight were lost with the pool; report them and start a fresh pool
+                    for fut, (i, item) in list(running.items()):
+                        try:
+                            ok, value = fut.result(timeout=0)
+                        except Exception:  # noqa: BLE001 - lost with the pool
+                            yield Done(i, item, error="worker process died (killed or out of memory)")
+                        else:
+                            yield Done(i, item, value=value) if ok else Done(i, item, error=value)
+                    running.clear()
+                    self._restart()
+        finally:
+            for fut in running:
+                fut.cancel()
+
+    def _restart(self) -> None:
+        log.warning("a worker process died; restarting the pool")
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
+
+    def close(self, wait: bool = True) -> None:
+        """Shut the pool down; ``wait=False`` (after Ctrl-C) also terminates the workers still running."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if wait:
+            pool.shutdown(wait=True, cancel_futures=True)
+            return
+        processes = list(getattr(pool, "_processes", {}).values())  # our own workers, ended by their ids
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in processes:
+            proc.join(timeout=5)
+
+
+def make_executor(workers: int = 1, context: str = "spawn") -> Executor:
+    """A :class:`SerialExecutor` for ``workers <= 1``, else a :class:`ProcessExecutor`."""
+    return SerialExecutor() if workers <= 1 else ProcessExecutor(workers, context=context)
