@@ -81,7 +81,8 @@ def plot_surface(
     ax.plot_surface(X, Y, np.ma.masked_invalid(z), cmap="coolwarm", linewidth=0, antialiased=True)
     ax.set_xlabel(r"$\alpha$")
     ax.set_ylabel(r"$\beta$")
-    ax.set_zlabel(zlabel)
+    ax.set_zlabel(zlabel, labelpad=12)
+    ax.zaxis.get_offset_text().set_x(1.1)  # keep a "1e8" scale clear of the label
     if title:
         ax.set_title(title)
     return save_figure(fig, path)

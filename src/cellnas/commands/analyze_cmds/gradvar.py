@@ -80,10 +80,11 @@ def run(args) -> int:
                             restart=args.restart, progress=args.progress)  # fmt: skip
         grid_seconds = time.perf_counter() - t0
         seconds += grid_seconds
-        unit = "per parameter" if args.normalize == "per-parameter" else "sum over parameters"
+        unit = ", per parameter" if args.normalize == "per-parameter" else ""
+        title = (f"{label}: gradient variance{unit}\n({data.split}, {args.batches} batches of {args.batch_size}, "
+                 f"BN {args.bn}, seed {args.seed})")  # fmt: skip
         plot_surface(grid.xs, grid.ys, grid["variances"], out / "gradvar_surface.png", log=args.log_z,
-                     zlabel=f"gradient variance ({unit})",
-                     title=f"{label}: gradient variance ({data.split}, seed {args.seed})")  # fmt: skip
+                     zlabel="Var(g)", title=title)  # fmt: skip
         report["grid"] = {"file": "gradvar.npz", "range": [lo, hi], "resolution": args.resolution, "seed": args.seed,
                           "seconds": grid_seconds}  # fmt: skip
         files += ["gradvar.npz", "gradvar_surface.png"]
