@@ -25,3 +25,7 @@ __all__ = [
     "DATASET_PRESETS",
     "resolve_config",
 ]
+
+from cellnas._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "train")  # cellnas.train(...) trains a genotype
