@@ -403,9 +403,11 @@ class Archive:
         sort: str | None = None,
         limit: int | None = None,
         max_test_error: float | None = None,
+        source: str | None = None,
     ) -> list[Record]:
         """Rows matching the filters; ``sort`` is one of :data:`SORT_KEYS`, ``-key`` for descending
-        (missing values last either way)."""
+        (missing values last either way). ``source`` keeps rows whose source starts with it (e.g.
+        ``"sample"`` for the sampled population, not the neighbours an OI study added)."""
         where, params = [], []
         if protocol is not None:
             where.append("protocol = ?")
@@ -419,6 +421,9 @@ class Archive:
         if max_test_error is not None:
             where.append("test_error <= ?")
             params.append(float(max_test_error))
+        if source:
+            where.append("substr(source, 1, ?) = ?")
+            params += [len(source), source]
         sql = "SELECT * FROM evaluations"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -433,13 +438,14 @@ class Archive:
             sql += f" LIMIT {int(limit)}"
         return [self._record(r) for r in self._query(sql, params)]
 
-    def ranked(self, protocol: str, metric: str = "test_error") -> list[tuple[Genotype, float, int]]:
+    def ranked(self, protocol: str, metric: str = "test_error",
+               source: str | None = None) -> list[tuple[Genotype, float, int]]:  # fmt: skip
         """``(genotype, mean metric over seeds, number of seeds)`` per architecture, best (lowest) first.
 
-        Ties are broken by hash, so the order is deterministic.
+        Ties are broken by hash, so the order is deterministic. ``source``: as in :meth:`records`.
         """
         groups: dict[str, list] = {}
-        for r in self.records(protocol=protocol):
+        for r in self.records(protocol=protocol, source=source):
             v = metric_value(r, metric)
             if v is None:
                 continue
@@ -449,13 +455,15 @@ class Archive:
         return [(g, v, n) for g, v, n, _ in out]
 
     def top(self, protocol: str, fraction: float | None = None, n: int | None = None,
-            metric: str = "test_error") -> list[tuple[Genotype, float, int]]:  # fmt: skip
+            metric: str = "test_error", source: str | None = None) -> list[tuple[Genotype, float, int]]:  # fmt: skip
         """The best ``round(fraction * N)`` architectures (at least 1), or the best ``n``, of :meth:`ranked`
         (SPEC 5.1: the top 5 % of the population ranked by error)."""
-        ranked = self.ranked(protocol, metric)
+        ranked = self.ranked(protocol, metric, source)
         if not ranked:
             known = ", ".join(f"{p} ({c})" for p, c in self.protocols()) or "none"
-            raise DataError(f"archive {self.path} has no {metric} under protocol {protocol!r}; protocols: {known}")
+            which = f" from source {source!r}*" if source else ""
+            raise DataError(f"archive {self.path} has no {metric}{which} under protocol {protocol!r}; "
+                            f"protocols: {known}")  # fmt: skip
         if (fraction is None) == (n is None):
             raise CellnasError("give either a fraction or a number of architectures")
         if fraction is not None:

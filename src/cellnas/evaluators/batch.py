@@ -68,11 +68,14 @@ class BatchReport:
 
 
 def _run_one(evaluator, seed: int, item: tuple[str, Genotype]) -> dict:
-    """Worker side: one evaluation, its wall time added as ``seconds`` when the evaluator gives none."""
+    """Worker side: one evaluation, its wall time added as ``seconds`` when the evaluator gives none, and for
+    expensive evaluators the worker's CPU time as ``cpu_seconds``."""
     _, genotype = item
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     metrics = dict(evaluator.evaluate(genotype, seed))
     metrics.setdefault("seconds", time.perf_counter() - t0)
+    if evaluator.parallel:  # CPU time of the worker: comparable across loaded and idle machines
+        metrics.setdefault("cpu_seconds", time.process_time() - c0)
     metrics["_wall"] = time.perf_counter() - t0
     return metrics
 
@@ -171,7 +174,7 @@ def evaluate_batch(
         if bar is not None:
             bar.close()
     report.seconds = time.perf_counter() - t_start
-    log.info("%s: %d evaluated, %d reused, %d failed in %.1f s", evaluator.protocol, len(report.new),
+    log.debug("%s: %d evaluated, %d reused, %d failed in %.1f s", evaluator.protocol, len(report.new),
              len(report.reused), len(report.failed), report.seconds)  # fmt: skip
     return report
 

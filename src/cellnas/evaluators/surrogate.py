@@ -227,7 +227,7 @@ def fit_surrogate(
         tau = float(kendalltau(pred, y[test])[0])
         rho = float(spearmanr(pred, y[test])[0])
         rmse = float(np.sqrt(np.mean((pred - y[test]) ** 2)))
-        log.info("surrogate on %d held-out architectures: Kendall tau %.3f, Spearman %.3f, RMSE %.4g",
+        log.debug("surrogate on %d held-out architectures: Kendall tau %.3f, Spearman %.3f, RMSE %.4g",
                  n_test, tau, rho, rmse)  # fmt: skip
     if refit and n_test:
         with _threads(threads):

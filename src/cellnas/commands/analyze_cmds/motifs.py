@@ -1,0 +1,115 @@
+"""``cellnas analyze motifs``: frequent subgraphs (motifs) of the archive's top cells, ranked by normalised
+support (Wan et al., ICLR 2022, Sec. 4, Table 1; SPEC 5.3)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from cellnas.commands._evalopts import add_archive_arg, open_archive
+from cellnas.commands.analyze_cmds.importance import choose_protocol
+from cellnas.errors import CellnasError
+
+
+def register(sub, formatter) -> None:
+    p = sub.add_parser(
+        "motifs",
+        help="frequent subgraphs of the archive's top cells, ranked by normalised support (Wan et al.)",
+        description=(
+            "Cell graphs of the best --top fraction of the archive (SPEC 5.3: inputs labelled input1/input2,\n"
+            "intermediate nodes 'op', no output node, edges labelled by op), optionally pruned to the important\n"
+            "ops first (--oi-protocol: OI vectors stored by `cellnas analyze importance`; edges with OI below\n"
+            "--weight-thres dropped, then isolated nodes). Every connected subgraph with 2..6 nodes in at least\n"
+            "--min-support of the graphs is found (exhaustively; gSpan in the reference), then ranked by\n"
+            "norm_support = support / ref_incidence, where ref_incidence counts the random reference subgraphs\n"
+            "(one per cell, as many edges as its pruned graph) that contain the motif. Without an OI pre-filter\n"
+            "the reference subgraphs are the whole cells and norm_support is not informative.\n\n"
+            "Writes motifs.json and motifs.png (the top --show motifs).\n\n"
+            "example: cellnas analyze motifs --protocol proxy:digits-tiny --top 0.05 --oi-protocol any -o motifs"
+        ),
+        formatter_class=formatter,
+    )
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--protocol", default=None, help="rank the archive by this protocol (default: the only one)")
+    p.add_argument("--top", type=float, default=0.05, metavar="FRACTION", help="fraction of the ranked archive")
+    p.add_argument("--source", default=None, metavar="PREFIX",
+                   help="rank only rows whose source starts so (e.g. 'analyze-sampling')")
+    p.add_argument("--cell", choices=("normal", "reduce"), default="normal", help="which cell (the paper: normal)")
+    p.add_argument("--oi-protocol", default=None, metavar="PROTOCOL",
+                   help="pre-filter with the OI vectors stored under this evaluator protocol ('any': the latest)")
+    p.add_argument("--weight-thres", type=float, default=0.001, help="pre-filter: keep edges with OI >= this")
+    p.add_argument("--min-support", type=float, default=0.05,
+                   help="minimum support: a fraction of the graphs (< 1) or a count")  # fmt: skip
+    p.add_argument("--min-nodes", type=int, default=2, help="smallest motif (nodes)")
+    p.add_argument("--max-nodes", type=int, default=6, help="largest motif (nodes)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the reference subgraphs")
+    p.add_argument("--show", type=int, default=9, help="motifs to print and draw")
+    add_archive_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from cellnas.analysis.motifs import cell_graph, mine, rank, reference_subgraphs
+    from cellnas.formats import to_darts_text
+    from cellnas.plots.wan import plot_motifs
+    from cellnas.runs import atomic_write_text
+
+    if not 0 < args.top <= 1:
+        raise CellnasError(f"--top must be in (0, 1], got {args.top}")
+    with open_archive(args, create=False) as archive:
+        protocol = choose_protocol(archive, args.protocol)
+        top = archive.top(protocol, fraction=args.top, source=args.source)
+        stored = None
+        if args.oi_protocol is not None:
+            stored = archive.importance(None if args.oi_protocol == "any" else args.oi_protocol)
+            if not stored:
+                known = ", ".join(f"{p} ({n})" for p, n in archive.importance_protocols()) or "none"
+                raise CellnasError(f"no OI vectors under {args.oi_protocol!r} in {args.archive} (stored: {known}); "
+                                   "compute them with `cellnas analyze importance --top ...`")  # fmt: skip
+    genotypes = [g for g, _, _ in top]
+    full = [cell_graph(g, cell_type=args.cell) for g in genotypes]
+    if stored is not None:
+        lacking = [g.content_hash() for g in genotypes if g.content_hash() not in stored]
+        if lacking:
+            raise CellnasError(
+                f"{len(lacking)} of the {len(genotypes)} top cells have no stored OI (e.g. {lacking[0]}); run "
+                f"`cellnas analyze importance --top {args.top:g} --rank-protocol {protocol}` (same --source) first"
+            )
+        graphs = [cell_graph(g, oi=stored[g.content_hash()][1], threshold=args.weight_thres, cell_type=args.cell)
+                  for g in genotypes]  # fmt: skip
+    else:
+        graphs = full
+    motifs = mine(graphs, min_support=args.min_support, min_nodes=args.min_nodes, max_nodes=args.max_nodes)
+    reference = reference_subgraphs(full, [g.number_of_edges() for g in graphs], seed=args.seed)
+    ranked = rank(motifs, reference)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "study": "Wan et al. 2022 frequent subgraph mining (SPEC 5.3)", "archive": str(args.archive),
+        "rank_protocol": protocol, "top": args.top, "source": args.source, "n_graphs": len(graphs), "cell": args.cell,
+        "oi_prefilter": None if stored is None else {"protocol": args.oi_protocol, "weight_thres": args.weight_thres,
+                                                     "edges_kept": sum(g.number_of_edges() for g in graphs),
+                                                     "edges_total": sum(g.number_of_edges() for g in full)},
+        "min_support": args.min_support, "min_nodes": args.min_nodes, "max_nodes": args.max_nodes, "seed": args.seed,
+        "motifs": [{"rank": i + 1, "description": m.description, "nodes": list(m.key[0]),
+                    "edges": [list(e) for e in m.key[1]], "support": m.support,
+                    "support_fraction": m.support_fraction, "ref_incidence": m.ref_incidence,
+                    "norm_support": None if m.norm_support == float("inf") else m.norm_support}
+                   for i, m in enumerate(ranked)],
+        "cells": [{"hash": g.content_hash(), "genotype": to_darts_text(g), "test_error": e} for g, e, _ in top],
+    }  # fmt: skip
+    atomic_write_text(out / "motifs.json", json.dumps(doc, indent=1) + "\n")
+    shown = ranked[: max(0, args.show)]
+    plot_motifs(shown, out / "motifs.png",
+                title=f"top motifs of the best {len(graphs)} {args.cell} cells ({protocol})")  # fmt: skip
+    print(f"{len(ranked)} motifs with support >= {args.min_support:g} in {len(graphs)} {args.cell} cells "
+          f"(top {args.top:g} of {protocol})")  # fmt: skip
+    print(f"{'#':>3} {'support':>8} {'%':>5} {'ref':>5} {'norm':>6}  motif")
+    for i, m in enumerate(shown):
+        norm = "inf" if m.norm_support == float("inf") else f"{m.norm_support:.2f}"
+        print(f"{i + 1:>3} {m.support:>8} {100 * m.support_fraction:>5.0f} {m.ref_incidence:>5} {norm:>6}  "
+              f"{m.description}")  # fmt: skip
+    print(f"wrote motifs.json and motifs.png to {out}", file=sys.stderr)
+    return 0

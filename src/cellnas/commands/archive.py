@@ -1,0 +1,275 @@
+"""``cellnas archive``: the evaluation archive (Wan et al., ICLR 2022 work on populations of evaluated
+architectures; SPEC 5.1, 5.4, 6): add, list, export, import, evaluate, fit a surrogate, summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from cellnas.commands._evalopts import (
+    EVALUATOR_HELP,
+    add_archive_arg,
+    add_evaluator_args,
+    build_evaluator,
+    open_archive,
+    report_failures,
+    run_batch,
+)
+from cellnas.errors import CellnasError
+
+
+def register(sub, formatter) -> None:
+    p = sub.add_parser(
+        "archive",
+        help="the evaluation archive: add/list/export/import results, evaluate many cells, fit a surrogate",
+        description=(
+            "An SQLite file (default archive.sqlite) with one row per (genotype hash, protocol, seed):\n"
+            "the genotype, test/val error (fractions), params, training seconds, other metrics, the\n"
+            "protocol's config, times. Safe with several writers at once; batches resume where they stopped.\n\n"
+            "examples: cellnas archive evaluate --sample none -n 100 --evaluator proxy --workers 2\n"
+            "          cellnas archive list --protocol proxy:digits-tiny --sort test_error --limit 10\n"
+            "          cellnas archive fit-surrogate --protocol proxy:digits-tiny -o surrogate.joblib\n"
+            "          cellnas archive import results.csv --protocol my-cifar10-600ep\n"
+            "          cellnas archive add DARTS_V2 --protocol wan2022-table2 --test-error 0.0244"
+        ),
+        formatter_class=formatter,
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+
+    a = actions.add_parser("add", help="store one result by hand", formatter_class=formatter)
+    a.add_argument("genotype", metavar="GENOTYPE", help="zoo name, genotype file, run directory or DARTS text")
+    a.add_argument("--protocol", required=True, help="what the numbers mean (e.g. my-cifar10-600ep)")
+    a.add_argument("--test-error", type=float, default=None, help="test error as a fraction (0.0244 = 2.44 %%)")
+    a.add_argument("--val-error", type=float, default=None, help="validation error as a fraction")
+    a.add_argument("--params", type=float, default=None, help="parameter count")
+    a.add_argument("--seconds", type=float, default=None, help="training time in seconds")
+    a.add_argument("--metric", action="append", default=[], metavar="KEY=VALUE", help="any other metric")
+    a.add_argument("--seed", type=int, default=0, help="seed of the result")
+    add_archive_arg(a)
+    a.set_defaults(func=_add)
+
+    ls = actions.add_parser("list", help="list results with filters and sorting", formatter_class=formatter)
+    _filters(ls)
+    ls.add_argument("--limit", type=int, default=20, help="rows to show (0: all)")
+    ls.add_argument("--format", choices=("table", "darts", "json"), default="table", help="output format")
+    add_archive_arg(ls)
+    ls.set_defaults(func=_list)
+
+    ex = actions.add_parser("export", help="write results to CSV or JSON", formatter_class=formatter)
+    ex.add_argument("output", metavar="FILE", help="a .csv or .json file")
+    _filters(ex)
+    ex.add_argument("--limit", type=int, default=0, help="rows to write (0: all)")
+    add_archive_arg(ex)
+    ex.set_defaults(func=_export)
+
+    im = actions.add_parser(
+        "import", help="read results from a CSV", formatter_class=formatter,
+        description=(
+            "CSV columns: genotype (DARTS Genotype(...) text, a zoo name, a genotype file, or cellnas/NB301/\n"
+            "NNabla JSON), optional protocol and seed, test_error/val_error (fractions), params, seconds,\n"
+            "config (JSON); any other column is kept as an extra metric. A file written by `archive export`\n"
+            "imports as is. One transaction: a bad line imports nothing and is named."
+        ),
+    )  # fmt: skip
+    im.add_argument("input", metavar="FILE", help="CSV file")
+    im.add_argument("--protocol", default=None, help="protocol of rows without a protocol column")
+    im.add_argument("--seed", type=int, default=0, help="seed of rows without a seed column")
+    im.add_argument("--replace", action="store_true", help="overwrite rows already present (default: keep them)")
+    add_archive_arg(im)
+    im.set_defaults(func=_import)
+
+    ev = actions.add_parser(
+        "evaluate", help="evaluate many genotypes (files, zoo names or fresh samples) into the archive",
+        formatter_class=formatter, description="Evaluates what the archive lacks, in parallel for training "
+        "evaluators; interrupted batches resume.\n\n" + EVALUATOR_HELP,
+    )  # fmt: skip
+    ev.add_argument("genotypes", nargs="*", metavar="GENOTYPE",
+                    help="zoo names, genotype files, or directories of genotype files")  # fmt: skip
+    ev.add_argument("--sample", choices=("none", "prim", "skip", "primskip"), default=None,
+                    help="also evaluate -n random cells under this constraint (Wan et al., SPEC 5.4)")  # fmt: skip
+    ev.add_argument("-n", type=int, default=100, help="--sample: number of cells")
+    ev.add_argument("--seed", type=int, default=0, help="--sample: sampling seed")
+    add_evaluator_args(ev)
+    ev.set_defaults(func=_evaluate)
+
+    fs = actions.add_parser(
+        "fit-surrogate", help="fit a gradient-boosting surrogate on the archive", formatter_class=formatter,
+        description="One-hot edge/op encoding (NB301 edge slots + op counts), held-out Kendall tau and RMSE,\n"
+        "then refitted on every row (--no-refit keeps the training-split model). Use the file with\n"
+        "--evaluator surrogate --surrogate FILE.",
+    )  # fmt: skip
+    fs.add_argument("--protocol", required=True, help="fit on this protocol's results")
+    fs.add_argument("-o", "--output", required=True, metavar="FILE", help="model file (joblib)")
+    fs.add_argument("--metric", default="test_error", help="target metric")
+    fs.add_argument("--model", choices=("gbr", "hgb"), default="gbr",
+                    help="GradientBoostingRegressor or HistGradientBoostingRegressor")  # fmt: skip
+    fs.add_argument("--features", choices=("edges", "edges+counts"), default="edges+counts", help="encoding")
+    fs.add_argument("--test-fraction", type=float, default=0.2, help="held-out fraction for tau/RMSE")
+    fs.add_argument("--no-refit", action="store_true", help="keep the model fitted on the training split")
+    fs.add_argument("--seed", type=int, default=0, help="split and model seed")
+    fs.add_argument("--source", default=None, metavar="PREFIX", help="only rows whose source starts so")
+    add_archive_arg(fs)
+    fs.set_defaults(func=_fit)
+
+    info = actions.add_parser("info", help="protocols, row counts, failures and OI vectors", formatter_class=formatter)
+    add_archive_arg(info)
+    info.set_defaults(func=_info)
+    p.set_defaults(func=lambda args: p.print_help())
+
+
+def _filters(p) -> None:
+    p.add_argument("--protocol", default=None, help="only this protocol")
+    p.add_argument("--seed", type=int, default=None, help="only this seed")
+    p.add_argument("--hash", default=None, metavar="PREFIX", help="only genotypes whose hash starts so")
+    p.add_argument("--max-error", type=float, default=None, help="only test_error <= this")
+    p.add_argument("--sort", default=None, help="test_error, params, seconds, updated_at ... ('-' for descending)")
+    p.add_argument("--source", default=None, metavar="PREFIX",
+                   help="only rows whose source starts so (e.g. 'sample', 'analyze-sampling', 'import')")
+
+
+def _select(args, archive):
+    return archive.records(protocol=args.protocol, seed=args.seed, hash_prefix=args.hash, sort=args.sort,
+                           limit=args.limit or None, max_test_error=args.max_error, source=args.source)  # fmt: skip
+
+
+def _number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _add(args) -> int:
+    from cellnas.formats import load_genotype
+
+    g = load_genotype(args.genotype)
+    metrics = {k: getattr(args, k) for k in ("test_error", "val_error", "params", "seconds")}
+    metrics = {k: v for k, v in metrics.items() if v is not None}
+    for item in args.metric:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CellnasError(f"--metric {item!r}: expected KEY=VALUE")
+        metrics[key] = _number(value)
+    if not metrics:
+        raise CellnasError("give at least one metric (--test-error, --val-error, --params, --seconds or --metric)")
+    with open_archive(args) as archive:
+        archive.put(g, args.protocol, metrics, seed=args.seed, source="add")
+    print(f"stored {g.content_hash()} under {args.protocol} (seed {args.seed}) in {args.archive}")
+    return 0
+
+
+def _fmt(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _list(args) -> int:
+    from cellnas.formats import to_darts_text
+
+    with open_archive(args, create=False) as archive:
+        records = _select(args, archive)
+        total = archive.count(args.protocol)
+    if args.format == "json":
+        print(json.dumps([r.flat("json") for r in records], indent=1))
+        return 0
+    if args.format == "darts":
+        for r in records:
+            print(to_darts_text(r.genotype))
+        return 0
+    print(f"{'hash':<16}  {'protocol':<28} {'seed':>4} {'test_err':>9} {'params':>9} {'seconds':>8}  updated")
+    for r in records:
+        print(f"{r.hash:<16}  {r.protocol[:28]:<28} {r.seed:>4} {_fmt(r.test_error, '9.4f')} "
+              f"{_fmt(r.params, '9d')} {_fmt(r.seconds, '8.1f')}  {r.updated_at}")  # fmt: skip
+    print(f"({len(records)} of {total} rows)", file=sys.stderr)
+    return 0
+
+
+def _export(args) -> int:
+    with open_archive(args, create=False) as archive:
+        records = _select(args, archive)
+        archive.export(args.output, records)
+    print(f"wrote {len(records)} rows to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _import(args) -> int:
+    with open_archive(args) as archive:
+        written, skipped = archive.import_csv(args.input, protocol=args.protocol, seed=args.seed,
+                                              replace=args.replace)  # fmt: skip
+    print(f"imported {written} rows into {args.archive}" + (f" ({skipped} already present, kept)" if skipped else ""))
+    return 0
+
+
+def _collect_genotypes(specs: list[str]):
+    from pathlib import Path
+
+    from cellnas.formats import load_genotype
+
+    out = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir() and not (path / "genotype.json").is_file():
+            files = sorted(f for f in path.iterdir() if f.suffix in (".json", ".txt") and f.is_file())
+            if not files:
+                raise CellnasError(f"directory {path} holds no genotype files (.json, .txt)")
+            out += [load_genotype(f) for f in files]
+        else:
+            out.append(load_genotype(spec))
+    return out
+
+
+def _evaluate(args) -> int:
+    from cellnas.analysis.sampling import sample
+
+    genotypes = _collect_genotypes(args.genotypes)
+    source = "evaluate"
+    if args.sample:
+        if args.n < 1:
+            raise CellnasError(f"-n must be >= 1, got {args.n}")
+        genotypes += sample(args.sample, args.n, args.seed)
+        source = f"sample:{args.sample}:seed{args.seed}"
+    if not genotypes:
+        raise CellnasError("nothing to evaluate: give GENOTYPE arguments or --sample CONSTRAINT")
+    evaluator = build_evaluator(args)
+    with open_archive(args) as archive:
+        report = run_batch(evaluator, genotypes, args, archive, source=source)
+    report_failures(report)
+    s = report.summary()
+    per = s["mean_seconds_per_evaluation"]
+    print(f"{evaluator.protocol}: {s['evaluated']} evaluated, {s['reused']} already in {args.archive}, "
+          f"{s['failed']} failed; {s['wall_seconds']:.1f} s wall"
+          + (f", {per:.2f} s per evaluation in a worker" if per is not None else ""))  # fmt: skip
+    return 1 if report.failed and not report.results else 0
+
+
+def _fit(args) -> int:
+    from cellnas.evaluators.surrogate import fit_surrogate
+
+    with open_archive(args, create=False) as archive:
+        ranked = archive.ranked(args.protocol, args.metric, source=args.source)
+    if not ranked:
+        raise CellnasError(f"no {args.metric} under protocol {args.protocol!r} in {args.archive}")
+    model = fit_surrogate([(g, v) for g, v, _ in ranked], args.protocol, metric=args.metric, model=args.model,
+                          features=args.features, test_fraction=args.test_fraction, seed=args.seed,
+                          refit=not args.no_refit)  # fmt: skip
+    model.save(args.output)
+    s = model.summary()
+    if s["kendall_tau"] is not None:
+        print(f"held-out ({s['n_test']} architectures): Kendall tau {s['kendall_tau']:.3f}, "
+              f"Spearman {s['spearman']:.3f}, RMSE {s['rmse']:.4f}")  # fmt: skip
+    print(f"wrote {args.output} (fitted on {s['n_train']} architectures; protocol {model.protocol})")
+    return 0
+
+
+def _info(args) -> int:
+    with open_archive(args, create=False) as archive:
+        protocols = archive.protocols()
+        failures = archive.failures()
+        oi = archive.importance_protocols()
+    print(f"{args.archive}: {sum(n for _, n in protocols)} rows")
+    for name, n in protocols:
+        print(f"  {name:<40} {n:>7} rows")
+    if failures:
+        print(f"failures: {len(failures)} (retried by the next evaluation)")
+    for name, n in oi:
+        print(f"OI vectors: {name:<36} {n:>7}")
+    return 0
