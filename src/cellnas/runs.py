@@ -221,3 +221,68 @@ class StopFlag:
             yield self
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+def rng_state(device) -> dict:
+    """The global RNG states a run checkpoints (torch CPU, numpy, and CUDA on a CUDA device)."""
+    import numpy as np
+    import torch
+
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    if getattr(device, "type", str(device)) == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng_state(state: dict, device) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and getattr(device, "type", str(device)) == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def check_finite(value, what: str, *, epoch: int, step: int, checkpoint: Path, hint: str) -> None:
+    """Stop a diverging run with one line that names where it diverged and what was kept."""
+    import torch
+
+    if not torch.isfinite(value).all():
+        raise RunError(
+            f"non-finite {what} at epoch {epoch} step {step}: the run diverged and stops; "
+            f"the last good checkpoint is kept in {checkpoint} ({hint})"
+        )
+
+
+def load_checkpoint(run_dir: str | os.PathLike, *, kind: str, version: int, name: str = "checkpoint.pt") -> dict:
+    """Read a run's checkpoint for ``--resume``, with one-line errors for missing, corrupt or foreign files."""
+    import torch
+
+    run_dir = Path(run_dir)
+    path = run_dir / name
+    if not run_dir.is_dir():
+        raise RunError(f"cannot resume: {run_dir} is not a directory")
+    if not path.is_file():
+        raise RunError(f"cannot resume: {run_dir} holds no {name} (was it a cellnas {kind} run?)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise RunError(f"cannot resume: {path} is corrupt or unreadable ({type(exc).__name__})") from None
+    if (
+        not isinstance(state, dict)
+        or state.get("kind") != kind
+        or state.get("version") != version
+        or "config" not in state
+    ):
+        raise RunError(f"cannot resume: {path} is not a cellnas {kind} checkpoint of version {version}")
+    return state
+
+
+def remove_if_empty(path: Path) -> None:
+    """Remove a run directory that a failed start left empty (never one with files in it)."""
+    try:
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    except OSError:
+        pass

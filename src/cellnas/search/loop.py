@@ -31,9 +31,14 @@ from cellnas.runs import (
     atomic_torch_save,
     atomic_write_bytes,
     atomic_write_json,
+    check_finite,
+    load_checkpoint,
     new_run_dir,
     now_iso,
     read_metrics,
+    remove_if_empty,
+    restore_rng_state,
+    rng_state,
     truncate_metrics,
     write_meta,
 )
@@ -116,6 +121,7 @@ class _Search:
 
     def state_dict(self) -> dict:
         return {
+            "kind": "search",
             "version": CHECKPOINT_VERSION,
             "config": self.cfg.to_dict(),
             "model": self.model.state_dict(),
@@ -130,7 +136,7 @@ class _Search:
             "accumulators": self.acc,
             "elapsed": self.elapsed,
             "wiring": self.wiring.state_dict() if self.wiring else None,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+            "rng": rng_state(self.device),
         }
 
     def load_state_dict(self, s: dict) -> None:
@@ -143,20 +149,15 @@ class _Search:
         self.history, self.acc, self.elapsed = s["history"], s["accumulators"], s["elapsed"]
         if self.wiring and s.get("wiring"):
             self.wiring.load_state_dict(s["wiring"])
-        torch.set_rng_state(s["rng"]["torch"])
-        np.random.set_state(s["rng"]["numpy"])
+        restore_rng_state(s["rng"], self.device)
 
     def save_checkpoint(self) -> Path:
         return atomic_torch_save(self.state_dict(), self.run_dir / CHECKPOINT)
 
     # -- one step -------------------------------------------------------------------------------------
     def _check(self, value: torch.Tensor, what: str) -> None:
-        if not torch.isfinite(value).all():
-            raise RunError(
-                f"non-finite {what} at epoch {self.epoch} step {self.step_in_epoch}: the run diverged and stops; "
-                f"the last good checkpoint is kept in {self.run_dir / CHECKPOINT} "
-                "(try a lower --lr or --arch-lr, or --grad-clip)"
-            )
+        check_finite(value, what, epoch=self.epoch, step=self.step_in_epoch, checkpoint=self.run_dir / CHECKPOINT,
+                     hint="try a lower --lr or --arch-lr, or --grad-clip")  # fmt: skip
 
     def step(self, lr: float) -> None:
         cfg, model = self.cfg, self.model
@@ -352,21 +353,6 @@ def _progress(cfg: SearchConfig, total: int, initial: int):
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False)
 
 
-def _load_checkpoint(run_dir: Path) -> dict:
-    path = run_dir / CHECKPOINT
-    if not run_dir.is_dir():
-        raise RunError(f"cannot resume: {run_dir} is not a directory")
-    if not path.is_file():
-        raise RunError(f"cannot resume: {run_dir} holds no {CHECKPOINT} (was it a cellnas search run?)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise RunError(f"cannot resume: {path} is corrupt or unreadable ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION or "config" not in state:
-        raise RunError(f"cannot resume: {path} is not a cellnas search checkpoint of version {CHECKPOINT_VERSION}")
-    return state
-
-
 def search(
     config: SearchConfig | None = None,
     *,
@@ -383,7 +369,7 @@ def search(
     t_start = time.perf_counter()
     if resume is not None:
         run_dir = Path(resume)
-        state = _load_checkpoint(run_dir)
+        state = load_checkpoint(run_dir, kind="search", version=CHECKPOINT_VERSION)
         cfg = resolve_config(None, state["config"])
         if overrides.get("epochs") is not None:
             cfg.epochs = int(overrides["epochs"])
@@ -399,7 +385,7 @@ def search(
         try:
             job = _Search(cfg, run_dir)
         except BaseException:
-            _remove_if_empty(run_dir)
+            remove_if_empty(run_dir)
             raise
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
         write_meta(run_dir, str(job.device), {"kind": "search"})
@@ -417,14 +403,6 @@ def search(
         genotype=genotype, run_dir=run_dir, metrics=read_metrics(run_dir), alphas=job._softmax_alphas(),
         seconds=time.perf_counter() - t_start, config=cfg,
     )  # fmt: skip
-
-
-def _remove_if_empty(path: Path) -> None:
-    try:
-        if path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
-    except OSError:
-        pass
 
 
 def _finish(job: _Search) -> None:

@@ -36,9 +36,13 @@ from cellnas.runs import (
     append_metrics,
     atomic_torch_save,
     atomic_write_json,
+    check_finite,
+    load_checkpoint,
     new_run_dir,
     now_iso,
     read_metrics,
+    remove_if_empty,
+    restore_rng_state,
     truncate_metrics,
     write_meta,
 )
@@ -188,22 +192,15 @@ class _Training:
                         "will differ from an uninterrupted run")  # fmt: skip
         self.epoch, self.step_in_epoch, self.global_step = s["epoch"], s["step_in_epoch"], s["global_step"]
         self.acc, self.best, self.elapsed = dict(s["accumulators"]), dict(s["best"]), s["elapsed"]
-        torch.set_rng_state(s["rng"]["torch"])
-        np.random.set_state(s["rng"]["numpy"])
-        if "cuda" in s["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(s["rng"]["cuda"], self.device)
+        restore_rng_state(s["rng"], self.device)
 
     def save_checkpoint(self) -> Path:
         return atomic_torch_save(self.state_dict(), self.run_dir / CHECKPOINT)
 
     # -- one step -------------------------------------------------------------------------------------
     def _check(self, value: torch.Tensor, what: str) -> None:
-        if not torch.isfinite(value).all():
-            raise RunError(
-                f"non-finite {what} at epoch {self.epoch} step {self.step_in_epoch}: the run diverged and stops; "
-                f"the last good checkpoint is kept in {self.run_dir / CHECKPOINT} "
-                "(start again with a lower --lr or --grad-clip)"
-            )
+        check_finite(value, what, epoch=self.epoch, step=self.step_in_epoch, checkpoint=self.run_dir / CHECKPOINT,
+                     hint="start again with a lower --lr or --grad-clip")  # fmt: skip
 
     def step(self) -> None:
         cfg = self.cfg
@@ -336,28 +333,8 @@ def _redirect_logging(bar):
     return logging_redirect_tqdm()
 
 
-def _load_checkpoint(run_dir: Path) -> dict:
-    path = run_dir / CHECKPOINT
-    if not run_dir.is_dir():
-        raise RunError(f"cannot resume: {run_dir} is not a directory")
-    if not path.is_file():
-        raise RunError(f"cannot resume: {run_dir} holds no {CHECKPOINT} (was it a cellnas train run?)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise RunError(f"cannot resume: {path} is corrupt or unreadable ({type(exc).__name__})") from None
-    if (
-        not isinstance(state, dict)
-        or state.get("kind") != CHECKPOINT_KIND
-        or state.get("version") != CHECKPOINT_VERSION
-        or "config" not in state
-    ):
-        raise RunError(f"cannot resume: {path} is not a cellnas train checkpoint of version {CHECKPOINT_VERSION}")
-    return state
-
-
 def _resume(run_dir: Path, genotype, overrides: dict) -> _Training:
-    state = _load_checkpoint(run_dir)
+    state = load_checkpoint(run_dir, kind=CHECKPOINT_KIND, version=CHECKPOINT_VERSION)
     refused = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
     if refused:
         raise CellnasError(
@@ -415,7 +392,7 @@ def train(
         try:
             job = _Training(g, cfg, run_dir)
         except BaseException:
-            _remove_if_empty(run_dir)
+            remove_if_empty(run_dir)
             raise
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
         save_genotype(g, run_dir / "genotype.json")
@@ -445,14 +422,6 @@ def config_from(config: TrainConfig | None, preset: str | None, overrides: dict)
     cfg = TrainConfig.from_dict({**config.to_dict(), **changes}) if changes else config
     cfg.validate()
     return cfg
-
-
-def _remove_if_empty(path: Path) -> None:
-    try:
-        if path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
-    except OSError:
-        pass
 
 
 def _finish(job: _Training, seconds: float) -> TrainResult:
