@@ -1,0 +1,339 @@
+"""Seconds per DARTS search step of the supernet, optionally against the textbook baseline (SPEC 1.5, 1.6).
+
+One step is what :meth:`cellnas.search.loop._Search.step` does in a bilevel search: an architecture step
+(:class:`~cellnas.search.architect.Architect`, first or second order, Adam on α) on a search batch, then a
+weight step (forward, backward, gradient clipping, SGD) on a training batch, with the optimisers set up as the
+search loop sets them up (SGD lr 0.025, momentum 0.9, weight decay 3e-4; Adam 3e-4, betas (0.5, 0.999), weight
+decay 1e-3: :class:`~cellnas.search.config.SearchConfig` defaults). The data are fixed synthetic batches of
+random images (the step does no data loading).
+
+With ``baseline=True`` the same step is also timed on :mod:`cellnas.bench.baseline` (quark0's supernet and
+architect) built with the **same** weights and α; the two are timed interleaved (candidate, baseline, candidate,
+...) after warm-up, so that load from other processes hits both alike, and the medians are compared.
+
+What is reported (see :func:`bench_search_step`):
+
+* ``step_s``: median wall-clock seconds per step (CUDA: after a device synchronisation);
+* ``images_per_s``: training images per second, ``batch / step_s`` (each step also reads a search batch of the
+  same size);
+* ``flops_per_step``: floating-point operations of one step as counted by
+  ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products, forward and backward; element-
+  wise ops, BN and pooling are not counted), and ``flops_per_s = flops_per_step / step_s``;
+* ``peak_mem_bytes``: CUDA: ``torch.cuda.max_memory_allocated`` during one step minus the memory allocated before
+  it; CPU: the peak of the running sum of torch's CPU allocations and frees during one step, recorded by
+  ``torch.profiler`` (``profile_memory=True``), i.e. the activation/temporary memory on top of what was already
+  live (weights, optimiser state, data). ``tracemalloc`` cannot see torch's allocator and ``ru_maxrss`` only
+  grows, so it cannot separate two models in one process; ``maxrss_bytes`` (the process's peak resident set) is
+  reported as well, for what it is worth.
+
+The flop/memory step is the first warm-up step (an extra, untimed step when ``warmup=0``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["bench_search_step", "make_search_step", "make_baseline_step", "synthetic_batches", "measure"]
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def synthetic_batches(batch_size: int, size: int, in_channels: int = 3, num_classes: int = 10, seed: int = 0,
+                      device: str | torch.device = "cpu") -> Batch:  # fmt: skip
+    """``(x_train, y_train, x_search, y_search)``: standard-normal images and uniform labels, from ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (batch_size, in_channels, size, size)
+    x_t, x_v = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+    y_t = torch.randint(0, num_classes, (batch_size,), generator=gen)
+    y_v = torch.randint(0, num_classes, (batch_size,), generator=gen)
+    return tuple(t.to(device) for t in (x_t, y_t, x_v, y_v))  # type: ignore[return-value]
+
+
+def _optimisers(model: torch.nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """The search loop's SGD on the weights and Adam on α (SearchConfig defaults, SPEC 1.5)."""
+    from cellnas.search.config import SearchConfig
+
+    cfg = SearchConfig()
+    w_opt = torch.optim.SGD(model.weight_parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    a_opt = torch.optim.Adam(model.arch_parameters(), lr=cfg.arch_lr, betas=tuple(cfg.arch_betas),
+                             weight_decay=cfg.arch_weight_decay)  # fmt: skip
+    return w_opt, a_opt
+
+
+def _weight_step(model, w_optimizer, x_t, y_t, grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight half of ``_Search.step``: forward, backward, clip the weights' global norm, SGD."""
+    w_optimizer.zero_grad(set_to_none=True)
+    logits = model(x_t)
+    loss = F.cross_entropy(logits, y_t)
+    if not torch.isfinite(loss).all():
+        raise FloatingPointError("non-finite training loss")
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.weight_parameters(), grad_clip)
+    w_optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+def make_search_step(model, batch: Batch, *, order: int = 1, hvp: str = "fd", lr: float | None = None,
+                     grad_clip: float | None = None) -> Callable[[], dict]:  # fmt: skip
+    """One bilevel step of :meth:`cellnas.search.loop._Search.step` on ``model`` (a ``SearchNetwork``), as a closure.
+
+    Builds the search loop's SGD/Adam and :class:`~cellnas.search.architect.Architect`; every call runs the
+    architecture step then the weight step on the fixed ``batch`` and returns the two losses.
+    """
+    from cellnas.search.architect import Architect
+    from cellnas.search.config import SearchConfig
+
+    cfg = SearchConfig()
+    lr = cfg.lr if lr is None else lr
+    grad_clip = cfg.grad_clip if grad_clip is None else grad_clip
+    w_opt, a_opt = _optimisers(model)
+    architect = Architect(model, w_opt, a_opt, order=order, hvp=hvp, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay, eps_scale=cfg.unrolled_eps)  # fmt: skip
+    x_t, y_t, x_v, y_v = batch
+
+    def step() -> dict:
+        model.train()
+        search_loss, _ = architect.step(x_t, y_t, x_v, y_v, eta=lr)
+        if not torch.isfinite(search_loss).all():
+            raise FloatingPointError("non-finite search loss")
+        loss, _ = _weight_step(model, w_opt, x_t, y_t, grad_clip)
+        for a in model.arch_parameters():
+            if not torch.isfinite(a.detach()).all():
+                raise FloatingPointError("non-finite alpha")
+        return {"search_loss": float(search_loss), "train_loss": float(loss)}
+
+    step.optimizers = (w_opt, a_opt)  # type: ignore[attr-defined]
+    return step
+
+
+def make_baseline_step(model, batch: Batch, *, order: int = 1, lr: float | None = None,
+                       grad_clip: float | None = None) -> Callable[[], dict]:  # fmt: skip
+    """The same step on a :class:`~cellnas.bench.baseline.BaselineNetwork` with quark0's architect."""
+    from cellnas.bench.baseline import BaselineArchitect
+    from cellnas.search.config import SearchConfig
+
+    cfg = SearchConfig()
+    lr = cfg.lr if lr is None else lr
+    grad_clip = cfg.grad_clip if grad_clip is None else grad_clip
+    w_opt, a_opt = _optimisers(model)
+    architect = BaselineArchitect(model, a_opt, order=order, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                  r=cfg.unrolled_eps)  # fmt: skip
+    x_t, y_t, x_v, y_v = batch
+
+    def step() -> dict:
+        model.train()
+        search_loss = architect.step(x_t, y_t, x_v, y_v, lr, w_opt)
+        if not torch.isfinite(search_loss).all():
+            raise FloatingPointError("non-finite search loss")
+        loss, _ = _weight_step(model, w_opt, x_t, y_t, grad_clip)
+        return {"search_loss": float(search_loss), "train_loss": float(loss)}
+
+    step.optimizers = (w_opt, a_opt)  # type: ignore[attr-defined]
+    return step
+
+
+# -- measuring -------------------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cpu_peak_bytes(fn: Callable[[], Any]) -> int:
+    """Peak of the running sum of torch CPU allocations during ``fn()`` (torch.profiler memory events)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda t: t[0])
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return int(peak)
+
+
+def instrumented_step(fn: Callable[[], Any], device: torch.device) -> dict[str, int]:
+    """Run ``fn`` once, counting its FLOPs (FlopCounterMode) and its peak extra memory (see the module doc)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        with counter:
+            fn()
+        _sync(device)
+        peak = torch.cuda.max_memory_allocated(device) - before
+    else:
+        with counter:
+            peak = _cpu_peak_bytes(fn)
+    return {"flops_per_step": int(counter.get_total_flops()), "peak_mem_bytes": int(peak)}
+
+
+def measure(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int,
+            instrument: bool = True) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Time every callable ``repeats`` times, interleaved (a, b, a, b, ...), after ``warmup`` untimed calls each.
+
+    Returns per name: ``times`` (seconds per call), ``step_s`` (their median) and, with ``instrument``, the
+    FLOPs and peak memory of one call (the first warm-up call, or an extra one when ``warmup == 0``).
+    """
+    out: dict[str, dict[str, Any]] = {name: {"times": []} for name in fns}
+    for name, fn in fns.items():
+        for w in range(max(warmup, 1 if instrument else 0)):
+            t0 = time.perf_counter()
+            if w == 0 and instrument:
+                out[name].update(instrumented_step(fn, device))
+            else:
+                fn()
+                _sync(device)
+            log.info("%s: warm-up step %d: %.3f s", name, w + 1, time.perf_counter() - t0)
+    for r in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            dt = time.perf_counter() - t0
+            out[name]["times"].append(dt)
+            log.info("%s: step %d/%d: %.3f s", name, r + 1, repeats, dt)
+    for rec in out.values():
+        rec["step_s"] = statistics.median(rec["times"]) if rec["times"] else float("nan")
+    return out
+
+
+def _load_average() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def _maxrss_bytes() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def run_with_threads(threads: int | None, fn: Callable[[], dict]) -> dict:
+    """``fn()`` with ``torch.set_num_threads(threads)`` (restored after); records the thread count used."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        result = fn()
+        result["threads"] = torch.get_num_threads()
+        return result
+    finally:
+        torch.set_num_threads(previous)
+
+
+def describe(device: torch.device) -> dict[str, Any]:
+    """Environment fields shared by the step benchmarks."""
+    import platform
+
+    info: dict[str, Any] = {"device": str(device), "torch_version": torch.__version__,
+                            "python": platform.python_version()}  # fmt: skip
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+    else:
+        info["device_name"] = platform.processor() or platform.machine()
+        info["cpu_count"] = os.cpu_count()
+    return info
+
+
+# -- the benchmark -------------------------------------------------------------------------------------------
+
+
+def bench_search_step(
+    order: int = 1,
+    batch_size: int = 64,
+    channels: int = 16,
+    layers: int = 8,
+    size: int = 32,
+    device: str | torch.device = "cpu",
+    *,
+    threads: int | None = None,
+    repeats: int = 5,
+    warmup: int = 2,
+    baseline: bool = False,
+    hvp: str = "fd",
+    num_classes: int = 10,
+    in_channels: int = 3,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Median seconds per search step of :class:`~cellnas.supernet.SearchNetwork` (and of the baseline).
+
+    Returns a dict with ``step_s``, ``step_s_all``, ``images_per_s``, ``peak_mem_bytes``, ``flops_per_step``,
+    ``flops_per_s``, and with ``baseline``: ``baseline_step_s``, ``baseline_step_s_all``,
+    ``baseline_images_per_s``, ``baseline_peak_mem_bytes``, ``baseline_flops_per_step``, ``speedup`` (ratio of the
+    medians) and ``speedup_paired`` (median of the per-repeat ratios); plus the settings, ``threads``,
+    ``load_average_1min`` (before and after), ``maxrss_bytes`` and the device.
+    """
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 or 2, got {order}")
+    if min(batch_size, channels, layers, size) < 1 or repeats < 1 or warmup < 0:
+        raise ValueError("batch, channels, layers, size and repeats must be >= 1, warmup >= 0")
+    dev = torch.device(device)
+
+    def run() -> dict:
+        from cellnas.supernet import SearchNetwork
+
+        load_before = _load_average()
+        model = SearchNetwork(C=channels, num_classes=num_classes, layers=layers, in_channels=in_channels,
+                              seed=seed).to(dev)  # fmt: skip
+        batch = synthetic_batches(batch_size, size, in_channels, num_classes, seed, dev)
+        fns = {"candidate": make_search_step(model, batch, order=order, hvp=hvp)}
+        if baseline:
+            from cellnas.bench.baseline import baseline_from
+
+            fns["baseline"] = make_baseline_step(baseline_from(model), batch, order=order)
+        res = measure(fns, dev, repeats, warmup)
+        cand = res["candidate"]
+        out: dict[str, Any] = {
+            "benchmark": "search-step",
+            "order": order,
+            "hvp": hvp,
+            "batch": batch_size,
+            "channels": channels,
+            "layers": layers,
+            "size": size,
+            "repeats": repeats,
+            "warmup": warmup,
+            "step_s": cand["step_s"],
+            "step_s_all": cand["times"],
+            "images_per_s": batch_size / cand["step_s"],
+            "peak_mem_bytes": cand["peak_mem_bytes"],
+            "flops_per_step": cand["flops_per_step"],
+            "flops_per_s": cand["flops_per_step"] / cand["step_s"],
+        }
+        if baseline:
+            base = res["baseline"]
+            out.update(
+                baseline_step_s=base["step_s"],
+                baseline_step_s_all=base["times"],
+                baseline_images_per_s=batch_size / base["step_s"],
+                baseline_peak_mem_bytes=base["peak_mem_bytes"],
+                baseline_flops_per_step=base["flops_per_step"],
+                baseline_flops_per_s=base["flops_per_step"] / base["step_s"],
+                speedup=base["step_s"] / cand["step_s"],
+                speedup_paired=statistics.median(b / c for b, c in zip(base["times"], cand["times"])),
+            )
+        out.update(describe(dev))
+        out["load_average_1min"] = [load_before, _load_average()]
+        out["maxrss_bytes"] = _maxrss_bytes()
+        out["peak_mem_method"] = "cuda max_memory_allocated" if dev.type == "cuda" else "torch.profiler CPU allocations"
+        return out
+
+    return run_with_threads(threads, run)
