@@ -11,6 +11,7 @@ from cellnas.errors import CellnasError
 from cellnas.genotype import EXTRA_PRIMITIVES, PRIMITIVES, Genotype
 from cellnas.ops import (
     OPS,
+    DepthwiseConv2d,
     DilConv,
     FactorizedReduce,
     Identity,
@@ -94,7 +95,8 @@ def test_sep_conv_is_applied_twice_with_stride_on_first_depthwise_only():
     m = create_op("sep_conv_3x3", C, 2, affine=True)
     assert isinstance(m, SepConv)
     kinds = [type(x) for x in m]
-    assert kinds == [nn.ReLU, nn.Conv2d, nn.Conv2d, nn.BatchNorm2d] * 2
+    # the depthwise convs are nn.Conv2d subclasses with a faster CPU backward (same parameters and values)
+    assert kinds == [nn.ReLU, DepthwiseConv2d, nn.Conv2d, nn.BatchNorm2d] * 2
     dw1, pw1, dw2, pw2 = m[1], m[2], m[5], m[6]
     assert dw1.groups == C and dw1.stride == (2, 2) and dw1.padding == (1, 1)
     assert dw2.groups == C and dw2.stride == (1, 1)
@@ -111,7 +113,7 @@ def test_dil_conv_is_applied_once_with_dilation_2(name, k, pad):
     C = 4
     m = create_op(name, C, 1, True)
     assert isinstance(m, DilConv)
-    assert [type(x) for x in m] == [nn.ReLU, nn.Conv2d, nn.Conv2d, nn.BatchNorm2d]
+    assert [type(x) for x in m] == [nn.ReLU, DepthwiseConv2d, nn.Conv2d, nn.BatchNorm2d]
     assert m[1].dilation == (2, 2) and m[1].padding == (pad, pad) and m[1].groups == C
     assert n_params(m) == C * k * k + C * C + 2 * C
 

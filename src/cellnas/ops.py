@@ -41,11 +41,276 @@ __all__ = [
     "DilConv",
     "Identity",
     "Zero",
+    "DepthwiseConv2d",
+    "depthwise_conv2d",
+    "batch_norm",
+    "cat_channels",
+    "even_pixels",
+    "shift_up_left",
     "make_generator",
     "seeded_init",
 ]
 
 OpFactory = Callable[[int, int, bool], nn.Module]
+
+
+# -- depthwise convolution with a fast CPU backward (SPEC 1.1: the depthwise convs of sep_conv / dil_conv) -----------
+#
+# oneDNN (PyTorch's CPU convolution backend) is fast at the depthwise *forward* in channels_last for every kernel,
+# and at the backward of 3x3 undilated kernels with padding <= 1, but its backward is 10-40x slower for dilated
+# kernels (input and weight gradients) and several times slower for 5x5 weight gradients. The gradients are
+# therefore re-expressed with the fast kernels:
+#   * input gradient of a stride-1 dilated conv = forward conv of the output gradient with the flipped kernel;
+#   * weight gradient of a dilation-2 conv = weight gradient of the undilated conv on the 2x2 polyphase components
+#     stacked along the batch ("space to batch"; needs even sizes);
+#   * weight gradient of a 5x5 kernel = four 3x3 weight gradients (padding 0) on shifted windows of the padded
+#     input, which tile the 5x5 offsets;
+#   * a stride-2 dilation-2 conv reads only the even pixels: it is the undilated conv of x[:, :, ::2, ::2].
+# Each is exact (the same products, summed in another order). Double backward (exact Hessian-vector products)
+# uses the plain formulas.
+
+_conv_backward = torch.ops.aten.convolution_backward
+
+#: Switches of the re-expressed depthwise gradients on CPU, for measuring their effect (cellnas.bench).
+FAST_DEPTHWISE = True
+FAST_DEPTHWISE_5X5 = True
+
+
+def _grad_needed(ctx, i: int) -> bool:
+    """Whether this backward pass needs the gradient of input ``i`` (``autograd.grad`` w.r.t. α skips the weights)."""
+    if not ctx.needs_input_grad[i]:
+        return False
+    node = ctx.next_functions[i][0]
+    if node is None:
+        return False
+    try:
+        return bool(torch._C._will_engine_execute_node(node))
+    except (AttributeError, RuntimeError):  # a leaf passed to autograd.grad itself, or an older torch: needed
+        return True
+
+
+def _conv_grads(grad, x, weight, padding: int, dilation: int, mask: list[bool]):
+    return _conv_backward(grad, x, weight, None, [1, 1], [padding] * 2, [dilation] * 2, False, [0, 0],
+                          weight.shape[0], mask + [False])[:2]  # fmt: skip
+
+
+def _space_to_batch(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (4B, C, H/2, W/2): the polyphase components x[:, :, r::2, q::2], (r, q) = 00, 01, 10, 11."""
+    return torch.cat([x[:, :, r::2, q::2] for r in (0, 1) for q in (0, 1)], 0)
+
+
+def _padded(x: torch.Tensor, p: int) -> torch.Tensor:
+    """``F.pad(x, (p, p, p, p))`` in ``x``'s memory format."""
+    B, C, H, W = x.shape
+    out = torch.empty((B, C, H + 2 * p, W + 2 * p), dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+    out[:, :, :p].zero_()
+    out[:, :, H + p :].zero_()
+    out[:, :, p : H + p, :p].zero_()
+    out[:, :, p : H + p, W + p :].zero_()
+    out[:, :, p : H + p, p : W + p] = x
+    return out
+
+
+def _weight_grad_5x5(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """dW[i, j] = sum grad[h, w] x[h+i-2, w+j-2] (padding 2) from four 3x3 weight gradients.
+
+    On the input padded by 2, the 3x3 weight gradient (padding 0) of the window starting at (ti, tj) gives the
+    offsets ti..ti+2 x tj..tj+2 of the padded input; windows at 0 and 2 cover 0..4 (offset 2 twice).
+    """
+    H, W = x.shape[-2:]
+    fmt = _memory_format(x)
+    xp = _padded(x, 2)
+    w3 = weight.new_empty(weight.shape[0], 1, 3, 3)
+    blocks = {}
+    for ti in (0, 2):
+        for tj in (0, 2):
+            window = xp[:, :, ti : ti + H + 2, tj : tj + W + 2].contiguous(memory_format=fmt)
+            blocks[ti, tj] = _conv_grads(grad, window, w3, 0, 1, [False, True])[1]
+    top = torch.cat([blocks[0, 0], blocks[0, 2][..., 1:]], -1)
+    bottom = torch.cat([blocks[2, 0][..., 1:, :], blocks[2, 2][..., 1:, 1:]], -1)
+    return torch.cat([top, bottom], -2)
+
+
+def _undilated_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
+    if weight.shape[-1] == 5 and padding == 2 and FAST_DEPTHWISE_5X5:
+        return _weight_grad_5x5(grad, x, weight)
+    return _conv_grads(grad, x, weight, padding, 1, [False, True])[1]
+
+
+class _Depthwise(torch.autograd.Function):
+    """Stride-1 depthwise conv with 'same' padding; gradients through fast kernels (see above)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.dilation = dilation
+        padding = dilation * (weight.shape[-1] - 1) // 2
+        return F.conv2d(x, weight, None, 1, padding, dilation, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        dilation, C = ctx.dilation, weight.shape[0]
+        padding = dilation * (weight.shape[-1] - 1) // 2
+        if torch.is_grad_enabled():  # create_graph: differentiable reference formulas
+            gx, gw = _conv_grads(grad, x, weight, padding, dilation, list(ctx.needs_input_grad[:2]))
+            return gx, gw, None
+        grad = grad.contiguous(memory_format=_memory_format(x))
+        gx = gw = None
+        if _grad_needed(ctx, 0):
+            if dilation == 1:
+                gx = _conv_grads(grad, x, weight, padding, 1, [True, False])[0]
+            else:
+                gx = F.conv2d(grad, weight.flip(-1, -2), None, 1, padding, dilation, C)
+        if _grad_needed(ctx, 1):
+            if dilation == 1:
+                gw = _undilated_weight_grad(grad, x, weight, padding)
+            elif dilation == 2 and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
+                gw = _undilated_weight_grad(_space_to_batch(grad), _space_to_batch(x), weight, padding // 2)
+            else:
+                gw = _conv_grads(grad, x, weight, padding, dilation, [False, True])[1]
+        return gx, gw, None
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+# Slicing, padding and concatenation have backward passes that return NCHW or strided gradients; in a
+# channels_last network those then meet channels_last gradients and every later kernel (BN backward above all)
+# takes a slow mixed-layout path. The three helpers below keep the layout of their input in both directions.
+
+
+class _EvenPixels(torch.autograd.Function):
+    """``x[:, :, ::2, ::2]``, dense, in the memory format of ``x``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape, ctx.memory_format = x.shape, _memory_format(x)
+        return x[:, :, ::2, ::2].contiguous(memory_format=ctx.memory_format)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.memory_format).zero_()
+        out[:, :, ::2, ::2] = grad
+        return out
+
+
+class _ShiftUpLeft(torch.autograd.Function):
+    """``y[:, :, i, j] = x[:, :, i+1, j+1]``, zero in the last row and column, in the memory format of ``x``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        fmt = _memory_format(x)
+        out = torch.empty_like(x, memory_format=fmt)
+        out[:, :, :-1, :-1] = x[:, :, 1:, 1:]
+        out[:, :, -1].zero_()
+        out[:, :, :-1, -1].zero_()
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_like(grad, memory_format=_memory_format(grad))
+        out[:, :, 1:, 1:] = grad[:, :, :-1, :-1]
+        out[:, :, 0].zero_()
+        out[:, :, 1:, 0].zero_()
+        return out
+
+
+class _CatChannels(torch.autograd.Function):
+    """``torch.cat(xs, dim=1)`` whose backward returns dense gradient slices in the inputs' memory format."""
+
+    @staticmethod
+    def forward(ctx, *xs: torch.Tensor) -> torch.Tensor:
+        ctx.sizes = [x.shape[1] for x in xs]
+        ctx.formats = [_memory_format(x) for x in xs]
+        return torch.cat(xs, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        if torch.is_grad_enabled():  # create_graph: keep it differentiable
+            return tuple(grad.split(ctx.sizes, dim=1))
+        return tuple(g.contiguous(memory_format=f) for g, f in zip(grad.split(ctx.sizes, dim=1), ctx.formats))
+
+
+def even_pixels(x: torch.Tensor) -> torch.Tensor:
+    """``x[:, :, ::2, ::2]`` (a dense copy in ``x``'s memory format, whose gradient keeps it too)."""
+    return _EvenPixels.apply(x)
+
+
+def shift_up_left(x: torch.Tensor) -> torch.Tensor:
+    """``F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))``, keeping ``x``'s memory format (gradient included)."""
+    return _ShiftUpLeft.apply(x)
+
+
+def cat_channels(xs: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(xs, dim=1)``; the gradients of the parts come back dense in the parts' memory format."""
+    return _CatChannels.apply(*xs)
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, padding: int = 0,
+                     dilation: int = 1) -> torch.Tensor:  # fmt: skip
+    """``F.conv2d(x, weight, None, stride, padding, dilation, groups=C)`` for a (C, 1, k, k) kernel.
+
+    The same function, computed with faster CPU gradients when the padding is 'same' (``dilation * (k-1) / 2``,
+    k odd); other cases, and CUDA, call ``F.conv2d`` as is.
+    """
+    C, k = weight.shape[0], weight.shape[-1]
+    plain = (
+        not FAST_DEPTHWISE
+        or x.device.type != "cpu"
+        or weight.shape[-2] != k
+        or k % 2 == 0
+        or padding != dilation * (k - 1) // 2
+        or stride not in (1, 2)
+        or (dilation == 1 and (stride == 2 or k != 5 or not FAST_DEPTHWISE_5X5))
+    )
+    if plain:
+        return F.conv2d(x, weight, None, stride, padding, dilation, C)
+    if stride == 2:
+        # y[o] = sum_t x[2o + dilation*t - padding]: with an even dilation only even pixels are read
+        if dilation % 2:
+            return F.conv2d(x, weight, None, stride, padding, dilation, C)
+        return depthwise_conv2d(even_pixels(x), weight, 1, padding // 2, dilation // 2)
+    return _Depthwise.apply(x, weight, dilation)
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d(C, C, k, stride, padding, dilation, groups=C, bias=False)`` computed by :func:`depthwise_conv2d`.
+
+    Same parameters, ``state_dict`` and forward values as the ``nn.Conv2d`` it subclasses; only the CPU
+    gradients are computed differently.
+    """
+
+    def __init__(self, C: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1):
+        super().__init__(C, C, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=C, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return depthwise_conv2d(x, self.weight, self.stride[0], self.padding[0], self.dilation[0])
+
+
+def batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``bn(x)``, times ``scale`` (a 0-d tensor) when given, folded into BN's affine transform (one kernel).
+
+    Exactly ``nn.BatchNorm2d.forward`` (running statistics, momentum, train/eval); the scale multiplies the
+    normalised output, so the statistics and the running averages do not depend on it. This is how the supernet
+    weights an op's output by softmax(α) without a separate multiplication (SPEC 1.1, search specifics).
+    """
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
+    track = not bn.training or bn.track_running_stats
+    weight, bias = bn.weight, bn.bias
+    if scale is not None:
+        # contiguous: torch's CPU BN backward reads a stride-0 (expanded) weight wrongly in channels_last
+        weight = scale.expand(x.shape[1]).contiguous() if weight is None else weight * scale
+        bias = None if bias is None else bias * scale
+    return F.batch_norm(x, bn.running_mean if track else None, bn.running_var if track else None, weight, bias,
+                        use_batch, factor, bn.eps)  # fmt: skip
 
 
 class ReLUConvBN(nn.Sequential):
@@ -58,6 +323,13 @@ class ReLUConvBN(nn.Sequential):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_activated(self[0](x))
+
+    def forward_activated(self, r: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The op after its leading ReLU (``r = relu(x)``), output times ``scale`` (see :func:`batch_norm`)."""
+        return batch_norm(self[1](r), self[2], scale)
+
 
 class DilConv(nn.Sequential):
     """ReLU, depthwise dilated conv, pointwise 1x1 conv, BN, applied once (SPEC 1.1 ``dil_conv_*``)."""
@@ -67,12 +339,17 @@ class DilConv(nn.Sequential):
     ):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(
-                C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=C_in, bias=False
-            ),
+            DepthwiseConv2d(C_in, kernel_size, stride=stride, padding=padding, dilation=dilation),
             nn.Conv2d(C_in, C_out, kernel_size=1, padding=0, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_activated(self[0](x))
+
+    def forward_activated(self, r: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The op after its leading ReLU (``r = relu(x)``), output times ``scale`` (see :func:`batch_norm`)."""
+        return batch_norm(self[2](self[1](r)), self[3], scale)
 
 
 class SepConv(nn.Sequential):
@@ -81,14 +358,22 @@ class SepConv(nn.Sequential):
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, groups=C_in, bias=False),
+            DepthwiseConv2d(C_in, kernel_size, stride=stride, padding=padding),
             nn.Conv2d(C_in, C_in, kernel_size=1, padding=0, bias=False),
             nn.BatchNorm2d(C_in, affine=affine),
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel_size, stride=1, padding=padding, groups=C_in, bias=False),
+            DepthwiseConv2d(C_in, kernel_size, stride=1, padding=padding),
             nn.Conv2d(C_in, C_out, kernel_size=1, padding=0, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_activated(self[0](x))
+
+    def forward_activated(self, r: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The op after its leading ReLU (``r = relu(x)``), output times ``scale`` (see :func:`batch_norm`)."""
+        y = self[4](self[3](self[2](self[1](r))))
+        return batch_norm(self[6](self[5](y)), self[7], scale)
 
 
 class Identity(nn.Module):
@@ -128,9 +413,12 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
-        shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        return self.forward_activated(self.relu(x))
+
+    def forward_activated(self, r: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The op after its leading ReLU (``r = relu(x)``), output times ``scale`` (see :func:`batch_norm`)."""
+        shifted = shift_up_left(r)  # = F.pad(r[:, :, 1:, 1:], (0, 1, 0, 1))
+        return batch_norm(cat_channels([self.conv_1(r), self.conv_2(shifted)]), self.bn, scale)
 
 
 def _conv_7x1_1x7(C: int, stride: int, affine: bool) -> nn.Module:

@@ -29,7 +29,18 @@ from torch import nn
 
 from cellnas.errors import CellnasError, unknown_name
 from cellnas.genotype import PRIMITIVES, Cell, Genotype
-from cellnas.ops import OPS, FactorizedReduce, ReLUConvBN, create_op, make_generator, seeded_init
+from cellnas.ops import (
+    OPS,
+    FactorizedReduce,
+    Identity,
+    ReLUConvBN,
+    Zero,
+    batch_norm,
+    cat_channels,
+    create_op,
+    make_generator,
+    seeded_init,
+)
 
 __all__ = ["SearchSpace", "MixedOp", "SearchCell", "SearchNetwork", "derive", "derive_cell", "edge_index"]
 
@@ -87,11 +98,77 @@ def edge_index(src: int, dst: int) -> int:
     return sum(range(2, dst)) + src
 
 
+class _Source:
+    """A node's output x_i and what every edge leaving it shares (SPEC 1.3: all edges i -> j read x_i).
+
+    ``relu(x_i)`` feeds every conv op (and the stride-2 ``skip_connect``) of every outgoing edge; pooling has no
+    parameters, so ``pool(x_i)`` and, in training mode, its batch normalisation (batch statistics only) are the
+    same on every outgoing edge. Each is computed once, on first use.
+    """
+
+    __slots__ = ("x", "_relu", "_pooled", "_normalised", "_stats")
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+        self._relu: torch.Tensor | None = None
+        self._pooled: dict[str, torch.Tensor] = {}
+        self._normalised: dict[tuple[str, float], torch.Tensor] = {}
+        self._stats: dict[tuple[str, float], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def relu(self) -> torch.Tensor:
+        if self._relu is None:
+            self._relu = F.relu(self.x)
+        return self._relu
+
+    def pooled(self, pool: nn.Module) -> tuple[str, torch.Tensor]:
+        key = repr(pool)  # kind, kernel, stride, padding: equal reprs compute equal functions
+        if key not in self._pooled:
+            self._pooled[key] = pool(self.x)
+        return key, self._pooled[key]
+
+    def normalised(self, key: str, p: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+        """``bn(p)`` in training mode for an affine-free ``bn``: normalised once per source, buffers per edge.
+
+        The batch statistics are computed once; every edge's BN gets the running-average update its own
+        ``forward`` would make (momentum, unbiased variance, ``num_batches_tracked``).
+        """
+        if (key, bn.eps) not in self._normalised:
+            out, mean, invstd = torch.native_batch_norm(p, None, None, None, None, True, 0.0, bn.eps)
+            n = p.numel() // p.shape[1]
+            var = (invstd.detach().pow(-2) - bn.eps) * (n / max(n - 1, 1))
+            self._normalised[key, bn.eps] = out
+            self._stats[key, bn.eps] = (mean.detach(), var)
+        mean, var = self._stats[key, bn.eps]
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            bn.running_mean.mul_(1.0 - bn.momentum).add_(mean, alpha=bn.momentum)
+            bn.running_var.mul_(1.0 - bn.momentum).add_(var, alpha=bn.momentum)
+        return self._normalised[key, bn.eps]
+
+
+def _kind(op: nn.Module) -> str:
+    if isinstance(op, Zero):
+        return "zero"
+    if isinstance(op, Identity):
+        return "identity"
+    if hasattr(op, "forward_activated"):
+        return "activated"
+    if isinstance(op, nn.Sequential) and len(op) == 2 and isinstance(op[1], nn.BatchNorm2d):
+        return "pool"
+    return "other"
+
+
 class MixedOp(nn.Module):
     """One edge of the supernet: sum_k w_k * op_k(x) over ``space.ops`` (SPEC 1.1, search specifics).
 
     Every op is built with ``affine=False``; each pooling op is followed by ``BatchNorm2d(C, affine=False)``
-    (search network only). ``self._ops`` holds the ops in ``space.ops`` order.
+    (search network only). ``self._ops`` holds the ops in ``space.ops`` order; each ``self._ops[k](x)`` is the
+    op on its own.
+
+    The sum is computed without changing its value (up to float rounding): ``none`` (a zero output) is skipped,
+    its weight still enters the softmax; the ReLU that starts every conv op is taken once per input node
+    (:class:`_Source`); the weight w_k is folded into the op's final BN (:func:`cellnas.ops.batch_norm`); pooling
+    and its batch normalisation are shared by the edges leaving one node; terms are accumulated in place.
     """
 
     def __init__(self, C: int, stride: int, ops: tuple[str, ...] = PRIMITIVES):
@@ -102,10 +179,42 @@ class MixedOp(nn.Module):
             if "pool" in name:
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
             self._ops.append(op)
+        self._kinds = tuple(_kind(op) for op in self._ops)
+        self.stride = stride
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``weights``: 1-D tensor of length ``len(self._ops)``."""
-        return sum(w * op(x) for w, op in zip(weights, self._ops))
+        return self.accumulate(_Source(x), weights)
+
+    def accumulate(self, src: _Source, weights: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``out + sum_k w_k op_k(src.x)`` (``out`` is updated in place; ``None`` starts a new sum)."""
+        for w, op, kind in zip(weights, self._ops, self._kinds):
+            if kind == "zero":
+                continue
+            if kind == "identity" or (kind == "pool" and _shared_bn(op[1])):
+                if kind == "identity":
+                    base = src.x
+                else:
+                    key, p = src.pooled(op[0])
+                    base = src.normalised(key, p, op[1])
+                out = w * base if out is None else out.addcmul_(w, base)
+                continue
+            if kind == "activated":
+                term = op.forward_activated(src.relu(), w)
+            elif kind == "pool":
+                term = batch_norm(src.pooled(op[0])[1], op[1], w)
+            else:
+                term = w * op(src.x)
+            out = term if out is None else out.add_(term)
+        if out is None:  # only 'none' on this edge
+            x = src.x if self.stride == 1 else src.x[:, :, :: self.stride, :: self.stride]
+            out = x * weights.sum() * 0.0
+        return out
+
+
+def _shared_bn(bn: nn.BatchNorm2d) -> bool:
+    """Training-mode BN without affine transform: its output depends on the batch only."""
+    return bn.training and not bn.affine and bn.track_running_stats and bn.momentum is not None
 
 
 class SearchCell(nn.Module):
@@ -133,13 +242,15 @@ class SearchCell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``weights``: (n_edges, n_ops), one row per edge in SPEC 1.3 order."""
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        sources = [_Source(self.preprocess0(s0)), _Source(self.preprocess1(s1))]
         offset = 0
         for _ in range(self.n_nodes):
-            s = sum(self._ops[offset + i](h, weights[offset + i]) for i, h in enumerate(states))
-            offset += len(states)
-            states.append(s)
-        return torch.cat(states[2:], dim=1)
+            node = None
+            for i, src in enumerate(sources):
+                node = self._ops[offset + i].accumulate(src, weights[offset + i], node)
+            offset += len(sources)
+            sources.append(_Source(node))
+        return cat_channels([src.x for src in sources[2:]])
 
 
 class SearchNetwork(nn.Module):
@@ -230,6 +341,8 @@ class SearchNetwork(nn.Module):
             weights_normal = F.softmax(self.alphas_normal, dim=-1)
         if weights_reduce is None and not self.all_normal:
             weights_reduce = F.softmax(self.alphas_reduce, dim=-1)
+        if x.device.type == "cpu" and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout for the depthwise convs
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             weights = weights_reduce if cell.reduction else weights_normal
