@@ -74,6 +74,7 @@ _conv_backward = torch.ops.aten.convolution_backward
 #: Switches of the re-expressed depthwise gradients on CPU, for measuring their effect (cellnas.bench).
 FAST_DEPTHWISE = True
 FAST_DEPTHWISE_5X5 = True
+INPLACE_RELU = True
 
 
 def _grad_needed(ctx, i: int) -> bool:
@@ -203,7 +204,7 @@ class _ShiftUpLeft(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        fmt = _memory_format(x)
+        fmt = ctx.memory_format = _memory_format(x)
         out = torch.empty_like(x, memory_format=fmt)
         out[:, :, :-1, :-1] = x[:, :, 1:, 1:]
         out[:, :, -1].zero_()
@@ -212,7 +213,7 @@ class _ShiftUpLeft(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        out = torch.empty_like(grad, memory_format=_memory_format(grad))
+        out = torch.empty_like(grad, memory_format=ctx.memory_format)
         out[:, :, 1:, 1:] = grad[:, :, :-1, :-1]
         out[:, :, 0].zero_()
         out[:, :, 1:, 0].zero_()
@@ -372,7 +373,8 @@ class SepConv(nn.Sequential):
 
     def forward_activated(self, r: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """The op after its leading ReLU (``r = relu(x)``), output times ``scale`` (see :func:`batch_norm`)."""
-        y = self[4](self[3](self[2](self[1](r))))
+        y = self[3](self[2](self[1](r)))
+        y = torch.relu_(y) if INPLACE_RELU else self[4](y)  # in place: BN's backward does not need its output
         return batch_norm(self[6](self[5](y)), self[7], scale)
 
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from cellnas.ops import make_generator, seeded_init
 
-__all__ = ["BaselineNetwork", "BaselineArchitect", "baseline_from", "BASELINE_OPS"]
+__all__ = ["BaselineMixedOp", "BaselineCell", "BaselineNetwork", "BaselineArchitect", "baseline_from", "BASELINE_OPS"]
 
 
 class _ReLUConvBN(nn.Sequential):
@@ -111,7 +111,9 @@ BASELINE_OPS = {
 }
 
 
-class _MixedOp(nn.Module):
+class BaselineMixedOp(nn.Module):
+    """quark0's ``MixedOp``: ``sum(w * op(x) for w, op in zip(weights, self._ops))`` over every op."""
+
     def __init__(self, C: int, stride: int, ops: tuple[str, ...]):
         super().__init__()
         self._ops = nn.ModuleList()
@@ -125,7 +127,9 @@ class _MixedOp(nn.Module):
         return sum(w * op(x) for w, op in zip(weights, self._ops))
 
 
-class _Cell(nn.Module):
+class BaselineCell(nn.Module):
+    """quark0's search ``Cell``: preprocessing, then node j = sum over i < j of MixedOp_(i,j)(x_i)."""
+
     def __init__(self, ops, n_nodes, C_prev_prev, C_prev, C, reduction, reduction_prev):
         super().__init__()
         self.reduction = reduction
@@ -138,7 +142,7 @@ class _Cell(nn.Module):
         self._ops = nn.ModuleList()
         for j in range(n_nodes):
             for i in range(j + 2):
-                self._ops.append(_MixedOp(C, 2 if reduction and i < 2 else 1, ops))
+                self._ops.append(BaselineMixedOp(C, 2 if reduction and i < 2 else 1, ops))
 
     def forward(self, s0, s1, weights):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
@@ -189,7 +193,8 @@ class BaselineNetwork(nn.Module):
             reduction = i in reductions
             if reduction:
                 C_curr *= 2
-            self.cells.append(_Cell(self.space.ops, n_nodes, C_prev_prev, C_prev, C_curr, reduction, reduction_prev))
+            cell = BaselineCell(self.space.ops, n_nodes, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+            self.cells.append(cell)
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, n_nodes * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)

@@ -31,6 +31,7 @@ The flop/memory step is the first warm-up step (an extra, untimed step when ``wa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -152,12 +153,38 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@contextlib.contextmanager
+def _native_stderr_muted():
+    """Send the process's C-level stderr to /dev/null (kineto prints a line when a profiler starts and stops)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 def _cpu_peak_bytes(fn: Callable[[], Any]) -> int:
     """Peak of the running sum of torch CPU allocations during ``fn()`` (torch.profiler memory events)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _native_stderr_muted():
+        prof.__enter__()
+    try:
         fn()
+    finally:
+        with _native_stderr_muted():
+            prof.__exit__(None, None, None)
     events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     events.sort(key=lambda t: t[0])
     live = peak = 0

@@ -1,0 +1,204 @@
+"""``cellnas bench ...``: throughput benchmarks (search step, training step, data loading).
+
+The logic lives in :mod:`cellnas.bench`; this module only parses arguments and prints.
+"""
+
+from __future__ import annotations
+
+import json
+
+from cellnas.errors import CellnasError
+
+_DESCRIPTION = """Throughput benchmarks. Timings on a shared machine are noisy: the thread count (--threads) and the
+1-minute load average before and after are part of every result; compare figures taken side by side only.
+
+  search-step  seconds per DARTS search step (architecture step + weight step, as `cellnas search` runs it)
+               of the supernet on synthetic data; --baseline times a textbook (quark0/darts) supernet and
+               architect with the same weights, interleaved, and reports the speed-up
+  train-step   seconds per SGD step of a genotype's evaluation network (NetworkCIFAR)
+  data         images/s of the device-resident loader vs torch.utils.data.DataLoader
+
+examples:
+  cellnas bench search-step --order 1 --baseline --threads 1 --warmup 1 --repeats 3
+  cellnas bench search-step --order 2 --json
+  cellnas bench train-step DARTS_V2 --batch 96
+  cellnas bench data --batch 256"""
+
+
+def register(sub, formatter) -> None:
+    p = sub.add_parser("bench", help="throughput benchmarks (search step, training step, data loading)",
+                       description=_DESCRIPTION, formatter_class=formatter)  # fmt: skip
+    benches = p.add_subparsers(dest="bench", metavar="BENCHMARK")
+
+    s = benches.add_parser(
+        "search-step",
+        help="seconds per DARTS search step of the supernet (optionally vs the textbook baseline)",
+        description=(
+            "Median seconds per search step after warm-up: the architecture step (Architect, first or second\n"
+            "order, Adam on alpha) on a search batch, then the weight step (forward, backward, clipping, SGD) on\n"
+            "a training batch, as `cellnas search` runs them, on fixed random images.\n"
+            "Also: images/s (training images), FLOPs per step (torch FlopCounterMode: convolutions and matrix\n"
+            "products) and FLOP/s, and peak memory of one step (CUDA: max_memory_allocated; CPU: peak of torch's\n"
+            "allocations during the step, from torch.profiler, on top of what was live before it).\n"
+            "--baseline also times quark0/darts' supernet and architect (every op computed, NCHW, full\n"
+            "backward for the first-order alpha gradient, a freshly built unrolled model for second order) with\n"
+            "the same weights, interleaved with the candidate, and reports the speed-up."
+        ),
+        formatter_class=formatter,
+    )
+    s.add_argument("--order", type=int, choices=(1, 2), default=1, help="first or second order architecture step")
+    s.add_argument("--hvp", choices=("fd", "exact"), default="fd", help="second order: Hessian-vector product")
+    _common(s, batch=64, channels=16, layers=8)
+    s.add_argument("--baseline", action="store_true", help="also time the textbook baseline and report the speed-up")
+    s.set_defaults(func=run_search_step)
+
+    t = benches.add_parser(
+        "train-step",
+        help="seconds per SGD step of a genotype's evaluation network",
+        description=(
+            "Median seconds per training step (forward, backward, clipping, SGD) of the CIFAR evaluation network\n"
+            "of GENOTYPE on random images; defaults are DARTS' CIFAR-10 setting (C=36, 20 cells, batch 96,\n"
+            "auxiliary head with weight 0.4, drop-path 0.2). Reports images/s, FLOPs, FLOP/s and peak memory."
+        ),
+        formatter_class=formatter,
+    )
+    t.add_argument("genotype", metavar="GENOTYPE", help="zoo name, genotype file, run directory or Genotype(...) text")
+    _common(t, batch=96, channels=36, layers=20)
+    t.add_argument("--no-auxiliary", action="store_true", help="without the auxiliary head")
+    t.add_argument("--drop-path", type=float, default=0.2, help="drop-path probability")
+    t.add_argument("--channels-last", action="store_true", help="network and input in channels_last memory format")
+    t.set_defaults(func=run_train_step)
+
+    d = benches.add_parser(
+        "data",
+        help="images/s of the device-resident loader vs torch's DataLoader",
+        description=(
+            "Images per second of cellnas' device-resident loader against torch.utils.data.DataLoader with\n"
+            "per-sample transforms (crop, flip, normalise, cutout), workers 0 and 2 (cellnas.bench.data)."
+        ),
+        formatter_class=formatter,
+    )
+    d.add_argument("--dataset", default="synthetic-cifar", help="synthetic-cifar or a registered dataset name")
+    d.add_argument("--batch", type=int, default=256, help="batch size")
+    d.add_argument("--n-batches", type=int, default=50, help="batches timed per loader")
+    d.add_argument("--cutout", type=int, default=16, help="cutout length (0: none)")
+    d.add_argument("--workers", default="0,2", help="DataLoader num_workers values to try, comma-separated")
+    d.add_argument("--data-dir", default=None, help="where the dataset lives")
+    d.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    d.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the measurement")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
+    d.set_defaults(func=run_data)
+
+    p.set_defaults(func=lambda args: p.print_help())
+
+
+def _common(p, *, batch: int, channels: int, layers: int) -> None:
+    p.add_argument("--batch", type=int, default=batch, help="batch size")
+    p.add_argument("--channels", "-C", type=int, default=channels, help="initial channels C")
+    p.add_argument("--layers", "-L", type=int, default=layers, help="number of cells")
+    p.add_argument("--size", type=int, default=32, help="image height and width")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
+    p.add_argument("--repeats", type=int, default=5, help="timed steps (the median is reported)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (the first one counts FLOPs/memory)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, alpha and data")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _device(name: str) -> str:
+    from cellnas.schedule import resolve_device
+
+    return str(resolve_device(name))
+
+
+def _check(args) -> None:
+    for name in ("batch", "channels", "layers", "size", "repeats"):
+        if getattr(args, name) < 1:
+            raise CellnasError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise CellnasError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.threads is not None and args.threads < 1:
+        raise CellnasError(f"--threads must be >= 1, got {args.threads}")
+
+
+def _mib(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 2**20:.0f} MiB"
+
+
+def _print_common(r: dict) -> None:
+    load = ", ".join("n/a" if v is None else f"{v:.2f}" for v in r["load_average_1min"])
+    print(f"device       {r['device']} ({r['device_name']}), {r['threads']} threads, torch {r['torch_version']}")
+    print(f"load avg     {load} (1 min, before, after)")
+
+
+def run_search_step(args) -> int:
+    from cellnas.bench.search_step import bench_search_step
+
+    _check(args)
+    r = bench_search_step(
+        args.order, args.batch, args.channels, args.layers, args.size, _device(args.device), threads=args.threads,
+        repeats=args.repeats, warmup=args.warmup, baseline=args.baseline, hvp=args.hvp, seed=args.seed,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"search step  order {r['order']}, batch {r['batch']}, C={r['channels']}, {r['layers']} cells, "
+          f"{r['size']}x{r['size']}; {r['repeats']} timed after {r['warmup']} warm-up")  # fmt: skip
+    _print_common(r)
+    print(f"supernet     {r['step_s']:.3f} s/step (median), {r['images_per_s']:.1f} images/s, "
+          f"{r['flops_per_step'] / 1e9:.1f} GFLOP/step, {r['flops_per_s'] / 1e9:.2f} GFLOP/s, "
+          f"peak {_mib(r['peak_mem_bytes'])}")  # fmt: skip
+    if args.baseline:
+        print(f"baseline     {r['baseline_step_s']:.3f} s/step (median), {r['baseline_images_per_s']:.1f} images/s, "
+              f"{r['baseline_flops_per_step'] / 1e9:.1f} GFLOP/step, peak {_mib(r['baseline_peak_mem_bytes'])}")
+        print(f"speed-up     {r['speedup']:.2f}x (ratio of medians; median of paired ratios "
+              f"{r['speedup_paired']:.2f}x)")  # fmt: skip
+    return 0
+
+
+def run_train_step(args) -> int:
+    from cellnas.bench.train_step import bench_train_step
+
+    _check(args)
+    if not 0.0 <= args.drop_path < 1.0:
+        raise CellnasError(f"--drop-path must be in [0, 1), got {args.drop_path}")
+    r = bench_train_step(
+        args.genotype, args.batch, args.channels, args.layers, args.size, _device(args.device),
+        auxiliary=not args.no_auxiliary, drop_path_prob=args.drop_path, channels_last=args.channels_last,
+        threads=args.threads, repeats=args.repeats, warmup=args.warmup, seed=args.seed,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"train step   {r['genotype']}: batch {r['batch']}, C={r['channels']}, {r['layers']} cells, "
+          f"{r['size']}x{r['size']}, {r['params'] / 1e6:.2f}M params; {r['repeats']} timed after {r['warmup']} warm-up")
+    _print_common(r)
+    print(f"network      {r['step_s']:.3f} s/step (median), {r['images_per_s']:.1f} images/s, "
+          f"{r['flops_per_step'] / 1e9:.1f} GFLOP/step, {r['flops_per_s'] / 1e9:.2f} GFLOP/s, "
+          f"peak {_mib(r['peak_mem_bytes'])}")  # fmt: skip
+    return 0
+
+
+def run_data(args) -> int:
+    from cellnas.bench.data import bench_data
+
+    try:
+        workers = tuple(int(w) for w in args.workers.split(",") if w.strip())
+    except ValueError:
+        raise CellnasError(f"--workers must be comma-separated integers, got {args.workers!r}") from None
+    if not workers or min(workers) < 0:
+        raise CellnasError(f"--workers needs at least one value >= 0, got {args.workers!r}")
+    if args.batch < 1 or args.n_batches < 1:
+        raise CellnasError("--batch and --n-batches must be >= 1")
+    r = bench_data(args.dataset, args.batch, args.n_batches, _device(args.device), cutout=args.cutout,
+                   num_workers=workers, data_dir=args.data_dir, threads=args.threads)  # fmt: skip
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"data         {r['dataset']}, batch {r['batch_size']}, {r['n_batches']} batches, device {r['device']}, "
+          f"{r['torch_threads']} threads, load {r['load_average_1min']}")
+    print(f"cellnas      {r['ours_images_per_s']:.0f} images/s (device-resident loader)")
+    for w, rate in r["torch_dataloader_images_per_s_by_workers"].items():
+        print(f"DataLoader   {rate:.0f} images/s ({w} workers)")
+    print(f"ratio        {r['ratio']:.1f}x (vs the best DataLoader)")
+    return 0

@@ -1,0 +1,71 @@
+"""``cellnas bench`` end to end on tiny sizes (issue 7): the JSON results carry the promised fields."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cellnas.cli import main
+
+TINY = ["--channels", "4", "--layers", "3", "--size", "8", "--batch", "4", "--repeats", "1", "--threads", "1"]
+
+
+def run_json(capsys, argv: list[str]) -> dict:
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def check_step_fields(r: dict) -> None:
+    assert r["step_s"] > 0 and r["images_per_s"] > 0
+    assert r["flops_per_step"] > 0 and r["flops_per_s"] > 0
+    assert r["peak_mem_bytes"] > 0
+    assert r["threads"] == 1 and len(r["load_average_1min"]) == 2
+    assert len(r["step_s_all"]) == r["repeats"] == 1
+
+
+def test_search_step_json(capsys):
+    r = run_json(capsys, ["bench", "search-step", "--json", "--warmup", "0", *TINY])
+    check_step_fields(r)
+    assert r["order"] == 1 and r["batch"] == 4 and r["device"] == "cpu"
+    assert "baseline_step_s" not in r
+
+
+def test_search_step_second_order_with_baseline_reports_speedup(capsys):
+    r = run_json(capsys, ["bench", "search-step", "--json", "--baseline", "--order", "2", "--warmup", "0", *TINY])
+    check_step_fields(r)
+    assert r["order"] == 2
+    assert r["baseline_step_s"] > 0 and r["baseline_flops_per_step"] > 0 and r["baseline_peak_mem_bytes"] > 0
+    assert r["speedup"] == pytest.approx(r["baseline_step_s"] / r["step_s"])
+    assert len(r["baseline_step_s_all"]) == 1
+
+
+def test_train_step_json_and_text(capsys):
+    r = run_json(capsys, ["bench", "train-step", "DARTS_V2", "--json", "--warmup", "0", *TINY])
+    check_step_fields(r)
+    assert r["benchmark"] == "train-step" and r["params"] > 0
+    assert main(["bench", "train-step", "DARTS_V2", "--warmup", "0", "--no-auxiliary", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "s/step" in out and "GFLOP" in out and "1 threads" in out
+
+
+def test_data_json(capsys):
+    r = run_json(capsys, ["bench", "data", "--json", "--dataset", "digits", "--batch", "8", "--n-batches", "2",
+                          "--workers", "0", "--threads", "1"])  # fmt: skip
+    assert r["ours_images_per_s"] > 0 and r["torch_dataloader_images_per_s"] > 0
+    assert list(r["torch_dataloader_images_per_s_by_workers"]) == ["0"]
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["bench", "search-step", "--repeats", "0"], "--repeats"),
+        (["bench", "search-step", "--threads", "0"], "--threads"),
+        (["bench", "train-step", "DARTS_V2", "--drop-path", "1.5"], "--drop-path"),
+        (["bench", "data", "--workers", "a,b"], "--workers"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(capsys, argv, needle):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
