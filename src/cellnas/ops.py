@@ -57,17 +57,20 @@ OpFactory = Callable[[int, int, bool], nn.Module]
 # -- depthwise convolution with a fast CPU backward (SPEC 1.1: the depthwise convs of sep_conv / dil_conv) -----------
 #
 # oneDNN (PyTorch's CPU convolution backend) is fast at the depthwise *forward* in channels_last for every kernel,
-# and at the backward of 3x3 undilated kernels with padding <= 1, but its backward is 10-40x slower for dilated
-# kernels (input and weight gradients) and several times slower for 5x5 weight gradients. The gradients are
-# therefore re-expressed with the fast kernels:
-#   * input gradient of a stride-1 dilated conv = forward conv of the output gradient with the flipped kernel;
-#   * weight gradient of a dilation-2 conv = weight gradient of the undilated conv on the 2x2 polyphase components
-#     stacked along the batch ("space to batch"; needs even sizes);
-#   * weight gradient of a 5x5 kernel = four 3x3 weight gradients (padding 0) on shifted windows of the padded
-#     input, which tile the 5x5 offsets;
+# and at the weight gradient of 3x3 undilated kernels with padding <= 1, but its backward is 10-40x slower for
+# dilated kernels and several times slower for 5x5 weight gradients (measured on the 2-core AMD EPYC of
+# benchmarks/RESULTS.md). So, for stride-1 'same' convolutions, the gradients are re-expressed with fast kernels:
+#   * input gradient = forward conv of the output gradient with the flipped kernel (also beats oneDNN's own
+#     input gradient for undilated 3x3 and 5x5);
+#   * weight gradient of a dilation-2 conv = weight gradient of the undilated conv on the 2x2 polyphase
+#     components stacked along the batch ("space to batch"; needs even sizes);
+#   * weight gradient of a 5x5 kernel = 3x3 weight gradients: sixteen on the polyphase components (one copy of
+#     the input and of the gradient), or four on shifted windows of the padded input (whichever measured faster
+#     for the channel count);
 #   * a stride-2 dilation-2 conv reads only the even pixels: it is the undilated conv of x[:, :, ::2, ::2].
 # Each is exact (the same products, summed in another order). Double backward (exact Hessian-vector products)
-# uses the plain formulas.
+# uses the plain formulas. Weight gradients are skipped when the backward pass does not need them
+# (``autograd.grad`` with respect to α only, as the first-order architect and the finite-difference HVP do).
 
 _conv_backward = torch.ops.aten.convolution_backward
 
@@ -101,13 +104,12 @@ def _space_to_batch(x: torch.Tensor) -> torch.Tensor:
 
 
 def _padded(x: torch.Tensor, p: int) -> torch.Tensor:
-    """``F.pad(x, (p, p, p, p))`` in ``x``'s memory format."""
+    """``F.pad(x, (p, p, p, p))`` in ``x``'s memory format (one dense zero fill, then the interior)."""
     B, C, H, W = x.shape
-    out = torch.empty((B, C, H + 2 * p, W + 2 * p), dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
-    out[:, :, :p].zero_()
-    out[:, :, H + p :].zero_()
-    out[:, :, p : H + p, :p].zero_()
-    out[:, :, p : H + p, W + p :].zero_()
+    if _memory_format(x) == torch.channels_last:
+        out = x.new_zeros((B, H + 2 * p, W + 2 * p, C)).permute(0, 3, 1, 2)
+    else:
+        out = x.new_zeros((B, C, H + 2 * p, W + 2 * p))
     out[:, :, p : H + p, p : W + p] = x
     return out
 
@@ -125,15 +127,47 @@ def _weight_grad_5x5(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) 
     blocks = {}
     for ti in (0, 2):
         for tj in (0, 2):
-            window = xp[:, :, ti : ti + H + 2, tj : tj + W + 2].contiguous(memory_format=fmt)
+            window = xp[:, :, ti : ti + H + 2, tj : tj + W + 2].clone(memory_format=fmt)  # faster than contiguous
             blocks[ti, tj] = _conv_grads(grad, window, w3, 0, 1, [False, True])[1]
     top = torch.cat([blocks[0, 0], blocks[0, 2][..., 1:]], -1)
     bottom = torch.cat([blocks[2, 0][..., 1:, :], blocks[2, 2][..., 1:, 1:]], -1)
     return torch.cat([top, bottom], -2)
 
 
+# (output phase r, input phase q) -> (taps of the 5-tap axis, taps of the 3-tap block) along one axis: the input
+# pixel 2a + r + t of tap t in -2..2 is pixel a + s of phase q, with r + t = 2s + q and s in -1..1.
+_PHASE_TAPS = {(0, 0): (slice(0, 5, 2), slice(0, 3)), (1, 1): (slice(0, 5, 2), slice(0, 3)),
+               (0, 1): (slice(1, 4, 2), slice(0, 2)), (1, 0): (slice(1, 4, 2), slice(1, 3))}  # fmt: skip
+
+
+def _weight_grad_5x5_polyphase(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """dW[i, j] = sum grad[h, w] x[h+i-2, w+j-2] (padding 2, even sizes) from sixteen 3x3 weight gradients.
+
+    On the 2x2 polyphase components (one dense copy of x and of grad), every (output phase, input phase) pair
+    is a 3x3 correlation with padding 1 whose taps land on a known subset of the 5x5 taps (``_PHASE_TAPS``).
+    """
+    B, C = x.shape[:2]
+    xs, gs = _space_to_batch(x), _space_to_batch(grad)
+    w3 = weight.new_empty(C, 1, 3, 3)
+    out = weight.new_zeros(C, 1, 5, 5)
+    for rh in (0, 1):
+        for rw in (0, 1):
+            g_r = gs[(2 * rh + rw) * B : (2 * rh + rw + 1) * B]
+            for qh in (0, 1):
+                for qw in (0, 1):
+                    x_q = xs[(2 * qh + qw) * B : (2 * qh + qw + 1) * B]
+                    block = _conv_grads(g_r, x_q, w3, 1, 1, [False, True])[1]
+                    (th, bh), (tw, bw) = _PHASE_TAPS[rh, qh], _PHASE_TAPS[rw, qw]
+                    out[:, :, th, tw] += block[:, :, bh, bw]
+    return out
+
+
 def _undilated_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
     if weight.shape[-1] == 5 and padding == 2 and FAST_DEPTHWISE_5X5:
+        # measured on a 2-core AMD EPYC (oneDNN 3.12): the polyphase form wins at 16 channels, the four
+        # shifted windows from 32 channels on (both beat oneDNN's 5x5 weight gradient)
+        if x.shape[1] <= 16 and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
+            return _weight_grad_5x5_polyphase(grad, x, weight)
         return _weight_grad_5x5(grad, x, weight)
     return _conv_grads(grad, x, weight, padding, 1, [False, True])[1]
 
@@ -159,10 +193,7 @@ class _Depthwise(torch.autograd.Function):
         grad = grad.contiguous(memory_format=_memory_format(x))
         gx = gw = None
         if _grad_needed(ctx, 0):
-            if dilation == 1:
-                gx = _conv_grads(grad, x, weight, padding, 1, [True, False])[0]
-            else:
-                gx = F.conv2d(grad, weight.flip(-1, -2), None, 1, padding, dilation, C)
+            gx = F.conv2d(grad, weight.flip(-1, -2), None, 1, padding, dilation, C)
         if _grad_needed(ctx, 1):
             if dilation == 1:
                 gw = _undilated_weight_grad(grad, x, weight, padding)
@@ -190,7 +221,7 @@ class _EvenPixels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.shape, ctx.memory_format = x.shape, _memory_format(x)
-        return x[:, :, ::2, ::2].contiguous(memory_format=ctx.memory_format)
+        return x[:, :, ::2, ::2].clone(memory_format=ctx.memory_format)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
@@ -233,7 +264,10 @@ class _CatChannels(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         if torch.is_grad_enabled():  # create_graph: keep it differentiable
             return tuple(grad.split(ctx.sizes, dim=1))
-        return tuple(g.contiguous(memory_format=f) for g, f in zip(grad.split(ctx.sizes, dim=1), ctx.formats))
+        parts = grad.split(ctx.sizes, dim=1)
+        # clone: several times faster than .contiguous(memory_format=...) on these strided views
+        return tuple(g if g.is_contiguous(memory_format=f) else g.clone(memory_format=f)
+                     for g, f in zip(parts, ctx.formats))  # fmt: skip
 
 
 def even_pixels(x: torch.Tensor) -> torch.Tensor:
@@ -266,7 +300,7 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, pad
         or k % 2 == 0
         or padding != dilation * (k - 1) // 2
         or stride not in (1, 2)
-        or (dilation == 1 and (stride == 2 or k != 5 or not FAST_DEPTHWISE_5X5))
+        or (dilation == 1 and stride == 2)
     )
     if plain:
         return F.conv2d(x, weight, None, stride, padding, dilation, C)

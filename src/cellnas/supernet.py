@@ -178,7 +178,8 @@ def _avg_pool_3x3(x: torch.Tensor, pool: nn.AvgPool2d) -> torch.Tensor:
         ones = torch.ones(1, 1, H, W, dtype=x.dtype, device=x.device)
         _INV_COUNTS[key] = 1.0 / (9.0 * F.avg_pool2d(ones, 3, stride, 1, count_include_pad=True)).round()
     box = x.new_ones(C, 1, 3, 3)
-    return F.conv2d(x, box, None, stride, 1, 1, C) * _INV_COUNTS[key]
+    # in place: the convolution's backward needs its input, not its output
+    return F.conv2d(x, box, None, stride, 1, 1, C).mul_(_INV_COUNTS[key])
 
 
 def _kind(op: nn.Module) -> str:
@@ -215,6 +216,8 @@ class MixedOp(nn.Module):
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
             self._ops.append(op)
         self._kinds = tuple(_kind(op) for op in self._ops)
+        # conv ops first: the sum then starts from an op's fresh output and every other term is added in place
+        self._order = tuple(sorted(range(len(self._ops)), key=lambda k: self._kinds[k] != "activated"))
         self.stride = stride
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -223,7 +226,8 @@ class MixedOp(nn.Module):
 
     def accumulate(self, src: _Source, weights: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``out + sum_k w_k op_k(src.x)`` (``out`` is updated in place; ``None`` starts a new sum)."""
-        for w, op, kind in zip(weights, self._ops, self._kinds):
+        for k in self._order:
+            w, op, kind = weights[k], self._ops[k], self._kinds[k]
             if kind == "zero":
                 continue
             if kind == "identity" or (kind == "pool" and _shared_bn(op[1])):
