@@ -18,7 +18,9 @@ What is reported (see :func:`bench_search_step`):
   same size);
 * ``flops_per_step``: floating-point operations of one step as counted by
   ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products, forward and backward; element-
-  wise ops, BN and pooling are not counted), and ``flops_per_s = flops_per_step / step_s``;
+  wise ops, BN and pooling are not counted), with one correction: torch's formula for the weight gradient of a
+  grouped convolution ignores the groups (a depthwise weight gradient counts C times too many FLOPs), so it is
+  counted like the forward convolution (:func:`_conv_backward_flop`); ``flops_per_s = flops_per_step / step_s``;
 * ``peak_mem_bytes``: CUDA: ``torch.cuda.max_memory_allocated`` during one step minus the memory allocated before
   it; CPU: the peak of the running sum of torch's CPU allocations and frees during one step, recorded by
   ``torch.profiler`` (``profile_memory=True``), i.e. the activation/temporary memory on top of what was already
@@ -194,11 +196,33 @@ def _cpu_peak_bytes(fn: Callable[[], Any]) -> int:
     return int(peak)
 
 
+def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape, **kwargs) -> int:  # fmt: skip
+    """torch's ``conv_backward_flop`` with the weight gradient counted like the forward convolution.
+
+    torch 2.13 counts the weight gradient as a convolution over all input channels, ignoring ``groups``: a
+    depthwise weight gradient is counted C times (16-64 here) what it computes. Its multiply-adds are those of
+    the forward convolution, which the forward formula counts right for any ``groups``.
+    """
+    from torch.utils.flop_counter import conv_backward_flop, conv_flop_count
+
+    if transposed:
+        raw = getattr(conv_backward_flop, "__wrapped__", conv_backward_flop)
+        return raw(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                   _output_padding, _groups, output_mask, out_shape, **kwargs)  # fmt: skip
+    flops = 0
+    if output_mask[0]:  # as torch counts it: a transposed convolution of grad_out with the weight
+        flops += conv_flop_count(grad_out_shape, w_shape, x_shape, transposed=True)
+    if output_mask[1]:
+        flops += conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=False)
+    return flops
+
+
 def instrumented_step(fn: Callable[[], Any], device: torch.device) -> dict[str, int]:
     """Run ``fn`` once, counting its FLOPs (FlopCounterMode) and its peak extra memory (see the module doc)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
     if device.type == "cuda":
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
