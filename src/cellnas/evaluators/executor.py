@@ -85,9 +85,13 @@ class SerialExecutor(Executor):
 
 
 def init_worker(log_level: int = logging.WARNING) -> None:
-    """Worker set-up: one intra-op thread, quiet logs. ``OMP_NUM_THREADS=1`` is read by torch (and by
+    """Worker set-up: SIGINT ignored, one intra-op thread, quiet logs. ``OMP_NUM_THREADS=1`` is read by torch (and by
     OpenMP-based libraries) when they are first imported, which in a spawned worker happens after this;
     torch is not imported here, so workers of torch-free tasks start fast."""
+    import signal
+
+    # Ctrl-C is the parent's to handle: it commits what finished and terminates the workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     logging.basicConfig(level=log_level, format="%(message)s")

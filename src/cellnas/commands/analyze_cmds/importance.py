@@ -19,7 +19,7 @@ def register(sub, formatter) -> None:
             "OI(alpha, e := o) = mean over the neighbours alpha_m of y(alpha_m) - y(alpha) (SPEC 5.1): the\n"
             "neighbours swap the op for each other primitive (6) and rewire the edge to every other allowed\n"
             "input; y is the evaluator's test error. Positive OI: perturbing the op raises the error. An op is\n"
-            "important when |OI| >= --threshold (0.1 %%). Every evaluation goes through the archive: those\n"
+            "important when |OI| >= --threshold (0.1 %). Every evaluation goes through the archive: those\n"
             "already there for the evaluator's protocol are reused, new ones are added; the OI vectors are\n"
             "stored there too (for `cellnas analyze motifs --oi-protocol`).\n\n"
             "Writes importance.json (every edge: cell, node, op, input, OI, important, skip kind) and\n"

@@ -1,0 +1,175 @@
+"""Wan et al. studies end to end on the synthetic (planted-answer) evaluator: sampling comparison, operation
+importance, motifs, ablations; the archive commands; the Table 2 edit-distance default."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from cellnas.analysis.ablation import all_skip, disabling_sequence, oi_order, paired_comparison, reduce_variants
+from cellnas.analysis.importance import operation_importance
+from cellnas.analysis.sampling import edit_distance
+from cellnas.archive import Archive
+from cellnas.cli import main
+from cellnas.evaluators.synthetic import SyntheticEvaluator
+from cellnas.zoo import get_genotype
+
+
+def test_edit_distance_default_reproduces_table2_for_darts_v2_and_bananas(capsys):
+    # SPEC 5.5, Table 2: DARTSv2 1, BANANAS 1 (residual="any", normal cell: the default)
+    assert edit_distance(get_genotype("DARTS_V2"), "primskip")[0] == 1
+    assert edit_distance(get_genotype("BANANAS"), "primskip")[0] == 1
+    # the sampler-defined reading stays available
+    assert edit_distance(get_genotype("DARTS_V2"), "primskip", residual="node2", cells=("normal", "reduce"))[0] == 13
+    assert main(["sample", "--distance", "BANANAS", "--constraint", "primskip"]) == 0
+    assert "residual=any, cells=normal): 1" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory):
+    """An archive with 30 cells per constraint scored by the synthetic evaluator (via the sampling study).
+    Shared by the tests of this module: they add rows (OI neighbours, ablation variants) under other sources,
+    so they select the population with ``--source analyze-sampling``."""
+    root = tmp_path_factory.mktemp("population")
+    path = root / "a.sqlite"
+    assert main(["analyze", "sampling", "-n", "30", "--seed", "1", "--evaluator", "synthetic",
+                 "--archive", str(path), "-o", str(root / "sampling")]) == 0  # fmt: skip
+    return path
+
+
+def test_sampling_study_compares_the_four_constraint_sets_in_one_figure(tmp_path, population, capsys):
+    doc = json.loads((population.parent / "sampling" / "sampling.json").read_text())
+    assert set(doc["groups"]) == {"none", "prim", "skip", "primskip"}
+    assert all(g["n"] == 30 and g["failed"] == 0 for g in doc["groups"].values())
+    # the planted answer: sep convs + a residual link help, so PrimSkip beats Random
+    assert doc["groups"]["primskip"]["mean"] < doc["groups"]["none"]["mean"]
+    assert doc["mann_whitney"]["primskip vs none"]["p_value"] < 0.01
+    assert (population.parent / "sampling" / "sampling.png").stat().st_size > 10_000
+    assert len(Archive(population).records("synthetic", source="analyze-sampling")) == 120
+    # a re-run evaluates nothing new
+    capsys.readouterr()
+    assert main(["analyze", "sampling", "-n", "30", "--seed", "1", "--evaluator", "synthetic",
+                 "--archive", str(population), "-o", str(tmp_path / "again")]) == 0  # fmt: skip
+    assert "0 evaluated, 120 reused" in capsys.readouterr().err
+
+
+def test_importance_of_one_cell_matches_the_library_and_reuses_the_archive(tmp_path, capsys):
+    path = tmp_path / "a.sqlite"
+    args = ["analyze", "importance", "DARTS_V2", "--evaluator", "synthetic", "--archive", str(path)]
+    assert main([*args, "-o", str(tmp_path / "oi")]) == 0
+    doc = json.loads((tmp_path / "oi" / "importance.json").read_text())
+    (arch,) = doc["architectures"]
+    expected = operation_importance(get_genotype("DARTS_V2"), SyntheticEvaluator().error)
+    assert [e["oi"] for e in arch["edges"]] == pytest.approx([expected[p] for p in range(16)])
+    edges = {e["position"]: e for e in arch["edges"]}
+    assert edges[5]["skip_kind"] == "in0" and edges[5]["residual"]  # normal node 4: skip_connect(0)
+    assert edges[7]["op"] == "dil_conv_3x3" and edges[7]["skip_kind"] is None
+    assert edges[0]["important"] == (abs(edges[0]["oi"]) >= 0.001)
+    assert (tmp_path / "oi" / "importance.png").exists()
+    stored = Archive(path).importance("synthetic")
+    assert stored[get_genotype("DARTS_V2").content_hash()][1] == pytest.approx(expected)
+    capsys.readouterr()
+    assert main([*args, "-o", str(tmp_path / "oi2")]) == 0
+    again = json.loads((tmp_path / "oi2" / "importance.json").read_text())
+    assert again["batch"]["evaluated"] == 0 and again["batch"]["reused"] == again["batch"]["requested"]
+
+
+def test_importance_of_the_top_fraction_with_a_surrogate_then_motifs(tmp_path, population, capsys):
+    model = tmp_path / "s.joblib"
+    assert main(["archive", "fit-surrogate", "--archive", str(population), "--protocol", "synthetic",
+                 "--source", "analyze-sampling", "-o", str(model)]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "Kendall tau" in out and "RMSE" in out
+    assert main(["analyze", "importance", "--top", "0.05", "--rank-protocol", "synthetic", "--source",
+                 "analyze-sampling", "--evaluator", "surrogate", "--surrogate", str(model), "--archive",
+                 str(population), "-o", str(tmp_path / "oi")]) == 0  # fmt: skip
+    doc = json.loads((tmp_path / "oi" / "importance.json").read_text())
+    assert doc["n_architectures"] == 6  # round(0.05 * 120)
+    assert doc["protocol"].startswith("surrogate:synthetic:")
+    assert main(["analyze", "motifs", "--archive", str(population), "--protocol", "synthetic", "--source",
+                 "analyze-sampling", "--top", "0.05", "--oi-protocol", "any", "--min-support", "0.5",
+                 "-o", str(tmp_path / "motifs")]) == 0  # fmt: skip
+    motifs = json.loads((tmp_path / "motifs" / "motifs.json").read_text())
+    assert motifs["n_graphs"] == 6 and motifs["oi_prefilter"]["edges_kept"] <= motifs["oi_prefilter"]["edges_total"]
+    assert all(m["support"] >= 3 for m in motifs["motifs"])
+    assert (tmp_path / "motifs" / "motifs.png").exists()
+
+
+def test_motifs_find_the_planted_residual_link_and_need_stored_oi_when_asked(tmp_path, population, capsys):
+    assert main(["analyze", "motifs", "--archive", str(population), "--protocol", "synthetic", "--top", "0.1",
+                 "--source", "analyze-sampling", "--min-support", "0.5", "--max-nodes", "3",
+                 "-o", str(tmp_path / "m")]) == 0  # fmt: skip
+    doc = json.loads((tmp_path / "m" / "motifs.json").read_text())
+    # the best cells are PrimSkip-like: a skip_connect from an input is in most of them
+    assert any("skip_connect(input" in m["description"] for m in doc["motifs"])
+    capsys.readouterr()
+    assert main(["analyze", "motifs", "--archive", str(population), "--protocol", "synthetic",
+                 "--oi-protocol", "nothing-here", "-o", str(tmp_path / "m2")]) == 2  # fmt: skip
+    assert "analyze importance" in capsys.readouterr().err
+
+
+def test_reduce_variants_and_disabling_sequences():
+    g = get_genotype("DARTS_V2")
+    v = reduce_variants(g)
+    assert v["red<-nor"].reduce == g.normal and v["nor<-red"].normal == g.reduce
+    assert v["red<-skip"].normal == g.normal and v["red<-skip"].reduce == all_skip(g.reduce)
+    assert [src for _, src in all_skip(g.reduce).pairs] == [src for _, src in g.reduce.pairs]
+    assert set(all_skip(g.normal).ops) == {"skip_connect"}
+    oi = {p: float(p % 5) - 2 for p in range(16)}
+    asc = oi_order(oi, "ascending")
+    assert [oi[p] for p in asc] == sorted(oi.values()) and asc[:2] == [0, 5]  # ties by position
+    seq = disabling_sequence(g, oi, "descending", max_ops=3)
+    assert [pos for pos, _ in seq] == [[4], [4, 9], [4, 9, 14]]
+    assert seq[-1][1].normal.pairs[4] == ("none", 1) and seq[-1][1].reduce.pairs[1] == ("none", 1)
+    s = paired_comparison([0.1, 0.2, 0.3, None], [0.2, 0.25, 0.5, 0.4])
+    assert s["n"] == 3 and s["mean_difference"] == pytest.approx(0.1166666) and s["t_test_p"] is not None
+
+
+def test_ablate_study_on_the_planted_evaluator(tmp_path, population):
+    assert main(["analyze", "ablate", "--random", "4", "--top", "0.2", "--rank-protocol", "synthetic",
+                 "--source", "analyze-sampling", "--evaluator", "synthetic", "--archive", str(population),
+                 "--max-ops", "4", "-o", str(tmp_path / "ab")]) == 0  # fmt: skip
+    doc = json.loads((tmp_path / "ab" / "ablate.json").read_text())
+    assert len(doc["architectures"]) == 4
+    # the planted answer: the normal cell matters more than the reduction cell
+    assert doc["reduce_summary"]["nor<-skip"]["mean_difference"] > doc["reduce_summary"]["red<-skip"]["mean_difference"]
+    asc, desc = (np.asarray(doc["disable_summary"][o]["mean"]) for o in ("ascending", "descending"))
+    assert asc[0] == desc[0] and np.all(desc[1:] >= asc[1:])  # removing important ops hurts more
+    assert (tmp_path / "ab" / "ablate_reduce.png").exists() and (tmp_path / "ab" / "ablate_disable.png").exists()
+
+
+def test_archive_commands_add_list_export_import_evaluate_info(tmp_path, capsys):
+    db = str(tmp_path / "a.sqlite")
+    assert main(["archive", "add", "DARTS_V2", "--protocol", "wan-table2", "--test-error", "0.0244",
+                 "--metric", "note=paper", "--archive", db]) == 0  # fmt: skip
+    assert main(["archive", "evaluate", "DARTS_V1", "BANANAS", "--sample", "prim", "-n", "5",
+                 "--evaluator", "synthetic", "--archive", db]) == 0  # fmt: skip
+    assert "7 evaluated" in capsys.readouterr().out
+    assert main(["archive", "list", "--archive", db, "--protocol", "synthetic", "--sort", "test_error",
+                 "--limit", "3"]) == 0  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4 and out[0].startswith("hash")
+    assert main(["archive", "export", str(tmp_path / "x.csv"), "--archive", db]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "x.csv")))
+    assert len(rows) == 8 and {r["protocol"] for r in rows} == {"wan-table2", "synthetic"}
+    db2 = str(tmp_path / "b.sqlite")
+    assert main(["archive", "import", str(tmp_path / "x.csv"), "--archive", db2]) == 0
+    assert Archive(db2).get(get_genotype("DARTS_V2"), "wan-table2").extra == {"note": "paper"}
+    capsys.readouterr()
+    assert main(["archive", "info", "--archive", db2]) == 0
+    assert "synthetic" in capsys.readouterr().out and Archive(db2).count() == 8
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    db = str(tmp_path / "a.sqlite")
+    assert main(["archive", "evaluate", "DARTS_V2", "--evaluator", "nb301", "--archive", db]) == 2
+    assert "pip install nasbench301" in capsys.readouterr().err
+    assert main(["archive", "evaluate", "DARTS_V2", "--evaluator", "xgb", "--archive", db]) == 2
+    assert "valid choices: nb301, proxy, surrogate, synthetic" in capsys.readouterr().err
+    assert main(["archive", "evaluate", "DARTS_V2", "--set", "epochs=-1", "--archive", db]) == 2
+    assert "--epochs must be >= 1" in capsys.readouterr().err
+    assert main(["analyze", "importance", "--evaluator", "synthetic", "--archive", db, "-o", str(tmp_path)]) == 2
+    assert "GENOTYPE or --top" in capsys.readouterr().err
+    assert main(["archive", "list", "--archive", str(tmp_path / "none.sqlite")]) == 2
+    assert "does not exist" in capsys.readouterr().err
