@@ -35,7 +35,8 @@ def test_search_step_second_order_with_baseline_reports_speedup(capsys):
     r = run_json(capsys, ["bench", "search-step", "--json", "--baseline", "--order", "2", "--warmup", "0", *TINY])
     check_step_fields(r)
     assert r["order"] == 2
-    assert r["baseline_step_s"] > 0 and r["baseline_flops_per_step"] > 0 and r["baseline_peak_mem_bytes"] > 0
+    assert r["baseline_step_s"] > 0 and r["baseline_flops_per_step"] > 0
+    assert r["baseline_peak_mem_bytes"] is None or r["baseline_peak_mem_bytes"] > 0
     assert r["speedup"] == pytest.approx(r["baseline_step_s"] / r["step_s"])
     assert len(r["baseline_step_s_all"]) == 1
 

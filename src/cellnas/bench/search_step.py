@@ -22,18 +22,20 @@ What is reported (see :func:`bench_search_step`):
   grouped convolution ignores the groups (a depthwise weight gradient counts C times too many FLOPs), so it is
   counted like the forward convolution (:func:`_conv_backward_flop`); ``flops_per_s = flops_per_step / step_s``;
 * ``peak_mem_bytes``: CUDA: ``torch.cuda.max_memory_allocated`` during one step minus the memory allocated before
-  it; CPU: the peak of the running sum of torch's CPU allocations and frees during one step, recorded by
-  ``torch.profiler`` (``profile_memory=True``), i.e. the activation/temporary memory on top of what was already
-  live (weights, optimiser state, data). ``tracemalloc`` cannot see torch's allocator and ``ru_maxrss`` only
-  grows, so it cannot separate two models in one process; ``maxrss_bytes`` (the process's peak resident set) is
-  reported as well, for what it is worth.
+  it. CPU: how far the resident set grows during one step: its peak minus the RSS before it (``/proc/self/statm``,
+  read after handing freed heap memory back to the OS), i.e. activations, gradients and
+  temporaries (and allocator slack) on top of what was already live (weights, optimiser state, data). The peak
+  is the RSS sampled every 2 ms during the step, or ``ru_maxrss`` when the step raised the process's peak.
+  ``tracemalloc`` cannot see torch's allocator, and ``torch.profiler``'s memory events cost a profiled step
+  ~40 % more resident memory and several times the time. ``maxrss_bytes`` is the process's peak resident set.
 
-The flop/memory step is the first warm-up step (an extra, untimed step when ``warmup=0``).
+FLOPs are counted on a separate step of a fresh copy at ``FLOP_BATCH`` images and scaled to the batch (exact:
+every counted op is linear in the batch; FlopCounterMode's dispatch hooks would double a full step's memory).
+The memory step is the first warm-up step (an extra, untimed step when ``warmup=0``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import resource
@@ -46,7 +48,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bench_search_step", "make_search_step", "make_baseline_step", "synthetic_batches", "measure"]
+__all__ = [
+    "bench_search_step", "make_search_step", "make_baseline_step", "synthetic_batches", "measure", "count_flops",
+    "peak_memory", "flops_per_step", "release_memory",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -155,45 +160,47 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@contextlib.contextmanager
-def _native_stderr_muted():
-    """Send the process's C-level stderr to /dev/null (kineto prints a line when a profiler starts and stops)."""
+def _rss_bytes() -> int | None:
+    """Current resident set size of this process (Linux ``/proc/self/statm``), or ``None``."""
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, ValueError, OSError):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fd)
-    os.close(devnull)
-    try:
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
-def _cpu_peak_bytes(fn: Callable[[], Any]) -> int:
-    """Peak of the running sum of torch CPU allocations during ``fn()`` (torch.profiler memory events)."""
-    from torch.profiler import ProfilerActivity, profile
+def _cpu_peak_bytes(fn: Callable[[], Any], interval: float = 0.002) -> int | None:
+    """Growth of the resident set during ``fn()``: its peak minus the RSS before it (see the module doc).
 
-    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    with _native_stderr_muted():
-        prof.__enter__()
+    The peak is the larger of the RSS sampled every ``interval`` seconds by a thread and ``ru_maxrss`` when the
+    step raised it; freed heap memory is handed back first (:func:`release_memory`) so that the starting RSS is
+    what is really live. Without ``/proc`` only a step that raises ``ru_maxrss`` is measurable (else ``None``).
+    """
+    import threading
+
+    release_memory()
+    before, peak_before = _rss_bytes(), _maxrss_bytes()
+    sampled = [before or 0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(interval):
+            rss = _rss_bytes()
+            if rss is not None and rss > sampled[0]:
+                sampled[0] = rss
+
+    sampler = threading.Thread(target=sample, name="rss-sampler", daemon=True)
+    sampler.start()
     try:
         fn()
     finally:
-        with _native_stderr_muted():
-            prof.__exit__(None, None, None)
-    events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    events.sort(key=lambda t: t[0])
-    live = peak = 0
-    for _, nbytes in events:
-        live += nbytes
-        peak = max(peak, live)
-    return int(peak)
+        stop.set()
+        sampler.join()
+    peak_after = _maxrss_bytes()
+    peak = max(sampled[0], peak_after if peak_after > peak_before else 0)
+    if before is None:
+        return peak_after - peak_before if peak_after > peak_before else None
+    return max(peak - before, 0)
 
 
 def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
@@ -218,42 +225,66 @@ def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _paddi
     return flops
 
 
-def instrumented_step(fn: Callable[[], Any], device: torch.device) -> dict[str, int]:
-    """Run ``fn`` once, counting its FLOPs (FlopCounterMode) and its peak extra memory (see the module doc)."""
+#: FLOPs are counted on a step with this many images and scaled to the batch: every counted op (convolutions,
+#: matrix products) is linear in the batch size, and FlopCounterMode's dispatch hooks double a step's memory.
+FLOP_BATCH = 2
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of ``fn()`` counted by ``FlopCounterMode`` (with the groups-aware weight-gradient formula)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def peak_memory(fn: Callable[[], Any], device: torch.device) -> int:
+    """Peak extra memory of one call of ``fn`` (see the module doc)."""
     if device.type == "cuda":
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-        with counter:
-            fn()
+        fn()
         _sync(device)
-        peak = torch.cuda.max_memory_allocated(device) - before
-    else:
-        with counter:
-            peak = _cpu_peak_bytes(fn)
-    return {"flops_per_step": int(counter.get_total_flops()), "peak_mem_bytes": int(peak)}
+        return int(torch.cuda.max_memory_allocated(device) - before)
+    return _cpu_peak_bytes(fn)
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the OS (glibc), so that one model's peak does not stay
+    resident while the next one runs."""
+    import gc
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
 
 
 def measure(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int,
-            instrument: bool = True) -> dict[str, dict[str, Any]]:  # fmt: skip
+            memory: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Time every callable ``repeats`` times, interleaved (a, b, a, b, ...), after ``warmup`` untimed calls each.
 
-    Returns per name: ``times`` (seconds per call), ``step_s`` (their median) and, with ``instrument``, the
-    FLOPs and peak memory of one call (the first warm-up call, or an extra one when ``warmup == 0``).
+    Returns per name: ``times`` (seconds per call) and ``step_s`` (their median); for the names in ``memory``
+    also ``peak_mem_bytes`` of one call (the first warm-up call, or an extra one when ``warmup == 0``).
     """
-    out: dict[str, dict[str, Any]] = {name: {"times": []} for name in fns}
+    out: dict[str, dict[str, Any]] = {name: {"times": [], "peak_mem_bytes": None} for name in fns}
     for name, fn in fns.items():
-        for w in range(max(warmup, 1 if instrument else 0)):
+        for w in range(max(warmup, 1 if name in memory else 0)):
             t0 = time.perf_counter()
-            if w == 0 and instrument:
-                out[name].update(instrumented_step(fn, device))
+            if w == 0 and name in memory:
+                out[name]["peak_mem_bytes"] = peak_memory(fn, device)
             else:
                 fn()
                 _sync(device)
             log.info("%s: warm-up step %d: %.3f s", name, w + 1, time.perf_counter() - t0)
+        release_memory()
     for r in range(repeats):
         for name, fn in fns.items():
             _sync(device)
@@ -266,6 +297,14 @@ def measure(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: in
     for rec in out.values():
         rec["step_s"] = statistics.median(rec["times"]) if rec["times"] else float("nan")
     return out
+
+
+def flops_per_step(make_step: Callable[[int], Callable[[], Any]], batch_size: int) -> int:
+    """FLOPs of one step at ``batch_size``: counted on a fresh ``make_step(FLOP_BATCH)``, scaled linearly."""
+    small = min(batch_size, FLOP_BATCH)
+    flops = count_flops(make_step(small))
+    release_memory()
+    return flops * batch_size // small
 
 
 def _load_average() -> float | None:
@@ -339,18 +378,29 @@ def bench_search_step(
     dev = torch.device(device)
 
     def run() -> dict:
+        from cellnas.bench.baseline import baseline_from
         from cellnas.supernet import SearchNetwork
 
+        def supernet() -> SearchNetwork:
+            return SearchNetwork(C=channels, num_classes=num_classes, layers=layers, in_channels=in_channels,
+                                 seed=seed).to(dev)  # fmt: skip
+
+        def data(n: int) -> Batch:
+            return synthetic_batches(n, size, in_channels, num_classes, seed, dev)
+
         load_before = _load_average()
-        model = SearchNetwork(C=channels, num_classes=num_classes, layers=layers, in_channels=in_channels,
-                              seed=seed).to(dev)  # fmt: skip
-        batch = synthetic_batches(batch_size, size, in_channels, num_classes, seed, dev)
+        flops = {"candidate": flops_per_step(lambda n: make_search_step(supernet(), data(n), order=order, hvp=hvp),
+                                             batch_size)}  # fmt: skip
+        if baseline:
+            flops["baseline"] = flops_per_step(lambda n: make_baseline_step(baseline_from(supernet()), data(n),
+                                                                            order=order), batch_size)  # fmt: skip
+        model, batch = supernet(), data(batch_size)
         fns = {"candidate": make_search_step(model, batch, order=order, hvp=hvp)}
         if baseline:
-            from cellnas.bench.baseline import baseline_from
-
             fns["baseline"] = make_baseline_step(baseline_from(model), batch, order=order)
-        res = measure(fns, dev, repeats, warmup)
+        res = measure(fns, dev, repeats, warmup, memory=tuple(fns))
+        for name, rec in res.items():
+            rec["flops_per_step"] = flops[name]
         cand = res["candidate"]
         out: dict[str, Any] = {
             "benchmark": "search-step",
@@ -384,7 +434,7 @@ def bench_search_step(
         out.update(describe(dev))
         out["load_average_1min"] = [load_before, _load_average()]
         out["maxrss_bytes"] = _maxrss_bytes()
-        out["peak_mem_method"] = "cuda max_memory_allocated" if dev.type == "cuda" else "torch.profiler CPU allocations"
+        out["peak_mem_method"] = "cuda max_memory_allocated" if dev.type == "cuda" else "resident set growth"
         return out
 
     return run_with_threads(threads, run)

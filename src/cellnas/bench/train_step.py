@@ -4,7 +4,8 @@ One step: forward of :class:`~cellnas.network.NetworkCIFAR` on a fixed synthetic
 ``aux_weight`` times the auxiliary head's loss when ``auxiliary``), backward, gradient clipping (global L2 norm 5)
 and an SGD step (lr 0.025, momentum 0.9, weight decay 3e-4), as in DARTS' ``train.py``. Drop-path is applied
 with ``drop_path_prob``. The same measurements as :mod:`cellnas.bench.search_step` are reported (median seconds
-after warm-up, images/s, FLOPs from ``FlopCounterMode``, peak memory of one step).
+after warm-up, images/s, FLOPs from ``FlopCounterMode`` counted at a small batch and scaled, peak memory of one
+step).
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cellnas.bench.search_step import _load_average, _maxrss_bytes, describe, measure, run_with_threads
+from cellnas.bench.search_step import (
+    FLOP_BATCH,
+    _load_average,
+    _maxrss_bytes,
+    describe,
+    flops_per_step,
+    measure,
+    run_with_threads,
+)
 
 __all__ = ["bench_train_step", "make_train_step"]
 
@@ -75,13 +84,21 @@ def bench_train_step(
 
     def run() -> dict:
         load_before = _load_average()
-        model = NetworkCIFAR(channels, num_classes, layers, auxiliary, geno, in_channels=in_channels,
-                             drop_path_prob=drop_path_prob, seed=seed).to(dev)  # fmt: skip
-        x, y, _, _ = synthetic_batches(batch_size, size, in_channels, num_classes, seed, dev)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
-        res = measure({"train": make_train_step(model, x, y)}, dev, repeats, warmup)["train"]
+        def network():
+            net = NetworkCIFAR(channels, num_classes, layers, auxiliary, geno, in_channels=in_channels,
+                               drop_path_prob=drop_path_prob, seed=seed).to(dev)  # fmt: skip
+            return net.to(memory_format=torch.channels_last) if channels_last else net
+
+        def step(n: int):
+            x, y, _, _ = synthetic_batches(n, size, in_channels, num_classes, seed, dev)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return make_train_step(model if n == batch_size else network(), x, y)
+
+        flops = flops_per_step(step, batch_size) if batch_size > FLOP_BATCH else None
+        model = network()
+        res = measure({"train": step(batch_size)}, dev, repeats, warmup, memory=("train",))["train"]
+        res["flops_per_step"] = flops if flops is not None else flops_per_step(step, batch_size)
         out: dict[str, Any] = {
             "benchmark": "train-step",
             "genotype": str(genotype),
