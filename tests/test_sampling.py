@@ -106,6 +106,9 @@ def test_sampling_is_seeded_and_independent_of_global_state():
     assert sample("primskip", 3, 12) != a
 
 
+BOTH = ("normal", "reduce")
+
+
 def _brute_force_distance(cell, allowed):
     """Minimum edits over every cell in a brute-force enumerated constraint set (by node)."""
     total = 0
@@ -140,12 +143,12 @@ def test_edit_distance_matches_brute_force_on_the_per_node_constraints():
     for g in genotypes:
         for c, (ops, fixed) in rules.items():
             expected = sum(_brute_force_distance(g.cell(n), allowed(ops, fixed)) for n in ("normal", "reduce"))
-            dist, nearest = edit_distance(g, c)
+            dist, nearest = edit_distance(g, c, residual="node2", cells=BOTH)
             assert dist == expected, (g, c)
-            assert satisfies(nearest, c)
-            assert satisfies(g, c) == (dist == 0)
+            assert satisfies(nearest, c, residual="node2")
+            assert satisfies(g, c, residual="node2") == (dist == 0)
             for reading in ("node2", "any"):
-                d_any = edit_distance(g, c, residual=reading)[0]
+                d_any = edit_distance(g, c, residual=reading, cells=BOTH)[0]
                 assert satisfies(g, c, residual=reading) == (d_any == 0)
             changed = sum(a != b for n in ("normal", "reduce") for a, b in zip(g.cell(n).pairs, nearest.cell(n).pairs))
             assert changed == dist
@@ -155,10 +158,11 @@ def test_darts_v2_edit_distances_computed_by_hand():
     g = get_genotype("DARTS_V2")
     # normal: node 2 s3,s3 -> skip,skip (2); node 4 skip(0) -> sep (1); node 5 skip(0), d3(2) -> sep (2)
     # reduce: node 2 mp,mp -> skip,skip (2); nodes 3, 4, 5: both edges are pools/skips -> sep (2 each)
-    assert edit_distance(g, "primskip")[0] == 13
-    assert edit_distance(g, "primskip", cells=("normal",))[0] == 5
-    assert edit_distance(g, "none")[0] == 0
-    assert edit_distance(g, "prim", cells=("normal",))[0] == 1  # dil_conv_3x3
+    assert edit_distance(g, "primskip", residual="node2", cells=BOTH)[0] == 13
+    assert edit_distance(g, "primskip", residual="node2", cells=("normal",))[0] == 5
+    assert edit_distance(g, "none", residual="node2", cells=BOTH)[0] == 0
+    assert edit_distance(g, "prim", residual="node2", cells=("normal",))[0] == 1  # dil_conv_3x3
+    assert edit_distance(g, "primskip")[0] == 1  # the default reading: Table 2
 
 
 def test_any_residual_reading_gives_the_table2_distances_on_normal_cells():
@@ -198,4 +202,9 @@ def test_sample_command_prints_writes_and_measures(tmp_path, capsys):
     assert [load_genotype(f) for f in files] == sample("skip", 3, 4)
     assert main(["sample", "--distance", "DARTS_V2", "--constraint", "primskip"]) == 0
     out = capsys.readouterr().out
-    assert "primskip" in out and ": 13" in out
+    assert "primskip" in out and ": 1\n" in out
+    argv = ["sample", "--distance", "DARTS_V2", "--constraint", "primskip"]
+    argv += ["--residual", "node2", "--cells", "normal,reduce"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "primskip" in out and ": 13\n" in out
