@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 
 from cellnas.counting import count_macs, count_params
@@ -13,15 +12,6 @@ from cellnas.network import NetworkCIFAR, NetworkImageNet
 from cellnas.ops import create_op
 from cellnas.supernet import SearchNetwork, SearchSpace
 from cellnas.zoo import get_genotype
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run fastest on one thread (and do not fight other processes for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_single_conv_macs_formula():

@@ -14,15 +14,6 @@ from cellnas.supernet import MixedOp, SearchNetwork, SearchSpace, derive, derive
 P = {name: i for i, name in enumerate(PRIMITIVES)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run fastest on one thread (and do not fight other processes for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # -- search space ----------------------------------------------------------------------------------------
 
 

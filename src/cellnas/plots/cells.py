@@ -93,8 +93,14 @@ def draw_genotype(genotype: Genotype, path: str | Path | None = None, title: str
     for ax, name in zip(axes, ("normal", "reduce")):
         cell = genotype.cell(name)
         draw_cell(ax, cell, f"{name} cell  (width {cell_width(cell):g}c, depth {cell_depth(cell)})")
+    return finish_figure(fig, path, title)
+
+
+def finish_figure(fig, path: str | Path | None, title: str | None = None, ax=None):
+    """The common end of a plot: ``title`` on ``ax`` (or as the figure's suptitle), tight layout, and
+    :func:`save_figure` when ``path`` is given. Returns the figure."""
     if title:
-        fig.suptitle(title)
+        (ax.set_title if ax is not None else fig.suptitle)(title)
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path)

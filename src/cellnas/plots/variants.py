@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from cellnas.analysis.topology import cell_depth, cell_width  # noqa: E402
 from cellnas.genotype import Cell  # noqa: E402
-from cellnas.plots.cells import draw_cell, save_figure  # noqa: E402
+from cellnas.plots.cells import draw_cell, finish_figure  # noqa: E402
 
 __all__ = ["plot_cell_grid"]
 
@@ -33,9 +33,4 @@ def plot_cell_grid(
         ax.set_axis_off()
     for ax, (name, cell) in zip(axes.flat, cells):
         draw_cell(ax, cell, f"{name}: width {cell_width(cell):g}c, depth {cell_depth(cell)}")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path, title)

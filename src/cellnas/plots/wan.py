@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cellnas.plots.cells import OP_COLOURS, save_figure  # noqa: E402
+from cellnas.plots.cells import OP_COLOURS, finish_figure  # noqa: E402
 
 __all__ = [
     "plot_distributions",
@@ -65,12 +65,7 @@ def plot_distributions(
         ax.legend(fontsize=8, loc="upper right")
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path, title, ax=ax)
 
 
 def plot_importance(
@@ -101,12 +96,7 @@ def plot_importance(
         ax.axhline(0, color="#666666", lw=0.8, zorder=1)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8, loc="upper left")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path, title)
 
 
 def _draw_motif(ax, graph, node_label: str, edge_label: str) -> None:
@@ -161,12 +151,7 @@ def plot_motifs(
         ax.set_title(f"#{i + 1}: support {m.support} ({100 * m.support_fraction:.0f} %){norm}", fontsize=9)
     if not motifs:
         axes.flat[0].text(0.5, 0.5, "no motif reaches the minimum support", ha="center", va="center")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path, title)
 
 
 def plot_reduce_ablation(
@@ -184,12 +169,7 @@ def plot_reduce_ablation(
     _boxes(ax, {n: [v for v in data[i] if np.isfinite(v)] for i, n in enumerate(names)}, _GROUP_COLOURS)
     ax.set_ylabel("test error (%)")
     ax.grid(axis="y", alpha=0.3)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path, title, ax=ax)
 
 
 def plot_disabling(
@@ -214,9 +194,4 @@ def plot_disabling(
     ax.set_ylabel("test error (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path, title, ax=ax)
