@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import cellnas.ops
 from cellnas.bench.baseline import BaselineCell, BaselineMixedOp, baseline_from
 from cellnas.bench.search_step import make_baseline_step, make_search_step, synthetic_batches
 from cellnas.genotype import PRIMITIVES
@@ -193,10 +194,13 @@ def test_exact_hessian_vector_product_goes_through_the_fast_depthwise_backward()
 
 
 @pytest.mark.parametrize("layout", [CL, torch.contiguous_format], ids=["channels_last", "nchw"])
-@pytest.mark.parametrize("size", [8, 7])
+@pytest.mark.parametrize("size", [8, 7, 4, 3, 2])  # below 5: taps that only read padding are dropped
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("k,dilation", [(3, 1), (5, 1), (3, 2), (5, 2), (7, 1)])
-def test_depthwise_conv2d_is_conv2d(k, dilation, stride, size, layout):
+@pytest.mark.parametrize("min_values", [0, None], ids=["re-expressed-5x5", "default"])
+def test_depthwise_conv2d_is_conv2d(k, dilation, stride, size, layout, min_values, monkeypatch):
+    if min_values is not None:  # the 5x5 weight gradients from 3x3 ones at every size, not only large maps
+        monkeypatch.setattr(cellnas.ops, "FAST_5X5_MIN_VALUES", min_values)
     pad = dilation * (k - 1) // 2
     for dtype in (torch.float64, torch.float32):
         x = torch.randn(3, 4, size, size, generator=gen(k), dtype=dtype).contiguous(memory_format=layout)
