@@ -114,3 +114,16 @@ def test_search_with_recording_then_the_wiring_study(tmp_path, capsys):
 def test_recording_refuses_second_order():
     with pytest.raises(CellnasError, match="--record-wiring needs --order 1"):
         search(record_wiring=True, order=2, epochs=1, progress=False)
+
+
+def test_all_normal_summary_does_not_report_an_unsearched_reduce_cell(tmp_path, capsys, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="cellnas")
+    argv = ["search", "--all-normal", "--channels", "4", "--layers", "2", "--batch-size", "16", "--epochs", "1",
+            "--steps-per-epoch", "1", "--no-progress", "--no-plots", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "reduce cell: not searched" in out and "normal cell: width" in out
+    epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1/1")]
+    assert epoch_lines and "reduce" not in epoch_lines[0]

@@ -178,7 +178,11 @@ def _summary(result, as_json: bool) -> None:
         return
     acc = f"{result.search_accuracy:.1%}" if result.search_accuracy is not None else "n/a"
     print(f"derived genotype: {to_darts_text(result.genotype)}")
+    all_normal = bool(result.config is not None and result.config.all_normal)
     for name in ("normal", "reduce"):
+        if name == "reduce" and all_normal:
+            print("  reduce cell: not searched (--all-normal: every cell of the supernet is a normal cell)")
+            continue
         print(f"  {name:<6} cell: width {topo[name]['width']:g}c, depth {topo[name]['depth']}")
     print(f"supernet accuracy on the search split: {acc}   ({len(result.metrics)} epochs, {result.seconds:.0f} s)")
     print(f"retrain it: cellnas train {result.run_dir}")

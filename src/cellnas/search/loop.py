@@ -322,7 +322,7 @@ class _Search:
                 "epoch %d/%d  lr %.4g  train %.3f/%.3f  search %.3f/%.3f%s  %s",
                 self.epoch + 1, cfg.epochs, lr, record["train_loss"], record["train_acc"], record["search_loss"],
                 record["search_acc"], f"  valid acc {record['valid_acc']:.3f}" if "valid_acc" in record else "",
-                genotype_summary(genotype),
+                genotype_summary(genotype, cfg.all_normal),
             )  # fmt: skip
             append_metrics(self.run_dir, record)
             self.epoch += 1
@@ -336,11 +336,14 @@ class _Search:
             bar.close()
 
 
-def genotype_summary(g: Genotype) -> str:
+def genotype_summary(g: Genotype, all_normal: bool = False) -> str:
+    """``normal 2c/d4, reduce 2.5c/d3``: width and depth (SPEC 3.1); no reduce cell when none is searched."""
     from cellnas.analysis.topology import topology
 
     t = topology(g)
     n, r = t["normal"], t["reduce"]
+    if all_normal:
+        return f"normal {n['width']:g}c/d{n['depth']}"
     return f"normal {n['width']:g}c/d{n['depth']}, reduce {r['width']:g}c/d{r['depth']}"
 
 
