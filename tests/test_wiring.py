@@ -127,3 +127,16 @@ def test_all_normal_summary_does_not_report_an_unsearched_reduce_cell(tmp_path, 
     assert "reduce cell: not searched" in out and "normal cell: width" in out
     epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1/1")]
     assert epoch_lines and "reduce" not in epoch_lines[0]
+
+
+def test_the_default_margin_ignores_the_chance_lead_of_the_initialisation():
+    from cellnas.analysis.wiring import DEFAULT_MARGIN, selected_mask
+
+    ops = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
+           "dil_conv_3x3", "dil_conv_5x5"]  # fmt: skip
+    alphas = 1e-3 * np.random.default_rng(0).standard_normal((1, 14, 8))  # DARTS' initialisation
+    p = np.exp(alphas) / np.exp(alphas).sum(-1, keepdims=True)
+    assert selected_mask(p, ops, 0.0).sum() >= 10  # the best of 7 beats `none` on most edges by chance
+    assert selected_mask(p, ops, DEFAULT_MARGIN).sum() == 0
+    p[0, 3] = [0.10] + [0.9 / 7] * 7  # `none` clearly behind on edge 3
+    assert selected_mask(p, ops, DEFAULT_MARGIN)[0].tolist() == [e == 3 for e in range(14)]

@@ -5,8 +5,8 @@ per epoch and, with ``--record-wiring``, the cost statistics) and extracts the t
 of the paper:
 
 1. *growing rather than pruning*: an edge is **selected** at a time t when its strongest
-   non-``none`` op has a larger softmax(α) than ``none``; the number of selected edges over
-   time grows from zero when ``none`` starts on top;
+   non-``none`` op has a larger softmax(α) than ``none`` by more than ``margin``; the number of
+   selected edges over time grows from zero when ``none`` starts on top;
 2. *width preference*: the order in which edges are first selected (edges fed by the input
    nodes first?) and the derived cell's width/depth over epochs;
 3. *no edge selected in bi-level search*: the count stays at zero.
@@ -14,6 +14,14 @@ of the paper:
 The cost view: SPEC 4's C_ij^k means per op, early vs late in training (the paper's Fig. 4 form).
 Under the softmax relaxation dL/dα^k = p^k (C^k - Σ_m p^m C^m), so an op gains weight exactly
 when its cost is below the p-weighted mean cost of its edge; C(none) = 0.
+
+**The selection margin** (the paper's exact rule is unknown, SPEC 4). With the DARTS
+initialisation (α = 1e-3 · N(0, 1)) every op starts at softmax ≈ 1/|ops|, and the largest of
+seven near-equal values beats the eighth (``none``) on most edges by chance alone: with a zero
+margin nearly every edge counts as "selected from the start". The default ``margin = 0.001``
+(in softmax probability; 0.8 % of 1/8) lies well above that initial spread (about 1e-4) and
+below the gaps that searches open (0.002-0.01 after 20 digits epochs). ``--margin 0`` gives the
+plain comparison.
 """
 
 from __future__ import annotations
@@ -25,25 +33,34 @@ import numpy as np
 
 from cellnas.errors import RunError
 
-__all__ = ["selection_times", "wiring_summary", "load_run"]
+__all__ = ["DEFAULT_MARGIN", "selected_mask", "selection_times", "wiring_summary", "load_run"]
+
+#: softmax(α) by which an edge's strongest op must beat ``none`` to count as selected (module docstring)
+DEFAULT_MARGIN = 0.001
 
 
 def _edges(n_nodes: int) -> list[tuple[int, int]]:
     return [(i, j) for j in range(2, n_nodes + 2) for i in range(j)]
 
 
-def selection_times(history: np.ndarray, times: np.ndarray, ops) -> list[float | None]:
-    """Per edge, the first time its strongest non-``none`` op overtakes ``none`` (None: never).
+def selected_mask(history: np.ndarray, ops, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """(T, edges) booleans: the strongest non-``none`` op beats ``none`` by more than ``margin``.
 
     ``history``: softmax(α) over time, shape (T, edges, ops). With no ``none`` op every edge is
-    selected from the start.
+    selected at every time.
     """
     ops = list(ops)
     if "none" not in ops:
-        return [float(times[0])] * history.shape[1]
+        return np.ones(history.shape[:2], bool)
     k_none = ops.index("none")
     others = [k for k in range(len(ops)) if k != k_none]
-    selected = history[:, :, others].max(-1) > history[:, :, k_none]  # (T, E)
+    return history[:, :, others].max(-1) - history[:, :, k_none] > margin
+
+
+def selection_times(history: np.ndarray, times: np.ndarray, ops, margin: float = DEFAULT_MARGIN) -> list[float | None]:
+    """Per edge, the first time its strongest non-``none`` op overtakes ``none`` by more than ``margin``
+    (None: never). With no ``none`` op every edge is selected from the start."""
+    selected = selected_mask(history, ops, margin)
     out = []
     for e in range(history.shape[1]):
         hits = np.flatnonzero(selected[:, e])
@@ -66,8 +83,8 @@ def load_run(run_dir: str | Path) -> dict:
     return {"dir": run_dir, "history": hist, "config": config, "metrics": metrics}
 
 
-def wiring_summary(run: dict) -> dict:
-    """The JSON summary of ``cellnas analyze wiring`` for one run."""
+def wiring_summary(run: dict, margin: float = DEFAULT_MARGIN) -> dict:
+    """The JSON summary of ``cellnas analyze wiring`` for one run (``margin``: see the module docstring)."""
     hist, cfg, metrics = run["history"], run["config"], run["metrics"]
     ops = [str(o) for o in hist["ops"]]
     n_nodes = int(cfg["nodes"])
@@ -79,18 +96,15 @@ def wiring_summary(run: dict) -> dict:
         "mode": cfg.get("mode", "bilevel"),
         "order": cfg.get("order", 1),
         "ops": ops,
+        "margin": margin,
         "times": times.tolist(),
         "cells": {},
     }
     for c in cell_types:
         h = hist[c]
-        sel = selection_times(h, times, ops)
+        sel = selection_times(h, times, ops, margin)
         k_none = ops.index("none") if "none" in ops else None
-        count = [
-            int(((np.delete(h[t], k_none, axis=-1).max(-1) > h[t][:, k_none]) if k_none is not None
-                 else np.ones(len(edges), bool)).sum())
-            for t in range(h.shape[0])
-        ]  # fmt: skip
+        count = [int(n) for n in selected_mask(h, ops, margin).sum(1)]
         # edges above `none` already at the first record were not grown: listed apart
         order = sorted((t, e) for e, t in enumerate(sel) if t is not None and t > times[0])
         out["cells"][c] = {

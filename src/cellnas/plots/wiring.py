@@ -40,7 +40,8 @@ def plot_edges(run: dict, summary: dict, cell: str, path: Path) -> Path:
         axes[e // cols][e % cols].set_axis_off()
     h, lab = axes[0][0].get_legend_handles_labels()
     fig.legend(h, lab, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.suptitle(f"{cell} cell: `none` vs the strongest op per edge (green: first selected)", fontsize=10)
+    fig.suptitle(f"{cell} cell: `none` vs the strongest op per edge (green: first selected, lead > "
+                 f"{summary.get('margin', 0):g})", fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
     return save_figure(fig, path)
 

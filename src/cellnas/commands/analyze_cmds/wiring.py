@@ -33,19 +33,25 @@ def register(sub, formatter) -> None:
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="search run directories (one or two)")
     p.add_argument("--out", default=None, help="output directory (default: RUN_DIR/wiring)")
+    p.add_argument("--margin", type=float, default=0.001,
+                   help="an edge is selected when its strongest op beats `none` by more than this softmax "
+                        "probability (0: any lead; the default clears the chance lead of the initialisation)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from cellnas.analysis.wiring import load_run, wiring_summary
+    from cellnas.errors import CellnasError
     from cellnas.plots.wiring import plot_costs, plot_edges, plot_growth
     from cellnas.runs import atomic_write_json
 
     runs = [load_run(r) for r in args.runs]
     out = Path(args.out) if args.out else runs[0]["dir"] / "wiring"
     out.mkdir(parents=True, exist_ok=True)
-    pairs = [(r, wiring_summary(r)) for r in runs]
+    if args.margin < 0:
+        raise CellnasError(f"--margin must be >= 0, got {args.margin}")
+    pairs = [(r, wiring_summary(r, args.margin)) for r in runs]
     written = []
     for r, s in pairs:
         suffix = "" if len(pairs) == 1 else f"_{r['dir'].name}"
