@@ -133,6 +133,9 @@ def test_proxy_evaluator_trains_in_two_workers_and_leaves_no_run_directory(tmp_p
     ev = create_evaluator("proxy", protocol="digits-tiny", epochs=1, channels=4, steps_per_epoch=2,
                           eval_batch_size=512, device="cpu")  # fmt: skip
     assert ev.protocol == "proxy:digits-tiny[channels=4,epochs=1,eval_batch_size=512,steps_per_epoch=2]"
+    assert ev.train_overrides["plots"] is False  # no curves.png for a run directory that is deleted
+    kept = create_evaluator("proxy", protocol="digits-tiny", keep_runs=tmp_path / "runs")
+    assert kept.train_overrides["plots"] is True and kept.protocol == "proxy:digits-tiny"
     archive = Archive(tmp_path / "a.sqlite")
     gs = [get_genotype("DARTS_V2"), sample("primskip", 1, seed=0)[0]]
     report = evaluate_batch(ev, gs, archive=archive, workers=2)

@@ -62,6 +62,14 @@ def test_train_darts_cifar10_preset_end_to_end(cifar_run, capsys):
     assert record["steps"] == 3 and 0.0 <= record["test_acc"] <= 1.0
 
 
+def test_no_plots_skips_the_curves_and_is_recorded(tmp_path):
+    for flag, drawn in (([], True), (["--no-plots"], False)):
+        out = tmp_path / f"run{len(flag)}"
+        assert main(["train", "DARTS_V2", *DIGITS, "--epochs", "1", *flag, "--out", str(out)]) == 0
+        assert (out / "curves.png").is_file() == drawn
+        assert json.loads((out / "config.json").read_text())["plots"] is drawn
+
+
 def test_summary_is_printed_last_with_the_run_directory(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "DARTS_V2", *DIGITS, "--epochs", "1", "--out", str(out)]) == 0

@@ -61,6 +61,7 @@ CONFIG_FLAGS: dict[str, tuple[tuple[str, ...], dict]] = {
     "checkpoint_every": (("--checkpoint-every",), dict(type=int, metavar="N", help="also checkpoint every N steps "
                                                                                     "within an epoch (0 = off)")),
     "progress": (("--no-progress",), dict(action="store_false", help="no progress bar")),
+    "plots": (("--no-plots",), dict(action="store_false", help="do not draw curves.png at the end")),
 }  # fmt: skip
 
 

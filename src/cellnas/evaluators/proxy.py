@@ -48,7 +48,7 @@ PROTOCOLS: dict[str, dict] = {
 }
 
 #: Overrides that do not change the numbers, so they stay out of the protocol name.
-_NEUTRAL = {"device", "progress", "data_dir", "download", "checkpoint_every", "compile"}
+_NEUTRAL = {"device", "progress", "plots", "data_dir", "download", "checkpoint_every", "compile"}
 
 
 class ProxyEvaluator(Evaluator):
@@ -69,7 +69,8 @@ class ProxyEvaluator(Evaluator):
         self.keep_runs = None if keep_runs is None else Path(keep_runs)
         spec = dict(PROTOCOLS[protocol])
         self.preset = spec.pop("preset")
-        self.train_overrides = {**spec, **self.overrides, "progress": False}
+        # no curves.png (a quarter of a digits-tiny evaluation) unless the run directories are kept
+        self.train_overrides = {"plots": keep_runs is not None, **spec, **self.overrides, "progress": False}
         changed = {k: v for k, v in sorted(self.overrides.items()) if k not in _NEUTRAL and spec.get(k) != v}
         suffix = "[" + ",".join(f"{k}={v}" for k, v in changed.items()) + "]" if changed else ""
         self.protocol = f"proxy:{protocol}{suffix}"

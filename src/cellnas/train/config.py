@@ -79,6 +79,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     checkpoint_every: int = 0
     progress: bool = True
+    plots: bool = True
     preset: str | None = None
     extra: dict = field(default_factory=dict)
 

@@ -445,6 +445,8 @@ def _finish(job: _Training, seconds: float) -> TrainResult:
     meta["end_time"] = now_iso()
     meta["train_seconds"] = job.elapsed
     atomic_write_json(meta_path, meta)
+    if not job.cfg.plots:
+        return result
     try:
         from cellnas.plots.train import plot_train_run
 
