@@ -217,6 +217,14 @@ def test_depthwise_conv2d_is_conv2d(k, dilation, stride, size, layout, min_value
         assert_close(gw, gw_ref, dtype, "weight-only gradient")
 
 
+def test_depthwise_conv2d_takes_an_empty_batch():
+    w = torch.randn(4, 1, 5, 5, requires_grad=True)
+    y = depthwise_conv2d(torch.zeros(0, 4, 8, 8).contiguous(memory_format=CL), w, 1, 2, 1)
+    assert y.shape == (0, 4, 8, 8)
+    (gw,) = torch.autograd.grad(y.sum(), [w])
+    assert torch.equal(gw, torch.zeros_like(w))
+
+
 @pytest.mark.parametrize("size", [8, 7])
 def test_layout_keeping_helpers_are_the_plain_ops(size):
     x = torch.randn(2, 3, size, size, generator=gen(0), dtype=torch.float64).contiguous(memory_format=CL)

@@ -164,3 +164,10 @@ def test_every_config_value_has_a_flag():
     args = sub.parse_args(["G", "--no-auxiliary", "--mixup", "0.2", "--drop-path", "0.1", "--auxiliary-weight", "1"])
     assert (args.auxiliary, args.mixup, args.drop_path, args.auxiliary_weight) == (False, 0.2, 0.1, 1.0)
     assert not hasattr(args, "epochs")  # flags not given leave the preset's values
+
+
+def test_plots_can_be_switched_off_on_resume(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "DARTS_V2", *DIGITS, "--epochs", "1", "--out", str(out)]) == 0
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--no-plots", "--no-progress"]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2

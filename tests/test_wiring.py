@@ -140,3 +140,11 @@ def test_the_default_margin_ignores_the_chance_lead_of_the_initialisation():
     assert selected_mask(p, ops, DEFAULT_MARGIN).sum() == 0
     p[0, 3] = [0.10] + [0.9 / 7] * 7  # `none` clearly behind on edge 3
     assert selected_mask(p, ops, DEFAULT_MARGIN)[0].tolist() == [e == 3 for e in range(14)]
+
+
+def test_a_bad_margin_is_refused_before_anything_is_written(tmp_path, capsys):
+    for bad in ("-0.1", "nan"):
+        argv = ["analyze", "wiring", str(tmp_path / "missing"), "--margin", bad, "--out", str(tmp_path / "o")]
+        assert main(argv) == 2
+        assert "--margin must be a number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

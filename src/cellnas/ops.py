@@ -20,6 +20,7 @@ samples the padded pixel).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -166,7 +167,7 @@ def _weight_grad_5x5_polyphase(grad: torch.Tensor, x: torch.Tensor, weight: torc
 
 
 def _undilated_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
-    if weight.shape[-1] == 5 and padding == 2 and FAST_DEPTHWISE_5X5 and x[0].numel() >= FAST_5X5_MIN_VALUES:
+    if weight.shape[-1] == 5 and padding == 2 and FAST_DEPTHWISE_5X5 and math.prod(x.shape[1:]) >= FAST_5X5_MIN_VALUES:
         # measured on a 2-core AMD EPYC (oneDNN 3.12): the polyphase form wins at 16 channels, the four
         # shifted windows from 32 channels on (both beat oneDNN's 5x5 weight gradient)
         if x.shape[1] <= 16 and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
@@ -293,7 +294,9 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, pad
     """``F.conv2d(x, weight, None, stride, padding, dilation, groups=C)`` for a (C, 1, k, k) kernel.
 
     The same function, computed with faster CPU gradients when the padding is 'same' (``dilation * (k-1) / 2``,
-    k odd); other cases, and CUDA, call ``F.conv2d`` as is.
+    k odd); other cases, and CUDA, call ``F.conv2d`` as is. On any device, a stride-1 'same' conv on a map
+    smaller than the kernel's reach drops the taps that only read padding (:func:`_reachable_taps`; this also
+    happens with ``FAST_DEPTHWISE = False``).
     """
     C, k = weight.shape[0], weight.shape[-1]
     plain = (

@@ -96,6 +96,9 @@ def init_worker(log_level: int = logging.WARNING) -> None:
     os.environ["MKL_NUM_THREADS"] = "1"
     logging.basicConfig(level=log_level, format="%(message)s")
     logging.getLogger("cellnas").setLevel(log_level)
+    from cellnas.cpu import keep_freed_memory
+
+    keep_freed_memory()  # as the CLI does in its own process: trainings reuse freed activation memory
     torch = sys.modules.get("torch")  # imported already (forkserver preload): set it directly
     if torch is not None:
         torch.set_num_threads(1)

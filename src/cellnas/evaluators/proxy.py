@@ -14,11 +14,12 @@ the working directory), or, with ``keep_runs=DIR``, to ``DIR/<hash>-s<seed>`` fo
 Protocols (each a train preset plus overrides):
 
 * ``digits-tiny``: the embedded 8x8 digits, C=8, 3 cells, 3 epochs, no auxiliary head, no drop-path:
-  about 6.5 s of CPU per architecture (one thread). **A plumbing protocol, not a ranking signal**: measured on
-  40 random cells trained with seeds 0 and 1, the two seeds' errors rank the cells with Kendall tau -0.21
-  (mean |difference| 2.2 %, spread between cells 1.4 %), so a surrogate fitted on it predicts nothing
-  (held-out tau 0.03 on 300 cells). With ``epochs=8`` (``--set epochs=8``, about 17 s of CPU) the seed-to-seed
-  tau was 0.41 on 12 cells. Far too short, either way, to say anything about CIFAR.
+  about 5 s of CPU per architecture (one thread; 4.9 s measured, 6.5 s while it still drew curves.png).
+  **A plumbing protocol, not a ranking signal**: measured on 40 random cells trained with seeds 0 and 1, the two
+  seeds' errors rank the cells with Kendall tau -0.21 (mean |difference| 2.2 %, spread between cells 1.4 %), so
+  a surrogate fitted on it predicts nothing (held-out tau 0.03 on 300 cells). With ``epochs=8`` (``--set
+  epochs=8``, about 17 s of CPU) the seed-to-seed tau was 0.41 on 12 cells. Far too short, either way, to say
+  anything about CIFAR.
 * ``digits-short``: digits, C=16, 5 cells, 8 epochs, no auxiliary head, no drop-path (about a minute on CPU).
 * ``nb301-short``: the NAS-Bench-301 pipeline (``nb301-proxy`` preset: CIFAR-10, 8 cells, C=32, batch 96,
   cosine to 1e-8, cutout, auxiliary, drop-path 0.2, mixup 0.2; SPEC 5.6, 6) cut from 100 to 10 epochs.

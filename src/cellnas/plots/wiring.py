@@ -57,7 +57,8 @@ def plot_growth(runs: list[tuple[dict, dict]], path: Path) -> Path:
             epochs = np.arange(1, len(info["derived_width"]) + 1)
             ax_w.plot(epochs, info["derived_width"], ls, marker="o", ms=2, label=f"{label}, {cell}")
             ax_d.plot(epochs, info["derived_depth"], ls, marker="o", ms=2, label=f"{label}, {cell}")
-    ax_n.set(xlabel="epoch", ylabel="edges with an op above `none`", title="grow or prune?")
+    ax_n.set(xlabel="epoch", ylabel=f"edges whose best op leads `none` by > {runs[0][1].get('margin', 0):g}",
+             title="grow or prune?")
     ax_w.set(xlabel="epoch", ylabel="width (units of c)", title="derived cell width")
     ax_d.set(xlabel="epoch", ylabel="depth", title="derived cell depth")
     for ax in (ax_n, ax_w, ax_d):

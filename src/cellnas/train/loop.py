@@ -69,7 +69,7 @@ CHECKPOINT_VERSION = 1
 CHECKPOINT_KIND = "train"
 
 #: Config values that may change when a run is resumed (the rest come from its checkpoint).
-RESUME_OVERRIDES = ("epochs", "device", "progress", "data_dir", "checkpoint_every", "download")
+RESUME_OVERRIDES = ("epochs", "device", "progress", "plots", "data_dir", "checkpoint_every", "download")
 
 
 class TrainInterrupted(RunError):

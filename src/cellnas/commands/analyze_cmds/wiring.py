@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
+
+from cellnas.analysis.wiring import DEFAULT_MARGIN
 
 
 def register(sub, formatter) -> None:
@@ -15,7 +18,8 @@ def register(sub, formatter) -> None:
             "Wiring evolution of a differentiable search (Xie et al., AISTATS 2021).\n\n"
             "Reads a search run directory and writes, into --out (default: RUN_DIR/wiring/):\n"
             "  wiring_edges_<cell>.png  per edge, softmax(α) of `none` vs the strongest other op, and the\n"
-            "                           time the edge is first selected (its best op overtakes `none`);\n"
+            "                           time the edge is first selected (its best op leads `none` by more\n"
+            "                           than --margin);\n"
             "  wiring_growth.png        edges selected over time (grow vs prune) and the derived cell's\n"
             "                           width/depth per epoch; with two runs (e.g. bilevel and single-level)\n"
             "                           both are drawn side by side;\n"
@@ -33,7 +37,7 @@ def register(sub, formatter) -> None:
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="search run directories (one or two)")
     p.add_argument("--out", default=None, help="output directory (default: RUN_DIR/wiring)")
-    p.add_argument("--margin", type=float, default=0.001,
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                    help="an edge is selected when its strongest op beats `none` by more than this softmax "
                         "probability (0: any lead; the default clears the chance lead of the initialisation)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -46,11 +50,11 @@ def run(args) -> int:
     from cellnas.plots.wiring import plot_costs, plot_edges, plot_growth
     from cellnas.runs import atomic_write_json
 
+    if not (math.isfinite(args.margin) and args.margin >= 0):
+        raise CellnasError(f"--margin must be a number >= 0, got {args.margin}")
     runs = [load_run(r) for r in args.runs]
     out = Path(args.out) if args.out else runs[0]["dir"] / "wiring"
     out.mkdir(parents=True, exist_ok=True)
-    if args.margin < 0:
-        raise CellnasError(f"--margin must be >= 0, got {args.margin}")
     pairs = [(r, wiring_summary(r, args.margin)) for r in runs]
     written = []
     for r, s in pairs:
