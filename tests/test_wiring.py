@@ -121,10 +121,12 @@ def test_all_normal_summary_does_not_report_an_unsearched_reduce_cell(tmp_path, 
 
     caplog.set_level(logging.INFO, logger="cellnas")
     argv = ["search", "--all-normal", "--channels", "4", "--layers", "2", "--batch-size", "16", "--epochs", "1",
-            "--steps-per-epoch", "1", "--no-progress", "--no-plots", "--out", str(tmp_path / "run")]  # fmt: skip
+            "--steps-per-epoch", "1", "--no-progress", "--out", str(tmp_path / "run")]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "reduce cell: not searched" in out and "normal cell: width" in out
+    assert (tmp_path / "run" / "cell.png").is_file()
+    assert {p.name for p in (tmp_path / "run").glob("alpha*reduce*.png")} == set()  # nothing drawn for it
     epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1/1")]
     assert epoch_lines and "reduce" not in epoch_lines[0]
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from cellnas.errors import GenotypeError
 
 __all__ = [
+    "searched_cell_types",
     "PRIMITIVES",
     "EXTRA_PRIMITIVES",
     "known_ops",
@@ -50,6 +51,12 @@ PRIMITIVES: tuple[str, ...] = (
 EXTRA_PRIMITIVES: tuple[str, ...] = ("sep_conv_7x7", "conv_7x1_1x7")
 
 CELL_TYPES: tuple[str, ...] = ("normal", "reduce")
+
+
+def searched_cell_types(all_normal: bool) -> tuple[str, ...]:
+    """The cell types a search actually learns: only ``normal`` in an all-normal supernet (Xie et al.'s
+    analysis set-up, SPEC 4), whose ``reduce`` cell is derived from untouched α and means nothing."""
+    return CELL_TYPES[:1] if all_normal else CELL_TYPES
 
 _OP_NAMES: set[str] = set(PRIMITIVES) | set(EXTRA_PRIMITIVES)
 

@@ -299,19 +299,18 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, pad
     happens with ``FAST_DEPTHWISE = False``).
     """
     C, k = weight.shape[0], weight.shape[-1]
-    plain = (
-        not FAST_DEPTHWISE
-        or x.device.type != "cpu"
-        or weight.shape[-2] != k
-        or k % 2 == 0
-        or padding != dilation * (k - 1) // 2
-        or stride not in (1, 2)
-        or (dilation == 1 and stride == 2)
-    )
-    if stride == 1 and k % 2 and weight.shape[-2] == k and padding == dilation * (k - 1) // 2:
+    same = weight.shape[-2] == k and k % 2 == 1 and padding == dilation * (k - 1) // 2
+    if same and stride == 1:
         cropped = _reachable_taps(x, weight, dilation)
         if cropped is not None:
             return cropped
+    plain = (
+        not FAST_DEPTHWISE
+        or x.device.type != "cpu"
+        or not same
+        or stride not in (1, 2)
+        or (dilation == 1 and stride == 2)
+    )
     if plain:
         return F.conv2d(x, weight, None, stride, padding, dilation, C)
     if stride == 2:

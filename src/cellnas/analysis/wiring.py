@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from cellnas.errors import RunError
+from cellnas.genotype import searched_cell_types
 
 __all__ = ["DEFAULT_MARGIN", "selected_mask", "selection_times", "wiring_summary", "load_run"]
 
@@ -90,7 +91,7 @@ def wiring_summary(run: dict, margin: float = DEFAULT_MARGIN) -> dict:
     n_nodes = int(cfg["nodes"])
     times = hist["epoch"]
     edges = _edges(n_nodes)
-    cell_types = ("normal",) if cfg.get("all_normal") else ("normal", "reduce")
+    cell_types = searched_cell_types(bool(cfg.get("all_normal")))
     out: dict = {
         "run": str(run["dir"]),
         "mode": cfg.get("mode", "bilevel"),

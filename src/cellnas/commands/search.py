@@ -160,6 +160,7 @@ def _check_ops(ops) -> None:
 def _summary(result, as_json: bool) -> None:
     from cellnas.analysis.topology import topology
     from cellnas.formats import to_darts_text
+    from cellnas.genotype import CELL_TYPES, searched_cell_types
 
     topo = topology(result.genotype)
     last = result.metrics[-1] if result.metrics else {}
@@ -178,10 +179,10 @@ def _summary(result, as_json: bool) -> None:
         return
     acc = f"{result.search_accuracy:.1%}" if result.search_accuracy is not None else "n/a"
     print(f"derived genotype: {to_darts_text(result.genotype)}")
-    all_normal = bool(result.config is not None and result.config.all_normal)
-    for name in ("normal", "reduce"):
-        if name == "reduce" and all_normal:
-            print("  reduce cell: not searched (--all-normal: every cell of the supernet is a normal cell)")
+    searched = searched_cell_types(bool(result.config is not None and result.config.all_normal))
+    for name in CELL_TYPES:
+        if name not in searched:
+            print(f"  {name} cell: not searched (--all-normal: every cell of the supernet is a normal cell)")
             continue
         print(f"  {name:<6} cell: width {topo[name]['width']:g}c, depth {topo[name]['depth']}")
     print(f"supernet accuracy on the search split: {acc}   ({len(result.metrics)} epochs, {result.seconds:.0f} s)")

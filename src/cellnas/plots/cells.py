@@ -7,6 +7,7 @@ its op and coloured by op family.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
-from cellnas.genotype import Cell, Genotype  # noqa: E402
+from cellnas.genotype import CELL_TYPES, Cell, Genotype  # noqa: E402
 
 __all__ = ["draw_cell", "draw_genotype", "OP_COLOURS"]
 
@@ -85,12 +86,14 @@ def draw_cell(ax, cell: Cell, title: str | None = None) -> None:
         ax.set_title(title, fontsize=10)
 
 
-def draw_genotype(genotype: Genotype, path: str | Path | None = None, title: str | None = None):
-    """Normal and reduction cells side by side; saved to ``path`` (png/svg/pdf) if given. Returns the figure."""
+def draw_genotype(genotype: Genotype, path: str | Path | None = None, title: str | None = None,
+                  cell_types: Sequence[str] = CELL_TYPES):  # fmt: skip
+    """The cells (normal and reduction by default) side by side; saved to ``path`` (png/svg/pdf) if given.
+    Returns the figure."""
     from cellnas.analysis.topology import cell_depth, cell_width
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
-    for ax, name in zip(axes, ("normal", "reduce")):
+    fig, axes = plt.subplots(1, len(cell_types), figsize=(7 * len(cell_types), 5.5), squeeze=False)
+    for ax, name in zip(axes[0], cell_types):
         cell = genotype.cell(name)
         draw_cell(ax, cell, f"{name} cell  (width {cell_width(cell):g}c, depth {cell_depth(cell)})")
     return finish_figure(fig, path, title)

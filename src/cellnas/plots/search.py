@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cellnas.genotype import searched_cell_types  # noqa: E402
 from cellnas.plots.cells import OP_COLOURS, draw_genotype, save_figure  # noqa: E402
 
 __all__ = ["plot_search_run", "edge_labels", "plot_alpha_heatmap", "plot_alpha_evolution", "plot_curves"]
@@ -88,12 +89,12 @@ def plot_search_run(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     cfg = json.loads((run_dir / "config.json").read_text())
     n_nodes = int(cfg["nodes"])
-    written = [save_figure(draw_genotype(load_genotype(str(run_dir)), title=f"derived cells: {run_dir.name}"),
-                           run_dir / "cell.png")]  # fmt: skip
+    cell_types = searched_cell_types(bool(cfg.get("all_normal")))
+    figure = draw_genotype(load_genotype(str(run_dir)), title=f"derived cells: {run_dir.name}", cell_types=cell_types)
+    written = [save_figure(figure, run_dir / "cell.png")]
     alphas = np.load(run_dir / "alphas.npz")
     ops = [str(o) for o in alphas["ops"]]
     hist = np.load(run_dir / "alphas_history.npz")
-    cell_types = ("normal",) if cfg.get("all_normal") else ("normal", "reduce")
     for name in cell_types:
         logits = alphas[name]
         probs = np.exp(logits - logits.max(1, keepdims=True))

@@ -337,14 +337,12 @@ class _Search:
 
 
 def genotype_summary(g: Genotype, all_normal: bool = False) -> str:
-    """``normal 2c/d4, reduce 2.5c/d3``: width and depth (SPEC 3.1); no reduce cell when none is searched."""
+    """``normal 2c/d4, reduce 2.5c/d3``: width and depth (SPEC 3.1) of the cell types that were searched."""
     from cellnas.analysis.topology import topology
+    from cellnas.genotype import searched_cell_types
 
     t = topology(g)
-    n, r = t["normal"], t["reduce"]
-    if all_normal:
-        return f"normal {n['width']:g}c/d{n['depth']}"
-    return f"normal {n['width']:g}c/d{n['depth']}, reduce {r['width']:g}c/d{r['depth']}"
+    return ", ".join(f"{c} {t[c]['width']:g}c/d{t[c]['depth']}" for c in searched_cell_types(all_normal))
 
 
 def _progress(cfg: SearchConfig, total: int, initial: int):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cellnas.errors import CellnasError
-from cellnas.genotype import Genotype
+from cellnas.genotype import Genotype, searched_cell_types
 
 __all__ = ["ControlledSupernet", "CostRecorder", "parse_edge"]
 
@@ -143,7 +143,7 @@ class CostRecorder:
         self.phase: str | None = None
         space = model.space
         self.shape = (space.n_edges, space.n_ops)
-        self.cell_types = ("normal",) if model.all_normal else ("normal", "reduce")
+        self.cell_types = searched_cell_types(model.all_normal)
         self.reset_epoch()
         self.history: list[dict] = []
 
