@@ -7,6 +7,7 @@ import json
 import pytest
 
 from cellnas.cli import main
+from cellnas.commands.bench import print_search_step
 
 TINY = ["--channels", "4", "--layers", "3", "--size", "8", "--batch", "4", "--repeats", "1", "--threads", "1"]
 
@@ -39,6 +40,19 @@ def test_search_step_second_order_with_baseline_reports_speedup(capsys):
     assert r["baseline_peak_mem_bytes"] is None or r["baseline_peak_mem_bytes"] > 0
     assert r["speedup"] == pytest.approx(r["baseline_step_s"] / r["step_s"])
     assert len(r["baseline_step_s_all"]) == 1
+
+
+def test_search_step_baseline_in_separate_processes(capsys):
+    r = run_json(capsys, ["bench", "search-step", "--json", "--baseline", "--schedule", "processes", "--warmup", "0",
+                          *TINY])  # fmt: skip
+    assert r["schedule"] == "processes" and r["speedup_paired"] is None
+    # candidate, baseline, candidate: the candidate's figures pool its two fresh-process runs
+    assert len(r["step_s_all"]) == 2 and len(r["baseline_step_s_all"]) == 1
+    assert r["speedup"] == pytest.approx(r["baseline_step_s"] / r["step_s"])
+    assert r["flops_per_step"] > 0 and r["baseline_flops_per_step"] > 0
+    assert r["maxrss_bytes"] > 0 and r["baseline_maxrss_bytes"] > 0
+    print_search_step(r)
+    assert "(ratio of medians; processes)" in capsys.readouterr().out
 
 
 def test_train_step_json_and_text(capsys):
