@@ -271,14 +271,17 @@ def release_memory() -> None:
 
 def measure(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int,
             memory: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Time every callable ``repeats`` times, interleaved (a, b, a, b, ...), after ``warmup`` untimed calls each.
+    """Time every callable ``repeats`` times, interleaved (a, b, a, b, ...), after ``warmup`` untimed rounds.
 
-    Returns per name: ``times`` (seconds per call) and ``step_s`` (their median); for the names in ``memory``
-    also ``peak_mem_bytes`` of one call (the first warm-up call, or an extra one when ``warmup == 0``).
+    The warm-up rounds are interleaved like the timed ones, so the first timed call of each finds the heap as the
+    others will (a warm-up of one name, then a memory reset for the next, would leave the first timed call to
+    fault its pages in again). Returns per name: ``times`` (seconds per call) and ``step_s`` (their median); for the
+    names in ``memory`` also ``peak_mem_bytes`` of one call (in the first warm-up round, or an extra round when
+    ``warmup == 0``).
     """
     out: dict[str, dict[str, Any]] = {name: {"times": [], "peak_mem_bytes": None} for name in fns}
-    for name, fn in fns.items():
-        for w in range(max(warmup, 1 if name in memory else 0)):
+    for w in range(max(warmup, 1 if memory else 0)):
+        for name, fn in fns.items():
             t0 = time.perf_counter()
             if w == 0 and name in memory:
                 out[name]["peak_mem_bytes"] = peak_memory(fn, device)
@@ -286,7 +289,6 @@ def measure(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: in
                 fn()
                 _sync(device)
             log.info("%s: warm-up step %d: %.3f s", name, w + 1, time.perf_counter() - t0)
-        release_memory()
     for r in range(repeats):
         for name, fn in fns.items():
             _sync(device)
