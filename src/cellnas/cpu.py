@@ -18,7 +18,7 @@ import ctypes
 import os
 import sys
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["keep_freed_memory", "freed_memory_kept"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -45,3 +45,8 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # musl and others: no mallopt, nothing to do
         _applied = False
     return _applied
+
+
+def freed_memory_kept() -> bool:
+    """Whether :func:`keep_freed_memory` has been applied in this process (without applying it)."""
+    return bool(_applied)

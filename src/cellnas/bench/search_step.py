@@ -391,9 +391,16 @@ def _isolated_job(job: dict[str, Any]) -> dict[str, Any]:
 def _in_fresh_process(job: dict[str, Any]) -> dict[str, Any]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_isolated_job, job).result()
+        try:
+            return pool.submit(_isolated_job, job).result()
+        except BrokenProcessPool:
+            from cellnas.errors import CellnasError
+
+            raise CellnasError(f"the {job['which']}'s benchmark process died (out of memory? try a smaller --batch "
+                               "or --schedule interleaved)") from None
 
 
 def bench_search_step(
@@ -466,9 +473,9 @@ def bench_search_step(
         return res
 
     def processes() -> dict[str, dict]:
-        from cellnas.cpu import _applied
+        from cellnas.cpu import freed_memory_kept
 
-        job = dict(settings, threads=torch.get_num_threads(), keep_freed_memory=bool(_applied),
+        job = dict(settings, threads=torch.get_num_threads(), keep_freed_memory=freed_memory_kept(),
                    log_level=log.getEffectiveLevel())  # fmt: skip
         first = _in_fresh_process(dict(job, which="candidate"))
         base = _in_fresh_process(dict(job, which="baseline"))
