@@ -353,37 +353,48 @@ def describe(device: torch.device) -> dict[str, Any]:
 SCHEDULES = ("interleaved", "processes")
 
 
-def _measure_one(which: str, *, order: int, batch_size: int, channels: int, layers: int, size: int, device: str,
-                 repeats: int, warmup: int, hvp: str, num_classes: int, in_channels: int,
-                 seed: int) -> dict[str, Any]:  # fmt: skip
-    """Times, peak memory and FLOPs of one implementation (``"candidate"`` or ``"baseline"``) on its own."""
+def _step_maker(which: str, *, order: int, channels: int, layers: int, size: int, device: str, hvp: str,
+                num_classes: int, in_channels: int, seed: int,
+                **_: Any) -> Callable[[int], Callable[[], Any]]:  # fmt: skip
+    """``make(n)``: a fresh seeded supernet (wrapped as the baseline for ``which == "baseline"``) and its step on
+    ``n`` synthetic images. The same seed gives both implementations the same weights and α."""
     from cellnas.bench.baseline import baseline_from
     from cellnas.supernet import SearchNetwork
 
     dev = torch.device(device)
 
     def make(n: int) -> Callable[[], Any]:
-        net = SearchNetwork(C=channels, num_classes=num_classes, layers=layers, in_channels=in_channels, seed=seed)
+        net = SearchNetwork(C=channels, num_classes=num_classes, layers=layers, in_channels=in_channels,
+                            seed=seed).to(dev)  # fmt: skip
         batch = synthetic_batches(n, size, in_channels, num_classes, seed, dev)
         if which == "baseline":
-            return make_baseline_step(baseline_from(net.to(dev)), batch, order=order)
-        return make_search_step(net.to(dev), batch, order=order, hvp=hvp)
+            return make_baseline_step(baseline_from(net), batch, order=order)
+        return make_search_step(net, batch, order=order, hvp=hvp)
 
-    flops = flops_per_step(make, batch_size)
-    rec = measure({which: make(batch_size)}, dev, repeats, warmup, memory=(which,))[which]
-    rec["flops_per_step"] = flops
-    return rec
+    return make
+
+
+def _measure(names: tuple[str, ...], settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Times, peak memory and FLOPs of the named implementations, interleaved in this process."""
+    makers = {name: _step_maker(name, **settings) for name in names}
+    flops = {name: flops_per_step(make, settings["batch_size"]) for name, make in makers.items()}
+    fns = {name: make(settings["batch_size"]) for name, make in makers.items()}
+    res = measure(fns, torch.device(settings["device"]), settings["repeats"], settings["warmup"], memory=names)
+    for name, rec in res.items():
+        rec["flops_per_step"] = flops[name]
+    return res
 
 
 def _isolated_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Entry point of a fresh process: the same process settings as the command line, then :func:`_measure_one`."""
+    """Entry point of a fresh process: the same process settings as the command line, then one :func:`_measure`."""
     logging.basicConfig(level=job.pop("log_level"), format="%(message)s")
     if job.pop("keep_freed_memory"):
         from cellnas.cpu import keep_freed_memory
 
         keep_freed_memory()
     threads = job.pop("threads")
-    rec = run_with_threads(threads, lambda: _measure_one(job.pop("which"), **job))
+    which = job.pop("which")
+    rec = run_with_threads(threads, lambda: _measure((which,), job)[which])
     rec["maxrss_bytes"] = _maxrss_bytes()
     return rec
 
@@ -448,29 +459,7 @@ def bench_search_step(
                     seed=seed)  # fmt: skip
 
     def interleaved() -> dict[str, dict]:
-        from cellnas.bench.baseline import baseline_from
-        from cellnas.supernet import SearchNetwork
-
-        def supernet() -> SearchNetwork:
-            return SearchNetwork(C=channels, num_classes=num_classes, layers=layers, in_channels=in_channels,
-                                 seed=seed).to(dev)  # fmt: skip
-
-        def data(n: int) -> Batch:
-            return synthetic_batches(n, size, in_channels, num_classes, seed, dev)
-
-        flops = {"candidate": flops_per_step(lambda n: make_search_step(supernet(), data(n), order=order, hvp=hvp),
-                                             batch_size)}  # fmt: skip
-        if baseline:
-            flops["baseline"] = flops_per_step(lambda n: make_baseline_step(baseline_from(supernet()), data(n),
-                                                                            order=order), batch_size)  # fmt: skip
-        model, batch = supernet(), data(batch_size)
-        fns = {"candidate": make_search_step(model, batch, order=order, hvp=hvp)}
-        if baseline:
-            fns["baseline"] = make_baseline_step(baseline_from(model), batch, order=order)
-        res = measure(fns, dev, repeats, warmup, memory=tuple(fns))
-        for name, rec in res.items():
-            rec["flops_per_step"] = flops[name]
-        return res
+        return _measure(("candidate", "baseline") if baseline else ("candidate",), settings)
 
     def processes() -> dict[str, dict]:
         from cellnas.cpu import freed_memory_kept
