@@ -445,7 +445,7 @@ def bench_search_step(
     ``"processes"`` times each in a fresh process of its own, one after the other (candidate, baseline,
     candidate; the candidate's figures pool both of its runs), so that neither runs on the other's heap. Measured
     on the 2-core machine of benchmarks/RESULTS.md: after one baseline step in the same process, our first-order
-    step settled at 6.9-7.5 s against 4.8-5.3 s before it, and handing freed memory back to the OS did not undo it.
+    step settled at 6.9-7.5 s against 4.8-6.1 s before it, and handing freed memory back to the OS did not undo it.
     """
     if order not in (1, 2):
         raise ValueError(f"order must be 1 or 2, got {order}")

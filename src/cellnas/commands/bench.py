@@ -57,7 +57,7 @@ def register(sub, formatter) -> None:
                    help="with --baseline: alternate the two step by step in this process, or run each in a fresh "
                         "process of its own (candidate, baseline, candidate), so that neither runs on the other's "
                         "heap (measured: our first-order step took 6.9-7.5 s after a baseline step in the same "
-                        "process, 4.8-5.3 s before it)")  # fmt: skip
+                        "process, 4.8-6.1 s before it)")  # fmt: skip
     s.set_defaults(func=run_search_step)
 
     t = benches.add_parser(
