@@ -85,3 +85,13 @@ def test_bad_arguments_are_one_line_errors(capsys, argv, needle):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
+
+
+def test_an_error_in_the_benchmark_process_reaches_the_caller():
+    from cellnas.bench.search_step import _in_fresh_process
+
+    job = dict(which="candidate", order=3, batch_size=2, channels=4, layers=3, size=8, device="cpu", repeats=1,
+               warmup=0, hvp="fd", num_classes=10, in_channels=3, seed=0, threads=1, keep_freed_memory=False,
+               log_level=30)  # fmt: skip
+    with pytest.raises(ValueError, match="order must be 1 or 2"):
+        _in_fresh_process(job)

@@ -385,33 +385,68 @@ def _measure(names: tuple[str, ...], settings: dict[str, Any]) -> dict[str, dict
     return res
 
 
-def _isolated_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Entry point of a fresh process: the same process settings as the command line, then one :func:`_measure`."""
-    logging.basicConfig(level=job.pop("log_level"), format="%(message)s")
-    if job.pop("keep_freed_memory"):
-        from cellnas.cpu import keep_freed_memory
+def _isolated_job(job: dict[str, Any], conn: Any) -> None:
+    """Entry point of a fresh process: the same process settings as the command line, then one :func:`_measure`;
+    sends ``("ok", record)`` or ``("error", exception)`` back through ``conn``."""
+    _die_with_parent()
+    try:
+        logging.basicConfig(level=job.pop("log_level"), format="%(message)s")
+        if job.pop("keep_freed_memory"):
+            from cellnas.cpu import keep_freed_memory
 
-        keep_freed_memory()
-    threads = job.pop("threads")
-    which = job.pop("which")
-    rec = run_with_threads(threads, lambda: _measure((which,), job)[which])
-    rec["maxrss_bytes"] = _maxrss_bytes()
-    return rec
+            keep_freed_memory()
+        threads = job.pop("threads")
+        which = job.pop("which")
+        rec = run_with_threads(threads, lambda: _measure((which,), job)[which])
+        rec["maxrss_bytes"] = _maxrss_bytes()
+        conn.send(("ok", rec))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        conn.send(("error", exc))
+    finally:
+        conn.close()
+
+
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to send this process SIGTERM when its parent dies (a killed bench leaves no orphan)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL("libc.so.6").prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def _in_fresh_process(job: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_isolated_job` in a spawned process; the process is stopped if this one is interrupted."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        try:
-            return pool.submit(_isolated_job, job).result()
-        except BrokenProcessPool:
-            from cellnas.errors import CellnasError
+    from cellnas.errors import CellnasError
 
-            raise CellnasError(f"the {job['which']}'s benchmark process died (out of memory? try a smaller --batch "
-                               "or --schedule interleaved)") from None
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_isolated_job, args=(job, sender), name=f"cellnas-bench-{job['which']}", daemon=True)
+    proc.start()
+    sender.close()
+    try:
+        status, payload = receiver.recv()
+    except EOFError:
+        raise CellnasError(f"the {job['which']}'s benchmark process died (out of memory? try a smaller --batch "
+                           "or --schedule interleaved)") from None  # fmt: skip
+    finally:
+        receiver.close()
+        if proc.is_alive():
+            proc.terminate()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    if status == "error":
+        raise payload
+    return payload
 
 
 def bench_search_step(
@@ -439,13 +474,18 @@ def bench_search_step(
     ``baseline_images_per_s``, ``baseline_peak_mem_bytes``, ``baseline_flops_per_step``, ``speedup`` (ratio of the
     medians) and ``speedup_paired`` (median of the per-repeat ratios; ``None`` for ``schedule="processes"``);
     plus the settings, ``schedule``, ``threads``, ``load_average_1min`` (before and after), ``maxrss_bytes`` and
-    the device.
+    the device. ``maxrss_bytes`` is the measuring process's peak resident set: with ``"interleaved"`` this
+    process (both implementations); with ``"processes"`` the larger of the two candidate processes, and
+    ``baseline_maxrss_bytes`` that of the baseline's process.
 
     ``schedule`` (with ``baseline``): ``"interleaved"`` times both in this process, alternating step by step;
     ``"processes"`` times each in a fresh process of its own, one after the other (candidate, baseline,
     candidate; the candidate's figures pool both of its runs), so that neither runs on the other's heap. Measured
     on the 2-core machine of benchmarks/RESULTS.md: after one baseline step in the same process, our first-order
     step settled at 6.9-7.5 s against 4.8-6.1 s before it, and handing freed memory back to the OS did not undo it.
+    The processes are spawned: a script that calls this with ``"processes"`` needs the usual
+    ``if __name__ == "__main__":`` guard. Interleaved, use ``warmup >= 2``: the baseline's memory measurement in
+    the first warm-up round trims the heap, and a second round lets the candidate grow it back before timing.
     """
     if order not in (1, 2):
         raise ValueError(f"order must be 1 or 2, got {order}")
@@ -453,6 +493,8 @@ def bench_search_step(
         raise ValueError("batch, channels, layers, size and repeats must be >= 1, warmup >= 0")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if schedule == "processes" and not baseline:
+        raise ValueError("schedule='processes' needs baseline=True (it says how the two are timed)")
     dev = torch.device(device)
     settings = dict(order=order, batch_size=batch_size, channels=channels, layers=layers, size=size, device=str(dev),
                     repeats=repeats, warmup=warmup, hvp=hvp, num_classes=num_classes, in_channels=in_channels,
@@ -477,7 +519,7 @@ def bench_search_step(
 
     def run() -> dict:
         load_before = _load_average()
-        res = processes() if baseline and schedule == "processes" else interleaved()
+        res = processes() if schedule == "processes" else interleaved()
         cand = res["candidate"]
         out: dict[str, Any] = {
             "benchmark": "search-step",

@@ -20,7 +20,7 @@ _DESCRIPTION = """Throughput benchmarks. Timings on a shared machine are noisy: 
   data         images/s of the device-resident loader vs torch.utils.data.DataLoader
 
 examples:
-  cellnas bench search-step --order 1 --baseline --threads 1 --warmup 1 --repeats 3
+  cellnas bench search-step --order 1 --baseline --threads 2 --warmup 2 --repeats 3
   cellnas bench search-step --order 2 --baseline --schedule processes --threads 2
   cellnas bench search-step --order 2 --json
   cellnas bench train-step DARTS_V2 --batch 96
@@ -160,7 +160,8 @@ def run_search_step(args) -> int:
 def print_search_step(r: dict) -> None:
     """The text form of a :func:`cellnas.bench.search_step.bench_search_step` result."""
     print(f"search step  order {r['order']}, batch {r['batch']}, C={r['channels']}, {r['layers']} cells, "
-          f"{r['size']}x{r['size']}; {r['repeats']} timed after {r['warmup']} warm-up")  # fmt: skip
+          f"{r['size']}x{r['size']}; {r['repeats']} timed after {r['warmup']} warm-up"
+          + (" (candidate: twice, in two processes)" if r.get("schedule") == "processes" else ""))  # fmt: skip
     _print_common(r)
     print(f"supernet     {r['step_s']:.3f} s/step (median), {r['images_per_s']:.1f} images/s, "
           f"{r['flops_per_step'] / 1e9:.1f} GFLOP/step, {r['flops_per_s'] / 1e9:.2f} GFLOP/s, "
