@@ -60,3 +60,45 @@ def test_a_freed_block_is_reused_without_page_faults():
     assert kept < 100, kept
     default_applied, _ = _faults("default")
     assert not default_applied
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_die_with_parent_sets_the_parent_death_signal():
+    code = """
+import ctypes, signal
+from cellnas.cpu import die_with_parent
+libc = ctypes.CDLL("libc.so.6")
+sig = ctypes.c_int(0)
+libc.prctl(2, ctypes.byref(sig))  # PR_GET_PDEATHSIG
+before = sig.value
+die_with_parent()
+libc.prctl(2, ctypes.byref(sig))
+print(before, sig.value, int(signal.SIGTERM))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    before, after, sigterm = map(int, out)
+    assert before == 0 and after == sigterm
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and /proc are Linux only")
+def test_trim_heap_hands_kept_memory_back():
+    code = """
+import ctypes, os
+from cellnas.cpu import keep_freed_memory, trim_heap
+keep_freed_memory()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+blocks = [libc.malloc(4 << 20) for _ in range(50)]
+for b in blocks:
+    ctypes.memset(b, 1, 4 << 20)
+for b in reversed(blocks):
+    libc.free(b)
+kept = rss()
+trim_heap()
+print(kept - rss())
+"""
+    freed = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert freed > 100 << 20  # of the 200 MiB kept by keep_freed_memory

@@ -10,6 +10,9 @@ its time in the kernel. :func:`keep_freed_memory` makes glibc keep freed memory 
 set stays at the run's peak instead of shrinking between steps.
 
 Set ``CELLNAS_MALLOC=default`` in the environment to leave glibc's defaults alone.
+
+Also here, the other two glibc/Linux calls the benchmarks make: :func:`trim_heap` (hand freed heap memory back,
+so a resident-set measurement starts from what is live) and :func:`die_with_parent`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import ctypes
 import os
 import sys
 
-__all__ = ["keep_freed_memory", "freed_memory_kept"]
+__all__ = ["keep_freed_memory", "freed_memory_kept", "trim_heap", "die_with_parent"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -28,6 +31,16 @@ _TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
 _applied: bool | None = None
 
 
+def _libc() -> ctypes.CDLL | None:
+    """glibc, or ``None`` off Linux or where it cannot be loaded."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Tell glibc to keep freed memory for reuse (see the module docstring). Returns whether it was applied:
     False on other C libraries and platforms, or with ``CELLNAS_MALLOC=default``. Idempotent."""
@@ -35,14 +48,14 @@ def keep_freed_memory() -> bool:
     if _applied is not None:
         return _applied
     _applied = False
-    if os.environ.get("CELLNAS_MALLOC", "").lower() == "default" or not sys.platform.startswith("linux"):
+    libc = _libc()
+    if os.environ.get("CELLNAS_MALLOC", "").lower() == "default" or libc is None:
         return False
     try:
-        libc = ctypes.CDLL("libc.so.6")
         _applied = bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
             libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
         )
-    except (OSError, AttributeError):  # musl and others: no mallopt, nothing to do
+    except AttributeError:  # musl and others: no mallopt, nothing to do
         _applied = False
     return _applied
 
@@ -50,3 +63,20 @@ def keep_freed_memory() -> bool:
 def freed_memory_kept() -> bool:
     """Whether :func:`keep_freed_memory` has been applied in this process (without applying it)."""
     return bool(_applied)
+
+
+def trim_heap() -> None:
+    """Hand freed heap memory back to the operating system (glibc ``malloc_trim``; elsewhere nothing)."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel send this process SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), so a
+    worker of a killed command does not live on as an orphan. Elsewhere nothing."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "prctl"):
+        import signal
+
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG

@@ -259,14 +259,10 @@ def release_memory() -> None:
     resident while the next one runs."""
     import gc
 
-    gc.collect()
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
+    from cellnas.cpu import trim_heap
 
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
+    gc.collect()
+    trim_heap()
 
 
 def measure(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int,
@@ -388,7 +384,9 @@ def _measure(names: tuple[str, ...], settings: dict[str, Any]) -> dict[str, dict
 def _isolated_job(job: dict[str, Any], conn: Any) -> None:
     """Entry point of a fresh process: the same process settings as the command line, then one :func:`_measure`;
     sends ``("ok", record)`` or ``("error", exception)`` back through ``conn``."""
-    _die_with_parent()
+    from cellnas.cpu import die_with_parent
+
+    die_with_parent()
     try:
         logging.basicConfig(level=job.pop("log_level"), format="%(message)s")
         if job.pop("keep_freed_memory"):
@@ -406,18 +404,6 @@ def _isolated_job(job: dict[str, Any], conn: Any) -> None:
         conn.send(("error", exc))
     finally:
         conn.close()
-
-
-def _die_with_parent() -> None:
-    """Linux: ask the kernel to send this process SIGTERM when its parent dies (a killed bench leaves no orphan)."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-            import signal
-
-            ctypes.CDLL("libc.so.6").prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
 
 
 def _in_fresh_process(job: dict[str, Any]) -> dict[str, Any]:
