@@ -21,12 +21,19 @@ def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is a clear error."""
+    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA, or naming a GPU the machine does
+    not have (``cuda:1`` on a one-GPU machine), is a clear error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RunError(f"--device {name} was asked for but no CUDA device is available; use --device cpu")
     try:
-        return torch.device(name)
+        dev = torch.device(name)
     except RuntimeError:
         raise RunError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+    if dev.type == "cuda" and dev.index is not None:
+        n = torch.cuda.device_count()
+        if dev.index >= n:
+            valid = ", ".join(f"cuda:{i}" for i in range(n))
+            raise RunError(f"--device {name}: this machine has {n} CUDA device(s); choose one of {valid}")
+    return dev
