@@ -44,15 +44,51 @@ def test_search_step_second_order_with_baseline_reports_speedup(capsys):
 
 def test_search_step_baseline_in_separate_processes(capsys):
     r = run_json(capsys, ["bench", "search-step", "--json", "--baseline", "--schedule", "processes", "--warmup", "0",
-                          *TINY])  # fmt: skip
+                          "--passes", *TINY])  # fmt: skip
     assert r["schedule"] == "processes" and r["speedup_paired"] is None
     # candidate, baseline, candidate: the candidate's figures pool its two fresh-process runs
     assert len(r["step_s_all"]) == 2 and len(r["baseline_step_s_all"]) == 1
     assert r["speedup"] == pytest.approx(r["baseline_step_s"] / r["step_s"])
     assert r["flops_per_step"] > 0 and r["baseline_flops_per_step"] > 0
     assert r["maxrss_bytes"] > 0 and r["baseline_maxrss_bytes"] > 0
+    passes = ("forward", "alpha", "weights", "both")
+    assert set(r["passes_s"]) == set(r["baseline_passes_s"]) == set(r["passes_speedup"]) == set(passes)
+    for p in passes:
+        assert r["passes_s"][p] > 0 and r["baseline_passes_s"][p] > 0
+        assert r["passes_speedup"][p] == pytest.approx(r["baseline_passes_s"][p] / r["passes_s"][p])
     print_search_step(r)
-    assert "(ratio of medians; processes)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(ratio of medians; processes)" in out
+    assert "supernet / baseline = speed-up" in out and all(f"  {p} " in out for p in passes)
+
+
+def test_search_step_passes_without_baseline(capsys):
+    r = run_json(capsys, ["bench", "search-step", "--json", "--warmup", "0", "--passes", *TINY])
+    assert set(r["passes_s"]) == {"forward", "alpha", "weights", "both"}
+    assert "baseline_passes_s" not in r and "passes_speedup" not in r
+
+
+def test_timed_passes_compute_the_same_gradients_on_both_implementations():
+    """The passes timed by --passes are the same maths on the supernet and the baseline (same weights and α)."""
+    import torch
+
+    from cellnas.bench.baseline import baseline_from
+    from cellnas.bench.search_step import make_pass_fns, synthetic_batches
+    from cellnas.supernet import SearchNetwork
+
+    x, y = synthetic_batches(3, 8, seed=1)[:2]
+    x, y = x.double(), y
+    net = SearchNetwork(C=4, layers=3, seed=1).double()
+    base = baseline_from(net).double()
+    ours, theirs = make_pass_fns(net, x, y), make_pass_fns(base, x, y)
+    n_alpha = len(net.arch_parameters())
+    assert len(ours["alpha"]()) == n_alpha and len(ours["weights"]()) == len(net.weight_parameters())
+    both = ours["both"]()
+    for a, b in zip(ours["alpha"](), both[:n_alpha]):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(ours["alpha"](), theirs["alpha"]()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(ours["forward"](), theirs["forward"](), rtol=1e-12, atol=1e-12)
 
 
 def test_train_step_json_and_text(capsys):

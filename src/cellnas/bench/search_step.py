@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "bench_search_step", "make_search_step", "make_baseline_step", "synthetic_batches", "measure", "count_flops",
-    "peak_memory", "flops_per_step", "release_memory",
+    "peak_memory", "flops_per_step", "release_memory", "make_pass_fns", "PASSES",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -370,14 +370,60 @@ def _step_maker(which: str, *, order: int, channels: int, layers: int, size: int
     return make
 
 
+#: The passes a search step is made of (``passes=True``), each on the training batch: the forward pass with its
+#: autograd graph, and forward + backward for the gradient of the loss w.r.t. α only (first-order architecture step,
+#: the two finite-difference passes of second order), the weights only (weight step, the virtual step w') or both
+#: (second order's validation pass at w').
+PASSES = ("forward", "alpha", "weights", "both")
+
+
+def make_pass_fns(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], Any]]:
+    """One callable per entry of :data:`PASSES` on ``model`` (anything with ``arch_parameters()`` and
+    ``weight_parameters()``) in training mode."""
+    model.train()
+    alphas, weights = list(model.arch_parameters()), list(model.weight_parameters())
+
+    def loss() -> torch.Tensor:
+        return F.cross_entropy(model(x), y)
+
+    def grads(params: list[torch.Tensor]) -> Callable[[], Any]:
+        return lambda: torch.autograd.grad(loss(), params, allow_unused=True)
+
+    return {"forward": loss, "alpha": grads(alphas), "weights": grads(weights), "both": grads(alphas + weights)}
+
+
+def _pass_fns(which: str, settings: dict[str, Any]) -> dict[str, Callable[[], Any]]:
+    """:func:`make_pass_fns` on a fresh seeded supernet (or its baseline) and the step's training batch."""
+    from cellnas.bench.baseline import baseline_from
+    from cellnas.supernet import SearchNetwork
+
+    dev = torch.device(settings["device"])
+    net = SearchNetwork(C=settings["channels"], num_classes=settings["num_classes"], layers=settings["layers"],
+                        in_channels=settings["in_channels"], seed=settings["seed"]).to(dev)  # fmt: skip
+    x, y = synthetic_batches(settings["batch_size"], settings["size"], settings["in_channels"],
+                             settings["num_classes"], settings["seed"], dev)[:2]  # fmt: skip
+    return make_pass_fns(baseline_from(net) if which == "baseline" else net, x, y)
+
+
 def _measure(names: tuple[str, ...], settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Times, peak memory and FLOPs of the named implementations, interleaved in this process."""
+    """Times, peak memory and FLOPs of the named implementations, interleaved in this process; with
+    ``settings["passes"]`` also the median seconds of each of :data:`PASSES` (``passes_s``), interleaved likewise
+    after the steps."""
     makers = {name: _step_maker(name, **settings) for name in names}
     flops = {name: flops_per_step(make, settings["batch_size"]) for name, make in makers.items()}
     fns = {name: make(settings["batch_size"]) for name, make in makers.items()}
-    res = measure(fns, torch.device(settings["device"]), settings["repeats"], settings["warmup"], memory=names)
+    dev = torch.device(settings["device"])
+    res = measure(fns, dev, settings["repeats"], settings["warmup"], memory=names)
     for name, rec in res.items():
         rec["flops_per_step"] = flops[name]
+    if settings.get("passes"):
+        del fns
+        release_memory()
+        pass_fns = {f"{name} {p} pass": fn for name in names for p, fn in _pass_fns(name, settings).items()}
+        timed = measure(pass_fns, dev, settings["repeats"], max(settings["warmup"], 1))
+        for name in names:
+            res[name]["passes_times"] = {p: timed[f"{name} {p} pass"]["times"] for p in PASSES}
+            res[name]["passes_s"] = {p: timed[f"{name} {p} pass"]["step_s"] for p in PASSES}
     return res
 
 
@@ -452,6 +498,7 @@ def bench_search_step(
     in_channels: int = 3,
     seed: int = 0,
     schedule: str = "interleaved",
+    passes: bool = False,
 ) -> dict[str, Any]:
     """Median seconds per search step of :class:`~cellnas.supernet.SearchNetwork` (and of the baseline).
 
@@ -460,7 +507,8 @@ def bench_search_step(
     ``baseline_images_per_s``, ``baseline_peak_mem_bytes``, ``baseline_flops_per_step``, ``speedup`` (ratio of the
     medians) and ``speedup_paired`` (median of the per-repeat ratios; ``None`` for ``schedule="processes"``);
     plus the settings, ``schedule``, ``threads``, ``load_average_1min`` (before and after), ``maxrss_bytes`` and
-    the device. ``maxrss_bytes`` is the measuring process's peak resident set: with ``"interleaved"`` this
+    the device. With ``passes``: ``passes_s`` (and ``baseline_passes_s``, ``passes_speedup``), the median seconds
+    of each of :data:`PASSES`, timed after the steps in the same process(es). ``maxrss_bytes`` is the measuring process's peak resident set: with ``"interleaved"`` this
     process (both implementations); with ``"processes"`` the larger of the two candidate processes, and
     ``baseline_maxrss_bytes`` that of the baseline's process.
 
@@ -484,7 +532,7 @@ def bench_search_step(
     dev = torch.device(device)
     settings = dict(order=order, batch_size=batch_size, channels=channels, layers=layers, size=size, device=str(dev),
                     repeats=repeats, warmup=warmup, hvp=hvp, num_classes=num_classes, in_channels=in_channels,
-                    seed=seed)  # fmt: skip
+                    seed=seed, passes=passes)  # fmt: skip
 
     def interleaved() -> dict[str, dict]:
         return _measure(("candidate", "baseline") if baseline else ("candidate",), settings)
@@ -501,6 +549,9 @@ def bench_search_step(
         peaks = [p for p in (first["peak_mem_bytes"], second["peak_mem_bytes"]) if p is not None]
         cand = dict(first, times=times, step_s=statistics.median(times), peak_mem_bytes=max(peaks, default=None),
                     maxrss_bytes=max(first["maxrss_bytes"], second["maxrss_bytes"]))  # fmt: skip
+        if passes:
+            pooled = {p: first["passes_times"][p] + second["passes_times"][p] for p in PASSES}
+            cand.update(passes_times=pooled, passes_s={p: statistics.median(t) for p, t in pooled.items()})
         return {"candidate": cand, "baseline": base}
 
     def run() -> dict:
@@ -525,6 +576,8 @@ def bench_search_step(
             "flops_per_step": cand["flops_per_step"],
             "flops_per_s": cand["flops_per_step"] / cand["step_s"],
         }
+        if passes:
+            out["passes_s"] = cand["passes_s"]
         if baseline:
             base = res["baseline"]
             paired = (statistics.median(b / c for b, c in zip(base["times"], cand["times"]))
@@ -539,6 +592,9 @@ def bench_search_step(
                 speedup=base["step_s"] / cand["step_s"],
                 speedup_paired=paired,
             )
+            if passes:
+                out["baseline_passes_s"] = base["passes_s"]
+                out["passes_speedup"] = {p: base["passes_s"][p] / cand["passes_s"][p] for p in PASSES}
         out.update(describe(dev))
         out["load_average_1min"] = [load_before, _load_average()]
         out["maxrss_bytes"] = cand.get("maxrss_bytes", _maxrss_bytes())

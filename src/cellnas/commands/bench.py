@@ -23,6 +23,7 @@ examples:
   cellnas bench search-step --order 1 --baseline --threads 2 --warmup 2 --repeats 3
   cellnas bench search-step --order 2 --baseline --schedule processes --threads 2
   cellnas bench search-step --order 2 --json
+  cellnas bench search-step --order 2 --baseline --passes --schedule processes --threads 2
   cellnas bench train-step DARTS_V2 --batch 96
   cellnas bench data --batch 256"""
 
@@ -58,6 +59,11 @@ def register(sub, formatter) -> None:
                         "process of its own (candidate, baseline, candidate), so that neither runs on the other's "
                         "heap (measured: our first-order step took 6.9-7.5 s after a baseline step in the same "
                         "process, 4.8-6.1 s before it)")  # fmt: skip
+    s.add_argument("--passes", action="store_true",
+                   help="also time, after the steps, the passes a step is made of, on the training batch: forward "
+                        "(with its graph), and forward+backward for the gradient w.r.t. alpha only, the weights only, "
+                        "or both (a first-order step is one alpha pass and one weights pass; a second-order step "
+                        "two weights, one both and two alpha passes); with --baseline, per-pass speed-ups")  # fmt: skip
     s.set_defaults(func=run_search_step)
 
     t = benches.add_parser(
@@ -148,7 +154,7 @@ def run_search_step(args) -> int:
     r = bench_search_step(
         args.order, args.batch, args.channels, args.layers, args.size, _device(args.device), threads=args.threads,
         repeats=args.repeats, warmup=args.warmup, baseline=args.baseline, hvp=args.hvp, seed=args.seed,
-        schedule=args.schedule,
+        schedule=args.schedule, passes=args.passes,
     )  # fmt: skip
     if args.json:
         print(json.dumps(r))
@@ -171,6 +177,16 @@ def print_search_step(r: dict) -> None:
               f"{r['baseline_flops_per_step'] / 1e9:.1f} GFLOP/step, peak {_mib(r['baseline_peak_mem_bytes'])}")
         paired = "" if r["speedup_paired"] is None else f"; median of paired ratios {r['speedup_paired']:.2f}x"
         print(f"speed-up     {r['speedup']:.2f}x (ratio of medians{paired}; {r['schedule']})")
+    if "passes_s" in r:
+        from cellnas.bench.search_step import PASSES
+
+        base = r.get("baseline_passes_s")
+        print("passes       median s on the training batch" + (": supernet / baseline = speed-up" if base else ""))
+        for p in PASSES:
+            line = f"  {p:<10} {r['passes_s'][p]:8.3f}"
+            if base:
+                line += f" / {base[p]:8.3f} = {r['passes_speedup'][p]:.2f}x"
+            print(line)
 
 
 def run_train_step(args) -> int:
