@@ -222,3 +222,43 @@ def test_csv_text_has_one_column_per_extra_metric():
     header = records_to_csv(rows).splitlines()[0].split(",")
     assert header[:8] == ["hash", "protocol", "seed", "genotype", "test_error", "val_error", "params", "seconds"]
     assert header[8:10] == ["a", "b"]
+
+
+class _LockedThenFree:
+    """A connection whose journal-mode switch reports "database is locked" ``n`` times, as SQLite does without
+    waiting on the busy timeout when several processes open a new archive at once."""
+
+    def __init__(self, n: int, error: str = "database is locked") -> None:
+        self.n, self.error, self.calls = n, error, 0
+
+    def execute(self, sql: str):
+        import sqlite3
+
+        assert sql == "PRAGMA journal_mode = WAL"
+        self.calls += 1
+        if self.calls <= self.n:
+            raise sqlite3.OperationalError(self.error)
+        return self
+
+    def fetchone(self):
+        return ("wal",)
+
+
+def test_journal_mode_switch_is_retried_while_another_process_holds_the_file(tmp_path):
+    conn = _LockedThenFree(3)
+    assert Archive(tmp_path / "a.sqlite", timeout=5)._journal_mode_wal(conn) == "wal"
+    assert conn.calls == 4
+
+
+def test_journal_mode_switch_gives_up_after_the_timeout_and_on_other_errors(tmp_path):
+    import sqlite3
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        Archive(tmp_path / "a.sqlite", timeout=0.2)._journal_mode_wal(_LockedThenFree(10**6))
+    assert 0.2 <= time.monotonic() - t0 < 2
+    other = _LockedThenFree(1, error="disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        Archive(tmp_path / "a.sqlite", timeout=5)._journal_mode_wal(other)
+    assert other.calls == 1

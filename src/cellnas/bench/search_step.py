@@ -508,9 +508,9 @@ def bench_search_step(
     medians) and ``speedup_paired`` (median of the per-repeat ratios; ``None`` for ``schedule="processes"``);
     plus the settings, ``schedule``, ``threads``, ``load_average_1min`` (before and after), ``maxrss_bytes`` and
     the device. With ``passes``: ``passes_s`` (and ``baseline_passes_s``, ``passes_speedup``), the median seconds
-    of each of :data:`PASSES`, timed after the steps in the same process(es). ``maxrss_bytes`` is the measuring process's peak resident set: with ``"interleaved"`` this
-    process (both implementations); with ``"processes"`` the larger of the two candidate processes, and
-    ``baseline_maxrss_bytes`` that of the baseline's process.
+    of each of :data:`PASSES`, timed after the steps in the same process(es). ``maxrss_bytes`` is the measuring
+    process's peak resident set: with ``"interleaved"`` this process (both implementations); with ``"processes"``
+    the larger of the two candidate processes, and ``baseline_maxrss_bytes`` that of the baseline's process.
 
     ``schedule`` (with ``baseline``): ``"interleaved"`` times both in this process, alternating step by step;
     ``"processes"`` times each in a fresh process of its own, one after the other (candidate, baseline,
