@@ -1,0 +1,131 @@
+"""The C kernel of cellnas.native (depthwise weight gradient) and the PyTorch path that replaces it when absent."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cellnas.native as native
+from cellnas import ops
+
+CL = torch.channels_last
+needs_kernel = pytest.mark.skipif(not native.available(), reason=f"C kernel unavailable: {native.unavailable_reason()}")
+
+
+def _reference(grad: torch.Tensor, x: torch.Tensor, k: int, d: int) -> torch.Tensor:
+    C = x.shape[1]
+    w = torch.zeros(C, 1, k, k, dtype=torch.float64)
+    p = d * (k - 1) // 2
+    return torch.ops.aten.convolution_backward(grad.double(), x.double(), w, None, [1, 1], [p, p], [d, d], False,
+                                               [0, 0], C, [False, True, False])[1]  # fmt: skip
+
+
+@pytest.fixture
+def fresh_state(monkeypatch, tmp_path):
+    """An unloaded module (restored afterwards) whose cache lives in tmp_path."""
+    saved = native._lib, native._reason, native._tried
+    native._lib, native._reason, native._tried = None, None, False
+    monkeypatch.setenv("CELLNAS_CACHE", str(tmp_path))
+    yield tmp_path
+    native._lib, native._reason, native._tried = saved
+
+
+@needs_kernel
+@pytest.mark.parametrize("k,d", [(3, 1), (5, 1), (7, 1), (3, 2), (5, 2), (3, 3), (5, 3)])
+@pytest.mark.parametrize("C,H,W", [(16, 8, 8), (37, 5, 7), (3, 2, 3), (20, 11, 4)])
+def test_weight_grad_equals_the_convolution_backward(k, d, C, H, W):
+    gen = torch.Generator().manual_seed(k * 100 + d * 10 + C)
+    x = torch.randn(3, C, H, W, generator=gen).contiguous(memory_format=CL)
+    g = torch.randn(3, C, H, W, generator=gen).contiguous(memory_format=CL)
+    out = native.depthwise_weight_grad(g, x, k, d)
+    assert out is not None and out.shape == (C, 1, k, k) and out.is_contiguous()
+    torch.testing.assert_close(out.double(), _reference(g, x, k, d), rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [1, 2, 5])
+def test_any_thread_count_gives_the_same_sum(threads):
+    x = torch.randn(4, 16, 6, 6).contiguous(memory_format=CL)
+    g = torch.randn(4, 16, 6, 6).contiguous(memory_format=CL)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = native.depthwise_weight_grad(g, x, 5, 1)
+    finally:
+        torch.set_num_threads(previous)
+    torch.testing.assert_close(out.double(), _reference(g, x, 5, 1), rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("k,d", [(5, 1), (3, 2), (5, 2)])
+def test_depthwise_conv_gradients_with_and_without_the_kernel(monkeypatch, k, d):
+    """``depthwise_conv2d``'s weight gradient through the C kernel equals the PyTorch path and float64."""
+    x = torch.randn(4, 8, 10, 10).contiguous(memory_format=CL)
+    w = torch.randn(8, 1, k, k)
+    up = torch.randn(4, 8, 10, 10)
+
+    def weight_grad(native_on: bool, dtype=torch.float32) -> torch.Tensor:
+        monkeypatch.setattr(ops, "NATIVE_DEPTHWISE", native_on)
+        wt = w.to(dtype).requires_grad_()
+        y = ops.depthwise_conv2d(x.to(dtype), wt, 1, d * (k - 1) // 2, d)
+        return torch.autograd.grad((y * up.to(dtype)).sum(), wt)[0]
+
+    ref = weight_grad(False, torch.float64)
+    torch.testing.assert_close(weight_grad(True).double(), ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(weight_grad(False).double(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_inputs_the_kernel_does_not_take_return_none():
+    x = torch.randn(2, 4, 6, 6)
+    cl = x.contiguous(memory_format=CL)
+    assert native.depthwise_weight_grad(x.clone(), x, 3, 1) is None  # NCHW
+    assert native.depthwise_weight_grad(cl.double(), cl.double(), 3, 1) is None  # float64
+    assert native.depthwise_weight_grad(cl, cl, 4, 1) is None  # even kernel
+    assert native.depthwise_weight_grad(cl, cl, 9, 1) is None  # larger than the kernel's limit
+    assert native.depthwise_weight_grad(cl[:0], cl[:0], 3, 1) is None  # empty batch
+
+
+def test_turned_off_by_environment(fresh_state, monkeypatch):
+    monkeypatch.setenv("CELLNAS_NATIVE", "0")
+    assert not native.available()
+    assert "CELLNAS_NATIVE=0" in native.unavailable_reason()
+    x = torch.randn(2, 4, 6, 6).contiguous(memory_format=CL)
+    assert native.depthwise_weight_grad(x, x, 5, 1) is None
+    assert not list(fresh_state.iterdir())  # nothing compiled
+
+
+def test_without_a_compiler_the_pytorch_path_computes_the_gradient(fresh_state, monkeypatch):
+    monkeypatch.setenv("CELLNAS_NATIVE", "1")
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    assert not native.available() and "no C compiler" in native.unavailable_reason()
+    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=CL)
+    w = torch.randn(4, 1, 5, 5, requires_grad=True)
+    y = ops.depthwise_conv2d(x, w, 1, 2, 1)
+    up = torch.randn_like(y)
+    gw = torch.autograd.grad((y * up).sum(), w)[0]
+    torch.testing.assert_close(gw.double(), _reference(up.contiguous(memory_format=CL), x, 5, 1),
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+
+
+def test_a_failing_compiler_is_reported_not_raised(fresh_state, monkeypatch):
+    monkeypatch.setenv("CELLNAS_NATIVE", "1")
+    monkeypatch.setenv("CC", "false")  # exists everywhere POSIX, always fails
+    assert not native.available()
+    assert native.unavailable_reason().startswith("compiling the C kernels failed")
+    assert not [p for p in fresh_state.rglob("*") if p.is_file()]  # no half-written library left behind
+
+
+@needs_kernel
+def test_compiled_once_then_loaded_from_the_cache(fresh_state, monkeypatch):
+    monkeypatch.setenv("CELLNAS_NATIVE", "1")
+    assert native.available()
+    libs = list((fresh_state / "native").glob("depthwise_wgrad-*.so"))
+    assert len(libs) == 1
+    stamp = libs[0].stat().st_mtime_ns
+    native._lib, native._reason, native._tried = None, None, False
+    assert native.available()
+    assert libs[0].stat().st_mtime_ns == stamp  # reused, not rebuilt
+    x = torch.randn(2, 4, 6, 6).contiguous(memory_format=CL)
+    torch.testing.assert_close(native.depthwise_weight_grad(x, x, 3, 2).double(), _reference(x, x, 3, 2),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+
