@@ -10,6 +10,7 @@ other processes taking the cores). The switches (module flags read at call time)
 
   fast_depthwise   cellnas.ops.FAST_DEPTHWISE: depthwise gradients through oneDNN's fast kernels
   depthwise_5x5    cellnas.ops.FAST_DEPTHWISE_5X5: 5x5 weight gradients from 3x3 ones
+  native_depthwise cellnas.ops.NATIVE_DEPTHWISE: 5x5 and dilated weight gradients by the C kernel (cellnas.native)
   inplace_relu     cellnas.ops.INPLACE_RELU: the ReLU in the middle of sep_conv in place
   avgpool_as_conv  cellnas.supernet.AVGPOOL_AS_CONV: avg_pool_3x3 as a depthwise box sum
 
@@ -35,6 +36,7 @@ from cellnas.bench.search_step import _load_average, make_search_step, synthetic
 SWITCHES = {
     "fast_depthwise": (ops, "FAST_DEPTHWISE"),
     "depthwise_5x5": (ops, "FAST_DEPTHWISE_5X5"),
+    "native_depthwise": (ops, "NATIVE_DEPTHWISE"),
     "inplace_relu": (ops, "INPLACE_RELU"),
     "avgpool_as_conv": (supernet, "AVGPOOL_AS_CONV"),
 }
