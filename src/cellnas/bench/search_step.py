@@ -510,7 +510,8 @@ def bench_search_step(
     the device. With ``passes``: ``passes_s`` (and ``baseline_passes_s``, ``passes_speedup``), the median seconds
     of each of :data:`PASSES`, timed after the steps in the same process(es). ``maxrss_bytes`` is the measuring
     process's peak resident set: with ``"interleaved"`` this process (both implementations); with ``"processes"``
-    the larger of the two candidate processes, and ``baseline_maxrss_bytes`` that of the baseline's process.
+    the larger of the two candidate processes, and ``baseline_maxrss_bytes`` that of the baseline's process (with
+    ``passes``, read after the passes too).
 
     ``schedule`` (with ``baseline``): ``"interleaved"`` times both in this process, alternating step by step;
     ``"processes"`` times each in a fresh process of its own, one after the other (candidate, baseline,

@@ -8,10 +8,11 @@ kernels and 4.1 ms for oneDNN's own 5x5 one.
 
 The source ships with the package and is compiled once per machine with the system C compiler (``$CC``, else
 ``cc``, ``gcc`` or ``clang``; ``-O3 -march=native``, retried without ``-march=native``) into
-``$CELLNAS_CACHE/native`` (default ``~/.cache/cellnas/native``), named by a hash of the source, compiler and flags,
-and written atomically, so concurrent processes can compile at the same time. Without a compiler, on platforms
-without POSIX threads, or with ``CELLNAS_NATIVE=0``, :func:`available` is False and callers keep their PyTorch
-path; the reason is logged once (``cellnas.native`` logger, INFO).
+``$CELLNAS_CACHE/native`` (default ``$XDG_CACHE_HOME/cellnas/native``, i.e. ``~/.cache/cellnas/native``), named
+by a hash of the source, compiler, flags and the CPU's instruction-set flags, and written atomically, so
+concurrent processes can compile at the same time. Without a compiler, on platforms without POSIX threads, or
+with ``CELLNAS_NATIVE=0``, :func:`available` is False and callers keep their PyTorch path; the reason is logged
+once (``cellnas.native`` logger, INFO).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import ctypes
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -38,6 +41,7 @@ _MAX_K = 7  # MAXK in the C source
 _lib: ctypes.CDLL | None = None
 _reason: str | None = None  # why the kernels are unavailable (None: not tried yet, or available)
 _tried = False
+_lock = threading.Lock()
 
 
 def _cache_dir() -> Path:
@@ -55,9 +59,24 @@ def _compiler() -> str | None:
     return None
 
 
+def _cpu_identity() -> str:
+    """The machine and its CPU's instruction-set flags: a library built with ``-march=native`` on one CPU may not run
+    on another (a shared home directory on a cluster), so they are part of the cache key."""
+    ident = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return ident + ":" + " ".join(sorted(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return ident + ":" + platform.processor()
+
+
 def library_path(cc: str, flags: list[str]) -> Path:
-    """Where the library compiled from the current source with ``cc`` and ``flags`` is cached."""
-    key = hashlib.sha256(_SOURCE.read_bytes() + repr((cc, flags, sys.platform)).encode()).hexdigest()[:16]
+    """Where the library compiled from the current source with ``cc`` and ``flags`` on this CPU is cached."""
+    ident = repr((shutil.which(cc) or cc, flags, sys.platform, _cpu_identity()))
+    key = hashlib.sha256(_SOURCE.read_bytes() + ident.encode()).hexdigest()[:16]
     return _cache_dir() / f"depthwise_wgrad-{key}.so"
 
 
@@ -73,6 +92,7 @@ def _build(cc: str, flags: list[str]) -> Path:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise OSError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-400:]}")
+        os.chmod(tmp, 0o755)  # others sharing a cache directory can load it
         os.replace(tmp, out)  # atomic: a concurrent compile of the same source writes the same library
     finally:
         if os.path.exists(tmp):
@@ -81,10 +101,15 @@ def _build(cc: str, flags: list[str]) -> Path:
 
 
 def _load() -> ctypes.CDLL | None:
-    global _lib, _reason, _tried
-    if _tried:
+    with _lock:  # one compile per process; other threads wait for its outcome
+        if not _tried:
+            _try_load()
         return _lib
-    _tried = True
+
+
+def _try_load() -> None:
+    """Sets ``_lib`` or ``_reason``; ``_tried`` only once that is decided (an interrupted compile is tried again)."""
+    global _lib, _reason, _tried
     if os.environ.get("CELLNAS_NATIVE", "1").lower() in ("0", "false", "no", "off"):
         _reason = "turned off by CELLNAS_NATIVE=0"
     elif os.name != "posix":
@@ -102,11 +127,11 @@ def _load() -> ctypes.CDLL | None:
                 continue
             fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 4 + [ctypes.c_int] * 4
             fn.restype = ctypes.c_int
-            _lib = lib
-            return _lib
+            _lib, _reason, _tried = lib, None, True
+            return
         _reason = "compiling the C kernels failed: " + " | ".join(errors)
+    _tried = True
     log.info("cellnas.native: using the PyTorch paths (%s)", _reason)
-    return None
 
 
 def available() -> bool:
@@ -124,18 +149,18 @@ def depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, k: int, dilation:
     """dL/dW, shape (C, 1, k, k), of ``F.conv2d(x, W, None, 1, dilation * (k - 1) // 2, dilation, groups=C)``.
 
     ``x`` and ``grad`` must be channels_last-dense float32 CPU tensors of one shape (N, C, H, W), k odd and at most
-    7. Returns ``None`` (the caller computes it another way) when the kernels are unavailable or the inputs do not
-    qualify. The batch is split over ``torch.get_num_threads()`` threads.
+    7, the dilation at most max(H, W). Returns ``None`` (the caller computes it another way) when the kernels are
+    unavailable or the inputs do not qualify. The batch is split over ``torch.get_num_threads()`` threads.
     """
     if not (
-        x.device.type == "cpu"
+        x.device.type == grad.device.type == "cpu"
         and x.dtype == grad.dtype == torch.float32
         and x.dim() == 4
         and x.shape == grad.shape
         and x.shape[0] > 0
         and k % 2 == 1
         and 1 <= k <= _MAX_K
-        and dilation >= 1
+        and 1 <= dilation <= max(x.shape[-2:])  # larger: every tap but the centre reads padding only
         and x.is_contiguous(memory_format=torch.channels_last)
         and grad.is_contiguous(memory_format=torch.channels_last)
     ):
