@@ -4,11 +4,19 @@ One intra-op thread: the suite runs on 2-core machines where several processes c
 and OpenMP thread pools that oversubscribe the cores are 10-30x slower there.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import torch
 
 torch.set_num_threads(1)
+
+# C kernels (cellnas.native) compiled by the tests, and by the CLI processes they start, go to a fresh directory
+# removed at exit: the suite does not depend on (or write to) the home directory.
+os.environ["CELLNAS_CACHE"] = _cache = tempfile.mkdtemp(prefix="cellnas-test-cache-")
+atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 
 import pytest  # noqa: E402
