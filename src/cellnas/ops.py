@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cellnas import native
 from cellnas.errors import CellnasError, unknown_name
 from cellnas.genotype import register_op_name
 
@@ -207,9 +208,7 @@ class _Depthwise(torch.autograd.Function):
         if _grad_needed(ctx, 1):
             k = weight.shape[-1]
             if NATIVE_DEPTHWISE and (k > 3 or dilation > 1):
-                from cellnas.native import depthwise_weight_grad
-
-                gw = depthwise_weight_grad(grad, x, k, dilation)
+                gw = native.depthwise_weight_grad(grad, x, k, dilation)
                 if gw is not None:
                     return gx, gw.to(weight.dtype), None
             if dilation == 1:

@@ -354,20 +354,28 @@ def _step_maker(which: str, *, order: int, channels: int, layers: int, size: int
                 **_: Any) -> Callable[[int], Callable[[], Any]]:  # fmt: skip
     """``make(n)``: a fresh seeded supernet (wrapped as the baseline for ``which == "baseline"``) and its step on
     ``n`` synthetic images. The same seed gives both implementations the same weights and α."""
+
+    def make(n: int) -> Callable[[], Any]:
+        net, batch = _model_and_batch(which, n, channels=channels, layers=layers, size=size, device=device,
+                                      num_classes=num_classes, in_channels=in_channels, seed=seed)  # fmt: skip
+        if which == "baseline":
+            return make_baseline_step(net, batch, order=order)
+        return make_search_step(net, batch, order=order, hvp=hvp)
+
+    return make
+
+
+def _model_and_batch(which: str, n: int, *, channels: int, layers: int, size: int, device: str, num_classes: int,
+                     in_channels: int, seed: int, **_: Any) -> tuple[torch.nn.Module, Batch]:  # fmt: skip
+    """A fresh seeded supernet (wrapped as the baseline for ``which == "baseline"``) and ``n`` synthetic images."""
     from cellnas.bench.baseline import baseline_from
     from cellnas.supernet import SearchNetwork
 
     dev = torch.device(device)
-
-    def make(n: int) -> Callable[[], Any]:
-        net = SearchNetwork(C=channels, num_classes=num_classes, layers=layers, in_channels=in_channels,
-                            seed=seed).to(dev)  # fmt: skip
-        batch = synthetic_batches(n, size, in_channels, num_classes, seed, dev)
-        if which == "baseline":
-            return make_baseline_step(baseline_from(net), batch, order=order)
-        return make_search_step(net, batch, order=order, hvp=hvp)
-
-    return make
+    net = SearchNetwork(C=channels, num_classes=num_classes, layers=layers, in_channels=in_channels,
+                        seed=seed).to(dev)  # fmt: skip
+    batch = synthetic_batches(n, size, in_channels, num_classes, seed, dev)
+    return (baseline_from(net) if which == "baseline" else net), batch
 
 
 #: The passes a search step is made of (``passes=True``), each on the training batch: the forward pass with its
@@ -394,15 +402,8 @@ def make_pass_fns(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> d
 
 def _pass_fns(which: str, settings: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     """:func:`make_pass_fns` on a fresh seeded supernet (or its baseline) and the step's training batch."""
-    from cellnas.bench.baseline import baseline_from
-    from cellnas.supernet import SearchNetwork
-
-    dev = torch.device(settings["device"])
-    net = SearchNetwork(C=settings["channels"], num_classes=settings["num_classes"], layers=settings["layers"],
-                        in_channels=settings["in_channels"], seed=settings["seed"]).to(dev)  # fmt: skip
-    x, y = synthetic_batches(settings["batch_size"], settings["size"], settings["in_channels"],
-                             settings["num_classes"], settings["seed"], dev)[:2]  # fmt: skip
-    return make_pass_fns(baseline_from(net) if which == "baseline" else net, x, y)
+    model, (x, y, _, _) = _model_and_batch(which, settings["batch_size"], **settings)
+    return make_pass_fns(model, x, y)
 
 
 def _measure(names: tuple[str, ...], settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
