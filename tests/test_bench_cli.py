@@ -23,6 +23,11 @@ def check_step_fields(r: dict) -> None:
     assert r["peak_mem_bytes"] > 0
     assert r["threads"] == 1 and len(r["load_average_1min"]) == 2
     assert len(r["step_s_all"]) == r["repeats"] == 1
+    from cellnas import native
+
+    # a result says whether the C kernel computed the depthwise weight gradients, and if not, why
+    assert r["native_kernels"] is native.available()
+    assert (r["native_kernels_reason"] is None) is native.available()
 
 
 def test_search_step_json(capsys):
@@ -59,6 +64,7 @@ def test_search_step_baseline_in_separate_processes(capsys):
     print_search_step(r)
     out = capsys.readouterr().out
     assert "(ratio of medians; processes)" in out
+    assert "C kernels    " in out
     assert "supernet / baseline = speed-up" in out and all(f"  {p} " in out for p in passes)
 
 

@@ -338,8 +338,13 @@ def describe(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
     else:
+        from cellnas import native
+
         info["device_name"] = platform.processor() or platform.machine()
         info["cpu_count"] = os.cpu_count()
+        # whether the C kernel computed the depthwise weight gradients (a machine without a C compiler is slower)
+        info["native_kernels"] = native.available()
+        info["native_kernels_reason"] = native.unavailable_reason()
     return info
 
 
@@ -349,15 +354,13 @@ def describe(device: torch.device) -> dict[str, Any]:
 SCHEDULES = ("interleaved", "processes")
 
 
-def _step_maker(which: str, *, order: int, channels: int, layers: int, size: int, device: str, hvp: str,
-                num_classes: int, in_channels: int, seed: int,
-                **_: Any) -> Callable[[int], Callable[[], Any]]:  # fmt: skip
+def _step_maker(which: str, *, order: int, hvp: str, **settings: Any) -> Callable[[int], Callable[[], Any]]:
     """``make(n)``: a fresh seeded supernet (wrapped as the baseline for ``which == "baseline"``) and its step on
-    ``n`` synthetic images. The same seed gives both implementations the same weights and α."""
+    ``n`` synthetic images (:func:`_model_and_batch`). The same seed gives both implementations the same weights
+    and α."""
 
     def make(n: int) -> Callable[[], Any]:
-        net, batch = _model_and_batch(which, n, channels=channels, layers=layers, size=size, device=device,
-                                      num_classes=num_classes, in_channels=in_channels, seed=seed)  # fmt: skip
+        net, batch = _model_and_batch(which, n, **settings)
         if which == "baseline":
             return make_baseline_step(net, batch, order=order)
         return make_search_step(net, batch, order=order, hvp=hvp)

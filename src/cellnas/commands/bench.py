@@ -143,6 +143,9 @@ def _print_common(r: dict) -> None:
     load = ", ".join("n/a" if v is None else f"{v:.2f}" for v in r["load_average_1min"])
     print(f"device       {r['device']} ({r['device_name']}), {r['threads']} threads, torch {r['torch_version']}")
     print(f"load avg     {load} (1 min, before, after)")
+    if "native_kernels" in r:
+        why = r.get("native_kernels_reason")
+        print("C kernels    " + ("used (cellnas.native)" if r["native_kernels"] else f"not used: {why}"))
 
 
 def run_search_step(args) -> int:
