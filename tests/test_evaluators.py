@@ -123,7 +123,8 @@ def test_process_executor_reports_errors_and_dead_workers_per_task():
         assert done[3].error == "ValueError: three"
         died = {d.item: d for d in ex.map_unordered(_square, [5, 6, 7, 8])}
     assert "worker process died" in died[5].error
-    assert died[8].ok and died[8].value == 64  # the pool was restarted for the rest
+    # the tasks lost with the broken pool ran again (one at a time): only the one that kills its worker fails
+    assert {x: d.value for x, d in died.items() if d.ok} == {6: 36, 7: 49, 8: 64}
     with pytest.raises(ValueError, match="fork"):
         ProcessExecutor(2, context="fork")
 

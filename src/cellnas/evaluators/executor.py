@@ -147,41 +147,48 @@ class ProcessExecutor(Executor):
 
         pending = list(enumerate(items))
         pending.reverse()  # pop() from the end keeps submission order
+        # Tasks lost together when a worker died: a dying worker breaks the whole pool, so any task in flight (or
+        # submitted before the break was noticed) is lost with it. They are run again one at a time, so that only
+        # the task that kills its worker when run alone is reported as dead.
+        suspects: list = []
         running: dict = {}
+        died = "worker process died (killed or out of memory)"
         try:
-            while pending or running:
-                while pending and len(running) < self.workers:
-                    i, item = pending.pop()
+            while pending or suspects or running:
+                while (suspects or pending) and len(running) < (1 if suspects else self.workers):
+                    i, item = suspects.pop() if suspects else pending.pop()
                     try:
                         running[self._ensure_pool().submit(_call, fn, item)] = (i, item)
                     except BrokenProcessPool:
                         self._restart()
                         running[self._ensure_pool().submit(_call, fn, item)] = (i, item)
                 finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                broken = False
+                lost = []
                 for fut in finished:
                     i, item = running.pop(fut)
                     try:
                         ok, value = fut.result()
                     except BrokenProcessPool:
-                        broken = True
-                        yield Done(i, item, error="worker process died (killed or out of memory)")
+                        lost.append((i, item))
                         continue
                     except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
                         yield Done(i, item, error=_describe(exc))
                         continue
                     yield Done(i, item, value=value) if ok else Done(i, item, error=value)
-                if broken:
-                    # the others in flight were lost with the pool; report them and start a fresh pool
-                    for fut, (i, item) in list(running.items()):
+                if lost:
+                    for fut, (i, item) in list(running.items()):  # the others in flight went down with the pool
                         try:
                             ok, value = fut.result(timeout=0)
                         except Exception:  # noqa: BLE001 - lost with the pool
-                            yield Done(i, item, error="worker process died (killed or out of memory)")
+                            lost.append((i, item))
                         else:
                             yield Done(i, item, value=value) if ok else Done(i, item, error=value)
                     running.clear()
                     self._restart()
+                    if len(lost) == 1:  # it was the only task in the pool: it killed its worker
+                        yield Done(*lost[0], error=died)
+                    else:
+                        suspects.extend(reversed(lost))
         finally:
             for fut in running:
                 fut.cancel()
