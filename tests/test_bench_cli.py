@@ -28,6 +28,7 @@ def check_step_fields(r: dict) -> None:
     # a result says whether the C kernel computed the depthwise weight gradients, and if not, why
     assert r["native_kernels"] is native.available()
     assert (r["native_kernels_reason"] is None) is native.available()
+    assert r["native_threads"] == native.threading_model()
 
 
 def test_search_step_json(capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 
 import pytest
@@ -163,6 +164,41 @@ def test_threads_loading_at_once_all_get_the_kernel(fresh_state, monkeypatch):
     for t in threads:
         t.join()
     assert seen == [(True, None)] * 4
+
+
+@needs_kernel
+def test_the_posix_threads_build_gives_the_same_sums(fresh_state, monkeypatch):
+    """The build used where PyTorch does not run on GNU OpenMP (or the compiler has no -fopenmp)."""
+    monkeypatch.setenv("CELLNAS_NATIVE", "1")
+    monkeypatch.setattr(native, "_flag_sets", lambda: [["-O3"]])
+    assert native.threading_model() == "pthreads"
+    x = torch.randn(5, 16, 6, 7).contiguous(memory_format=CL)
+    g = torch.randn(5, 16, 6, 7).contiguous(memory_format=CL)
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 5):
+            torch.set_num_threads(threads)
+            torch.testing.assert_close(native.depthwise_weight_grad(g, x, 5, 2).double(), _reference(g, x, 5, 2),
+                                       rtol=1e-5, atol=1e-5)  # fmt: skip
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _compiles_openmp(tmp_path) -> bool:
+    src = tmp_path / "probe.c"
+    src.write_text("int f(void) { int s = 0;\n#pragma omp parallel reduction(+:s)\n s += 1;\n return s; }\n")
+    cmd = [native._compiler(), "-fopenmp", "-shared", "-fPIC", "-o", str(tmp_path / "probe.so"), str(src)]
+    return subprocess.run(cmd, capture_output=True).returncode == 0
+
+
+@needs_kernel
+def test_on_gnu_openmp_the_kernel_shares_pytorchs_threads(fresh_state, monkeypatch, tmp_path):
+    runtimes = native._openmp_runtimes()
+    if not any("libgomp" in r for r in runtimes) or not _compiles_openmp(tmp_path):
+        pytest.skip("PyTorch does not run on GNU OpenMP here, or the compiler has no -fopenmp")
+    monkeypatch.setenv("CELLNAS_NATIVE", "1")
+    assert native.threading_model() == "openmp", native.unavailable_reason()
+    assert native._openmp_runtimes() == runtimes  # linked to torch's libgomp, no second runtime loaded
 
 
 def test_cache_key_names_the_cpu(monkeypatch):

@@ -345,6 +345,7 @@ def describe(device: torch.device) -> dict[str, Any]:
         # whether the C kernel computed the depthwise weight gradients (a machine without a C compiler is slower)
         info["native_kernels"] = native.available()
         info["native_kernels_reason"] = native.unavailable_reason()
+        info["native_threads"] = native.threading_model()  # "openmp" (PyTorch's own threads) or "pthreads"
     return info
 
 

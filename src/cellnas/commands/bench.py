@@ -145,7 +145,8 @@ def _print_common(r: dict) -> None:
     print(f"load avg     {load} (1 min, before, after)")
     if "native_kernels" in r:
         why = r.get("native_kernels_reason")
-        print("C kernels    " + ("used (cellnas.native)" if r["native_kernels"] else f"not used: {why}"))
+        used = f"used (cellnas.native, {r.get('native_threads')} threads)"
+        print("C kernels    " + (used if r["native_kernels"] else f"not used: {why}"))
 
 
 def run_search_step(args) -> int:

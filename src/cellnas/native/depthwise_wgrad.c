@@ -5,7 +5,9 @@
  * x and g are dense (N, H, W, C) arrays (a channels_last tensor's memory), the result is (k*k, C). oneDNN's own
  * kernel for this is slow for 5x5 and dilated kernels on CPU; here, for each row of g and each kernel row, the
  * k taps of a kernel row are accumulated together over the row in 16-channel vectors held in registers. The
- * batch is split over `threads` POSIX threads, each with its own accumulator; their sums are added at the end.
+ * batch is split over `threads` threads, each with its own accumulator; their sums are added at the end. Built
+ * with -fopenmp, the threads are those of the OpenMP runtime PyTorch runs on; otherwise POSIX threads started per
+ * call.
  * Float sums are taken in another order than oneDNN's: equal up to rounding.
  */
 #include <pthread.h>
@@ -92,6 +94,15 @@ static void *work(void *arg) {
     return NULL;
 }
 
+/* 1 when built with OpenMP (the threads of PyTorch's own runtime), 0 with POSIX threads started per call. */
+int cellnas_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 /* dW[t, c] (t = i*k + j) of a stride-1 depthwise conv, padding p, dilation d, x and g (N, H, W, C) dense. */
 int cellnas_dw_weight_grad(const float *x, const float *g, float *out, long N, long H, long W, long C, int k, int d, int p,
                    int threads) {
@@ -103,18 +114,24 @@ int cellnas_dw_weight_grad(const float *x, const float *g, float *out, long N, l
     job_t *jobs = (job_t *)malloc(sizeof(job_t) * threads);
     pthread_t *tids = (pthread_t *)malloc(sizeof(pthread_t) * threads);
     if (!bufs || !jobs || !tids) { free(bufs); free(jobs); free(tids); return 1; }
+    for (int t = 0; t < threads; t++)
+        jobs[t] = (job_t){x, g, bufs + (long)t * kk * C, N * t / threads, N * (t + 1) / threads, H, W, C, k, d, p};
+#ifdef _OPENMP
+    /* the OpenMP runtime PyTorch itself runs on (libgomp, loaded once per process): its worker threads, which
+     * spin for a while after each of torch's parallel regions, take these jobs instead of competing with ours */
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (int t = 0; t < threads; t++) work(&jobs[t]);
+#else
     char *started = (char *)calloc((size_t)threads, 1);
     if (!started) { free(bufs); free(jobs); free(tids); return 1; }
-    for (int t = 0; t < threads; t++) {
-        jobs[t] = (job_t){x, g, bufs + (long)t * kk * C, N * t / threads, N * (t + 1) / threads, H, W, C, k, d, p};
-        if (t > 0) started[t] = pthread_create(&tids[t], NULL, work, &jobs[t]) == 0;
-    }
+    for (int t = 1; t < threads; t++) started[t] = pthread_create(&tids[t], NULL, work, &jobs[t]) == 0;
     work(&jobs[0]);
     for (int t = 1; t < threads; t++) {
         if (started[t]) pthread_join(tids[t], NULL);
         else work(&jobs[t]); /* no thread for it: do it here */
     }
     free(started);
+#endif
     memcpy(out, bufs, sizeof(float) * kk * C);
     for (int t = 1; t < threads; t++)
         for (long q = 0; q < kk * C; q++) out[q] += bufs[(long)t * kk * C + q];
