@@ -29,6 +29,7 @@ def check_step_fields(r: dict) -> None:
     assert r["native_kernels"] is native.available()
     assert (r["native_kernels_reason"] is None) is native.available()
     assert r["native_threads"] == native.threading_model()
+    assert r["native_threads"] in (("openmp", "pthreads") if native.available() else (None,))
 
 
 def test_search_step_json(capsys):

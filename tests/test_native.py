@@ -133,8 +133,14 @@ def test_a_failing_compiler_is_reported_not_raised(fresh_state, monkeypatch):
     monkeypatch.setenv("CELLNAS_NATIVE", "1")
     monkeypatch.setenv("CC", "false")  # exists everywhere POSIX, always fails
     assert not native.available()
-    assert native.unavailable_reason().startswith("compiling the C kernels failed")
-    assert not [p for p in fresh_state.rglob("*") if p.is_file()]  # no half-written library left behind
+    reason = native.unavailable_reason()
+    assert reason.startswith("compiling the C kernels failed")
+    assert not list(fresh_state.rglob("*.so"))  # no half-written library left behind
+    # the failure is remembered: another process does not run the compiler again, and says how to retry
+    native._lib, native._reason, native._tried = None, None, False
+    monkeypatch.setattr(native.subprocess, "run", lambda *a, **k: pytest.fail("compiled again"))
+    assert not native.available()
+    assert "delete it to try again" in native.unavailable_reason()
 
 
 @needs_kernel
@@ -193,12 +199,34 @@ def _compiles_openmp(tmp_path) -> bool:
 
 @needs_kernel
 def test_on_gnu_openmp_the_kernel_shares_pytorchs_threads(fresh_state, monkeypatch, tmp_path):
-    runtimes = native._openmp_runtimes()
-    if not any("libgomp" in r for r in runtimes) or not _compiles_openmp(tmp_path):
+    if native._torch_libgomp() is None or not _compiles_openmp(tmp_path):
         pytest.skip("PyTorch does not run on GNU OpenMP here, or the compiler has no -fopenmp")
     monkeypatch.setenv("CELLNAS_NATIVE", "1")
     assert native.threading_model() == "openmp", native.unavailable_reason()
-    assert native._openmp_runtimes() == runtimes  # linked to torch's libgomp, no second runtime loaded
+    # the kernel's OpenMP calls resolve to the very functions of torch's libgomp (no second thread pool)
+    assert native._uses_torch_openmp(native._lib)
+
+
+def test_without_pytorchs_libgomp_no_openmp_build_is_tried(monkeypatch):
+    monkeypatch.setattr(native, "_torch_libgomp", lambda: None)
+    assert all("-fopenmp" not in flags for flags in native._flag_sets())
+    monkeypatch.setattr(native, "_torch_libgomp", lambda: object())
+    assert "-fopenmp" in native._flag_sets()[0] and "-fopenmp" not in native._flag_sets()[-1]
+
+
+@needs_kernel
+def test_an_openmp_build_bound_to_another_runtime_is_not_used(fresh_state, monkeypatch, caplog, tmp_path):
+    if native._torch_libgomp() is None or not _compiles_openmp(tmp_path):
+        pytest.skip("PyTorch does not run on GNU OpenMP here, or the compiler has no -fopenmp")
+    monkeypatch.setenv("CELLNAS_NATIVE", "1")
+    monkeypatch.setattr(native, "_uses_torch_openmp", lambda lib: False)  # as if it had its own runtime
+    built = []
+    real_build = native._build
+    monkeypatch.setattr(native, "_build", lambda cc, flags: built.append(flags) or real_build(cc, flags))
+    with caplog.at_level("INFO", logger="cellnas.native"):
+        assert native.threading_model() == "pthreads"
+    assert sum("-fopenmp" in flags for flags in built) == 1  # rejected once, not retried with other flags
+    assert "do not go to PyTorch's libgomp" in caplog.text
 
 
 def test_cache_key_names_the_cpu(monkeypatch):

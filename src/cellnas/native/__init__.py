@@ -75,27 +75,37 @@ def _cpu_identity() -> str:
     return ident + ":" + platform.processor()
 
 
-def _openmp_runtimes() -> set[str]:
-    """The OpenMP runtime libraries mapped into this process (Linux; empty where /proc is missing)."""
+def _torch_libgomp() -> ctypes.CDLL | None:
+    """PyTorch's GNU OpenMP runtime, where ATen's parallel backend is OpenMP and ``libgomp.so.1`` is already loaded
+    in this process (``RTLD_NOLOAD``: nothing is loaded by asking); ``None`` otherwise."""
+    if "ATen parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
     try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if line.rstrip().endswith(".so") or ".so." in line}
-    except OSError:
-        return set()
-    return {p for p in paths if os.path.basename(p).startswith(("libgomp", "libiomp", "libomp"))}
+        return ctypes.CDLL("libgomp.so.1", mode=getattr(os, "RTLD_NOLOAD", 4) | os.RTLD_LAZY)
+    except (OSError, AttributeError):
+        return None
+
+
+def _uses_torch_openmp(lib: ctypes.CDLL) -> bool:
+    """Whether the OpenMP calls of a loaded ``-fopenmp`` build go to PyTorch's own libgomp (not a second runtime)."""
+    gomp = _torch_libgomp()
+    if gomp is None:
+        return False
+    ours = lib.cellnas_omp_symbol
+    ours.restype = ctypes.c_void_p
+    return ours() is not None and ours() == ctypes.cast(gomp.omp_get_thread_num, ctypes.c_void_p).value
 
 
 def _flag_sets() -> list[list[str]]:
     """Compiler flags to try in turn. With OpenMP first where PyTorch runs on GNU OpenMP (its ``libgomp.so.1`` is
-    already in the process, so the kernel's ``-fopenmp`` build links to it and shares its worker threads); with
-    POSIX threads otherwise.
+    already in the process, so the kernel's ``-fopenmp`` build binds to it and shares its worker threads; checked
+    after loading by :func:`_uses_torch_openmp`); with POSIX threads otherwise.
 
     Why: after each parallel region, libgomp's worker threads spin for a while waiting for the next one. Threads the
     kernel starts itself then compete with them for the cores; measured in the search network on 2 cores (batch 64,
     C=16), the kernel's calls took 0.51 s per weights pass with its own threads and 0.23 s on torch's.
     """
-    runtimes = _openmp_runtimes()
-    gnu = torch.__config__.parallel_info().find("OpenMP") >= 0 and any("libgomp" in r for r in runtimes)
+    gnu = _torch_libgomp() is not None
     return ([flags + _OPENMP for flags in _FLAG_SETS] if gnu else []) + [list(f) for f in _FLAG_SETS]
 
 
@@ -107,9 +117,14 @@ def library_path(cc: str, flags: list[str]) -> Path:
 
 
 def _build(cc: str, flags: list[str]) -> Path:
+    """The cached library for ``flags``, compiled if missing. A failed compile is remembered next to it (``.failed``,
+    holding the error), so that later processes do not pay for it again; delete the file to retry."""
     out = library_path(cc, flags)
     if out.is_file():
         return out
+    failed = out.with_suffix(".failed")
+    if failed.is_file():
+        raise OSError(f"{failed.read_text().strip()} (remembered in {failed}; delete it to try again)")
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
@@ -117,7 +132,11 @@ def _build(cc: str, flags: list[str]) -> Path:
         cmd = [cc, *flags, "-shared", "-fPIC", "-pthread", "-o", tmp, str(_SOURCE)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
-            raise OSError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-400:]}")
+            error = f"{' '.join(cmd)} failed: {proc.stderr.strip()[-400:]}"
+            with open(tmp, "w") as f:
+                f.write(error)
+            os.replace(tmp, failed)  # atomic, like the library
+            raise OSError(error)
         os.chmod(tmp, 0o755)  # others sharing a cache directory can load it
         os.replace(tmp, out)  # atomic: a concurrent compile of the same source writes the same library
     finally:
@@ -144,21 +163,27 @@ def _try_load() -> None:
         _reason = "no C compiler found ($CC, cc, gcc or clang)"
     else:
         errors = []
-        before = _openmp_runtimes()
+        openmp_rejected = False
         for flags in _flag_sets():
+            openmp = _OPENMP[0] in flags
+            if openmp and openmp_rejected:
+                continue
             try:
                 lib = ctypes.CDLL(str(_build(cc, flags)))
                 fn = lib.cellnas_dw_weight_grad
             except (OSError, AttributeError, subprocess.SubprocessError) as exc:
                 errors.append(str(exc))
                 continue
-            if _OPENMP[0] in flags and _openmp_runtimes() != before:  # a second runtime, not torch's own
-                errors.append(f"{' '.join(flags)}: the build loaded another OpenMP runtime than PyTorch's")
+            if openmp and not _uses_torch_openmp(lib):  # it would start a second thread pool beside torch's
+                errors.append(f"{' '.join(flags)}: the build's OpenMP calls do not go to PyTorch's libgomp")
+                openmp_rejected = True
                 continue
             fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 4 + [ctypes.c_int] * 4
             fn.restype = ctypes.c_int
             lib.cellnas_openmp.restype = ctypes.c_int
             _lib, _reason, _tried = lib, None, True
+            if errors:
+                log.info("cellnas.native: built with %s after: %s", " ".join(flags), " | ".join(errors))
             return
         _reason = "compiling the C kernels failed: " + " | ".join(errors)
     _tried = True

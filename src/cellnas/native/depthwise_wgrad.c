@@ -103,6 +103,14 @@ int cellnas_openmp(void) {
 #endif
 }
 
+/* Where this library's OpenMP calls go (NULL without OpenMP): __init__.py checks that it is PyTorch's libgomp. */
+#ifdef _OPENMP
+#include <omp.h>
+const void *cellnas_omp_symbol(void) { return (const void *)&omp_get_thread_num; }
+#else
+const void *cellnas_omp_symbol(void) { return NULL; }
+#endif
+
 /* dW[t, c] (t = i*k + j) of a stride-1 depthwise conv, padding p, dilation d, x and g (N, H, W, C) dense. */
 int cellnas_dw_weight_grad(const float *x, const float *g, float *out, long N, long H, long W, long C, int k, int d, int p,
                    int threads) {
@@ -112,8 +120,7 @@ int cellnas_dw_weight_grad(const float *x, const float *g, float *out, long N, l
     const long kk = (long)k * k;
     float *bufs = (float *)calloc((size_t)threads * kk * C, sizeof(float));
     job_t *jobs = (job_t *)malloc(sizeof(job_t) * threads);
-    pthread_t *tids = (pthread_t *)malloc(sizeof(pthread_t) * threads);
-    if (!bufs || !jobs || !tids) { free(bufs); free(jobs); free(tids); return 1; }
+    if (!bufs || !jobs) { free(bufs); free(jobs); return 1; }
     for (int t = 0; t < threads; t++)
         jobs[t] = (job_t){x, g, bufs + (long)t * kk * C, N * t / threads, N * (t + 1) / threads, H, W, C, k, d, p};
 #ifdef _OPENMP
@@ -122,8 +129,9 @@ int cellnas_dw_weight_grad(const float *x, const float *g, float *out, long N, l
 #pragma omp parallel for num_threads(threads) schedule(static, 1)
     for (int t = 0; t < threads; t++) work(&jobs[t]);
 #else
+    pthread_t *tids = (pthread_t *)malloc(sizeof(pthread_t) * threads);
     char *started = (char *)calloc((size_t)threads, 1);
-    if (!started) { free(bufs); free(jobs); free(tids); return 1; }
+    if (!tids || !started) { free(bufs); free(jobs); free(tids); free(started); return 1; }
     for (int t = 1; t < threads; t++) started[t] = pthread_create(&tids[t], NULL, work, &jobs[t]) == 0;
     work(&jobs[0]);
     for (int t = 1; t < threads; t++) {
@@ -131,10 +139,11 @@ int cellnas_dw_weight_grad(const float *x, const float *g, float *out, long N, l
         else work(&jobs[t]); /* no thread for it: do it here */
     }
     free(started);
+    free(tids);
 #endif
     memcpy(out, bufs, sizeof(float) * kk * C);
     for (int t = 1; t < threads; t++)
         for (long q = 0; q < kk * C; q++) out[q] += bufs[(long)t * kk * C + q];
-    free(bufs); free(jobs); free(tids);
+    free(bufs); free(jobs);
     return 0;
 }
