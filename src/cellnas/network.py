@@ -126,19 +126,22 @@ class _AuxPool(nn.Module):
         return F.adaptive_avg_pool2d(x, 2)
 
 
-class AuxiliaryHeadCIFAR(nn.Module):
-    """Auxiliary classifier after cell ``2*layers//3`` (SPEC 2.1): designed for 8x8 maps."""
+class _AuxiliaryHead(nn.Module):
+    """ReLU, AvgPool 5 to 2x2, 1x1 conv to 128 + BN + ReLU, 2x2 conv to 768 (+ BN) + ReLU, linear (SPEC 2.1, 2.3).
 
-    def __init__(self, C: int, num_classes: int):
+    The layer indices of ``features`` are those of the reference code, so state dicts load either way.
+    """
+
+    def __init__(self, C: int, num_classes: int, pool_stride: int, bn_after_2x2: bool):
         super().__init__()
         self.features = nn.Sequential(
             nn.ReLU(inplace=False),
-            _AuxPool(stride=3),
+            _AuxPool(stride=pool_stride),
             nn.Conv2d(C, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=False),
             nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
+            *([nn.BatchNorm2d(768)] if bn_after_2x2 else []),
             nn.ReLU(inplace=False),
         )
         self.classifier = nn.Linear(768, num_classes)
@@ -147,24 +150,18 @@ class AuxiliaryHeadCIFAR(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-class AuxiliaryHeadImageNet(nn.Module):
+class AuxiliaryHeadCIFAR(_AuxiliaryHead):
+    """Auxiliary classifier after cell ``2*layers//3`` (SPEC 2.1): designed for 8x8 maps (AvgPool 5, stride 3)."""
+
+    def __init__(self, C: int, num_classes: int):
+        super().__init__(C, num_classes, pool_stride=3, bn_after_2x2=True)
+
+
+class AuxiliaryHeadImageNet(_AuxiliaryHead):
     """ImageNet auxiliary classifier (SPEC 2.3): AvgPool 5 stride 2 and **no** BN after the 2x2 conv."""
 
     def __init__(self, C: int, num_classes: int):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.ReLU(inplace=False),
-            _AuxPool(stride=2),
-            nn.Conv2d(C, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
-            nn.ReLU(inplace=False),
-            nn.Conv2d(128, 768, 2, bias=False),
-            nn.ReLU(inplace=False),
-        )
-        self.classifier = nn.Linear(768, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        super().__init__(C, num_classes, pool_stride=2, bn_after_2x2=False)
 
 
 class _Network(nn.Module):
