@@ -91,9 +91,10 @@ def _uses_torch_openmp(lib: ctypes.CDLL) -> bool:
     gomp = _torch_libgomp()
     if gomp is None:
         return False
-    ours = lib.cellnas_omp_symbol
-    ours.restype = ctypes.c_void_p
-    return ours() is not None and ours() == ctypes.cast(gomp.omp_get_thread_num, ctypes.c_void_p).value
+    symbol = lib.cellnas_omp_symbol
+    symbol.restype = ctypes.c_void_p
+    ours = symbol()
+    return ours is not None and ours == ctypes.cast(gomp.omp_get_thread_num, ctypes.c_void_p).value
 
 
 def _flag_sets() -> list[list[str]]:
