@@ -11,7 +11,9 @@ The source ships with the package and is compiled once per machine with the syst
 where PyTorch runs on GNU OpenMP, so that the kernel uses PyTorch's own worker threads, see :func:`_flag_sets`) into
 ``$CELLNAS_CACHE/native`` (default ``$XDG_CACHE_HOME/cellnas/native``, i.e. ``~/.cache/cellnas/native``), named
 by a hash of the source, compiler, flags and the CPU's instruction-set flags, and written atomically, so
-concurrent processes can compile at the same time. Without a compiler, on platforms without POSIX threads, or
+concurrent processes can compile at the same time. A compile that fails is remembered beside it (``*.failed``,
+holding the compiler's message) and not repeated by later processes: delete the file (or the directory) after
+fixing the compiler. Without a compiler, on platforms without POSIX threads, or
 with ``CELLNAS_NATIVE=0``, :func:`available` is False and callers keep their PyTorch path; the reason is logged
 once (``cellnas.native`` logger, INFO).
 """
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("depthwise_wgrad.c")
 _FLAG_SETS = (["-O3", "-march=native"], ["-O3"])
-_OPENMP = ["-fopenmp"]
+_OPENMP = "-fopenmp"
 _MAX_K = 7  # MAXK in the C source
 _lib: ctypes.CDLL | None = None
 _reason: str | None = None  # why the kernels are unavailable (None: not tried yet, or available)
@@ -107,7 +109,7 @@ def _flag_sets() -> list[list[str]]:
     C=16), the kernel's calls took 0.51 s per weights pass with its own threads and 0.23 s on torch's.
     """
     gnu = _torch_libgomp() is not None
-    return ([flags + _OPENMP for flags in _FLAG_SETS] if gnu else []) + [list(f) for f in _FLAG_SETS]
+    return ([[*flags, _OPENMP] for flags in _FLAG_SETS] if gnu else []) + [list(f) for f in _FLAG_SETS]
 
 
 def library_path(cc: str, flags: list[str]) -> Path:
@@ -166,7 +168,7 @@ def _try_load() -> None:
         errors = []
         openmp_rejected = False
         for flags in _flag_sets():
-            openmp = _OPENMP[0] in flags
+            openmp = _OPENMP in flags
             if openmp and openmp_rejected:
                 continue
             try:
