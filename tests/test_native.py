@@ -94,6 +94,30 @@ def test_depthwise_conv_gradients_with_and_without_the_kernel(monkeypatch, k, d)
     assert len(calls) == 1
 
 
+@needs_kernel
+@pytest.mark.parametrize("k,d", [(5, 1), (3, 2)])
+def test_flop_counting_sees_the_weight_gradient(monkeypatch, k, d):
+    """Under ``FlopCounterMode`` (how ``cellnas bench`` counts FLOPs) the kernel steps aside: ATen computes the weight
+    gradient and the mode counts it, the same count as with the kernel switched off."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    calls = []
+    kernel = native.depthwise_weight_grad
+    monkeypatch.setattr(native, "depthwise_weight_grad", lambda *a: calls.append(1) or kernel(*a))
+
+    def flops(native_on: bool) -> int:
+        monkeypatch.setattr(ops, "NATIVE_DEPTHWISE", native_on)
+        x = torch.randn(2, 16, 8, 8).contiguous(memory_format=CL).requires_grad_()
+        w = torch.randn(16, 1, k, k, requires_grad=True)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            ops.depthwise_conv2d(x, w, 1, d * (k - 1) // 2, d).sum().backward()
+        return counter.get_total_flops()
+
+    assert flops(True) == flops(False) > 0
+    assert not calls
+
+
 def test_inputs_the_kernel_does_not_take_return_none():
     x = torch.randn(2, 4, 6, 6)
     cl = x.contiguous(memory_format=CL)
