@@ -91,20 +91,6 @@ INPLACE_RELU = True
 FAST_5X5_MIN_VALUES = 4096
 
 
-try:
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-except ImportError:  # pragma: no cover - older torch
-
-    def _get_current_dispatch_mode():
-        return None
-
-
-def _traced() -> bool:
-    """Whether a Python dispatch mode is active (``FlopCounterMode``, tracing): it sees ATen ops only, so the C
-    kernel of :mod:`cellnas.native` steps aside and the same gradient is computed through ATen, where it is counted."""
-    return _get_current_dispatch_mode() is not None
-
-
 def _grad_needed(ctx, i: int) -> bool:
     """Whether this backward pass needs the gradient of input ``i`` (``autograd.grad`` w.r.t. α skips the weights)."""
     if not ctx.needs_input_grad[i]:
@@ -221,7 +207,7 @@ class _Depthwise(torch.autograd.Function):
             gx = F.conv2d(grad, weight.flip(-1, -2), None, 1, padding, dilation, C)
         if _grad_needed(ctx, 1):
             k = weight.shape[-1]
-            if NATIVE_DEPTHWISE and (k > 3 or dilation > 1) and not _traced():
+            if NATIVE_DEPTHWISE and (k > 3 or dilation > 1):
                 gw = native.depthwise_weight_grad(grad, x, k, dilation)
                 if gw is not None:
                     return gx, gw.to(weight.dtype), None

@@ -38,6 +38,13 @@ __all__ = ["available", "depthwise_weight_grad", "library_path", "threading_mode
 
 log = logging.getLogger(__name__)
 
+try:
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+except ImportError:  # pragma: no cover - older torch
+
+    def _get_current_dispatch_mode():
+        return None
+
 _SOURCE = Path(__file__).with_name("depthwise_wgrad.c")
 _FLAG_SETS = (["-O3", "-march=native"], ["-O3"])
 _OPENMP = "-fopenmp"
@@ -218,9 +225,11 @@ def depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, k: int, dilation:
 
     ``x`` and ``grad`` must be channels_last-dense float32 CPU tensors of one shape (N, C, H, W), k odd and at most
     7, the dilation at most max(H, W). Returns ``None`` (the caller computes it another way) when the kernels are
-    unavailable or the inputs do not qualify. The batch is split over ``torch.get_num_threads()`` threads.
+    unavailable, the inputs do not qualify, or a Python dispatch mode is active (``FlopCounterMode``, tracing): such a
+    mode sees ATen ops only, so the caller's ATen path computes the same gradient where the mode counts it (and fake
+    tensors have no data to hand to C). The batch is split over ``torch.get_num_threads()`` threads.
     """
-    if not (
+    if _get_current_dispatch_mode() is not None or not (
         x.device.type == grad.device.type == "cpu"
         and x.dtype == grad.dtype == torch.float32
         and x.dim() == 4
