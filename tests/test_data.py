@@ -267,13 +267,42 @@ def test_imagefolder_errors_name_the_problem(tmp_path):
     with pytest.raises(DataError, match="no class sub-folders"):
         get_dataset(f"imagefolder:{tmp_path}")
     (tmp_path / "a").mkdir()
+    with pytest.raises(DataError, match="one class sub-folder"):
+        get_dataset(f"imagefolder:{tmp_path}")
+    (tmp_path / "b").mkdir()
     with pytest.raises(DataError, match="holds no images"):
         get_dataset(f"imagefolder:{tmp_path}")
+    (tmp_path / "b").rmdir()
+    _png_folder(tmp_path, classes=("b",), per_class=2)
     bad = tmp_path / "a" / "broken.png"
     bad.write_bytes(b"not a png")
     with pytest.raises(DataError) as err:
         get_dataset(f"imagefolder:{tmp_path}")
     assert str(bad) in str(err.value)
+
+
+def test_imagefolder_train_alone_is_split_and_never_read_as_one_class(tmp_path):
+    """PATH/train/<class> without test/ or val/: the classes of train/, split 20 % per class (not one class 'train')."""
+    _png_folder(tmp_path / "train")
+    ds = get_dataset(f"imagefolder:{tmp_path}")
+    assert ds.classes == ["cat", "dog", "emu"] and (ds.n_train, ds.n_test) == (12, 3)
+    one = tmp_path / "one"
+    _png_folder(one / "train", classes=("cat",))
+    with pytest.raises(DataError, match="at least two"):
+        get_dataset(f"imagefolder:{one}")
+
+
+def test_imagefolder_split_layout_errors_name_the_folder(tmp_path):
+    _png_folder(tmp_path / "test")
+    with pytest.raises(DataError, match="test/ but no train/"):
+        get_dataset(f"imagefolder:{tmp_path}")
+    _png_folder(tmp_path / "train")
+    for d in (tmp_path / "test").iterdir():  # the test classes exist but hold no images
+        for f in d.iterdir():
+            f.unlink()
+    with pytest.raises(DataError, match="holds no images") as err:
+        get_dataset(f"imagefolder:{tmp_path}")
+    assert str(tmp_path / "test") in str(err.value)
 
 
 def test_unknown_dataset_lists_the_valid_names():

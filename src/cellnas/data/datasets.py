@@ -283,24 +283,36 @@ def load_imagefolder(path: str | Path, image_size: int = 32) -> Dataset:
     """A directory of images with one sub-folder per class, read with Pillow as RGB and resized to
     ``image_size`` x ``image_size`` (bilinear; the aspect ratio is not kept).
 
-    If ``PATH/train`` and ``PATH/test`` (or ``PATH/val``) exist they are the split; otherwise each class is split
-    deterministically, 20 % test (:func:`stratified_split`, seed 0). Classes are the sorted sub-folder names;
-    files with other extensions than ``.png .jpg .jpeg .bmp`` are ignored. mean/std come from the training split.
+    If ``PATH/train`` and ``PATH/test`` (or ``PATH/val``) exist they are the split; otherwise the classes (in
+    ``PATH/train`` when only that exists, else in ``PATH``) are each split deterministically, 20 % test
+    (:func:`stratified_split`, seed 0). Classes are the sorted sub-folder names, at least two; files with other
+    extensions than ``.png .jpg .jpeg .bmp`` are ignored. mean/std come from the training split.
     """
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a directory; "
                         "expected PATH/<class name>/<images> for --dataset imagefolder:PATH")
     held_out = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
-    if (root / "train").is_dir() and held_out is not None:
-        classes = [d.name for d in _class_dirs(root / "train")]
+    has_train = (root / "train").is_dir()
+    if held_out is not None and not has_train:
+        raise DataError(f"image folder {root} has {held_out.name}/ but no train/: give PATH/train/<class>/<images> "
+                        f"beside PATH/{held_out.name}/<class>/<images>, or PATH/<class>/<images> without a split")
+    if has_train and held_out is not None:
+        classes = _classes(root / "train")
         unknown = sorted({d.name for d in _class_dirs(held_out)} - set(classes))
         if unknown:
             raise DataError(f"{held_out} has classes with no training folder in {root / 'train'}: {unknown}")
         train_files = _labelled_files(root / "train", classes)
         test_files = _labelled_files(held_out, classes, allow_empty=True)
+        if not test_files:
+            raise DataError(f"{held_out} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders; "
+                            f"add test images there or remove {held_out} to split {root / 'train'} instead")
     else:
-        classes = [d.name for d in _class_dirs(root)]
+        if has_train:  # train/ alone: its classes, split as if it were the root
+            log.info("%s has train/ but no test/ or val/: splitting train/ %d %% for testing", root,
+                     round(100 * IMAGEFOLDER_TEST_FRACTION))
+            root = root / "train"
+        classes = _classes(root)
         files = _labelled_files(root, classes)
         labels = np.array([c for _, c in files], dtype=np.int64)
         train_idx, test_idx = stratified_split(labels, IMAGEFOLDER_TEST_FRACTION, IMAGEFOLDER_SEED)
@@ -313,6 +325,15 @@ def load_imagefolder(path: str | Path, image_size: int = 32) -> Dataset:
     std = tuple(s if s > 0 else 1.0 for s in std)  # a constant channel would divide by zero
     return Dataset(f"imagefolder:{root}", train_x, train_y, test_x, test_y, len(classes), 3, image_size,
                    mean, std, classes, default_crop_padding_for(image_size), True)
+
+
+def _classes(root: Path) -> list[str]:
+    """The class names of an image folder: its sub-folders, sorted; at least two."""
+    classes = [d.name for d in _class_dirs(root)]
+    if len(classes) == 1:
+        raise DataError(f"image folder {root} has one class sub-folder ({classes[0]}); a classifier needs at least "
+                        f"two: expected {root}/<class name>/<images> with one folder per class")
+    return classes
 
 
 def _labelled_files(root: Path, classes: list[str], allow_empty: bool = False) -> list[tuple[Path, int]]:
