@@ -253,6 +253,22 @@ def test_resume_errors(tmp_path):
         train(resume=tmp_path / "search")
 
 
+def test_resume_refuses_a_checkpoint_from_another_run_and_records_the_new_epochs(tmp_path):
+    kw = dict(TINY, steps_per_epoch=1, epochs=1)
+    train("DARTS_V2", out=tmp_path / "a", **kw)
+    train("DARTS_V1", out=tmp_path / "b", **{**kw, "channels": 2})
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name in ("config.json", "genotype.json", "metrics.jsonl"):
+        (mixed / name).write_bytes((tmp_path / "a" / name).read_bytes())
+    (mixed / "checkpoint.pt").write_bytes((tmp_path / "b" / "checkpoint.pt").read_bytes())
+    with pytest.raises(CellnasError, match="does not belong to this run") as err:
+        train(resume=mixed, epochs=2)
+    assert "genotype.json" in str(err.value) and "channels" in str(err.value)
+    train(resume=tmp_path / "a", epochs=2)  # README: config.json is the config to re-run with --config
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["epochs"] == 2
+
+
 def test_non_empty_out_is_refused_and_left_intact(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("mine")

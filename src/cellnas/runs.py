@@ -43,15 +43,30 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: The process's umask, read once at import (reading it means setting it, which is not thread-safe).
+_UMASK = _read_umask()
+
+
 def _atomic_write(path: Path, write) -> Path:
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise RunError(f"cannot write {path}: it is a directory; give a file name")
     try:
         parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     except OSError as exc:
         raise RunError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
+        # mkstemp creates the file 0600; give it the permissions an ordinary open() would (0666 less the umask)
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

@@ -105,36 +105,38 @@ def bench_data(
     data_dir: str | Path | None = None,
     seed: int = 0,
     threads: int | None = None,
+    download: bool = False,
 ) -> dict[str, Any]:
     """Throughput of the device-resident loader vs ``torch.utils.data.DataLoader`` with per-sample transforms.
 
-    ``dataset``: ``synthetic-cifar`` (50,000 seeded random uint8 images 3x32x32) or any registered dataset name
-    (its training set). Augmentation: crop (the dataset's default padding, 4 for CIFAR) + flip + normalise +
-    cutout ``cutout``. Returns ``device``, ``ours_images_per_s``, ``torch_dataloader_images_per_s`` (the best
-    over ``num_workers``), ``torch_dataloader_images_per_s_by_workers``, ``ratio`` (ours / best baseline) and the
-    settings. ``threads`` sets ``torch.set_num_threads`` for the measurement (restored afterwards); the batched ops
-    are multi-threaded on CPU and suffer most when other processes compete for the cores, so the result records
-    the thread count and the load average.
+    ``dataset``: ``synthetic-cifar`` (50,000 seeded random uint8 images 3x32x32) or any registered dataset name (its
+    training set; ``download`` fetches CIFAR when it is missing). Augmentation: crop (the dataset's default padding,
+    4 for CIFAR) + flip + normalise + cutout ``cutout``. Returns ``device``, ``ours_images_per_s``,
+    ``torch_dataloader_images_per_s`` (the best over ``num_workers``), ``torch_dataloader_images_per_s_by_workers``,
+    ``ratio`` (ours / best baseline) and the settings. ``threads`` sets ``torch.set_num_threads`` for the
+    measurement (restored afterwards); the batched ops are multi-threaded on CPU and suffer most when other
+    processes compete for the cores, so the result records the thread count and the load average.
     """
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _bench(dataset, batch_size, n_batches, torch.device(device), cutout, num_workers, data_dir, seed)
+        return _bench(dataset, batch_size, n_batches, torch.device(device), cutout, num_workers, data_dir, seed,
+                      download)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _bench(
     dataset: str, batch_size: int, n_batches: int, dev: torch.device, cutout: int, num_workers: Sequence[int],
-    data_dir: str | Path | None, seed: int,
+    data_dir: str | Path | None, seed: int, download: bool = False,
 ) -> dict[str, Any]:
     threads = torch.get_num_threads()
     if dataset == "synthetic-cifar":
         images, labels = synthetic_cifar(seed=seed)
         mean, std, augment = CIFAR10_MEAN, CIFAR10_STD, Augment(4, True, cutout)
     else:
-        ds = get_dataset(dataset, data_dir=data_dir)
+        ds = get_dataset(dataset, data_dir=data_dir, download=download)
         images, labels, mean, std = ds.train_x, ds.train_y, ds.mean, ds.std
         augment = Augment(ds.default_crop_padding, True, cutout)
 

@@ -98,6 +98,7 @@ def register(sub, formatter) -> None:
     d.add_argument("--cutout", type=int, default=16, help="cutout length (0: none)")
     d.add_argument("--workers", default="0,2", help="DataLoader num_workers values to try, comma-separated")
     d.add_argument("--data-dir", default=None, help="where the dataset lives")
+    d.add_argument("--download", action="store_true", help="fetch CIFAR into --data-dir when it is missing")
     d.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     d.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the measurement")
     d.add_argument("--json", action="store_true", help="print one JSON object")
@@ -133,6 +134,10 @@ def _check(args) -> None:
         raise CellnasError(f"--warmup must be >= 0, got {args.warmup}")
     if args.threads is not None and args.threads < 1:
         raise CellnasError(f"--threads must be >= 1, got {args.threads}")
+
+
+def _load(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
 
 
 def _mib(n: int | None) -> str:
@@ -199,6 +204,8 @@ def run_train_step(args) -> int:
     _check(args)
     if not 0.0 <= args.drop_path < 1.0:
         raise CellnasError(f"--drop-path must be in [0, 1), got {args.drop_path}")
+    if args.batch < 2:
+        raise CellnasError("--batch must be >= 2: batch norm cannot train on one image per batch")
     r = bench_train_step(
         args.genotype, args.batch, args.channels, args.layers, args.size, _device(args.device),
         auxiliary=not args.no_auxiliary, drop_path_prob=args.drop_path, channels_last=args.channels_last,
@@ -207,8 +214,10 @@ def run_train_step(args) -> int:
     if args.json:
         print(json.dumps(r))
         return 0
+    aux = " with the auxiliary head" if r.get("auxiliary") else ""
     print(f"train step   {r['genotype']}: batch {r['batch']}, C={r['channels']}, {r['layers']} cells, "
-          f"{r['size']}x{r['size']}, {r['params'] / 1e6:.2f}M params; {r['repeats']} timed after {r['warmup']} warm-up")
+          f"{r['size']}x{r['size']}, {r['params'] / 1e6:.2f}M params{aux}; "
+          f"{r['repeats']} timed after {r['warmup']} warm-up")
     _print_common(r)
     print(f"network      {r['step_s']:.3f} s/step (median), {r['images_per_s']:.1f} images/s, "
           f"{r['flops_per_step'] / 1e9:.1f} GFLOP/step, {r['flops_per_s'] / 1e9:.2f} GFLOP/s, "
@@ -228,12 +237,13 @@ def run_data(args) -> int:
     if args.batch < 1 or args.n_batches < 1:
         raise CellnasError("--batch and --n-batches must be >= 1")
     r = bench_data(args.dataset, args.batch, args.n_batches, _device(args.device), cutout=args.cutout,
-                   num_workers=workers, data_dir=args.data_dir, threads=args.threads)  # fmt: skip
+                   num_workers=workers, data_dir=args.data_dir, threads=args.threads,
+                   download=args.download)  # fmt: skip
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"data         {r['dataset']}, batch {r['batch_size']}, {r['n_batches']} batches, device {r['device']}, "
-          f"{r['torch_threads']} threads, load {r['load_average_1min']}")
+          f"{r['torch_threads']} threads, load avg {_load(r['load_average_1min'])} (1 min, at the end)")
     print(f"cellnas      {r['ours_images_per_s']:.0f} images/s (device-resident loader)")
     for w, rate in r["torch_dataloader_images_per_s_by_workers"].items():
         print(f"DataLoader   {rate:.0f} images/s ({w} workers)")

@@ -143,7 +143,8 @@ def run(args) -> int:
     else:
         if "ops" in overrides:
             _check_ops(overrides["ops"])
-        result = search(preset=args.preset, out=args.out, **overrides)
+        named = overrides.pop("preset", None)  # a saved config.json names its preset (or null)
+        result = search(preset=args.preset or named, out=args.out, **overrides)
     _summary(result, args.json)
     return 0
 

@@ -115,8 +115,8 @@ def _parse_seeds(text: str) -> list[int]:
         seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
     except ValueError:
         raise CellnasError(f"--seeds takes comma-separated integers such as 0,1,2; got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise CellnasError(f"--seeds needs distinct integers such as 0,1,2; got {text!r}")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise CellnasError(f"--seeds needs distinct integers >= 0 such as 0,1,2; got {text!r}")
     return seeds
 
 
@@ -172,6 +172,8 @@ def run(args) -> int:
             raise CellnasError("--resume takes the run's own config; drop --config/--preset")
         if args.seeds is not None:
             raise CellnasError("--resume of a --seeds run needs only the parent directory; drop --seeds")
+        if args.out is not None:
+            raise CellnasError("--resume continues in the run's own directory; drop --out")
         if (Path(args.resume) / "seeds.json").is_file():
             return _report_seeds(train_seeds(args.genotype, [], resume=args.resume, **flags), args.json)
         return _report(train(args.genotype, resume=args.resume, **flags), args.json)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from cellnas._config import absolute_paths, check_types, config_from_dict
 from cellnas.errors import CellnasError, unknown_name
 from cellnas.genotype import PRIMITIVES
 
@@ -63,6 +64,9 @@ class SearchConfig:
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Raise :class:`CellnasError` naming the first bad value (wrong type or out of range) and its flag."""
+        check_types(self)
+
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise CellnasError(msg)
@@ -77,8 +81,13 @@ class SearchConfig:
         need(self.hvp in ("fd", "exact"), f"--hvp must be 'fd' or 'exact', got {self.hvp!r}")
         need(self.mode in ("bilevel", "single-level"), f"--mode must be bilevel or single-level, got {self.mode!r}")
         need(not (self.mode == "single-level" and self.order == 2), "--order 2 needs --mode bilevel")
+        need(self.hvp == "fd" or self.order == 2,
+             f"--hvp {self.hvp} needs --order 2 (first order computes no Hessian-vector product)")  # fmt: skip
         need(self.lr > 0 and self.arch_lr > 0, "learning rates must be positive")
         need(self.lr_min >= 0, f"--lr-min must be >= 0, got {self.lr_min}")
+        need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
+        need(self.weight_decay >= 0 and self.arch_weight_decay >= 0, "weight decays must be >= 0")
+        need(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
         need(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1")
         need(self.alpha_every >= 0 and self.checkpoint_every >= 0, "--alpha-every/--checkpoint-every must be >= 0")
         need(not (self.record_wiring and self.order == 2),
@@ -92,16 +101,7 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> SearchConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise CellnasError(f"unknown search config key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-        d = dict(d)
-        if "ops" in d:
-            d["ops"] = tuple(d["ops"])
-        if "arch_betas" in d:
-            d["arch_betas"] = tuple(d["arch_betas"])
-        return cls(**d)
+        return config_from_dict(cls, d, "search", tuples=("ops", "arch_betas"))
 
 
 #: Named configurations. ``darts-cifar10`` is quark0/darts train_search.py (SPEC 1.5).
@@ -131,6 +131,6 @@ def resolve_config(preset: str | None = None, overrides: dict | None = None) -> 
         values.update(PRESETS[preset])
         values["preset"] = preset
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    cfg = SearchConfig.from_dict(values)
+    cfg = SearchConfig.from_dict(absolute_paths(values))
     cfg.validate()
     return cfg

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from cellnas._config import absolute_paths, check_types, config_from_dict
 from cellnas.errors import CellnasError, unknown_name
 
 __all__ = ["TrainConfig", "PRESETS", "DATASET_PRESETS", "resolve_config", "LR_SCHEDULES"]
@@ -84,7 +85,8 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        """Raise :class:`CellnasError` naming the first bad value and its flag."""
+        """Raise :class:`CellnasError` naming the first bad value (wrong type or out of range) and its flag."""
+        check_types(self)
 
         def need(cond: bool, msg: str) -> None:
             if not cond:
@@ -110,7 +112,9 @@ class TrainConfig:
         need(0 <= self.lr_min <= self.lr, f"--lr-min must be in [0, lr], got {self.lr_min}")
         need(0 < self.lr_gamma <= 1, f"--lr-gamma must be in (0, 1], got {self.lr_gamma}")
         need(self.lr_step >= 1, f"--lr-step must be >= 1, got {self.lr_step}")
-        need(self.momentum >= 0 and self.weight_decay >= 0, "--momentum and --weight-decay must be >= 0")
+        need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
+        need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
+        need(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
         need(self.grad_clip > 0, f"--grad-clip must be positive, got {self.grad_clip}")
         need(0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         need(self.mixup >= 0, f"--mixup (alpha) must be >= 0, got {self.mixup}")
@@ -127,14 +131,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise CellnasError(f"unknown train config key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-        try:
-            return cls(**d)
-        except TypeError as exc:  # pragma: no cover - from_dict filters names; kept for odd inputs
-            raise CellnasError(f"bad train config: {exc}") from None
+        return config_from_dict(cls, d, "train")
 
 
 _DARTS_CIFAR = dict(
@@ -188,6 +185,6 @@ def resolve_config(preset: str | None = None, overrides: dict | None = None) -> 
         values.update(PRESETS[preset])
         values["preset"] = preset
     values.update(overrides)
-    cfg = TrainConfig.from_dict(values)
+    cfg = TrainConfig.from_dict(absolute_paths(values))
     cfg.validate()
     return cfg

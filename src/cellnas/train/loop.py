@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cellnas._config import absolute_paths
 from cellnas.errors import CellnasError, RunError
 from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
@@ -333,6 +334,34 @@ def _redirect_logging(bar):
     return logging_redirect_tqdm()
 
 
+def _check_checkpoint_belongs(run_dir: Path, state: dict, genotype: Genotype) -> None:
+    """Refuse a ``checkpoint.pt`` whose genotype or config is not the run directory's (a file copied in from
+    another run would otherwise continue there and mix two runs in one ``metrics.jsonl``)."""
+    problems = []
+    g_file = run_dir / "genotype.json"
+    if g_file.is_file() and load_genotype(g_file) != genotype:
+        problems.append("its genotype differs from genotype.json")
+    c_file = run_dir / "config.json"
+    if c_file.is_file():
+        try:
+            on_disk = json.loads(c_file.read_text())
+        except (OSError, ValueError):
+            on_disk = None
+        if isinstance(on_disk, dict):
+            differ = sorted(k for k, v in state["config"].items()
+                            if k not in RESUME_OVERRIDES and k in on_disk and on_disk[k] != _jsonable(v))  # fmt: skip
+            if differ:
+                problems.append(f"its config differs from config.json in {', '.join(differ)}")
+    if problems:
+        raise CellnasError(f"the checkpoint in {run_dir} does not belong to this run: {'; '.join(problems)}. "
+                           "Resume the run it came from, or start a new one")  # fmt: skip
+
+
+def _jsonable(value):
+    """A config value as it reads back from config.json (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
 def _resume(run_dir: Path, genotype, overrides: dict) -> _Training:
     state = load_checkpoint(run_dir, kind=CHECKPOINT_KIND, version=CHECKPOINT_VERSION)
     refused = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
@@ -344,14 +373,16 @@ def _resume(run_dir: Path, genotype, overrides: dict) -> _Training:
     saved = Genotype.from_dict(state["genotype"])
     if genotype is not None and load_genotype(genotype) != saved:
         raise CellnasError(f"the genotype given differs from the one {run_dir} was trained with; omit it to resume")
+    _check_checkpoint_belongs(run_dir, state, saved)
     cfg = TrainConfig.from_dict(state["config"])
-    for key in RESUME_OVERRIDES:
-        if overrides.get(key) is not None:
-            setattr(cfg, key, overrides[key])
+    for key, value in absolute_paths(overrides).items():
+        if key in RESUME_OVERRIDES and value is not None:
+            setattr(cfg, key, value)
     cfg.validate()
     if cfg.epochs < state["epoch"]:
         raise CellnasError(f"{run_dir} has already trained {state['epoch']} epochs; --epochs {cfg.epochs} is fewer")
     job = _Training(saved, cfg, run_dir)
+    atomic_write_json(run_dir / "config.json", cfg.to_dict())  # --epochs and the other overrides, as they now run
     job.load_state_dict(state)
     truncate_metrics(run_dir, job.epoch)
     log.info("resuming %s at epoch %d step %d", run_dir, job.epoch, job.step_in_epoch)

@@ -132,6 +132,9 @@ def check_batches(cfg: TrainConfig, dataset: Dataset) -> None:
     from cellnas.errors import CellnasError
 
     n = dataset.n_train
+    if cfg.batch_size == 1:
+        raise CellnasError("--batch-size 1 gives batch norm one image per batch, which it cannot train on (the "
+                           "auxiliary head's maps are 1x1); use --batch-size 2 or more")
     if n % cfg.batch_size == 1 and n > 1:
         raise CellnasError(
             f"{n} training images in batches of {cfg.batch_size} leave a last batch of one image, which batch norm "

@@ -1,0 +1,98 @@
+"""What the typed run configurations share (:class:`cellnas.search.config.SearchConfig`,
+:class:`cellnas.train.config.TrainConfig`): building one from a dict, and checking every value's type.
+
+A config file is JSON written by hand as often as by the tool, so a value of the wrong type must stop the run with
+the key, the type expected and the value found, before it reaches a constructor deep inside the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from typing import Any, TypeVar
+
+from cellnas.errors import CellnasError
+
+__all__ = ["config_from_dict", "check_types", "absolute_paths"]
+
+C = TypeVar("C")
+
+
+def config_from_dict(cls: type[C], d: dict, kind: str, tuples: tuple[str, ...] = ()) -> C:
+    """``cls(**d)`` after refusing unknown keys (naming the valid ones); lists under ``tuples`` become tuples."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise CellnasError(f"unknown {kind} config key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    d = {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in d.items()}
+    return cls(**d)
+
+
+def _describe(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_describe(a) for a in typing.get_args(tp)]
+        return ", ".join(parts[:-1]) + " or " + parts[-1]
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(args[0], "values")
+        return f"a list of {len(args)} numbers" if all(a is float for a in args) else f"a list of {len(args)} values"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "an object"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp is type(None):
+        return value is None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is dict:
+        return isinstance(value, dict)
+    return isinstance(value, tp) if isinstance(tp, type) else True
+
+
+def check_types(cfg: Any) -> None:
+    """Raise :class:`CellnasError` for the first field whose value does not have its annotated type.
+
+    Integers are accepted for float fields (and stored as floats); booleans are never numbers.
+    """
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        tp, value = hints[f.name], getattr(cfg, f.name)
+        if not _matches(value, tp):
+            flag = "--" + f.name.replace("_", "-")
+            raise CellnasError(f"{f.name} ({flag}) must be {_describe(tp)}, got {value!r} ({type(value).__name__})")
+        if tp is float and isinstance(value, int):
+            setattr(cfg, f.name, float(value))
+
+
+def absolute_paths(values: dict) -> dict:
+    """``values`` with ``data_dir`` and an ``imagefolder:PATH`` dataset made absolute (``~`` expanded), so that the
+    config saved with a run still finds its data from another working directory (``cellnas evaluate RUN``)."""
+    out = dict(values)
+    if isinstance(out.get("data_dir"), str) and out["data_dir"]:
+        out["data_dir"] = os.path.abspath(os.path.expanduser(out["data_dir"]))
+    dataset = out.get("dataset")
+    if isinstance(dataset, str) and dataset.startswith("imagefolder:") and len(dataset) > len("imagefolder:"):
+        out["dataset"] = "imagefolder:" + os.path.abspath(os.path.expanduser(dataset[len("imagefolder:") :]))
+    return out

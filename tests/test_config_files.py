@@ -1,0 +1,97 @@
+"""Config files and config values at the edges: a saved config.json re-runs, wrong types and ranges are refused
+with the key named, relative paths are stored absolute (so a run finds its data from anywhere)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from cellnas.cli import main
+from cellnas.errors import CellnasError
+from cellnas.search.config import resolve_config as search_config
+from cellnas.train.config import resolve_config as train_config
+
+TINY = ["--channels", "2", "--layers", "3", "--batch-size", "16", "--epochs", "1", "--steps-per-epoch", "2",
+        "--no-progress", "--no-plots"]  # fmt: skip
+
+
+def test_a_saved_search_config_json_runs_again_identically(tmp_path):
+    """README: config.json is 'the fully resolved configuration (re-run it with --config)'."""
+    assert main(["search", *TINY, "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["preset"] is None
+    assert main(["search", "--config", str(tmp_path / "a" / "config.json"), "--out", str(tmp_path / "b")]) == 0
+    a, b = np.load(tmp_path / "a" / "alphas.npz"), np.load(tmp_path / "b" / "alphas.npz")
+    np.testing.assert_array_equal(a["normal"], b["normal"])
+    assert (tmp_path / "a" / "config.json").read_text() == (tmp_path / "b" / "config.json").read_text()
+
+
+@pytest.mark.parametrize("resolve", [search_config, train_config], ids=["search", "train"])
+@pytest.mark.parametrize(
+    "values, needle",
+    [
+        ({"lr": "fast"}, "lr (--lr) must be a number, got 'fast'"),
+        ({"channels": True}, "channels (--channels) must be an integer, got True"),
+        ({"channels": 4.5}, "channels (--channels) must be an integer, got 4.5"),
+        ({"dataset": 5}, "dataset (--dataset) must be a string"),
+        ({"epochs": 1.7}, "epochs (--epochs) must be an integer"),
+        ({"seed": -1}, "--seed must be >= 0"),
+        ({"momentum": 2}, "--momentum must be in [0, 1)"),
+    ],
+)
+def test_config_values_of_the_wrong_type_or_range_name_the_key(resolve, values, needle):
+    with pytest.raises(CellnasError) as err:
+        resolve(None, values)
+    assert needle in str(err.value)
+
+
+def test_config_types_accept_what_json_writes():
+    cfg = train_config(None, {"lr": 1, "flip": None})  # an integer for a float; null for "the dataset's default"
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    with pytest.raises(CellnasError, match="flip"):
+        train_config(None, {"flip": "no"})  # a non-empty string would have switched flips on
+    assert search_config(None, {"arch_betas": [0.5, 0.9], "ops": ["sep_conv_3x3", "none"]}).arch_betas == (0.5, 0.9)
+    with pytest.raises(CellnasError, match="arch_betas"):
+        search_config(None, {"arch_betas": [0.5]})
+
+
+def test_relative_data_paths_are_stored_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = train_config(None, {"data_dir": "data", "dataset": "imagefolder:imgs"})
+    assert cfg.data_dir == os.path.join(str(tmp_path), "data")
+    assert cfg.dataset == "imagefolder:" + os.path.join(str(tmp_path), "imgs")
+    assert search_config(None, {"data_dir": "~/d"}).data_dir == os.path.expanduser("~/d")
+
+
+def test_train_cli_refuses_negative_seeds_and_out_with_resume(tmp_path, capsys):
+    assert main(["train", "DARTS_V2", "--seeds=-1", "--out", str(tmp_path / "s")]) == 2
+    assert "--seeds needs distinct integers >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+    assert main(["train", "--resume", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "drop --out" in capsys.readouterr().err
+
+
+def test_atomic_writes_take_the_umask_and_refuse_a_directory(tmp_path):
+    from cellnas.errors import RunError
+    from cellnas.runs import atomic_write_json
+
+    old = os.umask(0o022)  # the module read the umask at import; this is what most shells set
+    try:
+        path = atomic_write_json(tmp_path / "config.json", {"a": 1})
+    finally:
+        os.umask(old)
+    import cellnas.runs as runs
+
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~runs._UMASK  # not mkstemp's 0600
+    (tmp_path / "out.png").mkdir()
+    with pytest.raises(RunError, match="it is a directory"):
+        atomic_write_json(tmp_path / "out.png", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "out.png"]  # no temporary file left
+
+
+def test_hvp_exact_without_second_order_is_refused():
+    with pytest.raises(CellnasError, match="--hvp exact needs --order 2"):
+        search_config(None, {"hvp": "exact"})
+    assert search_config(None, {"hvp": "exact", "order": 2}).hvp == "exact"
