@@ -81,6 +81,26 @@ def test_removed_and_fixed_edges_change_the_function_and_the_derivation():
         ControlledSupernet(net, fix_edges={"normal": {"0-2": "conv_9x9"}})
 
 
+def test_contradictory_ablations_are_refused_and_short_nodes_are_announced(caplog):
+    net, _ = _tiny(all_normal=True)
+    with pytest.raises(CellnasError, match="both removed and fixed"):
+        ControlledSupernet(net, remove_edges={"normal": ["1-2"]}, fix_edges={"normal": {"1-2": "sep_conv_5x5"}})
+    with pytest.raises(CellnasError, match="no reduction cell"):
+        ControlledSupernet(net, remove_edges={"reduce": ["0-2"]})
+    with caplog.at_level("WARNING", logger="cellnas.search.wiring"):
+        ControlledSupernet(net, remove_edges={"normal": ["0-2"]})
+    assert "normal node 2 keeps 1 live input edge(s) of 2, fewer than k=2" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cellnas.search.wiring"):
+        ControlledSupernet(net, remove_edges={"normal": ["0-3"]})  # node 3 keeps 2 of 3: nothing to say
+    assert caplog.text == ""
+
+
+def test_edge_ablation_flags_must_name_the_cell(capsys, tmp_path):
+    assert main(["search", "--remove-edge", "foo", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert "must name the cell: normal:0-2" in capsys.readouterr().err
+
+
 def test_selection_times_on_a_hand_made_history():
     ops = ["none", "skip_connect", "sep_conv_3x3"]
     times = np.array([0.0, 1.0, 2.0, 3.0])

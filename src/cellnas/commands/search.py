@@ -110,6 +110,9 @@ def _overrides(args) -> dict:
         v = getattr(args, dest, None)
         if v is not None:
             values[name] = v
+    for item in [*(args.remove_edge or []), *(args.fix_edge or [])]:
+        if ":" not in item:
+            raise CellnasError(f"edge ablation {item!r} must name the cell: normal:0-2 (or normal:1-2=sep_conv_5x5)")
     for item in args.remove_edge or []:
         cell, _, edge = item.partition(":")
         values.setdefault("remove_edges", {}).setdefault(cell, []).append(edge)

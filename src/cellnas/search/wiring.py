@@ -16,6 +16,8 @@ passes (virtual step, finite differences) whose costs have no place in the analy
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,6 +27,8 @@ from cellnas.errors import CellnasError
 from cellnas.genotype import Genotype, searched_cell_types
 
 __all__ = ["ControlledSupernet", "CostRecorder", "parse_edge"]
+
+log = logging.getLogger(__name__)
 
 _FIX_LOGIT = 1e4  # α logit that makes a fixed edge's op win the derivation outright
 
@@ -47,6 +51,15 @@ def parse_edge(text: str | int, n_nodes: int) -> int:
     if not 0 <= e < n_edges:
         raise CellnasError(f"edge {text!r} out of range 0..{n_edges - 1}")
     return e
+
+
+def _edge_name(e: int) -> str:
+    """``'i-j'`` for the α row ``e`` (SPEC 1.3 order)."""
+    j, offset = 2, 0
+    while e >= offset + j:
+        offset += j
+        j += 1
+    return f"{e - offset}-{j}"
 
 
 class ControlledSupernet(nn.Module):
@@ -72,6 +85,13 @@ class ControlledSupernet(nn.Module):
         for c in set(self.remove_edges) | set(self.fix_edges):
             if c not in ("normal", "reduce"):
                 raise CellnasError(f"unknown cell type {c!r} in edge ablation; valid: normal, reduce")
+            if c == "reduce" and net.all_normal:
+                raise CellnasError("this supernet has no reduction cell (all-normal): ablate normal edges only")
+            both = sorted(set(self.remove_edges.get(c, [])) & set(self.fix_edges.get(c, {})))
+            if both:
+                raise CellnasError(f"{c} edge(s) {', '.join(_edge_name(e) for e in both)} both removed and fixed; "
+                                   "give each edge one ablation")  # fmt: skip
+            self._warn_short_nodes(c)
         masks = {}
         for c in ("normal", "reduce"):
             keep = torch.ones(n_edges, n_ops)
@@ -87,6 +107,19 @@ class ControlledSupernet(nn.Module):
         self.register_buffer("keep_reduce", masks["reduce"][0], persistent=False)
         self.register_buffer("onehot_reduce", masks["reduce"][1], persistent=False)
         self.recorder: CostRecorder | None = None
+
+    def _warn_short_nodes(self, cell: str) -> None:
+        """A node left with fewer live input edges than k still names k inputs in the derived genotype (the format
+        has k per node): say so once, up front, so that a removed edge in the derived cell is no surprise."""
+        removed = set(self.remove_edges.get(cell, []))
+        offset = 0
+        for j in range(2, self.space.n_nodes + 2):
+            live = sum(1 for i in range(j) if offset + i not in removed)
+            if live < self.space.k:
+                log.warning("%s node %d keeps %d live input edge(s) of %d, fewer than k=%d: the derived genotype "
+                            "still names %d inputs, the strongest removed edge(s) filling the place (their α never "
+                            "trains)", cell, j, live, j, self.space.k, self.space.k)  # fmt: skip
+            offset += j
 
     # the interface the search loop uses ---------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
