@@ -208,3 +208,25 @@ def test_sample_command_prints_writes_and_measures(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "primskip" in out and ": 13\n" in out
+
+
+@pytest.mark.parametrize("cells", ["", " , "])
+def test_sample_distance_refuses_an_empty_cells_list(cells, capsys):
+    assert main(["sample", "--distance", "DARTS_V2", "--cells", cells]) == 2
+    captured = capsys.readouterr()
+    assert "--cells names no cell type; valid choices: normal, reduce" in captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_sample_distance_counts_a_repeated_cell_type_once(capsys):
+    g = get_genotype("DARTS_V2")
+    assert edit_distance(g, "primskip", cells=("normal", "normal")) == edit_distance(g, "primskip")
+    assert main(["sample", "--distance", "DARTS_V2", "--constraint", "primskip", "--cells", "normal,normal"]) == 0
+    assert "(residual=any, cells=normal): 1\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_sample_refuses_a_seed_numpy_cannot_take(seed, capsys):
+    assert main(["sample", "-n", "1", "--seed", seed]) == 2
+    captured = capsys.readouterr()
+    assert f"--seed must be >= 0 and < 2**32, got {seed}" in captured.err and "Traceback" not in captured.err

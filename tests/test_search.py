@@ -1,6 +1,7 @@
 """Search runs: the run directory, exact resume after a kill, Ctrl-C, divergence, bad options."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -69,9 +70,8 @@ def test_run_directory_describes_itself(reference):
                                                         **metrics[-1]["genotype"]}))  # fmt: skip
 
 
-@pytest.mark.parametrize("crash_at", [2, 3, 5], ids=["mid-epoch", "epoch-boundary", "last-epoch"])
-def test_crashed_run_resumes_bit_identical(reference, tmp_path, monkeypatch, crash_at):
-    out = tmp_path / "run"
+def _crash_then_resume(out, monkeypatch, crash_at: int, **kw) -> None:
+    """A run that crashes when step ``crash_at`` starts (checkpoints every step), then ``--resume``."""
     real_step = search_loop._Search.step
 
     def crashing_step(self, lr):
@@ -81,10 +81,15 @@ def test_crashed_run_resumes_bit_identical(reference, tmp_path, monkeypatch, cra
 
     monkeypatch.setattr(search_loop._Search, "step", crashing_step)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        search(out=out, checkpoint_every=1, **TINY)
+        search(out=out, checkpoint_every=1, **kw, **TINY)
     monkeypatch.setattr(search_loop._Search, "step", real_step)
     search(resume=out)
-    _assert_same_run(reference[0], out)
+
+
+@pytest.mark.parametrize("crash_at", [2, 3, 5], ids=["mid-epoch", "epoch-boundary", "last-epoch"])
+def test_crashed_run_resumes_bit_identical(reference, tmp_path, monkeypatch, crash_at):
+    _crash_then_resume(tmp_path / "run", monkeypatch, crash_at)
+    _assert_same_run(reference[0], tmp_path / "run")
 
 
 def test_sigkilled_process_resumes_bit_identical(reference, tmp_path):
@@ -105,23 +110,60 @@ def test_sigkilled_process_resumes_bit_identical(reference, tmp_path):
     _assert_same_run(reference[0], out)
 
 
-def test_ctrl_c_writes_a_checkpoint_and_resume_finishes_identically(reference, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "sigint_at, where, position",
+    [
+        (3, "after step 1/3 of epoch 2/2", (1, 1)),  # the 4th step: the first of epoch 2
+        (2, "after epoch 1/2", (1, 0)),  # the 3rd step, the last of epoch 1: the epoch is finished first
+    ],
+    ids=["mid-epoch", "last-step-of-epoch"],
+)
+def test_ctrl_c_writes_a_checkpoint_and_resume_finishes_identically(
+    reference, tmp_path, monkeypatch, caplog, sigint_at, where, position
+):
     out = tmp_path / "run"
     real_step = search_loop._Search.step
 
     def interrupted_step(self, lr):
         real_step(self, lr)
-        if self.global_step == 3:  # the 4th step: Ctrl-C arrives while it runs
+        if self.global_step == sigint_at:  # Ctrl-C arrives while this step runs
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(search_loop._Search, "step", interrupted_step)
-    with pytest.raises(RunError, match="interrupted at epoch 1 step 1.*--resume"):
+    with pytest.raises(RunError, match=f"interrupted {where}; checkpoint written.*--resume"):
         search(out=out, **TINY)
     monkeypatch.setattr(search_loop._Search, "step", real_step)
     state = torch.load(out / "checkpoint.pt", weights_only=False)
-    assert (state["epoch"], state["step_in_epoch"]) == (1, 1)
-    search(resume=out)
+    assert (state["epoch"], state["step_in_epoch"]) == position
+    with caplog.at_level(logging.INFO, logger="cellnas"):
+        search(resume=out)
+    assert f"resuming {out} {where}" in caplog.text  # counted from 1, like the "epoch 2/2" progress lines
     _assert_same_run(reference[0], out)
+
+
+@pytest.fixture(scope="module")
+def alpha_reference(tmp_path_factory):
+    """An uninterrupted tiny run that records softmax(α) after every step."""
+    out = tmp_path_factory.mktemp("ref_alpha") / "run"
+    search(out=out, checkpoint_every=1, alpha_every=1, **TINY)
+    return out
+
+
+def test_alpha_every_records_each_step_once(alpha_reference):
+    hist = np.load(alpha_reference / "alphas_history.npz")
+    np.testing.assert_array_equal(hist["step"], np.arange(7))  # the end of an epoch is not recorded twice
+    np.testing.assert_allclose(hist["epoch"], np.arange(7) / 3)
+    assert hist["normal"].shape == (7, 14, 8)
+
+
+@pytest.mark.parametrize("crash_at", [2, 3], ids=["mid-epoch", "epoch-boundary"])
+def test_alpha_history_of_a_resumed_run_equals_the_uninterrupted_one(alpha_reference, tmp_path, monkeypatch, crash_at):
+    out = tmp_path / "run"
+    _crash_then_resume(out, monkeypatch, crash_at, alpha_every=1)
+    hist, ref = np.load(out / "alphas_history.npz"), np.load(alpha_reference / "alphas_history.npz")
+    np.testing.assert_array_equal(hist["step"], np.arange(7))
+    for key in ("step", "epoch", "normal", "reduce"):
+        np.testing.assert_array_equal(hist[key], ref[key])
 
 
 def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -135,7 +177,7 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_
         return real_step(self, lr)
 
     monkeypatch.setattr(search_loop._Search, "step", poisoned_step)
-    with pytest.raises(RunError, match=r"non-finite .* at epoch 1 step 1.*last good checkpoint"):
+    with pytest.raises(RunError, match=r"non-finite .* at epoch 2 step 2.*last good checkpoint"):  # 5th step
         search(out=out, checkpoint_every=1, **TINY)
     state = torch.load(out / "checkpoint.pt", weights_only=False)
     assert state["global_step"] == 4

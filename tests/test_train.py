@@ -209,8 +209,8 @@ def test_ctrl_c_writes_a_checkpoint_and_the_run_resumes_exactly(tmp_path, monkey
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(loop_mod._Training, "step", interrupted_step)
-    with pytest.raises(TrainInterrupted, match="--resume"):
-        train("DARTS_V2", out=tmp_path / "b", **kw)
+    with pytest.raises(TrainInterrupted, match="interrupted after step 2/4 of epoch 2/2; .*--resume"):
+        train("DARTS_V2", out=tmp_path / "b", **kw)  # counted from 1, as the progress lines count
     state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
     assert (state["epoch"], state["step_in_epoch"]) == (1, 2)
     monkeypatch.setattr(loop_mod._Training, "step", real_step)

@@ -36,7 +36,16 @@ __all__ = [
     "read_metrics",
     "git_commit",
     "now_iso",
+    "position",
 ]
+
+
+def position(epoch: int, step_in_epoch: int, steps_per_epoch: int, epochs: int) -> str:
+    """How far a run got (``epoch`` epochs done, then ``step_in_epoch`` steps), counted from 1 as the progress
+    lines count (``epoch 2/2``): "after step 1/3 of epoch 2/2", "after epoch 1/2" or "at the start"."""
+    if step_in_epoch:
+        return f"after step {step_in_epoch}/{steps_per_epoch} of epoch {epoch + 1}/{epochs}"
+    return f"after epoch {epoch}/{epochs}" if epoch else "at the start"
 
 
 def now_iso() -> str:

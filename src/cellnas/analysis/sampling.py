@@ -256,7 +256,7 @@ def edit_distance(
     _check_constraint(constraint)
     if residual not in RESIDUAL_READINGS:
         raise unknown_name("residual reading", residual, RESIDUAL_READINGS)
-    cells = tuple(cells)
+    cells = tuple(dict.fromkeys(cells))  # each cell type counted once
     for name in cells:
         if name not in CELL_TYPES:
             raise unknown_name("cell type", name, CELL_TYPES)

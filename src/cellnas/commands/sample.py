@@ -54,9 +54,12 @@ def register(sub, formatter) -> None:
 def _distance(args) -> int:
     from cellnas.analysis.sampling import edit_distance
     from cellnas.formats import load_genotype, to_darts_text
+    from cellnas.genotype import CELL_TYPES
 
+    cells = tuple(dict.fromkeys(c.strip() for c in args.cells.split(",") if c.strip()))  # each cell type once
+    if not cells:
+        raise CellnasError(f"--cells names no cell type; valid choices: {', '.join(sorted(CELL_TYPES))}")
     g = load_genotype(args.distance)
-    cells = tuple(c.strip() for c in args.cells.split(",") if c.strip())
     dist, nearest = edit_distance(g, args.constraint, residual=args.residual, cells=cells)
     print(f"edit distance to {args.constraint} (residual={args.residual}, cells={','.join(cells)}): {dist}")
     for name in cells:
@@ -79,6 +82,8 @@ def run(args) -> int:
 
     if args.n < 1:
         raise CellnasError(f"-n must be at least 1, got {args.n}")
+    if not 0 <= args.seed < 2**32:
+        raise CellnasError(f"--seed must be >= 0 and < 2**32, got {args.seed}")
     genotypes = sample(args.constraint, args.n, args.seed, quirk=not args.no_quirk)
     if args.output is None:
         if args.format == "json":

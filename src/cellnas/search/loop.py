@@ -35,6 +35,7 @@ from cellnas.runs import (
     load_checkpoint,
     new_run_dir,
     now_iso,
+    position,
     read_metrics,
     remove_if_empty,
     restore_rng_state,
@@ -156,8 +157,19 @@ class _Search:
 
     # -- one step -------------------------------------------------------------------------------------
     def _check(self, value: torch.Tensor, what: str) -> None:
-        check_finite(value, what, epoch=self.epoch, step=self.step_in_epoch, checkpoint=self.run_dir / CHECKPOINT,
+        # counted from 1, as the progress lines count: the step that is running
+        check_finite(value, what, epoch=self.epoch + 1, step=self.step_in_epoch + 1,
+                     checkpoint=self.run_dir / CHECKPOINT,
                      hint="try a lower --lr or --arch-lr, or --grad-clip")  # fmt: skip
+
+    def position(self) -> str:
+        """How far the run got (:func:`cellnas.runs.position`)."""
+        return position(self.epoch, self.step_in_epoch, self.steps_per_epoch, self.cfg.epochs)
+
+    def _interrupted(self) -> SearchInterrupted:
+        return SearchInterrupted(
+            f"interrupted {self.position()}; checkpoint written, continue with: cellnas search --resume {self.run_dir}"
+        )
 
     def step(self, lr: float) -> None:
         cfg, model = self.cfg, self.model
@@ -256,6 +268,9 @@ class _Search:
             np.savez(buf, **arrays)
             atomic_write_bytes(self.run_dir / name, buf.getvalue())
 
+    def _epoch_done(self) -> bool:
+        return self.step_in_epoch >= self.steps_per_epoch
+
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self, stop: StopFlag) -> None:
         from cellnas.analysis.topology import topology
@@ -275,7 +290,8 @@ class _Search:
                 self.step(lr)
                 self.step_in_epoch += 1
                 self.global_step += 1
-                if cfg.alpha_every and self.global_step % cfg.alpha_every == 0:
+                # the last step of an epoch is recorded by the end-of-epoch record below
+                if cfg.alpha_every and self.global_step % cfg.alpha_every == 0 and not self._epoch_done():
                     self.record_alphas()
                 if bar is not None:
                     a = self.acc
@@ -285,15 +301,12 @@ class _Search:
                 if stop.requested or (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0):
                     self.elapsed += time.perf_counter() - t0
                     t0 = time.perf_counter()
-                    if self.step_in_epoch < self.steps_per_epoch:
+                    if not self._epoch_done():  # else the end of the epoch below checkpoints (and stops)
                         self.save_checkpoint()
-                    if stop.requested:
-                        if bar is not None:
-                            bar.close()
-                        raise SearchInterrupted(
-                            f"interrupted at epoch {self.epoch} step {self.step_in_epoch}; checkpoint written, "
-                            f"continue with: cellnas search --resume {self.run_dir}"
-                        )
+                        if stop.requested:
+                            if bar is not None:
+                                bar.close()
+                            raise self._interrupted()
             self.elapsed += time.perf_counter() - t0
             # end of epoch: record, evaluate, write, checkpoint
             genotype = self.model.genotype()
@@ -332,6 +345,10 @@ class _Search:
             save_genotype(genotype, self.run_dir / "genotype.json")
             self.write_alpha_files()
             self.save_checkpoint()
+            if stop.requested and self.epoch < cfg.epochs:
+                if bar is not None:
+                    bar.close()
+                raise self._interrupted()
         if bar is not None:
             bar.close()
 
@@ -378,7 +395,7 @@ def search(
         job = _Search(cfg, run_dir)
         job.load_state_dict(state)
         truncate_metrics(run_dir, job.epoch)
-        log.info("resuming %s at epoch %d step %d", run_dir, job.epoch, job.step_in_epoch)
+        log.info("resuming %s %s", run_dir, job.position())
     else:
         cfg = config if config is not None else resolve_config(preset, overrides)
         cfg.validate()

@@ -41,6 +41,7 @@ from cellnas.runs import (
     load_checkpoint,
     new_run_dir,
     now_iso,
+    position,
     read_metrics,
     remove_if_empty,
     restore_rng_state,
@@ -249,10 +250,13 @@ class _Training:
                 if bar is not None:
                     bar.close()
 
+    def position(self) -> str:
+        """How far the run got (:func:`cellnas.runs.position`)."""
+        return position(self.epoch, self.step_in_epoch, self.steps_per_epoch, self.cfg.epochs)
+
     def _interrupted(self) -> TrainInterrupted:
         return TrainInterrupted(
-            f"interrupted at epoch {self.epoch} step {self.step_in_epoch}; checkpoint written, "
-            f"continue with: cellnas train --resume {self.run_dir}"
+            f"interrupted {self.position()}; checkpoint written, continue with: cellnas train --resume {self.run_dir}"
         )
 
     def _run_epoch(self, stop: StopFlag, bar) -> None:
@@ -385,7 +389,7 @@ def _resume(run_dir: Path, genotype, overrides: dict) -> _Training:
     atomic_write_json(run_dir / "config.json", cfg.to_dict())  # --epochs and the other overrides, as they now run
     job.load_state_dict(state)
     truncate_metrics(run_dir, job.epoch)
-    log.info("resuming %s at epoch %d step %d", run_dir, job.epoch, job.step_in_epoch)
+    log.info("resuming %s %s", run_dir, job.position())
     return job
 
 
