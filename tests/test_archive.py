@@ -262,3 +262,50 @@ def test_journal_mode_switch_gives_up_after_the_timeout_and_on_other_errors(tmp_
     with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
         Archive(tmp_path / "a.sqlite", timeout=5)._journal_mode_wal(other)
     assert other.calls == 1
+
+
+def test_export_json_then_import_gives_the_same_rows(tmp_path, archive):
+    for i, g in enumerate(sample("prim", 4, seed=3)):
+        archive.put(g, "proxy:x", {"test_error": 0.2 + i / 100, "params": 500 + i, "note": "n"}, seed=i,
+                    config={"epochs": 3})  # fmt: skip
+    archive.export(tmp_path / "out.json", archive.records())
+    other = Archive(tmp_path / "b.sqlite")
+    assert other.import_csv(tmp_path / "out.json") == (4, 0)
+    for r in archive.records():
+        s = other.get(r.genotype, r.protocol, r.seed)
+        assert s.metrics() == r.metrics() and s.config == r.config
+    (tmp_path / "bad.json").write_text('{"genotype": "DARTS_V2"}')
+    with pytest.raises(FormatError, match="expected a list of rows"):
+        other.import_csv(tmp_path / "bad.json")
+    other.close()
+
+
+@pytest.mark.parametrize("column,value,message", [
+    ("test_error", "5", "not an error fraction in \\[0, 1\\] \\(a percentage"),
+    ("test_error", "-0.1", "not an error fraction"),
+    ("val_error", "inf", "not an error fraction"),
+    ("test_error", "nan", "not an error fraction"),
+    ("params", "-3", "must be a finite number >= 0"),
+    ("seconds", "inf", "must be a finite number >= 0"),
+    ("seed", "-1", "seed -1 is negative"),
+])  # fmt: skip
+def test_import_refuses_impossible_values_naming_the_line(tmp_path, archive, column, value, message):
+    row = {"genotype": "DARTS_V2", "protocol": "p", "test_error": "0.1", "seed": "0"}
+    row[column] = value
+    (tmp_path / "in.csv").write_text(",".join(row) + "\nDARTS_V1,p,0.2,0" + "," * (len(row) - 4) + "\n"
+                                     + ",".join(row.values()) + "\n")  # fmt: skip
+    with pytest.raises(FormatError, match=f"line 3: .*{message}"):
+        archive.import_csv(tmp_path / "in.csv")
+    assert archive.count() == 0  # one transaction
+
+
+def test_sort_accepts_key_colon_desc_and_a_directory_is_not_an_archive(tmp_path, archive):
+    for i, g in enumerate(sample("none", 3, seed=0)):
+        archive.put(g, "p", {"test_error": 0.1 * (i + 1)})
+    errors = [r.test_error for r in archive.records(sort="test_error:desc")]
+    assert errors == sorted(errors, reverse=True) == [r.test_error for r in archive.records(sort="-test_error")]
+    assert [r.test_error for r in archive.records(sort="test_error:asc")] == sorted(errors)
+    with pytest.raises(CellnasError, match=":asc or :desc"):
+        archive.records(sort="test_error:down")
+    with pytest.raises(DataError, match="is a directory"):
+        Archive(tmp_path, create=False).count()

@@ -136,9 +136,20 @@ def test_cli_convergence_reuses_the_study_and_plots(study, capsys):
     captured = capsys.readouterr()
     assert "2 runs (2 reused)" in captured.err
     assert "DARTS_V2" in captured.out and "3.5c" in captured.out
+    assert "+-" not in captured.out  # one seed: no std to report (it is not a measured 0)
     for name in ("convergence.png", "curves.png", "convergence.json"):
         assert (root / "out" / name).is_file()
     assert main([*args[:-2], "--out", str(root / "out"), "--lr", "0.1"]) == 2
     assert "another protocol" in capsys.readouterr().err
     assert main(["analyze", "convergence", "DARTS_V2"]) == 2
     assert "--dataset is required" in capsys.readouterr().err
+
+
+def test_cli_convergence_help_names_only_its_own_options(capsys):
+    from cellnas.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["analyze", "convergence", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--resume" not in text  # train's --epochs help mentions it; this command has no --resume
+    assert "(default: True)" not in text and "progress bars are shown" in text

@@ -215,3 +215,56 @@ def test_nb301_missing_package_is_one_clear_line(monkeypatch, tmp_path):
         create_evaluator("nb301", model_dir=tmp_path)
     with pytest.raises(CellnasError, match="pip install nasbench301"):
         create_evaluator("nb301")
+
+
+def test_surrogate_refuses_an_empty_training_split_and_a_directory(tmp_path):
+    truth = SyntheticEvaluator()
+    data = [(g, truth.error(g)) for g in sample("none", 40, seed=0)]
+    with pytest.raises(DataError, match="holds out 40 and leaves 0 to fit on"):
+        fit_surrogate(data, "synthetic", test_fraction=0.99)
+    model = fit_surrogate(data, "synthetic", test_fraction=0)
+    with pytest.raises(CellnasError, match="is a directory"):
+        model.save(tmp_path)
+
+
+def test_a_constant_surrogate_is_flagged_without_raw_warnings():
+    import warnings
+
+    truth = SyntheticEvaluator()
+    gs = sample("none", 20, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's ConstantInputWarning would fail here
+        model = fit_surrogate([(g, truth.error(g)) for g in gs], "synthetic", model="hgb", test_fraction=0.25)
+    assert model.n_test == 5 and model.kendall_tau is None and model.spearman is None and model.rmse is not None
+    assert model.is_constant(gs)
+    assert not fit_surrogate([(g, truth.error(g)) for g in gs], "synthetic", test_fraction=0.25).is_constant(gs)
+
+
+def test_surrogate_check_refuses_cells_it_cannot_encode():
+    truth = SyntheticEvaluator()
+    model = fit_surrogate([(g, truth.error(g)) for g in sample("none", 12, seed=0)], "synthetic", test_fraction=0)
+    ev = SurrogateEvaluator(model=model)
+    ev.check(get_genotype("DARTS_V2"))
+    with pytest.raises(CellnasError, match="5 intermediate nodes; this surrogate encodes 4"):
+        ev.check(get_genotype("NASNet"))
+    SyntheticEvaluator().check(get_genotype("NASNet"))  # the default accepts everything
+
+
+def test_batch_refuses_a_negative_seed_and_reports_when_everything_failed(tmp_path):
+    gs = sample("none", 3, seed=0)
+    with pytest.raises(CellnasError, match="must be >= 0, got -1"):
+        evaluate_batch(SyntheticEvaluator(), gs, seed=-1)
+    ev = Counting(bad={g.content_hash() for g in gs})
+    report = evaluate_batch(ev, gs)
+    assert report.all_failed
+    with pytest.raises(CellnasError, match="all 3 evaluations with counting failed.*diverged"):
+        report.raise_if_all_failed()
+    ev = Counting(bad={gs[0].content_hash()})
+    report = evaluate_batch(ev, gs)
+    assert not report.all_failed
+    report.raise_if_all_failed()
+
+
+def test_proxy_set_values_of_the_wrong_type_are_one_line_errors():
+    with pytest.raises(CellnasError, match="epochs .* must be an integer, got 'abc'"):
+        create_evaluator("proxy", epochs="abc").config()

@@ -158,3 +158,14 @@ def test_cli_gradvar_grid_lies_on_the_landscape_plane(tiny_run, tmp_path):
     gv, ls = load_grid(tmp_path / "gv" / "gradvar.npz"), load_grid(tmp_path / "ls" / "landscape.npz")
     assert gv.config["directions"] == ls.config["directions"] and gv.config["origin"] == ls.config["origin"]
     np.testing.assert_array_equal(gv.xs, ls.xs)
+
+
+@pytest.mark.parametrize("study", ["gradvar", "landscape"])
+def test_cli_help_of_the_plane_options(study, capsys):
+    from cellnas.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["analyze", study, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: True)" not in text and "a progress bar is shown" in text
+    assert ("--interpolate" in text) == (study == "landscape")  # gradvar has no --interpolate

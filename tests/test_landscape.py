@@ -276,3 +276,59 @@ def test_cli_landscape_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["analyze", "landscape", str(tmp_path / "empty")]) == 2
     assert "neither final.pt nor checkpoint.pt" in capsys.readouterr().err
+
+
+def test_value_at_origin_only_where_the_grid_has_the_origin():
+    from cellnas.analysis.landscape import Grid, value_at_origin
+
+    def grid(xs):
+        z = np.arange(len(xs) ** 2, dtype=float).reshape(len(xs), len(xs))
+        return Grid(xs=xs, ys=xs, values={"losses": z}, done=np.ones(z.shape, bool), seed=0, config={})
+
+    assert value_at_origin(grid(axis(-1, 1, 3))) == 4.0  # the centre of 3 x 3
+    assert value_at_origin(grid(axis(-1, 1, 2))) is None  # corners only
+    assert value_at_origin(grid(axis(-1, 1, 4))) is None  # +-1/3, no 0
+
+
+def test_contour_axes_span_the_grid_even_without_a_contour_level(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from cellnas.plots.landscape import _contour_on
+
+    xs = axis(-0.5, 0.5, 5)
+    fig, ax = plt.subplots()
+    assert _contour_on(ax, xs, xs, np.full((5, 5), 20.0), np.arange(0.1, 10, 0.5)) == 0  # no level inside
+    assert ax.get_xlim() == (-0.5, 0.5) and ax.get_ylim() == (-0.5, 0.5)
+    plt.close(fig)
+
+
+def test_cli_landscape_even_resolution_reports_the_loss_at_theta_star(tiny_runs, tmp_path, capsys):
+    import re
+
+    import torch
+
+    from cellnas.analysis.landscape import evaluate_model, load_trained, make_batches
+    from cellnas.cli import main
+
+    a = tiny_runs[0]
+    assert main(["analyze", "landscape", str(a), "--resolution", "2", "--max-batches", "1", "--no-progress",
+                 "-o", str(tmp_path / "even")]) == 0  # fmt: skip
+    printed = float(re.search(r"loss at theta\* ([0-9.]+)", capsys.readouterr().out).group(1))
+    grid = load_grid(tmp_path / "even" / "landscape.npz")
+    model, _, meta = load_trained(str(a), torch.device("cpu"))
+    from cellnas.analysis.landscape import evaluation_set
+
+    data = evaluation_set(meta, split="test")
+    batches = make_batches(data, int(grid.config["batch_size"]), max_batches=1, seed=123, device=torch.device("cpu"))
+    loss, _ = evaluate_model(model, batches)
+    assert printed == pytest.approx(loss, abs=1e-4)
+    assert not np.any(np.isclose(grid["losses"], printed, atol=1e-4))  # not a corner of the 2 x 2 grid
+
+
+@pytest.mark.parametrize("flag", ["--batch-size", "--save-every"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_cli_landscape_refuses_non_positive_sizes(flag, value, tmp_path, capsys):
+    from cellnas.cli import main
+
+    assert main(["analyze", "landscape", str(tmp_path), flag, value]) == 2
+    assert f"{flag} must be >= 1" in capsys.readouterr().err

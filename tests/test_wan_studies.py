@@ -173,3 +173,111 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "GENOTYPE or --top" in capsys.readouterr().err
     assert main(["archive", "list", "--archive", str(tmp_path / "none.sqlite")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_paired_comparison_has_no_t_test_when_the_differences_do_not_vary():
+    s = paired_comparison([0.1, 0.2, 0.3], [0.15, 0.25, 0.35])  # std of the differences 0: t undefined
+    assert s["std_difference"] == pytest.approx(0.0, abs=1e-12) and s["t_test_p"] is None
+    assert s["mean_difference"] == pytest.approx(0.05)
+
+
+def test_ablate_drops_duplicates_and_refuses_a_non_positive_random(tmp_path, capsys):
+    db = str(tmp_path / "a.sqlite")
+    common = ["--evaluator", "synthetic", "--archive", db]
+    assert main(["analyze", "ablate", "DARTS_V2", "DARTS_V2", "--kind", "reduce", *common,
+                 "-o", str(tmp_path / "ab")]) == 0  # fmt: skip
+    assert "1 duplicate architecture(s) dropped" in capsys.readouterr().err
+    doc = json.loads((tmp_path / "ab" / "ablate.json").read_text())
+    assert len(doc["architectures"]) == 1 and all(v["t_test_p"] is None for v in doc["reduce_summary"].values())
+    assert main(["analyze", "ablate", "DARTS_V2", "--kind", "disable", "--max-ops", "99", *common,
+                 "-o", str(tmp_path / "ab2")]) == 0  # fmt: skip
+    assert "--max-ops 99: the cells have 16 ops" in capsys.readouterr().err
+    for n in ("0", "-1"):
+        assert main(["analyze", "ablate", "--random", n, *common, "-o", str(tmp_path / "x")]) == 2
+        assert f"--random must be >= 1, got {n}" in capsys.readouterr().err
+
+
+def test_studies_whose_evaluations_all_fail_exit_non_zero(tmp_path, capsys):
+    db = str(tmp_path / "a.sqlite")
+    assert main(["analyze", "sampling", "-n", "2", "--evaluator", "synthetic", "--eval-seed", "-1",
+                 "--archive", db, "-o", str(tmp_path / "s")]) == 2  # fmt: skip
+    assert "--eval-seed must be >= 0" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    assert main(["archive", "evaluate", "--sample", "none", "-n", "12", "--evaluator", "synthetic",
+                 "--archive", db]) == 0  # fmt: skip
+    model = str(tmp_path / "s.joblib")
+    assert main(["archive", "fit-surrogate", "--archive", db, "--protocol", "synthetic", "--test-fraction", "0",
+                 "-o", model]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["analyze", "importance", "NASNet", "--evaluator", "surrogate", "--surrogate", model,
+                 "--archive", db, "-o", str(tmp_path / "oi")]) == 2  # fmt: skip
+    assert "this surrogate encodes 4" in capsys.readouterr().err and not (tmp_path / "oi").exists()
+
+
+def test_fit_surrogate_refusals_and_a_constant_model_warning(tmp_path, capsys):
+    db = str(tmp_path / "a.sqlite")
+    assert main(["archive", "evaluate", "--sample", "none", "-n", "40", "--evaluator", "synthetic",
+                 "--archive", db]) == 0  # fmt: skip
+    fit = ["archive", "fit-surrogate", "--archive", db, "--protocol", "synthetic"]
+    capsys.readouterr()
+    assert main([*fit, "--test-fraction", "0.99", "-o", str(tmp_path / "s.joblib")]) == 2
+    assert "leaves 0 to fit on" in capsys.readouterr().err
+    assert main([*fit, "-o", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main([*fit[:-1], "nosuch", "-o", str(tmp_path / "s.joblib")]) == 2
+    assert "protocols present: synthetic" in capsys.readouterr().err
+    assert main([*fit, "--model", "hgb", "-o", str(tmp_path / "h.joblib")]) == 0
+    captured = capsys.readouterr()
+    assert "Kendall tau and Spearman undefined" in captured.out and "nan" not in captured.out
+    assert "warning: this surrogate predicts the same test_error" in captured.err
+    assert "Warning" not in captured.err  # no raw Python warnings
+
+
+def test_archive_list_export_info_options(tmp_path, capsys):
+    db = str(tmp_path / "a.sqlite")
+    assert main(["archive", "evaluate", "--sample", "none", "-n", "3", "--evaluator", "synthetic",
+                 "--archive", db]) == 0  # fmt: skip
+    capsys.readouterr()
+    for sort in ("test_error:desc", "--sort=-test_error"):
+        args = ["--sort", sort] if not sort.startswith("--") else [sort]
+        assert main(["archive", "list", "--archive", db, *args]) == 0
+        errors = [float(line.split()[3]) for line in capsys.readouterr().out.splitlines()[1:]]
+        assert len(errors) == 3 and errors == sorted(errors, reverse=True)
+    assert main(["archive", "list", "--archive", db, "--limit", "-1"]) == 2
+    assert "--limit must be >= 0" in capsys.readouterr().err
+    assert main(["archive", "export", str(tmp_path / "x.csv"), "--protocol", "nosuch", "--archive", db]) == 2
+    err = capsys.readouterr().err
+    assert "no rows" in err and "protocols present: synthetic" in err and not (tmp_path / "x.csv").exists()
+    assert main(["archive", "info", "--archive", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["archive", "export", str(tmp_path / "x.json"), "--archive", db]) == 0
+    assert main(["archive", "import", str(tmp_path / "x.json"), "--archive", str(tmp_path / "b.sqlite")]) == 0
+    assert Archive(str(tmp_path / "b.sqlite")).count() == 3
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--min-nodes", "5", "--max-nodes", "2"], "--min-nodes 5 is above --max-nodes 2"),
+    (["--max-nodes", "1"], "--max-nodes must be in 2..6, got 1"),
+    (["--max-nodes", "7"], "--max-nodes must be in 2..6, got 7"),
+    (["--min-support", "0"], "--min-support must be > 0"),
+    (["--show", "0"], "--show must be >= 1"),
+    ([], "holds no evaluations"),
+])  # fmt: skip
+def test_motifs_refuse_bad_ranges_and_an_empty_archive(tmp_path, capsys, flags, message):
+    db = tmp_path / "empty.sqlite"
+    Archive(db).count()  # an empty archive
+    assert main(["analyze", "motifs", "--archive", str(db), "-o", str(tmp_path / "m"), *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_wiring_arguments_are_checked(tmp_path, capsys):
+    assert main(["analyze", "wiring", str(tmp_path / "nonexist")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["analyze", "wiring", str(tmp_path), str(tmp_path), str(tmp_path)]) == 2
+    assert "one or two search run directories, got 3" in capsys.readouterr().err
+    assert main(["analyze", "wiring", str(tmp_path), str(tmp_path)]) == 2
+    assert "given twice" in capsys.readouterr().err
+    assert main(["analyze", "wiring", str(tmp_path), "--margin", "1.5"]) == 2
+    assert "must be a number >= 0 and < 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["analyze", "wiring", "--help"])
+    assert "(default: 0.001" in " ".join(capsys.readouterr().out.split())

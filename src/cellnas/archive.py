@@ -61,7 +61,7 @@ SCHEMA_VERSION = 1
 
 #: Metrics with their own column (errors are fractions: 0.0276 = 2.76 %); others go to ``extra``.
 METRIC_COLUMNS: tuple[str, ...] = ("test_error", "val_error", "params", "seconds")
-#: What ``records(sort=...)`` accepts (prefix with ``-`` for descending).
+#: What ``records(sort=...)`` accepts (``-key`` or ``key:desc`` for descending).
 SORT_KEYS: tuple[str, ...] = METRIC_COLUMNS + ("hash", "protocol", "seed", "created_at", "updated_at")
 
 _SCHEMA = """
@@ -236,6 +236,9 @@ class Archive:
         """This process's connection (opened, configured and migrated on first use)."""
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
+        if self.path.is_dir():
+            raise DataError(f"archive {self.path} is a directory; give the archive file, "
+                            f"e.g. {self.path / DEFAULT_PATH}")  # fmt: skip
         if not self.create and not self.path.is_file():
             raise DataError(f"archive {self.path} does not exist")
         try:
@@ -446,6 +449,10 @@ class Archive:
             sql += " WHERE " + " AND ".join(where)
         if sort:
             key, desc = (sort[1:], True) if sort.startswith("-") else (sort, False)
+            key, _, direction = key.partition(":")
+            if direction not in ("", "asc", "desc"):
+                raise CellnasError(f"cannot sort by {sort!r}: the direction is :asc or :desc, e.g. test_error:desc")
+            desc = desc or direction == "desc"
             if key not in SORT_KEYS:
                 raise CellnasError(f"cannot sort by {key!r}; valid keys: {', '.join(SORT_KEYS)}")
             sql += f" ORDER BY {key} IS NULL, {key} {'DESC' if desc else 'ASC'}, hash, protocol, seed"
@@ -582,15 +589,20 @@ class Archive:
         ``replace=False``).
         """
         path = Path(path)
-        try:
-            with open(path, newline="", encoding="utf-8-sig") as fh:
-                reader = csv.DictReader(fh)
-                fields = reader.fieldnames or []
-                rows = list(reader)
-        except OSError as exc:
-            raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise FormatError(f"{path} is not a readable CSV file: {exc}") from None
+        if path.suffix.lower() == ".json":
+            fields, rows = _json_rows(path)
+            first, unit = 1, "row"
+        else:
+            try:
+                with open(path, newline="", encoding="utf-8-sig") as fh:
+                    reader = csv.DictReader(fh)
+                    fields = reader.fieldnames or []
+                    rows = list(reader)
+            except OSError as exc:
+                raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise FormatError(f"{path} is not a readable CSV file: {exc}") from None
+            first, unit = 2, "line"
         if "genotype" not in fields:
             raise FormatError(f"{path}: needs a 'genotype' column (found: {', '.join(fields) or 'no header'})")
         if protocol is None and "protocol" not in fields:
@@ -598,8 +610,8 @@ class Archive:
         ignored = {"genotype", "protocol", "seed", "config", "hash", "source", "created_at", "updated_at"}
         items = []
         configs = []
-        for line, row in enumerate(rows, start=2):
-            where = f"{path}, line {line}"
+        for line, row in enumerate(rows, start=first):
+            where = f"{path}, {unit} {line}"
             text = (row.get("genotype") or "").strip()
             if not text:
                 raise FormatError(f"{where}: empty genotype")
@@ -614,6 +626,8 @@ class Archive:
                 s = int(row["seed"]) if (row.get("seed") or "").strip() else int(seed)
             except ValueError:
                 raise FormatError(f"{where}: seed {row.get('seed')!r} is not an integer") from None
+            if s < 0:
+                raise FormatError(f"{where}: seed {s} is negative")
             metrics: dict[str, Any] = {}
             for key, value in row.items():
                 if key is None or key in ignored or value is None or not str(value).strip():
@@ -625,6 +639,10 @@ class Archive:
                     if key in METRIC_COLUMNS:
                         raise FormatError(f"{where}: {key} = {value!r} is not a number") from None
                     metrics[key] = value
+                    continue
+                problem = _metric_problem(key, metrics[key])
+                if problem:
+                    raise FormatError(f"{where}: {key} = {value} {problem}")
             cfg = {}
             if (row.get("config") or "").strip():
                 try:
@@ -641,6 +659,39 @@ class Archive:
             for item, cfg in zip(items, configs):
                 written += self.put_many([item], config=cfg, source=source or f"import:{path.name}", replace=replace)
         return written, len(items) - written
+
+
+def _metric_problem(key: str, x: float) -> str | None:
+    """Why ``x`` cannot be the value of metric ``key`` (None when it can): errors are fractions in [0, 1];
+    params and seconds are finite and >= 0; other metrics are not checked."""
+    if key in ("test_error", "val_error"):
+        if not (math.isfinite(x) and 0 <= x <= 1):
+            return "is not an error fraction in [0, 1]" + (" (a percentage? divide by 100)" if 1 < x <= 100 else "")
+    elif key in ("params", "seconds"):
+        if not (math.isfinite(x) and x >= 0):
+            return "must be a finite number >= 0"
+    return None
+
+
+def _json_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The rows of a JSON file written by :meth:`Archive.export` (a list of flat objects), as the CSV reader gives
+    them: every value a string (objects such as the genotype document and the config as JSON text, null empty)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8-sig"))
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path} is not a readable JSON file: {exc}") from None
+    if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
+        raise FormatError(f"{path}: expected a list of rows (objects), as `cellnas archive export FILE.json` writes")
+
+    def text(v: Any) -> str:
+        if v is None:
+            return ""
+        return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
+
+    fields = list(dict.fromkeys(k for r in doc for k in r))
+    return fields, [{str(k): text(v) for k, v in r.items()} for r in doc]
 
 
 def records_to_csv(records: Sequence[Record]) -> str:

@@ -81,7 +81,8 @@ def disabling_sequence(genotype: Genotype, oi: dict[int, float], order: str = "a
 
 def paired_comparison(original: Sequence[float | None], variant: Sequence[float | None]) -> dict:
     """Variant minus original over the architectures where both exist: n, mean and std of the difference,
-    paired t-test and Wilcoxon signed-rank p-values (None when undefined, e.g. n < 2 or all differences 0)."""
+    paired t-test and Wilcoxon signed-rank p-values (None when undefined: n < 2, all differences 0, or, for the
+    t-test, all differences equal, so that their std is 0)."""
     import numpy as np
     from scipy.stats import ttest_rel, wilcoxon
 
@@ -97,7 +98,8 @@ def paired_comparison(original: Sequence[float | None], variant: Sequence[float 
     out["mean_difference"] = float(d.mean())
     out["std_difference"] = float(d.std(ddof=1)) if len(d) > 1 else 0.0
     if len(d) > 1 and np.any(d != 0):
-        out["t_test_p"] = float(ttest_rel(b, a).pvalue)
+        if np.ptp(d) > 0:  # identical differences (e.g. duplicate architectures): the t statistic is undefined
+            out["t_test_p"] = float(ttest_rel(b, a).pvalue)
         try:
             out["wilcoxon_p"] = float(wilcoxon(b, a).pvalue)
         except ValueError:

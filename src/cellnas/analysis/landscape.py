@@ -564,6 +564,22 @@ def loss_landscape(
                           desc="1-D landscape" if one_d else "landscape")  # fmt: skip
 
 
+def value_at_origin(grid: Grid, name: str = "losses") -> float | None:
+    """``grid[name]`` at the grid point (0, 0) (theta* itself), or ``None`` when the grid has no such point (an even
+    resolution over a symmetric range) or it is not computed yet."""
+    i = np.flatnonzero(np.isclose(grid.ys, 0.0, rtol=0.0, atol=1e-12))
+    j = np.flatnonzero(np.isclose(grid.xs, 0.0, rtol=0.0, atol=1e-12))
+    if not (i.size and j.size) or not grid.done[i[0], j[0]]:
+        return None
+    return float(grid[name][i[0], j[0]])
+
+
+def evaluate_model(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
+    """Loss and accuracy of ``model`` as it is (theta*), in eval mode (restored afterwards)."""
+    with _eval_mode(model):
+        return evaluate_batches(model, batches)
+
+
 def _float_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
 

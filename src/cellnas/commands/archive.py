@@ -63,15 +63,16 @@ def register(sub, formatter) -> None:
     ex.set_defaults(func=_export)
 
     im = actions.add_parser(
-        "import", help="read results from a CSV", formatter_class=formatter,
+        "import", help="read results from a CSV (or a JSON export)", formatter_class=formatter,
         description=(
             "CSV columns: genotype (DARTS Genotype(...) text, a zoo name, a genotype file, or cellnas/NB301/\n"
-            "NNabla JSON), optional protocol and seed, test_error/val_error (fractions), params, seconds,\n"
-            "config (JSON); any other column is kept as an extra metric. A file written by `archive export`\n"
-            "imports as is. One transaction: a bad line imports nothing and is named."
+            "NNabla JSON), optional protocol and seed (>= 0), test_error/val_error (fractions in [0, 1]),\n"
+            "params, seconds (>= 0), config (JSON); any other column is kept as an extra metric. A file written\n"
+            "by `archive export` (.csv, or .json: a list of such rows) imports as is. One transaction: a bad\n"
+            "line imports nothing and is named."
         ),
     )  # fmt: skip
-    im.add_argument("input", metavar="FILE", help="CSV file")
+    im.add_argument("input", metavar="FILE", help="CSV file, or a .json file written by `archive export`")
     im.add_argument("--protocol", default=None, help="protocol of rows without a protocol column")
     im.add_argument("--seed", type=int, default=0, help="seed of rows without a seed column")
     im.add_argument("--replace", action="store_true", help="overwrite rows already present (default: keep them)")
@@ -122,7 +123,8 @@ def _filters(p) -> None:
     p.add_argument("--seed", type=int, default=None, help="only this seed")
     p.add_argument("--hash", default=None, metavar="PREFIX", help="only genotypes whose hash starts so")
     p.add_argument("--max-error", type=float, default=None, help="only test_error <= this")
-    p.add_argument("--sort", default=None, help="test_error, params, seconds, updated_at ... ('-' for descending)")
+    p.add_argument("--sort", default=None, metavar="KEY[:desc]",
+                   help="test_error, params, seconds, updated_at ...; descending: KEY:desc (or --sort=-KEY)")
     p.add_argument("--source", default=None, metavar="PREFIX",
                    help="only rows whose source starts so (e.g. 'sample', 'analyze-sampling', 'import')")
 
@@ -162,8 +164,15 @@ def _fmt(x, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _check_limit(args) -> None:
+    if args.limit < 0:
+        raise CellnasError(f"--limit must be >= 0 (0: all), got {args.limit}")
+
+
 def _list(args) -> int:
     from cellnas.formats import to_darts_text
+
+    _check_limit(args)
 
     with open_archive(args, create=False) as archive:
         records = _select(args, archive)
@@ -184,8 +193,13 @@ def _list(args) -> int:
 
 
 def _export(args) -> int:
+    _check_limit(args)
     with open_archive(args, create=False) as archive:
         records = _select(args, archive)
+        if not records:
+            known = "" if args.protocol is None or args.protocol in {n for n, _ in archive.protocols()} \
+                else f"; {_protocols_present(archive)}"
+            raise CellnasError(f"no rows of {args.archive} match the filters{known}; nothing written")
         archive.export(args.output, records)
     print(f"wrote {len(records)} rows to {args.output}", file=sys.stderr)
     return 0
@@ -241,13 +255,24 @@ def _evaluate(args) -> int:
     return 1 if report.failed and not report.results else 0
 
 
+def _protocols_present(archive) -> str:
+    names = [name for name, _ in archive.protocols()]
+    return f"protocols present: {', '.join(names)}" if names else "the archive holds no evaluations"
+
+
 def _fit(args) -> int:
+    from pathlib import Path
+
     from cellnas.evaluators.surrogate import fit_surrogate
 
+    if Path(args.output).is_dir():
+        raise CellnasError(f"-o {args.output} is a directory; give the surrogate file's name, "
+                           f"e.g. {Path(args.output) / 'surrogate.joblib'}")  # fmt: skip
     with open_archive(args, create=False) as archive:
         ranked = archive.ranked(args.protocol, args.metric, source=args.source)
-    if not ranked:
-        raise CellnasError(f"no {args.metric} under protocol {args.protocol!r} in {args.archive}")
+        if not ranked:
+            raise CellnasError(f"no {args.metric} under protocol {args.protocol!r} in {args.archive}; "
+                               f"{_protocols_present(archive)}")  # fmt: skip
     model = fit_surrogate([(g, v) for g, v, _ in ranked], args.protocol, metric=args.metric, model=args.model,
                           features=args.features, test_fraction=args.test_fraction, seed=args.seed,
                           refit=not args.no_refit)  # fmt: skip
@@ -256,7 +281,13 @@ def _fit(args) -> int:
     if s["kendall_tau"] is not None:
         print(f"held-out ({s['n_test']} architectures): Kendall tau {s['kendall_tau']:.3f}, "
               f"Spearman {s['spearman']:.3f}, RMSE {s['rmse']:.4f}")  # fmt: skip
+    elif s["n_test"]:
+        print(f"held-out ({s['n_test']} architectures): Kendall tau and Spearman undefined (constant predictions "
+              f"or targets), RMSE {s['rmse']:.4f}")  # fmt: skip
     print(f"wrote {args.output} (fitted on {s['n_train']} architectures; protocol {model.protocol})")
+    if model.is_constant([g for g, _, _ in ranked]):
+        print(f"warning: this surrogate predicts the same {args.metric} for every architecture of the archive "
+              f"({len(ranked)} rows are too few for --model {args.model}): it cannot rank anything", file=sys.stderr)
     return 0
 
 

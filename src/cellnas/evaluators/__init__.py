@@ -63,6 +63,11 @@ class Evaluator(ABC):
         """Metrics of several genotypes (vectorised by cheap evaluators such as the surrogate)."""
         return [self.evaluate(g, seed) for g in genotypes]
 
+    def check(self, genotype: Genotype) -> None:
+        """Raise :class:`~cellnas.errors.CellnasError` if this evaluator cannot score ``genotype`` at all (e.g. a
+        surrogate fitted on cells of another size), so that a study stops before hundreds of failed evaluations."""
+        return None  # every genotype, by default
+
     def error(self, genotype: Genotype, seed: int = 0) -> float:
         """``test_error`` alone: the ``y`` of operation importance (SPEC 5.1)."""
         return float(self.evaluate(genotype, seed)["test_error"])

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cellnas.archive import Archive
+from cellnas.errors import CellnasError
 from cellnas.evaluators.executor import Executor, make_executor
 from cellnas.genotype import Genotype
 
@@ -56,6 +57,19 @@ class BatchReport:
     def error_of(self, genotype: Genotype) -> float | None:
         m = self.results.get(genotype.content_hash())
         return None if m is None or m.get("test_error") is None else float(m["test_error"])
+
+    @property
+    def all_failed(self) -> bool:
+        """True when something was requested and every evaluation of it failed (no result, new or reused)."""
+        return bool(self.failed) and not self.results
+
+    def raise_if_all_failed(self) -> None:
+        """:class:`~cellnas.errors.CellnasError` naming the first failure when :attr:`all_failed`: a study with no
+        result at all must not exit 0 with empty figures."""
+        if self.all_failed:
+            first = next(iter(self.failed.values()))
+            raise CellnasError(f"all {len(self.failed)} evaluations with {self.protocol} failed (the first: {first}); "
+                               "nothing written")  # fmt: skip
 
     def summary(self) -> dict:
         per = self.eval_seconds
@@ -98,6 +112,8 @@ def evaluate_batch(
     ``executor`` to run elsewhere. ``source`` is stored with each new archive row (e.g. ``"sample:prim"``).
     """
     t_start = time.perf_counter()
+    if int(seed) < 0:
+        raise CellnasError(f"the evaluation seed (--eval-seed) must be >= 0, got {seed}")
     report = BatchReport(protocol=evaluator.protocol, seed=int(seed))
     for g in genotypes:
         report.genotypes.setdefault(g.content_hash(), g)

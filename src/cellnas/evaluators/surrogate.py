@@ -117,6 +117,11 @@ class SurrogateModel:
         with _threads(1):
             return np.asarray(self.estimator.predict(X), dtype=float)
 
+    def is_constant(self, genotypes: Sequence[Genotype]) -> bool:
+        """Whether the model predicts one value for all of ``genotypes`` (too little data to learn anything)."""
+        pred = self.predict(genotypes)
+        return bool(pred.size) and float(np.ptp(pred)) == 0.0
+
     def summary(self) -> dict:
         return {
             "protocol": self.protocol, "trained_on": self.trained_on, "metric": self.metric, "model": self.model,
@@ -133,6 +138,9 @@ class SurrogateModel:
 
         from cellnas.runs import atomic_write_bytes
 
+        if Path(path).is_dir():
+            raise CellnasError(f"{path} is a directory; give the surrogate file's name, "
+                               f"e.g. {Path(path) / 'surrogate.joblib'}")  # fmt: skip
         buf = io.BytesIO()
         joblib.dump({"format": _FILE_FORMAT, "version": _FILE_VERSION, "model": self}, buf)
         return atomic_write_bytes(path, buf.getvalue())
@@ -219,15 +227,22 @@ def fit_surrogate(
     if test_fraction > 0 and n_test < 5:
         raise DataError(f"{len(genotypes)} rows leave only {n_test} held out; use more data or --test-fraction 0")
     test, train = order[:n_test], order[n_test:]
+    if len(train) < 5:
+        raise DataError(f"test fraction {test_fraction} of {len(genotypes)} rows holds out {n_test} and leaves "
+                        f"{len(train)} to fit on; at least 5 are needed: use a smaller --test-fraction")  # fmt: skip
     with _threads(threads):
         est = _estimator(model, seed).fit(X[train], y[train])
     tau = rho = rmse = None
     if n_test:
         pred = est.predict(X[test])
-        tau = float(kendalltau(pred, y[test])[0])
-        rho = float(spearmanr(pred, y[test])[0])
         rmse = float(np.sqrt(np.mean((pred - y[test]) ** 2)))
-        log.debug("surrogate on %d held-out architectures: Kendall tau %.3f, Spearman %.3f, RMSE %.4g",
+        if np.ptp(pred) > 0 and np.ptp(y[test]) > 0:  # else the rank correlations are undefined (None)
+            tau = float(kendalltau(pred, y[test])[0])
+            rho = float(spearmanr(pred, y[test])[0])
+        else:
+            log.warning("the held-out %s are constant: Kendall tau and Spearman are undefined",
+                        "predictions" if np.ptp(pred) == 0 else "targets")  # fmt: skip
+        log.debug("surrogate on %d held-out architectures: Kendall tau %s, Spearman %s, RMSE %.4g",
                  n_test, tau, rho, rmse)  # fmt: skip
     if refit and n_test:
         with _threads(threads):
@@ -255,6 +270,13 @@ class SurrogateEvaluator(Evaluator):
 
     def config(self) -> dict:
         return {"evaluator": self.name, "file": self.path, **self.model.summary()}
+
+    def check(self, genotype: Genotype) -> None:
+        try:
+            encode([genotype], self.model.n_nodes, self.model.features)
+        except GenotypeError as exc:
+            raise GenotypeError(f"the surrogate {self.path or self.protocol} cannot score {genotype.content_hash()}: "
+                                f"{exc}") from None  # fmt: skip
 
     def evaluate(self, genotype: Genotype, seed: int = 0) -> dict:
         return self.evaluate_many([genotype], seed)[0]

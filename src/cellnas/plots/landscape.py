@@ -45,6 +45,8 @@ def _contour_on(ax, xs, ys, z, levels, labels: bool = True):
         if labels:
             ax.clabel(cs, inline=1, fontsize=8)
     ax.plot([0], [0], "k+", ms=8)  # the trained weights
+    ax.set_xlim(float(np.min(xs)), float(np.max(xs)))  # the whole grid, even where no contour is drawn
+    ax.set_ylim(float(np.min(ys)), float(np.max(ys)))
     ax.set_aspect("equal")
     return inside.size
 

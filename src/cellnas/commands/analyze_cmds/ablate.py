@@ -56,9 +56,18 @@ def _select(args, archive, evaluator):
     if args.genotypes and args.random is not None:
         raise CellnasError("give GENOTYPE arguments or --random N, not both")
     if args.genotypes:
-        return [load_genotype(s) for s in args.genotypes], None
+        archs = {}
+        for spec in args.genotypes:
+            g = load_genotype(spec)
+            archs.setdefault(g.content_hash(), (spec, g))
+        if len(archs) < len(args.genotypes):
+            print(f"note: {len(args.genotypes) - len(archs)} duplicate architecture(s) dropped; ablating "
+                  f"{len(archs)}: {', '.join(spec for spec, _ in archs.values())}", file=sys.stderr)  # fmt: skip
+        return [g for _, g in archs.values()], None
     if args.random is None:
         raise CellnasError("give GENOTYPE arguments or --random N (architectures drawn from the archive's top)")
+    if args.random < 1:
+        raise CellnasError(f"--random must be >= 1, got {args.random}")
     protocol = choose_protocol(archive, args.rank_protocol, evaluator.protocol)
     pool = [g for g, _, _ in archive.top(protocol, fraction=args.top, source=args.source)]
     if args.random > len(pool):
@@ -89,6 +98,8 @@ def run(args) -> int:
 
     if args.max_ops < 1:
         raise CellnasError(f"--max-ops must be >= 1, got {args.max_ops}")
+    if args.eval_seed < 0:
+        raise CellnasError(f"--eval-seed must be >= 0, got {args.eval_seed}")
     evaluator = build_evaluator(args)
     do_reduce = args.kind in ("reduce", "both")
     do_disable = args.kind in ("disable", "both")
@@ -97,6 +108,13 @@ def run(args) -> int:
               "disabled ops are extrapolations (nb301 refuses them)", file=sys.stderr)  # fmt: skip
     with open_archive(args) as archive:
         archs, rank_protocol = _select(args, archive, evaluator)
+        for g in archs:
+            evaluator.check(g)
+        if do_disable:
+            n_ops = min(len(g.normal.pairs) + len(g.reduce.pairs) for g in archs)
+            if args.max_ops > n_ops:
+                print(f"note: --max-ops {args.max_ops}: the cells have {n_ops} ops; disabling up to {n_ops}",
+                      file=sys.stderr)  # fmt: skip
         oi_of: dict[str, dict[int, float]] = {}
         if do_disable:
             stored = archive.importance(None if args.oi_protocol == "any" else args.oi_protocol)
@@ -136,6 +154,7 @@ def run(args) -> int:
             for seq in plan.get("disable", {}).values():
                 everything += [v for _, v in seq]
         report = run_batch(evaluator, everything, args, archive, source="analyze-ablate")
+        report.raise_if_all_failed()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     originals = [_value(report, p["original"]) for p in plans]

@@ -45,10 +45,13 @@ def register(sub, formatter) -> None:
     p.add_argument("--metric", default="test_loss", choices=["test_loss", "train_loss", "test_acc", "train_acc"],
                    help="what convergence.png shows (the paper: test loss)")  # fmt: skip
     p.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars (default: progress bars are shown)")
     group = p.add_argument_group("protocol (the preset's, with Shu et al.'s overrides, when not given)")
     for key, (flags, kwargs) in CONFIG_FLAGS.items():
         if key not in _SKIP:
+            if key == "epochs":  # train's help mentions its --resume, which this command does not have
+                kwargs = {**kwargs, "help": "epochs of every run (default: the preset's)"}
             group.add_argument(*flags, dest=key, default=None, **kwargs)
     p.set_defaults(func=run)
 
@@ -95,9 +98,10 @@ def run(args) -> int:
     for e in entries:
         last = {k: (v["mean"][-1], v["std"][-1]) for k, v in c[e.name].items()}
         w, d = e.info.get("width"), e.info.get("depth")
-        print(f"{e.name:<22} {'' if w is None else f'{w:g}c':>6} {'' if d is None else d:>5}  "
-              f"{last['test_loss'][0]:8.4f} +- {last['test_loss'][1]:.4f}  "
-              f"{100 * last['test_acc'][0]:6.2f} +- {100 * last['test_acc'][1]:.2f}")  # fmt: skip
+        # one seed: no spread to report (its std would read as a measured 0)
+        loss = f"{last['test_loss'][0]:8.4f}" + (f" +- {last['test_loss'][1]:.4f}" if len(seeds) > 1 else " " * 10)
+        acc = f"{100 * last['test_acc'][0]:6.2f}" + (f" +- {100 * last['test_acc'][1]:.2f}" if len(seeds) > 1 else "")
+        print(f"{e.name:<22} {'' if w is None else f'{w:g}c':>6} {'' if d is None else d:>5}  {loss}  {acc}")
     status = {s: sum(r.status == s for r in result.runs) for s in ("trained", "resumed", "reused")}
     print(f"{len(result.runs)} runs ({', '.join(f'{n} {s}' for s, n in status.items() if n)}) in {seconds:.1f} s; "
           f"wrote convergence.png, curves.png, convergence.json to {out}", file=sys.stderr)  # fmt: skip

@@ -33,7 +33,7 @@ def register(sub, formatter) -> None:
         formatter_class=formatter,
     )
     add_source_args(p)
-    add_plane_args(p, resolution=51)
+    add_plane_args(p, resolution=51, interpolate=False)
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], metavar="N", help="mini-batch size")
     p.add_argument("--batches", type=int, default=DEFAULTS["num_batches"], metavar="B", help="number of mini-batches")
     p.add_argument("--batch-seed", type=int, default=DEFAULTS["batch_seed"], help="seed of the mini-batch draws")

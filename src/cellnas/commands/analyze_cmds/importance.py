@@ -59,6 +59,9 @@ def choose_protocol(archive, given: str | None, preferred: str | None = None) ->
         return preferred
     if len(names) == 1:
         return names[0]
+    if not names:
+        raise CellnasError(f"{archive.path} holds no evaluations: fill it with `cellnas archive evaluate` or "
+                           "`cellnas analyze sampling` first")  # fmt: skip
     raise CellnasError(f"{archive.path} holds several protocols ({', '.join(names) or 'none'}): "
                        "name the one to rank by (--rank-protocol / --protocol)")  # fmt: skip
 
@@ -121,6 +124,8 @@ def run(args) -> int:
         raise CellnasError("give either GENOTYPE or --top FRACTION")
     if args.threshold < 0:
         raise CellnasError(f"--threshold must be >= 0, got {args.threshold}")
+    if args.eval_seed < 0:
+        raise CellnasError(f"--eval-seed must be >= 0, got {args.eval_seed}")
     evaluator = build_evaluator(args)
     with open_archive(args) as archive:
         if args.genotype is not None:
@@ -129,6 +134,8 @@ def run(args) -> int:
         else:
             rank_protocol = choose_protocol(archive, args.rank_protocol, evaluator.protocol)
             targets = [g for g, _, _ in archive.top(rank_protocol, fraction=args.top, source=args.source)]
+        for g in targets:
+            evaluator.check(g)  # e.g. a surrogate of another cell size: one line, not 169 failures
         needed = []
         for g in targets:
             needed.append(g)
@@ -138,6 +145,7 @@ def run(args) -> int:
         print(f"OI of {len(targets)} architecture(s): {len(needed)} evaluations with {evaluator.protocol} "
               f"({len({g.content_hash() for g in needed})} distinct)", file=sys.stderr)  # fmt: skip
         report = run_batch(evaluator, needed, args, archive, source="analyze-importance")
+        report.raise_if_all_failed()
         cache = {h: float(m["test_error"]) for h, m in report.results.items() if m.get("test_error") is not None}
 
         def missing(g):

@@ -40,13 +40,15 @@ def add_source_args(p) -> None:
     p.add_argument("--download", action="store_true", help="download a missing CIFAR archive")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (default: a progress bar is shown)")
 
 
-def add_plane_args(p, resolution: int = 51) -> None:
-    """Options of the filter-normalised plane, shared with ``gradvar --grid``."""
-    p.add_argument("--range", metavar="R|LO:HI", help="grid range of both coordinates (default -1:1; "
-                                                       "with --interpolate -0.5:1.5)")  # fmt: skip
+def add_plane_args(p, resolution: int = 51, interpolate: bool = True) -> None:
+    """Options of the filter-normalised plane, shared with ``gradvar --grid`` (``interpolate``: the command has
+    ``--interpolate``)."""
+    p.add_argument("--range", metavar="R|LO:HI", help="grid range of both coordinates (default -1:1"
+                   + ("; with --interpolate -0.5:1.5)" if interpolate else ")"))  # fmt: skip
     p.add_argument("--resolution", type=int, default=resolution, metavar="N", help="points per axis")
     p.add_argument("--seed", type=int, default=123, help="seed of the two random directions (the reference's 123)")
     p.add_argument("--save-every", type=int, metavar="K", help="write the grid every K points (default: every row)")
@@ -139,8 +141,9 @@ def _check_levels(args):
 
 
 def _grid_2d(args, path: str, out: Path):
-    """Compute (or resume) the 2-D landscape of one network; return ``(label, grid, seconds)``."""
-    from cellnas.analysis.landscape import axis, loss_landscape, resolve_source
+    """Compute (or resume) the 2-D landscape of one network; return ``(label, grid, seconds, (loss, acc) at
+    theta*)``: the grid's values at (0, 0) where the grid has that point, else one extra evaluation at theta*."""
+    from cellnas.analysis.landscape import axis, evaluate_model, loss_landscape, resolve_source, value_at_origin
 
     model, _, meta, data, device = prepare(args, path)
     batches, config = _eval_batches(args, meta, data, device)
@@ -149,17 +152,22 @@ def _grid_2d(args, path: str, out: Path):
     t0 = time.perf_counter()
     grid = loss_landscape(model, batches, xs=xs, ys=xs, seed=args.seed, config=config, path=out / "landscape.npz",
                           save_every=args.save_every, restart=args.restart, progress=args.progress)  # fmt: skip
-    return label_of(resolve_source(path)), grid, time.perf_counter() - t0
+    loss, acc = value_at_origin(grid, "losses"), value_at_origin(grid, "accuracies")
+    if loss is None or acc is None:
+        loss, acc = evaluate_model(model, batches)  # no grid point at the origin (an even --resolution)
+    return label_of(resolve_source(path)), grid, time.perf_counter() - t0, (loss, acc)
 
 
 def run(args) -> int:
-    import numpy as np
-
     from cellnas.analysis.landscape import axis, interpolation, load_trained, loss_landscape, resolve_source
     from cellnas.plots import landscape as P
 
     if args.resolution < 2:
         raise CellnasError(f"--resolution must be >= 2, got {args.resolution}")
+    for flag in ("batch_size", "save_every", "subset", "max_batches"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise CellnasError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     if sum(bool(x) for x in (args.one_d, args.interpolate, args.compare)) > 1:
         raise CellnasError("choose one of --1d, --interpolate and --compare")
     levels = _check_levels(args)
@@ -195,7 +203,7 @@ def run(args) -> int:
                   title=f"{label}: 1-D landscape (seed {args.seed})")  # fmt: skip
         _report(grid, out, ["landscape_1d.npz", "slice_1d.png"], seconds)
         return 0
-    _, grid, seconds = _grid_2d(args, args.run, out)
+    _, grid, seconds, (loss0, acc0) = _grid_2d(args, args.run, out)
     title = f"{label} ({grid.config['split']} loss, seed {args.seed})"
     P.plot_contour(grid.xs, grid.ys, grid["losses"], out / "contour.png", levels=levels, title=title)
     P.plot_surface(grid.xs, grid.ys, grid["losses"], out / "surface.png", title=title)
@@ -206,14 +214,13 @@ def run(args) -> int:
             other_source = resolve_source(other)
             other_out = out / "compare" / f"{i + 1}-{label_of(other_source).replace('/', '-')}" if args.output \
                 else default_output(other_source, "landscape")
-            other_label, other_grid, other_seconds = _grid_2d(args, other, other_out)
+            other_label, other_grid, other_seconds, _ = _grid_2d(args, other, other_out)
             seconds += other_seconds
             print(f"{other_label:<24} {other_out / 'landscape.npz'}")
             panels.append((other_label, other_grid.xs, other_grid.ys, other_grid["losses"]))
         P.plot_compare(panels, out / "compare.png", levels=levels)
         files.append("compare.png")
-    centre = np.unravel_index(np.argmin(np.abs(grid.xs)[None, :] + np.abs(grid.ys)[:, None]), grid.done.shape)
-    print(f"{label:<24} loss at theta* {grid['losses'][centre]:.4f}, accuracy {grid['accuracies'][centre]:.4f}")
+    print(f"{label:<24} loss at theta* {loss0:.4f}, accuracy {acc0:.4f}")
     _report(grid, out, files, seconds)
     return 0
 

@@ -40,10 +40,10 @@ def register(sub, formatter) -> None:
     p.add_argument("--weight-thres", type=float, default=0.001, help="pre-filter: keep edges with OI >= this")
     p.add_argument("--min-support", type=float, default=0.05,
                    help="minimum support: a fraction of the graphs (< 1) or a count")  # fmt: skip
-    p.add_argument("--min-nodes", type=int, default=2, help="smallest motif (nodes)")
-    p.add_argument("--max-nodes", type=int, default=6, help="largest motif (nodes)")
+    p.add_argument("--min-nodes", type=int, default=2, help="smallest motif (nodes, 2..6)")
+    p.add_argument("--max-nodes", type=int, default=6, help="largest motif (nodes, 2..6)")
     p.add_argument("--seed", type=int, default=0, help="seed of the reference subgraphs")
-    p.add_argument("--show", type=int, default=9, help="motifs to print and draw")
+    p.add_argument("--show", type=int, default=9, help="motifs to print and draw (>= 1)")
     add_archive_arg(p)
     p.set_defaults(func=run)
 
@@ -58,6 +58,15 @@ def run(args) -> int:
 
     if not 0 < args.top <= 1:
         raise CellnasError(f"--top must be in (0, 1], got {args.top}")
+    for flag in ("min_nodes", "max_nodes"):
+        if not 2 <= getattr(args, flag) <= 6:
+            raise CellnasError(f"--{flag.replace('_', '-')} must be in 2..6, got {getattr(args, flag)}")
+    if args.min_nodes > args.max_nodes:
+        raise CellnasError(f"--min-nodes {args.min_nodes} is above --max-nodes {args.max_nodes}")
+    if not args.min_support > 0:
+        raise CellnasError(f"--min-support must be > 0 (a fraction below 1 or a count), got {args.min_support:g}")
+    if args.show < 1:
+        raise CellnasError(f"--show must be >= 1, got {args.show}")
     with open_archive(args, create=False) as archive:
         protocol = choose_protocol(archive, args.protocol)
         top = archive.top(protocol, fraction=args.top, source=args.source)
@@ -101,7 +110,7 @@ def run(args) -> int:
         "cells": [{"hash": g.content_hash(), "genotype": to_darts_text(g), "test_error": e} for g, e, _ in top],
     }  # fmt: skip
     atomic_write_text(out / "motifs.json", json.dumps(doc, indent=1) + "\n")
-    shown = ranked[: max(0, args.show)]
+    shown = ranked[: args.show]
     plot_motifs(shown, out / "motifs.png",
                 title=f"top motifs of the best {len(graphs)} {args.cell} cells ({protocol})")  # fmt: skip
     print(f"{len(ranked)} motifs with support >= {args.min_support:g} in {len(graphs)} {args.cell} cells "

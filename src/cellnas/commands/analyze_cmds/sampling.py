@@ -63,11 +63,14 @@ def run(args) -> int:
         )
     if args.n < 1:
         raise CellnasError(f"-n must be >= 1, got {args.n}")
+    if args.eval_seed < 0:
+        raise CellnasError(f"--eval-seed must be >= 0, got {args.eval_seed}")
     evaluator = build_evaluator(args)
     samples = {c: sample(c, args.n, args.seed, quirk=not args.no_quirk) for c in constraints}
     everything = [g for c in constraints for g in samples[c]]
     with open_archive(args) as archive:
         report = run_batch(evaluator, everything, args, archive, source=f"analyze-sampling:seed{args.seed}")
+    report.raise_if_all_failed()
     groups: dict[str, list[float]] = {}
     doc_groups = {}
     for c in constraints:

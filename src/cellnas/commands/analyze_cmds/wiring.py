@@ -39,7 +39,8 @@ def register(sub, formatter) -> None:
     p.add_argument("--out", default=None, help="output directory (default: RUN_DIR/wiring)")
     p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                    help="an edge is selected when its strongest op beats `none` by more than this softmax "
-                        "probability (0: any lead; the default clears the chance lead of the initialisation)")
+                        "probability, in [0, 1) (default: %(default)g, which clears the chance lead of the "
+                        "initialisation; 0: any lead)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -50,15 +51,24 @@ def run(args) -> int:
     from cellnas.plots.wiring import plot_costs, plot_edges, plot_growth
     from cellnas.runs import atomic_write_json
 
-    if not (math.isfinite(args.margin) and args.margin >= 0):
-        raise CellnasError(f"--margin must be a number >= 0, got {args.margin}")
+    if not (math.isfinite(args.margin) and 0 <= args.margin < 1):
+        raise CellnasError(f"--margin must be a number >= 0 and < 1 (a softmax probability), got {args.margin}")
+    if len(args.runs) > 2:
+        raise CellnasError(f"give one or two search run directories, got {len(args.runs)}")
+    for r in args.runs:
+        if not Path(r).exists():
+            raise CellnasError(f"{r} does not exist")
+    if len(args.runs) == 2 and Path(args.runs[0]).resolve() == Path(args.runs[1]).resolve():
+        raise CellnasError(f"{args.runs[0]} is given twice; compare two different runs")
     runs = [load_run(r) for r in args.runs]
     out = Path(args.out) if args.out else runs[0]["dir"] / "wiring"
     out.mkdir(parents=True, exist_ok=True)
     pairs = [(r, wiring_summary(r, args.margin)) for r in runs]
     written = []
-    for r, s in pairs:
-        suffix = "" if len(pairs) == 1 else f"_{r['dir'].name}"
+    names = [r["dir"].resolve().name for r in runs]
+    for i, (r, s) in enumerate(pairs):
+        # per-run figures named by run directory (and position, when two runs share a directory name)
+        suffix = "" if len(pairs) == 1 else f"_{names[i]}" if len(set(names)) == len(names) else f"_{i + 1}-{names[i]}"
         for cell in s["cells"]:
             written.append(plot_edges(r, s, cell, out / f"wiring_edges_{cell}{suffix}.png"))
         if "cost" in s:
