@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cellnas.errors import FormatError
+from cellnas.errors import CellnasError, FormatError
 from cellnas.formats import (
     FORMATS,
     dumps,
@@ -137,3 +137,120 @@ def test_missing_file_and_unknown_name_errors():
         load_genotype("no/such/file.json")
     with pytest.raises(FormatError, match="DARTS_V2"):
         load_genotype("NOT_A_CELL")
+
+
+DARTS_V2_TEXT = dumps(get_genotype("DARTS_V2"), "darts")
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("normal_concat=[2, 3, 4, 5]", "normal_concat=5", "normal cell: concat must be a list of node numbers, got 5"),
+        ("normal_concat=[2, 3, 4, 5]", "normal_concat=None", "concat must be a list of node numbers, got None"),
+        ("normal_concat=[2, 3, 4, 5]", "normal_concat='2345'", "concat must be a list of node numbers, got '2345'"),
+        ("('sep_conv_3x3', 0)", "('sep_conv_3x3', '0')", "input index must be an integer, got '0'"),
+        ("('sep_conv_3x3', 0)", "('sep_conv_3x3', True)", "input index must be an integer, got True"),
+        ("('sep_conv_3x3', 0)", "('sep_conv_3x3', 0.0)", "input index must be an integer, got 0.0"),
+        ("reduce=[", "reduce=None, x=[", "unknown field 'x'"),
+    ],
+)
+def test_darts_text_with_malformed_fields_is_refused_by_name(old, new, message):
+    text = DARTS_V2_TEXT.replace(old, new, 1)
+    assert text != DARTS_V2_TEXT
+    with pytest.raises(CellnasError, match=message):
+        from_darts_text(text)
+
+
+def test_darts_text_repeating_a_field_is_refused():
+    with pytest.raises(FormatError, match="field 'normal_concat' is given more than once"):
+        from_darts_text(DARTS_V2_TEXT[:-1] + ", normal_concat=[2])")
+    positional_and_keyword = DARTS_V2_TEXT.replace("Genotype(normal=", "Genotype(", 1)[:-1] + ", normal=[])"
+    with pytest.raises(FormatError, match="field 'normal' is given more than once"):
+        from_darts_text(positional_and_keyword)
+
+
+@pytest.mark.parametrize("prefix", ["x = 1\nDARTS = ", "x = 1\n", f"{DARTS_V2_TEXT}\n"])
+def test_darts_text_with_more_than_one_statement_is_refused(prefix):
+    with pytest.raises(FormatError, match=r"single \[NAME =\] Genotype\(.*found 2 statements"):
+        from_darts_text(prefix + DARTS_V2_TEXT)
+
+
+@pytest.mark.parametrize("text", [f"# a = b\n{DARTS_V2_TEXT}", f"  DARTS_V2 = {DARTS_V2_TEXT}  \n", DARTS_V2_TEXT])
+def test_darts_text_with_comment_or_assignment_still_parses(text):
+    assert from_darts_text(text) == get_genotype("DARTS_V2")
+
+
+def _nnabla(**changes):
+    doc = to_nnabla(get_genotype("DARTS_V2"))
+    doc["arch_normal"].update(changes)
+    return doc
+
+
+@pytest.mark.parametrize(
+    "node2, message",
+    [
+        (None, "arch_normal node 2: expected a list of \\[op_id, input\\] pairs, got None"),
+        ([[2, 0, 1], [2, 1]], "arch_normal node 2: expected an \\[op_id, input\\] pair, got \\[2, 0, 1\\]"),
+        ([["2", 0], [2, 1]], "arch_normal node 2: op id must be an integer 0-7, got '2'"),
+        ([[2.0, 0], [2, 1]], "arch_normal node 2: op id must be an integer 0-7, got 2.0"),
+        ([[True, 0], [2, 1]], "arch_normal node 2: op id must be an integer 0-7, got True"),
+        ([[2, "0"], [2, 1]], "arch_normal node 2: input index must be an integer, got '0'"),
+    ],
+)
+def test_nnabla_malformed_pairs_are_refused_by_name(node2, message):
+    with pytest.raises(FormatError, match=message):
+        from_nnabla(_nnabla(**{"2": node2}))
+
+
+def test_nnabla_cell_that_is_not_an_object_is_refused():
+    with pytest.raises(FormatError, match="arch_normal must be an object mapping node ids"):
+        from_nnabla({"arch_normal": [], "arch_reduction": {}})
+
+
+_P = "NetworkSelectorDatasetInfo:darts:"
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("inputs_node_normal_3", "0_0", "inputs_node_normal_3 = '0_0': a node's two inputs must differ"),
+        ("inputs_node_normal_3", "0_5", "inputs_node_normal_3 = '0_5': node 3 reads only nodes 0 .. 2"),
+        ("inputs_node_normal_3", "0_1_2", "is not of the form 'i_j'"),
+        ("inputs_node_normal_3", " 0_1", "is not of the form 'i_j'"),
+        ("edge_normal_14", "sep_conv_3x3", "'.*edge_normal_14' does not exist.*edge_normal_0 .. edge_normal_13"),
+        ("edge_normal_x", "sep_conv_3x3", "'.*edge_normal_x' does not exist.*edge_normal_0 .. edge_normal_13"),
+        ("inputs_node_reduce_6", "0_1", "'.*inputs_node_reduce_6' does not exist.*inputs_node_reduce_3 .. "),
+        ("edge_reduce_12", "skip_connect", "edge_reduce_12' \\(node 5 reads node 3\\), but inputs_node_reduce_5"),
+        ("edge_normal_0", 3, "edge_normal_0 = 3: the op must be a name"),
+    ],
+)
+def test_nb301_impossible_or_inconsistent_keys_are_refused(key, value, message):
+    cfg = to_nb301(get_genotype("DARTS_V2"))
+    cfg[_P + key] = value
+    with pytest.raises(FormatError, match=message):
+        from_nb301(cfg)
+
+
+def test_nb301_full_config_with_other_hyperparameters_still_reads():
+    cfg = to_nb301(get_genotype("DARTS_V2"))
+    cfg.update({"NetworkSelectorDatasetInfo:network": "darts", _P + "init_channels": 32, _P + "layers": 8})
+    assert from_nb301(cfg) == get_genotype("DARTS_V2")
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_every_zoo_cell_round_trips_through_nnabla_and_nb301_where_encodable(name):
+    g = ZOO[name]
+    for to, back in ((to_nnabla, from_nnabla), (to_nb301, from_nb301)):
+        try:
+            doc = to(g)
+        except FormatError:
+            continue  # the format cannot hold this cell (it says so)
+        assert back(json.loads(json.dumps(doc))) == g
+
+
+def test_genotype_file_with_a_utf8_byte_order_mark_reads(tmp_path):
+    g = get_genotype("DARTS_V2")
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + dumps(g, "json").encode("utf-8"))
+    assert load_genotype(str(path)) == g
+    assert loads("\ufeff" + dumps(g, "darts")) == g

@@ -89,3 +89,51 @@ def test_duplicate_inputs_are_kept_in_the_graph():
     cell = _cell([("sep_conv_3x3", 0), ("skip_connect", 0)] * 4)
     g = Genotype(normal=cell, reduce=cell).to_networkx()
     assert g.edges["c_{k-2}", 2]["ops"] == ["sep_conv_3x3", "skip_connect"]
+
+
+@pytest.mark.parametrize("concat", [5, None, "2345"])
+def test_concat_that_is_not_a_list_is_refused(concat):
+    with pytest.raises(GenotypeError, match=r"normal cell: concat must be a list of node numbers, got"):
+        Genotype.from_darts(WIDE, concat, WIDE, [2, 3, 4, 5])
+
+
+@pytest.mark.parametrize("value", [2.5, 2.0, "2", True])
+def test_concat_entries_must_be_integers(value):
+    with pytest.raises(GenotypeError, match=r"concat must be a list of node numbers \(integers\), got"):
+        _cell(WIDE, concat=[value, 3])
+
+
+@pytest.mark.parametrize("index", ["0", True, 1.0, 1.5, None])
+def test_input_index_must_be_an_integer_not_coerced(index):
+    with pytest.raises(GenotypeError, match="input index must be an integer"):
+        _cell([("sep_conv_3x3", index)] + WIDE[1:])
+
+
+@pytest.mark.parametrize("pair", [("sep_conv_3x3", 0, 1), ("sep_conv_3x3",), "ab", {"sep_conv_3x3": 0, "x": 1}])
+def test_anything_but_an_op_input_pair_is_refused(pair):
+    with pytest.raises(GenotypeError, match="expected an \\(op, input\\) pair"):
+        _cell([pair] + WIDE[1:])
+
+
+def test_numpy_integers_are_still_integers():
+    np = pytest.importorskip("numpy")
+    cell = _cell([("sep_conv_3x3", np.int64(0)), ("skip_connect", 1)] * 4, concat=np.array([2, 3, 4, 5]))
+    assert cell == _cell(WIDE) and type(cell.nodes[0][0][1]) is int and type(cell.concat[0]) is int
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ({"nodes": [[["sep_conv_3x3", 0], ["skip_connect", 1]]]}, "normal cell: missing key 'concat'"),
+        ({"concat": [2]}, "normal cell: missing key 'nodes'"),
+        ([1, 2], "normal cell must be an object with 'nodes' and 'concat', got \\[1, 2\\]"),
+        (None, "normal cell must be an object with 'nodes' and 'concat', got None"),
+        ({"nodes": "abc", "concat": [2]}, "normal cell: nodes must be a list of nodes"),
+        ({"nodes": {}, "concat": [2]}, "normal cell: nodes must be a list of nodes"),
+        ({"nodes": [[["sep_conv_3x3", 0], ["skip_connect", 1]]], "concat": [2.5]}, "got 2.5 in \\[2.5\\]"),
+    ],
+)
+def test_malformed_cell_dicts_say_what_is_wrong(cell, message):
+    good = get_genotype("DARTS_V2").reduce.to_dict()
+    with pytest.raises(GenotypeError, match=message):
+        Genotype.from_dict({"normal": cell, "reduce": good})

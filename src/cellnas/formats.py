@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 from pathlib import Path
 
 from cellnas.errors import FormatError, GenotypeError
@@ -91,17 +92,26 @@ def _literal(node: ast.AST, what: str):
 
 
 def from_darts_text(text: str, k: int = 2) -> Genotype:
-    """Parse DARTS ``Genotype(...)`` text safely (positional or keyword fields; ``range`` concat)."""
-    src = text.strip()
-    if "=" in src.split("(", 1)[0]:  # "DARTS_V2 = Genotype(...)"
-        src = src.split("=", 1)[1].strip()
+    """Parse DARTS ``Genotype(...)`` text safely (positional or keyword fields; ``range`` concat).
+
+    The text holds one ``Genotype(...)`` expression, optionally assigned (``DARTS_V2 = Genotype(...)``).
+    """
+    one = "DARTS text must be a single [NAME =] Genotype(normal=..., normal_concat=..., reduce=..., ...) expression"
     try:
-        tree = ast.parse(src, mode="eval")
+        body = ast.parse(text.strip(), mode="exec").body
     except SyntaxError as exc:
         raise FormatError(f"DARTS text is not valid: {exc.msg} (line {exc.lineno})") from None
-    call = tree.body
+    if len(body) != 1:
+        raise FormatError(f"{one}; found {len(body)} statements")
+    stmt = body[0]
+    if isinstance(stmt, ast.Expr) or (
+        isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+    ):
+        call = stmt.value
+    else:
+        raise FormatError(one)
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name | ast.Attribute)):
-        raise FormatError("DARTS text must be a single Genotype(normal=..., normal_concat=..., reduce=..., ...) call")
+        raise FormatError(one)
     name = call.func.id if isinstance(call.func, ast.Name) else call.func.attr
     if name != "Genotype":
         raise FormatError(f"DARTS text must call Genotype(...), not {name}(...)")
@@ -111,6 +121,8 @@ def from_darts_text(text: str, k: int = 2) -> Genotype:
     for kw in call.keywords:
         if kw.arg not in _DARTS_FIELDS:
             raise FormatError(f"DARTS text: unknown field {kw.arg!r}; valid fields: {', '.join(_DARTS_FIELDS)}")
+        if kw.arg in fields:
+            raise FormatError(f"DARTS text: field {kw.arg!r} is given more than once")
         fields[kw.arg] = _literal(kw.value, kw.arg)
     missing = [f for f in _DARTS_FIELDS if f not in fields]
     if missing:
@@ -165,6 +177,10 @@ def from_nnabla(doc: dict) -> Genotype:
     for cell_type, key in _NNABLA_KEYS.items():
         if key not in doc:
             raise FormatError(f"NNabla JSON lacks {key!r} (keys are 'arch_normal' and 'arch_reduction')")
+        if not isinstance(doc[key], dict):
+            raise FormatError(
+                f"NNabla JSON {key} must be an object mapping node ids ('2', '3', ...) to [op_id, input] pairs"
+            )
         try:
             node_ids = sorted(doc[key], key=int)
         except (TypeError, ValueError):
@@ -173,17 +189,24 @@ def from_nnabla(doc: dict) -> Genotype:
             raise FormatError(f"NNabla JSON {key}: node keys must be consecutive from '2', got {node_ids}")
         nodes = []
         for nid in node_ids:
+            where = f"NNabla JSON {key} node {nid}"
+            items = doc[key][nid]
+            if not isinstance(items, list | tuple):
+                raise FormatError(f"{where}: expected a list of [op_id, input] pairs, got {items!r}")
             pairs = []
-            for item in doc[key][nid]:
-                try:
-                    op_id, src = int(item[0]), int(item[1])
-                except (TypeError, ValueError, IndexError):
-                    raise FormatError(f"NNabla JSON {key} node {nid}: expected [op_id, input] pairs") from None
+            for item in items:
+                if not isinstance(item, list | tuple) or len(item) != 2:
+                    raise FormatError(f"{where}: expected an [op_id, input] pair, got {item!r}")
+                op_id, src = item
+                if isinstance(op_id, bool) or not isinstance(op_id, int):
+                    raise FormatError(f"{where}: op id must be an integer 0-7, got {op_id!r} in pair {item!r}")
                 if op_id not in NNABLA_OPS:
                     raise FormatError(
-                        f"NNabla JSON {key} node {nid}: unknown op id {op_id}; valid ids 0-7 "
+                        f"{where}: unknown op id {op_id}; valid ids 0-7 "
                         f"({', '.join(f'{i}={n}' for i, n in NNABLA_OPS.items())})"
                     )
+                if isinstance(src, bool) or not isinstance(src, int):
+                    raise FormatError(f"{where}: input index must be an integer, got {src!r} in pair {item!r}")
                 pairs.append((NNABLA_OPS[op_id], src))
             nodes.append(tuple(pairs))
         cells[cell_type] = Cell(nodes=tuple(nodes), concat=tuple(range(2, len(nodes) + 2)))
@@ -193,6 +216,9 @@ def from_nnabla(doc: dict) -> Genotype:
 # -- NAS-Bench-301 configuration (SPEC 6) ------------------------------------------------------------
 
 _NB301_PREFIX = "NetworkSelectorDatasetInfo:darts:"
+#: The cell keys NB301 defines: edge_<cell>_0 .. 13 (node 2: 0-1, node 3: 2-4, node 4: 5-8, node 5: 9-13)
+#: and inputs_node_<cell>_3 .. 5 (node 2 always reads nodes 0 and 1).
+_NB301_CELL_KEY = re.compile(r"(edge|inputs_node)_(normal|reduce)_.*")
 
 
 def to_nb301(g: Genotype) -> dict:
@@ -231,6 +257,7 @@ def from_nb301(cfg: dict) -> Genotype:
     order), so a cellnas round trip is exact; other configs come back in key order too.
     """
     key_rank = {k: r for r, k in enumerate(cfg)}
+    used: set[str] = set()
     cells = {}
     for cell_type in ("normal", "reduce"):
         nodes = []
@@ -242,20 +269,51 @@ def from_nb301(cfg: dict) -> Genotype:
                 key = f"{_NB301_PREFIX}inputs_node_{cell_type}_{dst}"
                 if key not in cfg:
                     raise FormatError(f"NB301 config lacks {key!r}")
-                try:
-                    srcs = [int(s) for s in str(cfg[key]).split("_")]
-                except ValueError:
-                    raise FormatError(f"NB301 config {key} = {cfg[key]!r} is not of the form 'i_j'") from None
+                value = cfg[key]
+                if not isinstance(value, str) or not re.fullmatch(r"[0-9]+_[0-9]+", value):
+                    raise FormatError(f"NB301 config {key} = {value!r} is not of the form 'i_j'")
+                srcs = [int(s) for s in value.split("_")]
+                if srcs[0] == srcs[1]:
+                    raise FormatError(f"NB301 config {key} = {value!r}: a node's two inputs must differ")
+                if max(srcs) >= dst:
+                    raise FormatError(f"NB301 config {key} = {value!r}: node {dst} reads only nodes 0 .. {dst - 1}")
+                used.add(key)
             pairs = []
             for src in srcs:
                 key = f"{_NB301_PREFIX}edge_{cell_type}_{offset + src}"
                 if key not in cfg:
                     raise FormatError(f"NB301 config lacks {key!r} (node {dst} reads node {src})")
+                if not isinstance(cfg[key], str):
+                    raise FormatError(f"NB301 config {key} = {cfg[key]!r}: the op must be a name (a string)")
+                used.add(key)
                 pairs.append((key_rank[key], (cfg[key], src)))
             nodes.append(tuple(p for _, p in sorted(pairs)))
             offset += dst
         cells[cell_type] = Cell(nodes=tuple(nodes), concat=(2, 3, 4, 5))
+    for key in cfg:
+        name = key[len(_NB301_PREFIX) :] if isinstance(key, str) and key.startswith(_NB301_PREFIX) else ""
+        if key not in used and _NB301_CELL_KEY.fullmatch(name):
+            raise FormatError(_nb301_unused_key(key, name))
     return Genotype(**cells)
+
+
+def _nb301_unused_key(key: str, name: str) -> str:
+    """Why ``key`` (a cell key that no node reads) is refused."""
+    kind, cell_type, rest = re.fullmatch(r"(edge|inputs_node)_(normal|reduce)_(.*)", name).groups()
+    if kind == "inputs_node":
+        return (
+            f"NB301 config key {key!r} does not exist in NB301: valid are inputs_node_{cell_type}_3 .. "
+            f"inputs_node_{cell_type}_5"
+        )
+    if rest not in {str(e) for e in range(14)}:
+        return f"NB301 config key {key!r} does not exist in NB301: valid are edge_{cell_type}_0 .. edge_{cell_type}_13"
+    edge, dst = int(rest), 2
+    while edge >= dst:
+        edge, dst = edge - dst, dst + 1
+    return (
+        f"NB301 config sets {key!r} (node {dst} reads node {edge}), but "
+        f"inputs_node_{cell_type}_{dst} does not list node {edge}"
+    )
 
 
 # -- text in/out, detection ----------------------------------------------------------------------------
@@ -276,7 +334,7 @@ def dumps(g: Genotype, fmt: str = "json") -> str:
 
 def loads(text: str) -> Genotype:
     """Parse genotype text in any supported format (auto-detected)."""
-    stripped = text.strip()
+    stripped = text.lstrip("\ufeff").strip()  # a UTF-8 byte-order mark is not content
     if not stripped:
         raise FormatError("empty genotype text")
     if stripped.startswith("{"):
@@ -318,7 +376,7 @@ def load_genotype(spec: str | os.PathLike | Genotype) -> Genotype:
         path = candidate
     if path.is_file():
         try:
-            content = path.read_text(encoding="utf-8")
+            content = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise FormatError(f"cannot read genotype file {path}: {exc}") from None
         try:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import operator
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cellnas.errors import GenotypeError
@@ -89,14 +90,15 @@ class Cell:
     concat: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        nodes = tuple(tuple((str(op), int(i)) for op, i in node) for node in self.nodes)
-        object.__setattr__(self, "nodes", nodes)
-        object.__setattr__(self, "concat", tuple(int(c) for c in self.concat))
+        object.__setattr__(self, "nodes", _as_nodes(self.nodes))
+        object.__setattr__(self, "concat", _as_concat(self.concat))
 
     # -- construction ---------------------------------------------------------
     @classmethod
     def from_pairs(cls, pairs: Sequence[Sequence], concat: Iterable[int], k: int = 2) -> Cell:
         """Build a cell from the flat DARTS pair list (``k`` consecutive pairs per node)."""
+        if not isinstance(pairs, list | tuple):
+            raise GenotypeError(f"expected a list of (op, input) pairs, got {pairs!r}")
         pairs = [_as_pair(p) for p in pairs]
         if k < 1:
             raise GenotypeError(f"inputs per node k must be >= 1, got {k}")
@@ -106,7 +108,7 @@ class Cell:
                 f"got {len(pairs)}"
             )
         nodes = tuple(tuple(pairs[j : j + k]) for j in range(0, len(pairs), k))
-        return cls(nodes=nodes, concat=tuple(concat))
+        return cls(nodes=nodes, concat=_as_concat(concat))
 
     # -- views ----------------------------------------------------------------
     @property
@@ -163,29 +165,53 @@ class Cell:
 
     @classmethod
     def from_dict(cls, d: dict, name: str = "cell") -> Cell:
-        try:
-            nodes = tuple(tuple(_as_pair(p) for p in node) for node in d["nodes"])
-            concat = tuple(int(c) for c in d["concat"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise GenotypeError(f"{name} cell: malformed cell description ({exc})") from None
-        return cls(nodes=nodes, concat=concat)
+        if not isinstance(d, dict):
+            raise GenotypeError(f"{name} cell must be an object with 'nodes' and 'concat', got {d!r}")
+        for key in ("nodes", "concat"):
+            if key not in d:
+                raise GenotypeError(f"{name} cell: missing key {key!r} (a cell needs 'nodes' and 'concat')")
+        return _named(cls, name, d["nodes"], d["concat"])
+
+
+def _as_int(value) -> int | None:
+    """``value`` as an int if it is one (numpy ints included); ``None`` for bools, floats, strings and the rest."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def _as_pair(p) -> Pair:
-    try:
-        op, i = p
-    except (TypeError, ValueError):
-        raise GenotypeError(f"expected an (op, input) pair, got {p!r}") from None
+    if not isinstance(p, list | tuple) or len(p) != 2:
+        raise GenotypeError(f"expected an (op, input) pair, got {p!r}")
+    op, i = p
     if not isinstance(op, str):
         raise GenotypeError(f"op name must be a string, got {op!r} in pair {p!r}")
-    if isinstance(i, bool) or not isinstance(i, int):
-        try:
-            if float(i) != int(i):
-                raise ValueError
-            i = int(i)
-        except (TypeError, ValueError):
-            raise GenotypeError(f"input index must be an integer, got {i!r} in pair {p!r}") from None
-    return (op, int(i))
+    index = _as_int(i)
+    if index is None:
+        raise GenotypeError(f"input index must be an integer, got {i!r} in pair {p!r}")
+    return (str(op), index)
+
+
+def _as_nodes(nodes) -> tuple[tuple[Pair, ...], ...]:
+    if not isinstance(nodes, list | tuple) or not all(isinstance(node, list | tuple) for node in nodes):
+        raise GenotypeError(f"nodes must be a list of nodes, each a list of (op, input) pairs, got {nodes!r}")
+    return tuple(tuple(_as_pair(p) for p in node) for node in nodes)
+
+
+def _as_concat(concat) -> tuple[int, ...]:
+    if isinstance(concat, str | bytes | Mapping) or not isinstance(concat, Iterable):
+        raise GenotypeError(f"concat must be a list of node numbers, got {concat!r}")
+    concat = tuple(concat)
+    out = []
+    for c in concat:
+        node = _as_int(c)
+        if node is None:
+            raise GenotypeError(f"concat must be a list of node numbers (integers), got {c!r} in {list(concat)!r}")
+        out.append(node)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
