@@ -53,6 +53,8 @@ def test_config_types_accept_what_json_writes():
     with pytest.raises(CellnasError, match="flip"):
         train_config(None, {"flip": "no"})  # a non-empty string would have switched flips on
     assert search_config(None, {"arch_betas": [0.5, 0.9], "ops": ["sep_conv_3x3", "none"]}).arch_betas == (0.5, 0.9)
+    swept = search_config(None, {"epochs": np.int64(3), "lr": np.float32(0.5)})  # a sweep over np.arange
+    assert (swept.epochs, swept.lr) == (3, 0.5) and type(swept.epochs) is int and type(swept.lr) is float
     with pytest.raises(CellnasError, match="arch_betas"):
         search_config(None, {"arch_betas": [0.5]})
 
@@ -73,18 +75,14 @@ def test_train_cli_refuses_negative_seeds_and_out_with_resume(tmp_path, capsys):
     assert "drop --out" in capsys.readouterr().err
 
 
-def test_atomic_writes_take_the_umask_and_refuse_a_directory(tmp_path):
+def test_atomic_writes_take_the_umask_and_refuse_a_directory(tmp_path, monkeypatch):
+    import cellnas.runs as runs
     from cellnas.errors import RunError
     from cellnas.runs import atomic_write_json
 
-    old = os.umask(0o022)  # the module read the umask at import; this is what most shells set
-    try:
-        path = atomic_write_json(tmp_path / "config.json", {"a": 1})
-    finally:
-        os.umask(old)
-    import cellnas.runs as runs
-
-    assert (path.stat().st_mode & 0o777) == 0o666 & ~runs._UMASK  # not mkstemp's 0600
+    monkeypatch.setattr(runs, "_UMASK", 0o022)  # what most shells set (the module reads it once, at import)
+    path = atomic_write_json(tmp_path / "config.json", {"a": 1})
+    assert (path.stat().st_mode & 0o777) == 0o644  # not mkstemp's 0600
     (tmp_path / "out.png").mkdir()
     with pytest.raises(RunError, match="it is a directory"):
         atomic_write_json(tmp_path / "out.png", {})
@@ -95,3 +93,17 @@ def test_hvp_exact_without_second_order_is_refused():
     with pytest.raises(CellnasError, match="--hvp exact needs --order 2"):
         search_config(None, {"hvp": "exact"})
     assert search_config(None, {"hvp": "exact", "order": 2}).hvp == "exact"
+
+
+def test_a_run_saved_with_hvp_exact_at_first_order_still_resumes(tmp_path, caplog):
+    """Accepted (and without effect) before the check: such runs resume with fd and a warning."""
+    import torch
+
+    out = tmp_path / "a"
+    assert main(["search", *TINY, "--out", str(out)]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state["config"]["hvp"] = "exact"
+    torch.save(state, out / "checkpoint.pt")
+    with caplog.at_level("WARNING"):
+        assert main(["search", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
+    assert "saved with --hvp exact at order 1" in caplog.text

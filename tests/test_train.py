@@ -225,10 +225,10 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_checkpoint(tmp_
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         loss = real(*args, **kwargs)
-        return loss * float("nan") if calls["n"] == 5 else loss  # epoch 1, step 2 (3 steps per epoch)
+        return loss * float("nan") if calls["n"] == 5 else loss  # the 2nd step of the 2nd epoch (3 per epoch)
 
     monkeypatch.setattr(loop_mod, "mixed_cross_entropy", poisoned)
-    with pytest.raises(RunError, match="epoch 1 step 1") as err:
+    with pytest.raises(RunError, match="epoch 2 step 2") as err:  # counted from 1, as the progress lines count
         train("DARTS_V2", out=tmp_path / "run", epochs=3, steps_per_epoch=3, auxiliary=False, **TINY)
     assert "\n" not in str(err.value) and "checkpoint" in str(err.value)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)

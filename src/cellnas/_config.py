@@ -8,10 +8,13 @@ the key, the type expected and the value found, before it reaches a constructor 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import types
 import typing
 from typing import Any, TypeVar
+
+import numpy as np
 
 from cellnas.errors import CellnasError
 
@@ -61,11 +64,11 @@ def _matches(value: Any, tp: Any) -> bool:
             return all(_matches(v, args[0]) for v in value)
         return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
     if tp is bool:
-        return isinstance(value, bool)
+        return isinstance(value, (bool, np.bool_))
     if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
     if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
     if tp is dict:
         return isinstance(value, dict)
     return isinstance(value, tp) if isinstance(tp, type) else True
@@ -74,7 +77,8 @@ def _matches(value: Any, tp: Any) -> bool:
 def check_types(cfg: Any) -> None:
     """Raise :class:`CellnasError` for the first field whose value does not have its annotated type.
 
-    Integers are accepted for float fields (and stored as floats); booleans are never numbers.
+    Integers are accepted for float fields; numpy scalars for Python ones (a sweep over ``np.arange``). Both are
+    stored as the plain Python type. Booleans are never numbers.
     """
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
@@ -82,8 +86,9 @@ def check_types(cfg: Any) -> None:
         if not _matches(value, tp):
             flag = "--" + f.name.replace("_", "-")
             raise CellnasError(f"{f.name} ({flag}) must be {_describe(tp)}, got {value!r} ({type(value).__name__})")
-        if tp is float and isinstance(value, int):
-            setattr(cfg, f.name, float(value))
+        for plain in (bool, int, float):
+            if tp is plain and type(value) is not plain:
+                setattr(cfg, f.name, plain(value))
 
 
 def absolute_paths(values: dict) -> dict:

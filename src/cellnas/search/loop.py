@@ -388,7 +388,11 @@ def search(
     if resume is not None:
         run_dir = Path(resume)
         state = load_checkpoint(run_dir, kind="search", version=CHECKPOINT_VERSION)
-        cfg = resolve_config(None, state["config"])
+        saved = dict(state["config"])
+        if saved.get("order") == 1 and saved.get("hvp") == "exact":  # accepted (and ignored) before 2026-12-02
+            log.warning("%s was saved with --hvp exact at order 1, where it has no effect; resuming with fd", run_dir)
+            saved["hvp"] = "fd"
+        cfg = resolve_config(None, saved)
         if overrides.get("epochs") is not None:
             cfg.epochs = int(overrides["epochs"])
             cfg.validate()

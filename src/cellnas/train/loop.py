@@ -201,7 +201,9 @@ class _Training:
 
     # -- one step -------------------------------------------------------------------------------------
     def _check(self, value: torch.Tensor, what: str) -> None:
-        check_finite(value, what, epoch=self.epoch, step=self.step_in_epoch, checkpoint=self.run_dir / CHECKPOINT,
+        # counted from 1, as the progress lines count: the step that is running
+        check_finite(value, what, epoch=self.epoch + 1, step=self.step_in_epoch + 1,
+                     checkpoint=self.run_dir / CHECKPOINT,
                      hint="start again with a lower --lr or --grad-clip")  # fmt: skip
 
     def step(self) -> None:
@@ -386,9 +388,9 @@ def _resume(run_dir: Path, genotype, overrides: dict) -> _Training:
     if cfg.epochs < state["epoch"]:
         raise CellnasError(f"{run_dir} has already trained {state['epoch']} epochs; --epochs {cfg.epochs} is fewer")
     job = _Training(saved, cfg, run_dir)
-    atomic_write_json(run_dir / "config.json", cfg.to_dict())  # --epochs and the other overrides, as they now run
     job.load_state_dict(state)
     truncate_metrics(run_dir, job.epoch)
+    atomic_write_json(run_dir / "config.json", cfg.to_dict())  # --epochs and the other overrides, as they now run
     log.info("resuming %s %s", run_dir, job.position())
     return job
 
@@ -454,7 +456,7 @@ def config_from(config: TrainConfig | None, preset: str | None, overrides: dict)
     if preset is not None:
         raise CellnasError("give either a config or a preset, not both")
     changes = {k: v for k, v in overrides.items() if v is not None}
-    cfg = TrainConfig.from_dict({**config.to_dict(), **changes}) if changes else config
+    cfg = TrainConfig.from_dict(absolute_paths({**config.to_dict(), **changes})) if changes else config
     cfg.validate()
     return cfg
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cellnas._config import absolute_paths
 from cellnas.errors import CellnasError, RunError
 from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
@@ -106,7 +107,7 @@ def train_seeds(
             if (sub / CHECKPOINT).is_file():
                 runs.append(train(resume=sub, **changes))
             else:
-                runs.append(train(g, dataclasses.replace(base, seed=seed, **changes), out=sub))
+                runs.append(train(g, dataclasses.replace(base, seed=seed, **absolute_paths(changes)), out=sub))
         except TrainInterrupted:
             raise TrainInterrupted(
                 f"interrupted during seed {seed}; its checkpoint is kept, continue all seeds with: "
