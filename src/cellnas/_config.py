@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from cellnas.errors import CellnasError
+from cellnas.genotype import as_int
 
 __all__ = ["config_from_dict", "check_types", "absolute_paths"]
 
@@ -66,7 +67,7 @@ def _matches(value: Any, tp: Any) -> bool:
     if tp is bool:
         return isinstance(value, (bool, np.bool_))
     if tp is int:
-        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+        return as_int(value) is not None
     if tp is float:
         return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
     if tp is dict:

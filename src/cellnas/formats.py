@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from cellnas.errors import FormatError, GenotypeError
-from cellnas.genotype import PRIMITIVES, Cell, Genotype
+from cellnas.genotype import PRIMITIVES, Cell, Genotype, as_int
 
 __all__ = [
     "FORMATS",
@@ -197,16 +197,16 @@ def from_nnabla(doc: dict) -> Genotype:
             for item in items:
                 if not isinstance(item, list | tuple) or len(item) != 2:
                     raise FormatError(f"{where}: expected an [op_id, input] pair, got {item!r}")
-                op_id, src = item
-                if isinstance(op_id, bool) or not isinstance(op_id, int):
-                    raise FormatError(f"{where}: op id must be an integer 0-7, got {op_id!r} in pair {item!r}")
+                op_id, src = as_int(item[0]), as_int(item[1])
+                if op_id is None:
+                    raise FormatError(f"{where}: op id must be an integer 0-7, got {item[0]!r} in pair {item!r}")
                 if op_id not in NNABLA_OPS:
                     raise FormatError(
                         f"{where}: unknown op id {op_id}; valid ids 0-7 "
                         f"({', '.join(f'{i}={n}' for i, n in NNABLA_OPS.items())})"
                     )
-                if isinstance(src, bool) or not isinstance(src, int):
-                    raise FormatError(f"{where}: input index must be an integer, got {src!r} in pair {item!r}")
+                if src is None:
+                    raise FormatError(f"{where}: input index must be an integer, got {item[1]!r} in pair {item!r}")
                 pairs.append((NNABLA_OPS[op_id], src))
             nodes.append(tuple(pairs))
         cells[cell_type] = Cell(nodes=tuple(nodes), concat=tuple(range(2, len(nodes) + 2)))

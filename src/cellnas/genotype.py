@@ -34,7 +34,15 @@ __all__ = [
     "Cell",
     "Genotype",
     "CELL_TYPES",
+    "edge_pairs",
+    "as_int",
 ]
+
+def edge_pairs(n_nodes: int) -> list[tuple[int, int]]:
+    """The edges ``(source, destination)`` of a supernet cell in α-row order (SPEC 1.3: node j reads nodes
+    0 .. j-1; rows 0-1 lead to node 2, rows 2-4 to node 3, ...)."""
+    return [(i, j) for j in range(2, n_nodes + 2) for i in range(j)]
+
 
 #: The 8 DARTS candidate operations, in the canonical order of quark0/darts (SPEC 1.1).
 PRIMITIVES: tuple[str, ...] = (
@@ -173,7 +181,7 @@ class Cell:
         return _named(cls, name, d["nodes"], d["concat"])
 
 
-def _as_int(value) -> int | None:
+def as_int(value) -> int | None:
     """``value`` as an int if it is one (numpy ints included); ``None`` for bools, floats, strings and the rest."""
     if isinstance(value, bool):
         return None
@@ -189,7 +197,7 @@ def _as_pair(p) -> Pair:
     op, i = p
     if not isinstance(op, str):
         raise GenotypeError(f"op name must be a string, got {op!r} in pair {p!r}")
-    index = _as_int(i)
+    index = as_int(i)
     if index is None:
         raise GenotypeError(f"input index must be an integer, got {i!r} in pair {p!r}")
     return (str(op), index)
@@ -207,7 +215,7 @@ def _as_concat(concat) -> tuple[int, ...]:
     concat = tuple(concat)
     out = []
     for c in concat:
-        node = _as_int(c)
+        node = as_int(c)
         if node is None:
             raise GenotypeError(f"concat must be a list of node numbers (integers), got {c!r} in {list(concat)!r}")
         out.append(node)

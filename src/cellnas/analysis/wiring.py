@@ -32,16 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from cellnas.errors import RunError
-from cellnas.genotype import searched_cell_types
+from cellnas.genotype import edge_pairs, searched_cell_types
 
 __all__ = ["DEFAULT_MARGIN", "selected_mask", "selection_times", "wiring_summary", "load_run"]
 
 #: softmax(α) by which an edge's strongest op must beat ``none`` to count as selected (module docstring)
 DEFAULT_MARGIN = 0.001
-
-
-def _edges(n_nodes: int) -> list[tuple[int, int]]:
-    return [(i, j) for j in range(2, n_nodes + 2) for i in range(j)]
 
 
 def selected_mask(history: np.ndarray, ops, margin: float = DEFAULT_MARGIN) -> np.ndarray:
@@ -90,7 +86,7 @@ def wiring_summary(run: dict, margin: float = DEFAULT_MARGIN) -> dict:
     ops = [str(o) for o in hist["ops"]]
     n_nodes = int(cfg["nodes"])
     times = hist["epoch"]
-    edges = _edges(n_nodes)
+    edges = edge_pairs(n_nodes)
     cell_types = searched_cell_types(bool(cfg.get("all_normal")))
     out: dict = {
         "run": str(run["dir"]),

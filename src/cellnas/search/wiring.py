@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cellnas.errors import CellnasError
-from cellnas.genotype import Genotype, searched_cell_types
+from cellnas.genotype import Genotype, edge_pairs, searched_cell_types
 
 __all__ = ["ControlledSupernet", "CostRecorder", "parse_edge"]
 
@@ -35,7 +35,8 @@ _FIX_LOGIT = 1e4  # α logit that makes a fixed edge's op win the derivation out
 
 def parse_edge(text: str | int, n_nodes: int) -> int:
     """An edge as its α row: an index ``5`` or ``'i-j'`` (source i, destination j; SPEC 1.3 order)."""
-    n_edges = sum(j + 2 for j in range(n_nodes))
+    pairs = edge_pairs(n_nodes)
+    n_edges = len(pairs)
     if isinstance(text, int) or str(text).isdigit():
         e = int(text)
     else:
@@ -47,19 +48,10 @@ def parse_edge(text: str | int, n_nodes: int) -> int:
             ) from None
         if not (2 <= j < n_nodes + 2 and 0 <= i < j):
             raise CellnasError(f"edge {text!r}: no such edge in a cell with {n_nodes} intermediate nodes")
-        e = sum(d for d in range(2, j)) + i
+        e = pairs.index((i, j))
     if not 0 <= e < n_edges:
         raise CellnasError(f"edge {text!r} out of range 0..{n_edges - 1}")
     return e
-
-
-def _edge_name(e: int) -> str:
-    """``'i-j'`` for the α row ``e`` (SPEC 1.3 order)."""
-    j, offset = 2, 0
-    while e >= offset + j:
-        offset += j
-        j += 1
-    return f"{e - offset}-{j}"
 
 
 class ControlledSupernet(nn.Module):
@@ -89,7 +81,9 @@ class ControlledSupernet(nn.Module):
                 raise CellnasError("this supernet has no reduction cell (all-normal): ablate normal edges only")
             both = sorted(set(self.remove_edges.get(c, [])) & set(self.fix_edges.get(c, {})))
             if both:
-                raise CellnasError(f"{c} edge(s) {', '.join(_edge_name(e) for e in both)} both removed and fixed; "
+                pairs = edge_pairs(self.space.n_nodes)
+                names = ", ".join("{}-{}".format(*pairs[e]) for e in both)
+                raise CellnasError(f"{c} edge(s) {names} both removed and fixed; "
                                    "give each edge one ablation")  # fmt: skip
             self._warn_short_nodes(c)
         masks = {}
@@ -112,14 +106,13 @@ class ControlledSupernet(nn.Module):
         """A node left with fewer live input edges than k still names k inputs in the derived genotype (the format
         has k per node): say so once, up front, so that a removed edge in the derived cell is no surprise."""
         removed = set(self.remove_edges.get(cell, []))
-        offset = 0
+        pairs = edge_pairs(self.space.n_nodes)
         for j in range(2, self.space.n_nodes + 2):
-            live = sum(1 for i in range(j) if offset + i not in removed)
+            live = sum(1 for e, (_, dst) in enumerate(pairs) if dst == j and e not in removed)
             if live < self.space.k:
                 log.warning("%s node %d keeps %d live input edge(s) of %d, fewer than k=%d: the derived genotype "
                             "still names %d inputs, the strongest removed edge(s) filling the place (their α never "
                             "trains)", cell, j, live, j, self.space.k, self.space.k)  # fmt: skip
-            offset += j
 
     # the interface the search loop uses ---------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
