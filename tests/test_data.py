@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import shutil
 import tarfile
 from dataclasses import replace
 from pathlib import Path
@@ -171,7 +172,7 @@ def test_truncated_pickle_is_reported_with_its_path(tmp_path):
     with pytest.raises(DataError) as err:
         get_dataset("cifar10", data_dir=tmp_path)
     msg = str(err.value)
-    assert str(batch) in msg and "corrupt" in msg and "--download" in msg
+    assert f"{batch} is incomplete or damaged" in msg and "--download" in msg
 
 
 def test_pickle_with_foreign_globals_is_refused(tmp_path):
@@ -193,8 +194,68 @@ def test_corrupt_archive_is_reported(tmp_path):
     with pytest.raises(DataError) as err:
         get_dataset("cifar10", data_dir=data)
     msg = str(err.value)
-    assert str(archive) in msg and "corrupt" in msg and "--download" in msg and "--data-dir" in msg
+    assert f"{archive} is incomplete or damaged" in msg and "--download" in msg and "--data-dir" in msg
     assert sorted(p.name for p in data.iterdir()) == ["cifar-10-python.tar.gz"]  # no half-extracted folder
+
+
+def test_a_partial_archive_is_named_as_incomplete_with_how_to_replace_it(tmp_path):
+    src = tmp_path / "src"
+    _write_cifar10(src)
+    data = tmp_path / "data"
+    data.mkdir()
+    archive = data / "cifar-10-python.tar.gz"
+    _tar_folder(src, "cifar-10-batches-py", archive)
+    archive.write_bytes(archive.read_bytes()[:3000])  # an interrupted download
+    with pytest.raises(DataError) as err:
+        get_dataset("cifar10", data_dir=data)
+    msg = str(err.value)
+    assert f"{archive} is incomplete or damaged" in msg and "\n" not in msg
+    assert f"delete {archive}" in msg.lower() and "--download" in msg and cifar_mod.CIFAR["cifar10"].url in msg
+    assert "put the" not in msg.lower()  # the archive is already there: placing it is not the fix
+
+
+def test_a_partly_extracted_folder_beside_a_partial_archive_blames_the_archive(tmp_path):
+    """A hand-extracted partial download: some batches missing, the truncated archive still beside them."""
+    src = tmp_path / "src"
+    _write_cifar10(src)
+    data = tmp_path / "data"
+    _write_cifar10(data)
+    archive = data / "cifar-10-python.tar.gz"
+    _tar_folder(src, "cifar-10-batches-py", archive)
+    archive.write_bytes(archive.read_bytes()[:3000])
+    folder = data / "cifar-10-batches-py"
+    (folder / "data_batch_5").unlink()
+    with pytest.raises(DataError) as err:
+        get_dataset("cifar10", data_dir=data)
+    msg = str(err.value)
+    assert "data_batch_5" in msg and f"{archive} is incomplete or damaged" in msg
+    assert str(folder) in msg and "--download" in msg and "put the archive" not in msg.lower()
+    (folder / "data_batch_4").write_bytes((folder / "data_batch_4").read_bytes()[:500])
+    _dump(folder / "data_batch_5", {})
+    with pytest.raises(DataError) as err:
+        get_dataset("cifar10", data_dir=data)
+    msg = str(err.value)
+    assert f"{folder / 'data_batch_4'} is incomplete or damaged" in msg and f"{archive} is incomplete" in msg
+
+
+def test_a_damaged_batch_beside_an_intact_archive_is_extracted_again(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    _write_cifar10(src)
+    data = tmp_path / "data"
+    _write_cifar10(data)
+    archive = data / "cifar-10-python.tar.gz"
+    _tar_folder(src, "cifar-10-batches-py", archive)
+    spec = replace(cifar_mod.CIFAR["cifar10"], md5=hashlib.md5(archive.read_bytes()).hexdigest())
+    monkeypatch.setitem(cifar_mod.CIFAR, "cifar10", spec)
+    batch = data / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(batch.read_bytes()[:500])
+    with pytest.raises(DataError) as err:
+        get_dataset("cifar10", data_dir=data)
+    msg = str(err.value)
+    assert f"{batch} is incomplete or damaged" in msg and f"delete {batch.parent}" in msg.lower()
+    assert str(archive) in msg and "put" not in msg.lower()
+    shutil.rmtree(batch.parent)  # the advice works: the intact archive is extracted again
+    assert get_dataset("cifar10", data_dir=data).n_train == 5 * PER_BATCH
 
 
 def test_download_checks_the_md5_before_the_file_appears(tmp_path):
@@ -303,6 +364,27 @@ def test_imagefolder_split_layout_errors_name_the_folder(tmp_path):
     with pytest.raises(DataError, match="holds no images") as err:
         get_dataset(f"imagefolder:{tmp_path}")
     assert str(tmp_path / "test") in str(err.value)
+
+
+@pytest.mark.parametrize("named", ["train", "test", "val"])
+def test_imagefolder_class_named_like_a_split_is_a_class(tmp_path, named):
+    """cat/ dog/ train/ (each holding images) is a flat folder of three classes, not a split layout."""
+    _png_folder(tmp_path, classes=("cat", "dog", named), per_class=5)
+    ds = get_dataset(f"imagefolder:{tmp_path}")
+    assert ds.classes == sorted(["cat", "dog", named]) and ds.num_classes == 3
+    assert (ds.n_train, ds.n_test) == (12, 3) and torch.bincount(ds.test_y).tolist() == [1, 1, 1]
+
+
+def test_imagefolder_refuses_split_folders_mixed_with_other_folders(tmp_path):
+    """train/<class>/ and test/<class>/ beside extras/: neither layout reads it without silently dropping a folder."""
+    _png_folder(tmp_path / "train", per_class=3)
+    _png_folder(tmp_path / "test", per_class=2)
+    _png_folder(tmp_path, classes=("extras",), per_class=2)
+    with pytest.raises(DataError) as err:
+        get_dataset(f"imagefolder:{tmp_path}")
+    msg = str(err.value)
+    assert "train/" in msg and "test/" in msg and "extras/" in msg and str(tmp_path) in msg and "\n" not in msg
+    assert "PATH/<class>/<images>" in msg and "PATH/train/<class>/<images>" in msg  # the two valid layouts
 
 
 def test_unknown_dataset_lists_the_valid_names():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -70,6 +71,28 @@ def test_unknown_preset_lists_the_valid_ones():
         resolve_config("darts-cifar11")
     for name in PRESETS:
         assert name in str(err.value)
+
+
+def test_a_preset_meant_for_another_dataset_warns_naming_both(caplog, monkeypatch):
+    """Presets fix hyper-parameters only (classes and channels come from the dataset), so a mismatch runs, loudly."""
+    from cellnas.train import config as config_mod
+
+    monkeypatch.setattr(config_mod, "_WARNED", set())
+    with caplog.at_level(logging.WARNING, logger="cellnas.train.config"):
+        cfg = resolve_config("darts-cifar100", {"dataset": "cifar10"})
+    assert (cfg.dataset, cfg.preset, cfg.layers) == ("cifar10", "darts-cifar100", 20)
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    msg = warning.getMessage()
+    assert "'darts-cifar100'" in msg and "for cifar100" in msg and "--dataset cifar10" in msg
+    assert "darts-cifar10 " in msg and "\n" not in msg  # names cifar10's own preset, on one line
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cellnas.train.config"):
+        resolve_config("darts-cifar10", {"dataset": "cifar10"})
+        resolve_config(None, {"dataset": "cifar100"})
+        resolve_config("darts-imagenet", {"dataset": "imagefolder:/data/imagenet-100"})  # any image folder fits
+        resolve_config("nb301-proxy")
+        resolve_config("darts-cifar100", {"dataset": "cifar10", "epochs": 2})  # said once, not once per run
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_bad_values_name_their_flag():

@@ -116,6 +116,28 @@ def test_seeds_write_a_summary_with_mean_and_std(tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["test_error"] == summary["test_error"]
 
 
+def test_evaluate_a_seeds_parent_tests_each_seed_and_reports_mean_and_std(tmp_path, capsys):
+    out = tmp_path / "seeds"
+    assert main(["train", "DARTS_V2", *DIGITS, "--epochs", "1", "--seeds", "0,1", "--out", str(out)]) == 0
+    trained = json.loads((out / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["seed"] for r in report["runs"]] == [0, 1] and report["dataset"] == "digits"
+    errors = [r["test_error"] for r in report["runs"]]
+    assert errors == pytest.approx([r["last_test_error"] for r in trained["runs"]], abs=1e-12)  # CPU fp32: exact
+    assert report["test_error"]["mean"] == pytest.approx(np.mean(errors))
+    assert report["test_error"]["std"] == pytest.approx(np.std(errors, ddof=1)) and report["test_error"]["n"] == 2
+    assert main(["evaluate", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[:2] for line in lines[:2]] == [["seed", "0"], ["seed", "1"]]
+    assert any(line.startswith("test error") and "+-" in line and "2 seeds" in line for line in lines)
+    (out / "seed-1" / "final.pt").unlink()  # an unfinished seed: say which, and how to finish it
+    assert main(["evaluate", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "seed-1" in err and f"cellnas train --resume {out}" in err
+
+
 def test_config_file_is_overridden_by_flags(tmp_path):
     conf = tmp_path / "conf.json"
     conf.write_text(json.dumps({"dataset": "digits", "channels": 4, "layers": 3, "epochs": 5, "seed": 9}))

@@ -11,11 +11,14 @@ Looked for in ``data_dir``, in this order:
 
 The batches are read with an unpickler that only admits the few globals a CIFAR batch needs (numpy arrays),
 so a malicious file cannot run code. Anything missing or unreadable raises :class:`~cellnas.errors.DataError`
-saying where the files must be put and how to download them.
+saying where the files must be put and how to download them; a damaged file is named as incomplete or damaged,
+and the advice depends on the archive beside it (absent: download or place it; official MD5: extract it again;
+another MD5: it is damaged too, replace it).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
 import importlib
@@ -96,11 +99,11 @@ def load_cifar(name: str, data_dir: str | Path, download: bool = False) -> Datas
             download_archive(spec.url, spec.md5, archive)
         elif _md5(archive) != spec.md5:
             log.warning("%s does not have the official MD5 %s; using it anyway", archive, spec.md5)
-        extract_archive(archive, data_dir, spec.folder, _how_to_fix(spec, data_dir))
+        extract_archive(archive, data_dir, spec.folder, _replace_archive(spec, archive))
     missing = [f for f in wanted if not (folder / f).is_file()]
     if missing:
-        raise DataError(f"{spec.title}: {folder} lacks {', '.join(missing)}. Delete {folder} and re-run with "
-                        f"--download, or put the archive {spec.archive} from {spec.url} in {data_dir}")
+        raise DataError(f"{spec.title}: {folder} lacks {', '.join(missing)} (an incomplete extraction). "
+                        f"{_restore_folder(spec, data_dir)}")
     train = [_read_batch(folder / f, spec, data_dir) for f in spec.train_files]
     test = [_read_batch(folder / f, spec, data_dir) for f in spec.test_files]
     train_x, train_y = _stack(train)
@@ -110,9 +113,23 @@ def load_cifar(name: str, data_dir: str | Path, download: bool = False) -> Datas
                    _class_names(folder / spec.meta_file, spec), default_crop_padding=4, default_flip=True)
 
 
-def _how_to_fix(spec: CifarSpec, data_dir: Path) -> str:
-    return (f"Put the files at --data-dir DIR as DIR/{spec.folder}/{spec.train_files[0]}... (now DIR is {data_dir}), "
-            f"or re-run with --download to fetch {spec.url} (MD5 {spec.md5})")
+def _replace_archive(spec: CifarSpec, archive: Path) -> str:
+    """How to replace a damaged archive that is already in place (placing it again is not the fix)."""
+    return (f"Delete {archive} and re-run with --download to fetch {spec.url} again (MD5 {spec.md5}), or replace it "
+            f"with a complete copy from that address, or use --data-dir DIR with the extracted DIR/{spec.folder}/")
+
+
+def _restore_folder(spec: CifarSpec, data_dir: Path) -> str:
+    """How to restore a damaged extracted folder, which depends on the archive beside it (if any)."""
+    folder, archive = data_dir / spec.folder, data_dir / spec.archive
+    if not archive.is_file():
+        return (f"Delete {folder} and re-run with --download to fetch {spec.url} (MD5 {spec.md5}), or put the "
+                f"archive {spec.archive} from that address in {data_dir}")
+    digest = _md5(archive)
+    if digest == spec.md5:
+        return f"Delete {folder}; the next run extracts it again from {archive}, which has the official MD5"
+    return (f"{archive} is incomplete or damaged too (MD5 {digest}, not the official {spec.md5}): delete it and "
+            f"{folder}, then re-run with --download to fetch {spec.url}, or replace the archive with a complete copy")
 
 
 def _missing_message(spec: CifarSpec, data_dir: Path) -> str:
@@ -165,8 +182,7 @@ class _BatchUnpickler(pickle.Unpickler):
 
 def _read_batch(path: Path, spec: CifarSpec, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     def corrupt(why: str) -> DataError:
-        return DataError(f"{spec.title}: {path} is truncated or corrupt ({why}). Delete {path.parent} and re-run with "
-                         f"--download, or put a fresh copy of {spec.archive} from {spec.url} in {data_dir}")
+        return DataError(f"{spec.title}: {path} is incomplete or damaged ({why}). {_restore_folder(spec, data_dir)}")
 
     try:
         with open(path, "rb") as f:
@@ -214,8 +230,10 @@ def extract_archive(archive: Path, dest: Path, top: str, how_to_fix: str = "") -
     Only regular files and folders are admitted, with relative paths that stay inside the target (a link,
     device, absolute path or ``..`` is refused: the archive is not an official one). Members are written into a
     temporary folder in ``dest`` that is renamed to ``dest / top`` only once everything was read, so an
-    interrupted or failed extraction leaves nothing that looks like a dataset.
+    interrupted or failed extraction leaves nothing that looks like a dataset. ``how_to_fix`` ends the message
+    of a damaged archive (default: delete it and download it again).
     """
+    how_to_fix = how_to_fix or f"Delete {archive} and download it again"
     target = dest / top
     tmp = Path(tempfile.mkdtemp(prefix=f".{top}.", suffix=".extract", dir=dest))
     try:
@@ -232,11 +250,14 @@ def extract_archive(archive: Path, dest: Path, top: str, how_to_fix: str = "") -
                 with src, open(out, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
         if not (tmp / top).is_dir():
-            raise DataError(f"{archive} has no folder {top}/ (not the right archive). {how_to_fix}")
+            raise DataError(f"{archive} has no folder {top}/: it is not the expected archive. {how_to_fix}")
         os.replace(tmp / top, target)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise DataError(f"cannot extract {archive}: the archive is truncated or corrupt ({type(exc).__name__}: "
-                        f"{exc}). Delete it; {how_to_fix}") from exc
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{archive} is incomplete or damaged and cannot be extracted ({type(exc).__name__}: "
+                        f"{exc}). {how_to_fix}") from exc
+    except OSError as exc:  # writing into dest (disk full, permissions), not the archive's fault
+        raise DataError(f"cannot extract {archive} into {dest}: {exc.strerror or exc} "
+                        f"({exc.filename or dest})") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

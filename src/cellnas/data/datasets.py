@@ -51,6 +51,8 @@ DIGITS_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
 IMAGEFOLDER_SEED = 0
 IMAGEFOLDER_TEST_FRACTION = 0.2
+IMAGEFOLDER_SPLITS = ("train", "test", "val")
+"""Sub-folder names of the split layout ``PATH/train`` + ``PATH/test`` (or ``PATH/val``) of an image folder."""
 
 
 def default_crop_padding_for(image_size: int) -> int:
@@ -283,17 +285,21 @@ def load_imagefolder(path: str | Path, image_size: int = 32) -> Dataset:
     """A directory of images with one sub-folder per class, read with Pillow as RGB and resized to
     ``image_size`` x ``image_size`` (bilinear; the aspect ratio is not kept).
 
-    If ``PATH/train`` and ``PATH/test`` (or ``PATH/val``) exist they are the split; otherwise the classes (in
-    ``PATH/train`` when only that exists, else in ``PATH``) are each split deterministically, 20 % test
-    (:func:`stratified_split`, seed 0). Classes are the sorted sub-folder names, at least two; files with other
-    extensions than ``.png .jpg .jpeg .bmp`` are ignored. mean/std come from the training split.
+    The split layout applies only when every sub-folder of ``PATH`` is ``train``, ``test`` or ``val``
+    (:data:`IMAGEFOLDER_SPLITS`): then ``PATH/train`` and ``PATH/test`` (or ``PATH/val``) are the split, and
+    ``PATH/train`` alone is split as below. Otherwise ``PATH`` holds the classes, even one named ``train``
+    (``cat/ dog/ train/``), each split deterministically, 20 % test (:func:`stratified_split`, seed 0). A mix
+    whose split-named folders hold class folders (``train/<class>/`` beside ``extras/``) is refused: no reading
+    of it is safe. Classes are the sorted sub-folder names, at least two; files with other extensions than
+    ``.png .jpg .jpeg .bmp`` are ignored. mean/std come from the training split.
     """
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a directory; "
                         "expected PATH/<class name>/<images> for --dataset imagefolder:PATH")
-    held_out = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
-    has_train = (root / "train").is_dir()
+    split_layout = _is_split_layout(root)
+    held_out = next((root / d for d in ("test", "val") if (root / d).is_dir()), None) if split_layout else None
+    has_train = split_layout and (root / "train").is_dir()
     if held_out is not None and not has_train:
         raise DataError(f"image folder {root} has {held_out.name}/ but no train/: give PATH/train/<class>/<images> "
                         f"beside PATH/{held_out.name}/<class>/<images>, or PATH/<class>/<images> without a split")
@@ -325,6 +331,37 @@ def load_imagefolder(path: str | Path, image_size: int = 32) -> Dataset:
     std = tuple(s if s > 0 else 1.0 for s in std)  # a constant channel would divide by zero
     return Dataset(f"imagefolder:{root}", train_x, train_y, test_x, test_y, len(classes), 3, image_size,
                    mean, std, classes, default_crop_padding_for(image_size), True)
+
+
+def _is_split_layout(root: Path) -> bool:
+    """Whether ``root`` is ``train/`` + ``test/`` (or ``val/``): only split names among its sub-folders.
+
+    Beside other folders, a split-named folder that holds images is a class (``cat/ dog/ train/``); one that
+    holds only class folders is a split mixed with strays, which is refused rather than guessed at.
+    """
+    folders = _class_dirs(root)
+    splits = [d for d in folders if d.name in IMAGEFOLDER_SPLITS]
+    others = [d for d in folders if d.name not in IMAGEFOLDER_SPLITS]
+    if not splits or not others:
+        return bool(splits)
+    nested = [d for d in splits if _class_dirs(d) and not any(_direct_images(d))]
+    if nested:
+        raise DataError(
+            f"image folder {root} mixes split folders ({_listing(nested)}) with other folders ({_listing(others)}): "
+            "use either PATH/train/<class>/<images> beside PATH/test/ or PATH/val/ and nothing else, or "
+            "PATH/<class>/<images> only"
+        )
+    return False
+
+
+def _direct_images(folder: Path):
+    return (p for p in folder.iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+
+
+def _listing(folders: list[Path], most: int = 5) -> str:
+    names = [f"{d.name}/" for d in folders]
+    return ", ".join(names) if len(names) <= most else f"{', '.join(names[:most])}, ... ({len(names)} in all)"
 
 
 def _classes(root: Path) -> list[str]:

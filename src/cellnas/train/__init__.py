@@ -2,7 +2,8 @@
 
 * :func:`train` trains one run (resumable run directory, ``final.pt``); :func:`train_seeds` one run per seed
   with mean ± std of the test error, the way DARTS results are reported (SPEC 2.2, 2.4);
-* :func:`evaluate` tests a ``final.pt`` on a dataset's test set;
+* :func:`evaluate` tests a ``final.pt`` on a dataset's test set; :func:`evaluate_seeds` every seed of a
+  :func:`train_seeds` run, with mean ± std;
 * :class:`TrainConfig`, :data:`PRESETS` (``darts-cifar10``, ``darts-cifar100``, ``darts-imagenet``,
   ``nb301-proxy``, ``digits``) and :func:`resolve_config`.
 """
@@ -10,12 +11,13 @@
 from cellnas.train.config import DATASET_PRESETS, PRESETS, TrainConfig, resolve_config
 from cellnas.train.final import evaluate, load_final
 from cellnas.train.loop import TrainInterrupted, TrainResult, train
-from cellnas.train.seeds import SeedsResult, train_seeds
+from cellnas.train.seeds import SeedsResult, evaluate_seeds, train_seeds
 
 __all__ = [
     "train",
     "train_seeds",
     "evaluate",
+    "evaluate_seeds",
     "load_final",
     "TrainResult",
     "SeedsResult",

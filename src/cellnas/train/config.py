@@ -21,17 +21,26 @@ Presets and their deviations from the papers:
   cosine to 1e-8, wd 3e-4, cutout 16, auxiliary 0.4, drop-path 0.2, mixup alpha 0.2. NB301 trains on an 80/20
   split of the training set; here the run trains on the whole training set and evaluates on the test set.
 * ``digits``: the default; scikit-learn's 8x8 digits, 8 cells, C=16, a few CPU minutes to > 90 % test accuracy.
+
+A preset names the dataset it was made for, but fixes only hyper-parameters: the number of classes and input
+channels always come from the dataset when the network is built. A preset given with another dataset (say
+``--preset darts-cifar100 --dataset cifar10``) therefore trains correctly shaped networks, and may be meant
+(one protocol on several datasets); :func:`resolve_config` logs a warning naming both instead of refusing,
+once per process for each pair.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 
 from cellnas._config import absolute_paths, check_types, config_from_dict
 from cellnas.errors import CellnasError, unknown_name
 
 __all__ = ["TrainConfig", "PRESETS", "DATASET_PRESETS", "resolve_config", "LR_SCHEDULES"]
+
+log = logging.getLogger(__name__)
 
 LR_SCHEDULES = ("cosine", "step")
 _AMP = ("auto", "bf16", "off")
@@ -187,4 +196,30 @@ def resolve_config(preset: str | None = None, overrides: dict | None = None) -> 
     values.update(overrides)
     cfg = TrainConfig.from_dict(absolute_paths(values))
     cfg.validate()
+    if preset is not None:
+        _warn_if_meant_for_another_dataset(preset, cfg.dataset)
     return cfg
+
+
+def _preset_fits(preset_dataset: str, dataset: str) -> bool:
+    """Whether ``dataset`` is the one the preset was made for; an image-folder preset fits every image folder."""
+    if preset_dataset.startswith("imagefolder:"):
+        return dataset.startswith("imagefolder:")
+    return dataset == preset_dataset
+
+
+#: (preset, dataset) pairs already warned about: once per process, not once per proxy evaluation.
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_if_meant_for_another_dataset(preset: str, dataset: str) -> None:
+    meant = PRESETS[preset].get("dataset", TrainConfig.dataset)
+    if _preset_fits(meant, dataset) or (preset, dataset) in _WARNED:
+        return
+    _WARNED.add((preset, dataset))
+    if meant.startswith("imagefolder:"):
+        meant = "imagefolder:PATH"
+    own = DATASET_PRESETS.get(dataset)
+    hint = f"drop --preset to use {own} (the preset for {dataset})" if own else "check that this is intended"
+    log.warning("preset %r is made for %s, but --dataset %s was given: %s is trained with %s's hyper-parameters "
+                "(its classes come from the dataset); %s", preset, meant, dataset, dataset, preset, hint)

@@ -4,6 +4,8 @@ The parent run directory holds ``seeds.json`` (the seeds, the base config and th
 ``meta.json``, one sub-directory ``seed-<s>`` per seed (each a complete :func:`~cellnas.train.train` run) and,
 at the end, ``summary.json``: per-seed results and the mean and sample standard deviation (ddof = 1; 0 for a
 single seed) of the last-epoch test error (what DARTS reports) and of the best-epoch test error.
+:func:`evaluate_seeds` tests every seed's ``final.pt`` again (on the same or another test set) and summarises
+the same way.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
 from cellnas.runs import atomic_write_json, new_run_dir, now_iso, write_meta
 from cellnas.train.config import TrainConfig
+from cellnas.train.final import FINAL, evaluate
 from cellnas.train.loop import CHECKPOINT, RESUME_OVERRIDES, TrainInterrupted, TrainResult, config_from, train
 
-__all__ = ["train_seeds", "SeedsResult", "mean_std", "SEEDS_FILE"]
+__all__ = ["train_seeds", "evaluate_seeds", "seed_runs", "SeedsResult", "mean_std", "SEEDS_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,70 @@ def train_seeds(
     atomic_write_json(parent / "summary.json", summary)
     _finish_meta(parent)
     return SeedsResult(parent, runs, summary)
+
+
+def seed_runs(parent: str | Path) -> list[tuple[int, Path]]:
+    """``(seed, run directory)`` of each run under a :func:`train_seeds` parent directory, in its seeds order.
+
+    The seeds come from ``seeds.json``, or, when that is missing or unreadable, from the ``seed-<s>``
+    sub-directories. An empty list means ``parent`` is not such a directory.
+    """
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    try:
+        seeds = [int(s) for s in json.loads((parent / SEEDS_FILE).read_text())["seeds"]]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        found = (d.name.removeprefix("seed-") for d in parent.glob("seed-*") if d.is_dir())
+        seeds = sorted(int(s) for s in found if s.isdigit())
+    return [(seed, _seed_dir(parent, seed)) for seed in seeds]
+
+
+def evaluate_seeds(
+    parent: str | Path,
+    dataset: str | None = None,
+    data_dir: str | Path | None = None,
+    *,
+    batch_size: int | None = None,
+    device: str = "auto",
+    download: bool = False,
+) -> dict:
+    """Test the ``final.pt`` of every seed of a :func:`train_seeds` run; per-seed reports and mean ± std.
+
+    Each seed is tested by :func:`~cellnas.train.final.evaluate` (same arguments and defaults). Returns
+    ``runs`` (each seed's report, with its ``seed``) and ``test_error``, ``test_acc``, ``test_loss`` as
+    :func:`mean_std` dicts (sample standard deviation, ddof = 1), plus what was tested. Every seed must have
+    finished: a missing ``final.pt`` raises :class:`~cellnas.errors.RunError` naming the seed folders.
+    """
+    parent = Path(parent)
+    runs = seed_runs(parent)
+    if not runs:
+        raise RunError(f"{parent} is not the parent directory of a --seeds run (no {SEEDS_FILE}, no seed-<s> folders)")
+    unfinished = [d.name for _, d in runs if not (d / FINAL).is_file()]
+    if unfinished:
+        verb = "has" if len(unfinished) == 1 else "have"
+        raise RunError(f"cannot evaluate the --seeds run {parent}: {', '.join(unfinished)} {verb} no {FINAL} (not "
+                       f"finished); finish the run with `cellnas train --resume {parent}`, or evaluate finished "
+                       "seed folders one at a time")  # fmt: skip
+    reports = []
+    for i, (seed, run_dir) in enumerate(runs):
+        log.info("seed %d (%d of %d): %s", seed, i + 1, len(runs), run_dir)
+        report = evaluate(run_dir, dataset, data_dir, batch_size=batch_size, device=device, download=download)
+        reports.append({"seed": seed, **report})
+    first = reports[0]
+    return {
+        "path": str(parent),
+        "dataset": first["dataset"],
+        "n_test": first["n_test"],
+        "trained_on": first["trained_on"],
+        "params": first["params"],
+        "seeds": [seed for seed, _ in runs],
+        "test_error": mean_std([r["test_error"] for r in reports]),
+        "test_acc": mean_std([r["test_acc"] for r in reports]),
+        "test_loss": mean_std([r["test_loss"] for r in reports]),
+        "std": "sample standard deviation (ddof=1) over seeds; errors and accuracies are fractions",
+        "runs": reports,
+    }
 
 
 def _summary(parent: Path, seeds: list[int], runs: list[TrainResult]) -> dict:
