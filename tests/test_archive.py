@@ -309,3 +309,47 @@ def test_sort_accepts_key_colon_desc_and_a_directory_is_not_an_archive(tmp_path,
         archive.records(sort="test_error:down")
     with pytest.raises(DataError, match="is a directory"):
         Archive(tmp_path, create=False).count()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--test-error", "5"], "test_error = 5 is not an error fraction in \\[0, 1\\] \\(a percentage"),
+    (["--test-error", "-0.1"], "test_error = -0.1 is not an error fraction"),
+    (["--val-error", "inf"], "val_error = inf is not an error fraction"),
+    (["--test-error", "nan"], "test_error = nan is not an error fraction"),
+    (["--params", "-3"], "params = -3 must be a finite number >= 0"),
+    (["--seconds", "inf"], "seconds = inf must be a finite number >= 0"),
+    (["--metric", "test_error=2"], "test_error = 2 is not an error fraction"),
+    (["--test-error", "0.1", "--seed", "-1"], "seed -1 is negative"),
+])  # fmt: skip
+def test_archive_add_applies_the_checks_of_import(tmp_path, capsys, flags, message):
+    import re
+
+    from cellnas.cli import main
+
+    db = tmp_path / "a.sqlite"
+    assert main(["archive", "add", "DARTS_V2", "--protocol", "p", *flags, "--archive", str(db)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert re.search(message, err) and "\n" not in err and "Traceback" not in err
+    assert not db.exists() or Archive(db).count() == 0
+
+
+def test_archive_list_of_a_protocol_no_row_has_names_the_protocols_present(tmp_path, capsys):
+    from cellnas.cli import main
+
+    db = tmp_path / "a.sqlite"
+    with Archive(db) as a:
+        assert a.count() == 0  # an empty archive
+    assert main(["archive", "list", "--archive", str(db), "--protocol", "nosuch"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no rows under protocol 'nosuch'" in err and "the archive holds no evaluations" in err
+    assert "\n" not in err
+    with Archive(db) as a:
+        a.put(get_genotype("DARTS_V2"), "wan-table2", {"test_error": 0.0244})
+        a.put(get_genotype("DARTS_V1"), "proxy:x", {"test_error": 0.1})
+    for fmt in ("table", "json", "darts"):
+        assert main(["archive", "list", "--archive", str(db), "--protocol", "nosuch", "--format", fmt]) == 2
+        captured = capsys.readouterr()
+        assert "protocols present: proxy:x, wan-table2" in captured.err and captured.out == ""
+    assert main(["archive", "list", "--archive", str(db), "--protocol", "proxy:x"]) == 0
+    assert "(1 of 1 rows)" in capsys.readouterr().err

@@ -254,3 +254,44 @@ def test_genotype_file_with_a_utf8_byte_order_mark_reads(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + dumps(g, "json").encode("utf-8"))
     assert load_genotype(str(path)) == g
     assert loads("\ufeff" + dumps(g, "darts")) == g
+
+
+def _with_hash(g, value: str) -> str:
+    doc = json.loads(dumps(g, "json"))
+    doc["hash"] = value
+    return json.dumps(doc)
+
+
+def test_json_whose_hash_does_not_match_its_content_warns_and_uses_the_content(tmp_path, caplog):
+    import logging
+
+    g = get_genotype("DARTS_V2")
+    path = tmp_path / "edited.json"
+    path.write_text(_with_hash(g, "0123456789abcdef"))
+    with caplog.at_level(logging.WARNING, logger="cellnas"):
+        assert load_genotype(str(path)) == g
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert record.levelno == logging.WARNING and "\n" not in message
+    assert str(path) in message and "0123456789abcdef" in message and g.content_hash() in message
+    assert "content is used" in message
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cellnas"):
+        assert loads(_with_hash(g, "0123456789abcdef")) == g  # text with no file: still warned
+        assert loads(_with_hash(g, g.content_hash())) == g
+        doc = json.loads(dumps(g, "json"))
+        del doc["hash"]
+        assert loads(json.dumps(doc)) == g  # no hash: nothing to check
+    assert len(caplog.records) == 1 and "0123456789abcdef" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("op", ["none", "sep_conv_7x7"])
+def test_nb301_reading_refuses_ops_nb301_does_not_have_as_writing_does(op):
+    cfg = to_nb301(get_genotype("DARTS_V2"))
+    cfg[_P + "edge_normal_2"] = op  # node 3 reads node 0
+    with pytest.raises(FormatError, match=f"node 3 uses op '{op}'; NB301 knows max_pool_3x3, .*dil_conv_5x5 "
+                                          "\\(no 'none'\\)") as info:  # fmt: skip
+        from_nb301(cfg)
+    assert "edge_normal_2" in str(info.value)
+    with pytest.raises(FormatError, match="NB301 knows max_pool_3x3, .*dil_conv_5x5 \\(no 'none'\\)"):
+        to_nb301(get_genotype("BANANAS"))

@@ -137,3 +137,29 @@ def test_malformed_cell_dicts_say_what_is_wrong(cell, message):
     good = get_genotype("DARTS_V2").reduce.to_dict()
     with pytest.raises(GenotypeError, match=message):
         Genotype.from_dict({"normal": cell, "reduce": good})
+
+
+NONE_CELL = [("none", 0), ("none", 1)] * 4
+
+
+def test_a_cell_with_only_none_edges_is_valid_data_that_reports_its_constant_output():
+    from cellnas.formats import dumps, loads
+
+    g = _g(NONE_CELL, WIDE)  # read, written, converted like any genotype
+    assert all(loads(dumps(g, fmt)) == g for fmt in ("json", "darts", "nnabla"))
+    assert g.normal.signal_problem("normal") == "cell 'normal' has only 'none' edges: its output is constant zero"
+    assert g.reduce.signal_problem("reduce") is None
+    assert g.signal_problems() == [g.normal.signal_problem("normal")]
+    assert all(get_genotype(name).signal_problems() == [] for name in ZOO)  # BANANAS has a 'none' edge
+
+
+def test_a_cell_reached_from_its_inputs_only_through_none_edges_has_a_constant_output():
+    # node 2 = none + none; nodes 3-5 read only node 2, so no concatenated node sees the cell's inputs
+    cell = _cell([("none", 0), ("none", 1)] + [("sep_conv_3x3", 2), ("skip_connect", 2)] * 3)
+    assert cell.reaches_output() is False
+    assert "cell 'normal' reaches its output only through 'none' edges" in cell.signal_problem("normal")
+    # reached from input 0 only: fine while node 0 carries a signal, constant when only node 1 does
+    from_zero = _cell([("sep_conv_3x3", 0), ("none", 1)] * 4)
+    assert from_zero.reaches_output((0, 1)) and from_zero.reaches_output((0,))
+    assert not from_zero.reaches_output((1,))
+    assert _cell(WIDE, concat=(0,)).reaches_output((0,))  # an input node in concat carries its signal

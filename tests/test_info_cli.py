@@ -68,3 +68,26 @@ def test_info_help_mentions_defaults(capsys):
     out = capsys.readouterr().out
     for word in ("--dataset", "--channels", "--layers", "--supernet", "--json", "C=36", "C=48", "digits"):
         assert word in out
+
+
+def test_info_warns_that_a_cell_with_only_none_edges_has_a_constant_output(tmp_path, capsys):
+    from cellnas.formats import save_genotype
+    from cellnas.genotype import Genotype
+
+    none_cell = [("none", 0), ("none", 1)] * 4
+    g = Genotype.from_darts(none_cell, [2, 3, 4, 5], [("max_pool_3x3", 0), ("max_pool_3x3", 1)] * 4, [2, 3, 4, 5])
+    path = save_genotype(g, tmp_path / "dead.json")
+    argv = [str(path), "--dataset", "digits", "--channels", "4", "--layers", "5"]
+    r = run_json(capsys, *argv)
+    message = "cell 'normal' has only 'none' edges: its output is constant zero"
+    assert any(message in w for w in r["warnings"])
+    assert main(["info", *argv]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {message}" in captured.err and "does not depend on its input" in captured.err
+    assert "width" in captured.out and "Traceback" not in captured.err
+
+
+def test_info_of_a_healthy_genotype_has_no_warnings(capsys):
+    assert main(["info", "DARTS_V2", "--dataset", "digits", "--channels", "4", "--layers", "3", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["warnings"] == [] and captured.err == ""

@@ -230,3 +230,32 @@ def test_sample_refuses_a_seed_numpy_cannot_take(seed, capsys):
     assert main(["sample", "-n", "1", "--seed", seed]) == 2
     captured = capsys.readouterr()
     assert f"--seed must be >= 0 and < 2**32, got {seed}" in captured.err and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("name", ["NASNet", "AmoebaNet", "ENAS"])
+def test_edit_distance_refuses_a_genotype_outside_the_samplers_4_node_space(name):
+    with pytest.raises(CellnasError, match="4 intermediate nodes.*normal cell has 5") as info:
+        edit_distance(get_genotype(name), "primskip")
+    assert "\n" not in str(info.value)
+    with pytest.raises(CellnasError, match="4 intermediate nodes"):
+        edit_distance(get_genotype(name), "none", residual="node2", cells=("normal", "reduce"))
+
+
+def test_edit_distance_measures_other_node_counts_when_asked():
+    g = sample("primskip", 1, seed=1, n_nodes=5)[0]
+    assert edit_distance(g, "primskip", n_nodes=5)[0] == 0
+    with pytest.raises(CellnasError, match="sampler's space has 4 intermediate nodes"):
+        edit_distance(g, "primskip")
+
+
+def test_sample_distance_refuses_a_5_node_genotype_in_one_line(capsys):
+    assert main(["sample", "--distance", "NASNet", "--constraint", "primskip"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "4 intermediate nodes" in err and "has 5" in err and "\n" not in err
+    assert captured.out == "" and "Traceback" not in err
+
+
+def test_satisfies_is_false_outside_the_samplers_node_count():
+    g = sample("prim", 1, seed=2, n_nodes=5)[0]
+    assert satisfies(g, "prim", n_nodes=5) and not satisfies(g, "prim")

@@ -51,6 +51,7 @@ __all__ = [
     "SORT_KEYS",
     "Record",
     "Archive",
+    "check_result",
     "metric_value",
 ]
 
@@ -626,8 +627,6 @@ class Archive:
                 s = int(row["seed"]) if (row.get("seed") or "").strip() else int(seed)
             except ValueError:
                 raise FormatError(f"{where}: seed {row.get('seed')!r} is not an integer") from None
-            if s < 0:
-                raise FormatError(f"{where}: seed {s} is negative")
             metrics: dict[str, Any] = {}
             for key, value in row.items():
                 if key is None or key in ignored or value is None or not str(value).strip():
@@ -639,10 +638,10 @@ class Archive:
                     if key in METRIC_COLUMNS:
                         raise FormatError(f"{where}: {key} = {value!r} is not a number") from None
                     metrics[key] = value
-                    continue
-                problem = _metric_problem(key, metrics[key])
-                if problem:
-                    raise FormatError(f"{where}: {key} = {value} {problem}")
+            try:
+                check_result(metrics, s)
+            except CellnasError as exc:
+                raise FormatError(f"{where}: {exc}") from None
             cfg = {}
             if (row.get("config") or "").strip():
                 try:
@@ -659,6 +658,26 @@ class Archive:
             for item, cfg in zip(items, configs):
                 written += self.put_many([item], config=cfg, source=source or f"import:{path.name}", replace=replace)
         return written, len(items) - written
+
+
+def check_result(metrics: dict[str, Any], seed: int) -> None:
+    """Refuse a result given by hand (``cellnas archive add`` and ``import`` both call this) whose values cannot
+    be right: a negative seed, a metric column that is not a number, an error that is not a fraction in [0, 1]
+    (NaN and infinities included), params or seconds that are negative or not finite. Other metrics are not
+    checked. Raises :class:`CellnasError` naming the value."""
+    if seed < 0:
+        raise CellnasError(f"seed {seed} is negative")
+    for key, value in metrics.items():
+        if key not in METRIC_COLUMNS:
+            continue
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            raise CellnasError(f"{key} = {value!r} is not a number") from None
+        problem = _metric_problem(key, x)
+        if problem:
+            shown = str(int(x)) if x.is_integer() else str(x)
+            raise CellnasError(f"{key} = {shown} {problem}")
 
 
 def _metric_problem(key: str, x: float) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -39,6 +40,8 @@ __all__ = [
     "save_genotype",
 ]
 
+log = logging.getLogger(__name__)
+
 FORMATS = ("json", "darts", "nnabla", "nb301")
 NATIVE_FORMAT = "cellnas.genotype"
 NATIVE_VERSION = 1
@@ -51,7 +54,12 @@ def to_json(g: Genotype) -> dict:
     return {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, **g.to_dict(), "hash": g.content_hash()}
 
 
-def from_json(doc: dict) -> Genotype:
+def from_json(doc: dict, source: str | None = None) -> Genotype:
+    """The genotype of a native JSON document.
+
+    A ``hash`` that differs from the content's :meth:`~cellnas.genotype.Genotype.content_hash` (a file edited
+    by hand) is logged as a warning naming ``source`` (the file) and both hashes; the content is used.
+    """
     if doc.get("format") != NATIVE_FORMAT:
         raise FormatError(f"not a cellnas genotype document (format={doc.get('format')!r})")
     if doc.get("version") != NATIVE_VERSION:
@@ -59,7 +67,15 @@ def from_json(doc: dict) -> Genotype:
             f"cellnas genotype format version {doc.get('version')!r} is not supported (this cellnas reads "
             f"version {NATIVE_VERSION}); upgrade cellnas"
         )
-    return Genotype.from_dict(doc)
+    g = Genotype.from_dict(doc)
+    stated = doc.get("hash")
+    if stated is not None and stated != g.content_hash():
+        where = f"genotype file {source}" if source else "genotype JSON"
+        log.warning(
+            "%s: its 'hash' field is %r but its content hashes to %r (edited by hand?); the content is used",
+            where, stated, g.content_hash(),
+        )  # fmt: skip
+    return g
 
 
 # -- DARTS namedtuple text ----------------------------------------------------------------------
@@ -219,6 +235,13 @@ _NB301_PREFIX = "NetworkSelectorDatasetInfo:darts:"
 #: The cell keys NB301 defines: edge_<cell>_0 .. 13 (node 2: 0-1, node 3: 2-4, node 4: 5-8, node 5: 9-13)
 #: and inputs_node_<cell>_3 .. 5 (node 2 always reads nodes 0 and 1).
 _NB301_CELL_KEY = re.compile(r"(edge|inputs_node)_(normal|reduce)_.*")
+#: NB301's op set: the 7 non-``none`` DARTS primitives (SPEC 6).
+_NB301_OPS = PRIMITIVES[1:]
+
+
+def _nb301_unknown_op(dst: int, op: str) -> str:
+    """Why op ``op`` on an edge into node ``dst`` cannot be in an NB301 config (writing and reading say the same)."""
+    return f"node {dst} uses op {op!r}; NB301 knows {', '.join(_NB301_OPS)} (no 'none')"
 
 
 def to_nb301(g: Genotype) -> dict:
@@ -238,10 +261,8 @@ def to_nb301(g: Genotype) -> dict:
             if srcs[0] == srcs[1]:
                 raise FormatError(f"{where}: node {dst} reads node {srcs[0]} twice (duplicate inputs)")
             for op, src in node:
-                if op not in PRIMITIVES[1:]:
-                    raise FormatError(
-                        f"{where}: node {dst} uses op {op!r}; NB301 knows {', '.join(PRIMITIVES[1:])} (no 'none')"
-                    )
+                if op not in _NB301_OPS:
+                    raise FormatError(f"{where}: {_nb301_unknown_op(dst, op)}")
                 cfg[f"{_NB301_PREFIX}edge_{cell_type}_{offset + src}"] = op
             if dst > 2:
                 cfg[f"{_NB301_PREFIX}inputs_node_{cell_type}_{dst}"] = "_".join(str(s) for s in sorted(srcs))
@@ -254,7 +275,8 @@ def from_nb301(cfg: dict) -> Genotype:
 
     NB301 itself keeps no order between the two inputs of a node; the order of the keys in
     the dict is used (:func:`to_nb301` writes them strongest edge first, and JSON keeps key
-    order), so a cellnas round trip is exact; other configs come back in key order too.
+    order), so a cellnas round trip is exact; other configs come back in key order too. Ops outside NB301's
+    set (``none`` included) are refused, as :func:`to_nb301` refuses them.
     """
     key_rank = {k: r for r, k in enumerate(cfg)}
     used: set[str] = set()
@@ -285,6 +307,8 @@ def from_nb301(cfg: dict) -> Genotype:
                     raise FormatError(f"NB301 config lacks {key!r} (node {dst} reads node {src})")
                 if not isinstance(cfg[key], str):
                     raise FormatError(f"NB301 config {key} = {cfg[key]!r}: the op must be a name (a string)")
+                if cfg[key] not in _NB301_OPS:
+                    raise FormatError(f"NB301 config {key} = {cfg[key]!r}: {_nb301_unknown_op(dst, cfg[key])}")
                 used.add(key)
                 pairs.append((key_rank[key], (cfg[key], src)))
             nodes.append(tuple(p for _, p in sorted(pairs)))
@@ -332,8 +356,9 @@ def dumps(g: Genotype, fmt: str = "json") -> str:
     raise FormatError(f"unknown genotype format {fmt!r}; valid formats: {', '.join(FORMATS)}")
 
 
-def loads(text: str) -> Genotype:
-    """Parse genotype text in any supported format (auto-detected)."""
+def loads(text: str, source: str | None = None) -> Genotype:
+    """Parse genotype text in any supported format (auto-detected); ``source`` names where the text came from
+    (a file) in warnings."""
     stripped = text.lstrip("\ufeff").strip()  # a UTF-8 byte-order mark is not content
     if not stripped:
         raise FormatError("empty genotype text")
@@ -345,7 +370,7 @@ def loads(text: str) -> Genotype:
         if not isinstance(doc, dict):
             raise FormatError("genotype JSON must be an object")
         if "format" in doc:
-            return from_json(doc)
+            return from_json(doc, source)
         if "arch_normal" in doc or "arch_reduction" in doc:
             return from_nnabla(doc)
         if any(str(k).startswith(_NB301_PREFIX) for k in doc):
@@ -380,7 +405,7 @@ def load_genotype(spec: str | os.PathLike | Genotype) -> Genotype:
         except (OSError, UnicodeDecodeError) as exc:
             raise FormatError(f"cannot read genotype file {path}: {exc}") from None
         try:
-            return loads(content)
+            return loads(content, source=str(path))
         except (FormatError, GenotypeError) as exc:
             raise FormatError(f"{path}: {exc}") from None
     from cellnas.zoo import ALIASES, ZOO, get_genotype

@@ -168,6 +168,34 @@ class Cell:
         if len(set(self.concat)) != len(self.concat):
             raise GenotypeError(f"{name} cell: concat {list(self.concat)} repeats a node")
 
+    def reaches_output(self, inputs: Iterable[int] = (0, 1)) -> bool:
+        """Whether the cell's output depends on the input nodes ``inputs`` (those that carry a signal): some
+        node of ``concat`` is reached from one of them along edges other than ``none``.
+
+        A ``none`` edge multiplies by 0 (SPEC 1.1), so a node reached only through ``none`` edges is
+        constant: zero, or after a conv op the constant its BatchNorm makes of zero.
+        """
+        live = {i for i in inputs if i in (0, 1)}
+        for j, node in enumerate(self.nodes):
+            if any(op != "none" and src in live for op, src in node):
+                live.add(j + 2)
+        return any(c in live for c in self.concat)
+
+    def signal_problem(self, name: str = "cell") -> str | None:
+        """Why the cell's output is constant whatever its inputs, or None when it is not.
+
+        Such a cell is valid data (it may be read, written and converted); building a network from it
+        is another matter (:mod:`cellnas.network` refuses one whose output then does not depend on its input).
+        """
+        if all(op == "none" for op in self.ops):
+            return f"cell {name!r} has only 'none' edges: its output is constant zero"
+        if not self.reaches_output():
+            return (
+                f"cell {name!r} reaches its output only through 'none' edges: its output is constant "
+                f"(concat {list(self.concat)})"
+            )
+        return None
+
     def to_dict(self) -> dict:
         return {"nodes": [[[op, i] for op, i in node] for node in self.nodes], "concat": list(self.concat)}
 
@@ -257,6 +285,10 @@ class Genotype:
     def k(self) -> int:
         """Inputs per intermediate node."""
         return len(self.normal.nodes[0])
+
+    def signal_problems(self) -> list[str]:
+        """:meth:`Cell.signal_problem` of each cell type that has one (an empty list for a healthy genotype)."""
+        return [p for name in CELL_TYPES if (p := self.cell(name).signal_problem(name)) is not None]
 
     def to_dict(self) -> dict:
         return {"normal": self.normal.to_dict(), "reduce": self.reduce.to_dict()}

@@ -14,7 +14,13 @@ parameter counts at the reference input sizes):
   give a 2x2 map (e.g. 8x8 digits give 2x2 maps at the aux position; the reference crashes there). At
   the reference sizes (8x8 for CIFAR, 7x7 for ImageNet) the SPEC pooling is used unchanged;
 * the ImageNet network's final ``AvgPool2d(7)`` is an adaptive global average pool (identical at 224x224);
-* drop-path masks come from a seeded generator rather than the global RNG (STYLE 6).
+* drop-path masks come from a seeded generator rather than the global RNG (STYLE 6);
+* a genotype whose cells leave the network's output independent of its input (e.g. a normal cell with
+  only ``none`` edges: every normal cell outputs zero) logs a warning that training can teach it nothing; it
+  is still built, because Wan et al.'s op-disabling study (SPEC 5.2) makes such variants on purpose and
+  their chance-level error is a result. A cell type with a constant output that the network reads around
+  (an all-``none`` reduction cell: the next cells still read the cell before it) logs a milder warning.
+  ``allow_constant_output=True`` builds either silently (``cellnas info`` does, and warns itself).
 
 >>> from cellnas.zoo import get_genotype
 >>> net = NetworkCIFAR(C=4, num_classes=10, layers=3, auxiliary=True, genotype=get_genotype("DARTS_V2"))
@@ -24,6 +30,8 @@ parameter counts at the reference input sizes):
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -42,10 +50,13 @@ __all__ = [
     "NetworkCIFAR",
     "NetworkImageNet",
     "build_network",
+    "signal_report",
     "NETWORK_KINDS",
 ]
 
 NETWORK_KINDS: tuple[str, ...] = ("cifar", "imagenet")
+
+log = logging.getLogger(__name__)
 
 
 def drop_path(x: torch.Tensor, drop_prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -164,10 +175,51 @@ class AuxiliaryHeadImageNet(_AuxiliaryHead):
         super().__init__(C, num_classes, pool_stride=2, bn_after_2x2=False)
 
 
+def _reduction_indices(layers: int) -> tuple[int, ...]:
+    """The reduction cells of a ``layers``-cell evaluation network: ``layers//3`` and ``2*layers//3`` (SPEC 2.1)."""
+    return tuple(sorted({layers // 3, 2 * layers // 3}))
+
+
+def signal_report(genotype: Genotype, layers: int) -> tuple[list[str], bool]:
+    """What to tell about the cells of ``genotype`` whose output is constant (:meth:`Genotype.signal_problems`),
+    and whether the output of a ``layers``-cell evaluation network of it still depends on its input.
+
+    Cell i reads the outputs of cells i-2 and i-1 (the stem's at first, which depend on the image); a cell's
+    output depends on the image when a concatenated node is reached from a reading that does, along edges other
+    than ``none``. When the network's output does not, the one message says so; otherwise there is one message
+    per cell type with a constant output. The networks log them as warnings.
+    """
+    problems = genotype.signal_problems()
+    if not problems:
+        return [], True
+    reductions = _reduction_indices(layers)
+    live_prev_prev = live_prev = True
+    for i in range(layers):
+        cell = genotype.reduce if i in reductions else genotype.normal
+        inputs = [node for node, live in ((0, live_prev_prev), (1, live_prev)) if live]
+        live_prev_prev, live_prev = live_prev, cell.reaches_output(inputs)
+    if not live_prev:
+        return [
+            f"{'; '.join(problems)}, so the network's output ({layers} cells) does not depend on its input and "
+            "training can teach it nothing (it will stay at chance level)"
+        ], False
+    around = "the network still depends on its input through the cells that read around it"
+    return [f"{p}; {around}" for p in problems], True
+
+
 class _Network(nn.Module):
     """Shared cell stack, drop-path generator and forward loop of the two evaluation networks."""
 
     drop_path_prob: float
+
+    def _check_signal(self, genotype: Genotype, allow_constant_output: bool) -> None:
+        """Warn about cells with a constant output, and loudest when the network's output then does not
+        depend on its input (see the module docstring)."""
+        if allow_constant_output:
+            return
+        messages, _ = signal_report(genotype, self.layers)
+        for message in messages:
+            log.warning("%s", message)
 
     def _build_cells(self, genotype: Genotype, C_prev_prev: int, C_prev: int, C: int, reduction_prev: bool) -> int:
         """Append the cells; return the channel count of the last cell's output."""
@@ -195,7 +247,7 @@ class _Network(nn.Module):
 
     @property
     def reduction_indices(self) -> tuple[int, ...]:
-        return tuple(sorted({self.layers // 3, 2 * self.layers // 3}))
+        return _reduction_indices(self.layers)
 
     @property
     def aux_index(self) -> int:
@@ -239,7 +291,8 @@ class NetworkCIFAR(_Network):
     """The CIFAR evaluation network (SPEC 2.1); ``forward`` returns ``(logits, logits_aux or None)``.
 
     ``drop_path_prob`` is a plain attribute (the training loop ramps it). ``seed`` (int, generator or
-    ``None`` = 0) fixes the weight initialisation and the drop-path masks.
+    ``None`` = 0) fixes the weight initialisation and the drop-path masks. ``allow_constant_output`` skips
+    the warning about cells with a constant output (see the module docstring).
     """
 
     def __init__(
@@ -253,10 +306,13 @@ class NetworkCIFAR(_Network):
         drop_path_prob: float = 0.0,
         stem_multiplier: int = 3,
         seed: int | torch.Generator | None = None,
+        *,
+        allow_constant_output: bool = False,
     ):
         super().__init__()
         _check_sizes(C, num_classes, layers, in_channels)
         self.C, self.num_classes, self.layers, self.auxiliary = C, num_classes, layers, auxiliary
+        self._check_signal(genotype, allow_constant_output)
         self.genotype, self.in_channels, self.stem_multiplier = genotype, in_channels, stem_multiplier
         self.drop_path_prob = drop_path_prob
         self._drop_seed = _drop_seed(seed)
@@ -279,7 +335,10 @@ class NetworkCIFAR(_Network):
 
 
 class NetworkImageNet(_Network):
-    """The ImageNet (mobile setting) evaluation network (SPEC 2.3); returns ``(logits, logits_aux or None)``."""
+    """The ImageNet (mobile setting) evaluation network (SPEC 2.3); returns ``(logits, logits_aux or None)``.
+
+    ``seed`` and ``allow_constant_output`` as in :class:`NetworkCIFAR`.
+    """
 
     def __init__(
         self,
@@ -291,12 +350,15 @@ class NetworkImageNet(_Network):
         in_channels: int = 3,
         drop_path_prob: float = 0.0,
         seed: int | torch.Generator | None = None,
+        *,
+        allow_constant_output: bool = False,
     ):
         super().__init__()
         _check_sizes(C, num_classes, layers, in_channels)
         if C % 2:
             raise CellnasError(f"the ImageNet network needs an even C (stem0 has C/2 channels), got {C}")
         self.C, self.num_classes, self.layers, self.auxiliary = C, num_classes, layers, auxiliary
+        self._check_signal(genotype, allow_constant_output)
         self.genotype, self.in_channels = genotype, in_channels
         self.drop_path_prob = drop_path_prob
         self._drop_seed = _drop_seed(seed)
@@ -336,14 +398,19 @@ def build_network(
     in_channels: int = 3,
     drop_path_prob: float = 0.0,
     seed: int | torch.Generator | None = None,
+    *,
+    allow_constant_output: bool = False,
 ) -> NetworkCIFAR | NetworkImageNet:
-    """:class:`NetworkCIFAR` (``'cifar'``, also for digits) or :class:`NetworkImageNet` (``'imagenet'``)."""
+    """:class:`NetworkCIFAR` (``'cifar'``, also for digits) or :class:`NetworkImageNet` (``'imagenet'``).
+
+    A genotype whose cells make the network's output independent of its input logs a warning unless
+    ``allow_constant_output`` (for inspecting such a network, as ``cellnas info`` does, which warns itself).
+    """
     if dataset_kind == "cifar":
         cls = NetworkCIFAR
     elif dataset_kind == "imagenet":
         cls = NetworkImageNet
     else:
         raise unknown_name("network kind", dataset_kind, NETWORK_KINDS)
-    return cls(
-        C, num_classes, layers, auxiliary, genotype, in_channels=in_channels, drop_path_prob=drop_path_prob, seed=seed
-    )
+    return cls(C, num_classes, layers, auxiliary, genotype, in_channels=in_channels, drop_path_prob=drop_path_prob,
+               seed=seed, allow_constant_output=allow_constant_output)  # fmt: skip

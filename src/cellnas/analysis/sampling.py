@@ -28,7 +28,10 @@ residual link. The quirk belongs to the sampler, not to the constraint: :func:`s
 The two inputs of a node are an unordered set: the edges of a node are matched to the target's
 edges in whichever order needs fewer edits, so swapping the two pairs of a node costs nothing.
 The distance is exact (a dynamic programme over the nodes; every node's 2-input configurations
-are enumerated). ``concat`` lists are ignored and kept.
+are enumerated). ``concat`` lists are ignored and kept. Distances are measured within the sampler's
+space (``n_nodes`` intermediate nodes, 4 in the DARTS space, with 2 inputs each): a genotype with
+another number of nodes (NASNet, AmoebaNet and ENAS have 5) cannot be edited into a sample, so it is
+refused rather than given a distance to a set of 5-node cells the sampler never draws.
 
 **Two readings of the Skip constraint** (``residual=``):
 
@@ -211,9 +214,22 @@ def _match(node: tuple[Pair, ...], target: tuple[Pair, Pair]) -> tuple[tuple[int
     return straight, target
 
 
-def _cell_distance(cell: Cell, constraint: str, residual: str, name: str) -> tuple[int, Cell]:
-    if len(cell.nodes[0]) != 2:
-        raise GenotypeError(f"{name} cell: constraints are defined for 2 inputs per node, got {len(cell.nodes[0])}")
+def _check_space(genotype: Genotype, n_nodes: int) -> None:
+    """Refuse a genotype outside the sampler's space: ``n_nodes`` intermediate nodes with 2 inputs each."""
+    counts = {name: genotype.cell(name).n_nodes for name in CELL_TYPES}
+    if any(count != n_nodes for count in counts.values()):
+        have = " and ".join(f"{name} cell has {count}" for name, count in counts.items())
+        raise GenotypeError(
+            f"the constrained sampler's space has {n_nodes} intermediate nodes per cell, but this genotype's {have}: "
+            "no sample has its nodes, so its edit distance to the constraint set is not defined"
+        )
+    for name in CELL_TYPES:
+        k = len(genotype.cell(name).nodes[0])
+        if k != 2:
+            raise GenotypeError(f"{name} cell: constraints are defined for 2 inputs per node, got {k}")
+
+
+def _cell_distance(cell: Cell, constraint: str, residual: str) -> tuple[int, Cell]:
     need_residual = constraint in ("skip", "primskip") and residual == "any"
     # best[has_residual] = (edits, pairs so far); a dynamic programme over the nodes
     Cost = tuple[int, int]
@@ -242,9 +258,13 @@ def edit_distance(
     constraint: str,
     residual: str = DEFAULT_RESIDUAL,
     cells: Iterable[str] = DEFAULT_DISTANCE_CELLS,
+    n_nodes: int = 4,
 ) -> tuple[int, Genotype]:
     """Minimum number of edge edits that make ``genotype`` satisfy ``constraint``, and the
     nearest such genotype (SPEC 5.4/5.5; unit and readings in the module docstring).
+
+    ``n_nodes`` is the sampler's number of intermediate nodes (4, the DARTS space, as in :func:`sample`);
+    a genotype with another number, or not 2 inputs per node, raises :class:`GenotypeError`.
 
     Defaults: ``residual="any"`` on the normal cell only, the reading under which DARTS_V2 and
     BANANAS are 1 edit from PrimSkip as in Table 2 of Wan et al. (SPEC 5.5); pass
@@ -260,16 +280,17 @@ def edit_distance(
     for name in cells:
         if name not in CELL_TYPES:
             raise unknown_name("cell type", name, CELL_TYPES)
+    _check_space(genotype, n_nodes)
     total = 0
     edited = {name: genotype.cell(name) for name in CELL_TYPES}
     for name in cells:
-        cost, edited[name] = _cell_distance(genotype.cell(name), constraint, residual, name)
+        cost, edited[name] = _cell_distance(genotype.cell(name), constraint, residual)
         total += cost
     return total, Genotype(normal=edited["normal"], reduce=edited["reduce"])
 
 
-def _cell_satisfies(cell: Cell, constraint: str, residual: str) -> bool:
-    if len(cell.nodes[0]) != 2:
+def _cell_satisfies(cell: Cell, constraint: str, residual: str, n_nodes: int) -> bool:
+    if cell.n_nodes != n_nodes or len(cell.nodes[0]) != 2:
         return False
     ops = _edge_ops(constraint)
     for j, node in enumerate(cell.nodes):
@@ -287,9 +308,11 @@ def _cell_satisfies(cell: Cell, constraint: str, residual: str) -> bool:
     return True
 
 
-def satisfies(genotype: Genotype, constraint: str, residual: str = "node2", cells: Iterable[str] = CELL_TYPES) -> bool:
-    """Whether ``genotype`` lies in the constraint set, i.e. its edit distance is 0 (``concat`` is not checked)."""
+def satisfies(genotype: Genotype, constraint: str, residual: str = "node2", cells: Iterable[str] = CELL_TYPES,
+              n_nodes: int = 4) -> bool:  # fmt: skip
+    """Whether ``genotype`` lies in the constraint set of ``n_nodes``-node cells, i.e. its edit distance is 0
+    (``concat`` is not checked)."""
     _check_constraint(constraint)
     if residual not in RESIDUAL_READINGS:
         raise unknown_name("residual reading", residual, RESIDUAL_READINGS)
-    return all(_cell_satisfies(genotype.cell(name), constraint, residual) for name in cells)
+    return all(_cell_satisfies(genotype.cell(name), constraint, residual, n_nodes) for name in cells)

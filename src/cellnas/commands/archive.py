@@ -36,7 +36,11 @@ def register(sub, formatter) -> None:
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION")
 
-    a = actions.add_parser("add", help="store one result by hand", formatter_class=formatter)
+    a = actions.add_parser(
+        "add", help="store one result by hand", formatter_class=formatter,
+        description="The values are checked as `archive import` checks them: test/val error are fractions in\n"
+        "[0, 1], params and seconds are finite and >= 0, the seed is >= 0.",
+    )  # fmt: skip
     a.add_argument("genotype", metavar="GENOTYPE", help="zoo name, genotype file, run directory or DARTS text")
     a.add_argument("--protocol", required=True, help="what the numbers mean (e.g. my-cifar10-600ep)")
     a.add_argument("--test-error", type=float, default=None, help="test error as a fraction (0.0244 = 2.44 %%)")
@@ -142,6 +146,7 @@ def _number(text: str):
 
 
 def _add(args) -> int:
+    from cellnas.archive import check_result
     from cellnas.formats import load_genotype
 
     g = load_genotype(args.genotype)
@@ -154,6 +159,7 @@ def _add(args) -> int:
         metrics[key] = _number(value)
     if not metrics:
         raise CellnasError("give at least one metric (--test-error, --val-error, --params, --seconds or --metric)")
+    check_result(metrics, args.seed)  # the checks of `archive import`
     with open_archive(args) as archive:
         archive.put(g, args.protocol, metrics, seed=args.seed, source="add")
     print(f"stored {g.content_hash()} under {args.protocol} (seed {args.seed}) in {args.archive}")
@@ -177,6 +183,9 @@ def _list(args) -> int:
     with open_archive(args, create=False) as archive:
         records = _select(args, archive)
         total = archive.count(args.protocol)
+        if args.protocol is not None and total == 0:
+            raise CellnasError(f"no rows under protocol {args.protocol!r} in {args.archive}; "
+                               f"{_protocols_present(archive)}")  # fmt: skip
     if args.format == "json":
         print(json.dumps([r.flat("json") for r in records], indent=1))
         return 0

@@ -3,11 +3,16 @@
 Parameter counts follow DARTS (auxiliary head excluded; SPEC 1.4, 2.4) and are also given with the
 auxiliary head (Shu et al.'s convention, SPEC 3.3). Multiply-adds use the rule of
 :mod:`cellnas.counting` (conv + linear only, batch 1, auxiliary head excluded).
+
+A cell whose output is constant (e.g. only ``none`` edges) is still described, with a warning (on stderr,
+and under ``warnings`` in the JSON): its width/depth describe wiring that carries no signal, and the
+training commands refuse the genotype when the network's output would not depend on its input.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 
 from cellnas.errors import CellnasError, unknown_name
@@ -107,7 +112,7 @@ def info_genotype(spec: str, dataset: str = "cifar10", channels: int | None = No
     from cellnas.analysis.topology import topology
     from cellnas.counting import count_macs, count_params
     from cellnas.formats import load_genotype
-    from cellnas.network import build_network
+    from cellnas.network import build_network, signal_report
     from cellnas.zoo import ALIASES, ZOO
 
     ds = _dataset(dataset)
@@ -119,8 +124,9 @@ def info_genotype(spec: str, dataset: str = "cifar10", channels: int | None = No
     zoo_names = {k.lower(): ALIASES.get(k, k) for k in list(ZOO) + list(ALIASES)}
     name = zoo_names.get(spec.lower(), None if "Genotype(" in spec or spec.lstrip().startswith("{") else spec)
     net = build_network(
-        g, ds.kind, num_classes=ds.num_classes, C=C, layers=L, auxiliary=True, in_channels=ds.in_channels
-    )
+        g, ds.kind, num_classes=ds.num_classes, C=C, layers=L, auxiliary=True, in_channels=ds.in_channels,
+        allow_constant_output=True,
+    )  # fmt: skip
     return {
         "genotype": {"name": name, "hash": g.content_hash()},
         "dataset": dataset,
@@ -134,6 +140,7 @@ def info_genotype(spec: str, dataset: str = "cifar10", channels: int | None = No
         "macs": count_macs(net, (ds.in_channels, ds.image_size, ds.image_size)),
         "mac_rule": _MAC_RULE,
         "cells": topology(g),
+        "warnings": signal_report(g, L)[0],
     }
 
 
@@ -177,6 +184,8 @@ def run(args) -> int:
         raise CellnasError("missing GENOTYPE (a zoo name such as DARTS_V2, a file, a run directory) or --supernet")
     else:
         report = info_genotype(args.genotype, args.dataset, args.channels, args.layers)
+        for warning in report["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
