@@ -58,3 +58,36 @@ def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
     blocker.write_text("x")
     assert main(["convert", "DARTS_V2", "--to", "json", "-o", str(blocker / "g.json")]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def _interrupted_search():
+    from cellnas.search.loop import SearchInterrupted
+
+    return SearchInterrupted("interrupted after epoch 1/2; checkpoint written, continue with: cellnas search --resume")
+
+
+def _interrupted_training():
+    from cellnas.train import TrainInterrupted
+
+    return TrainInterrupted("interrupted after epoch 1/2; checkpoint written, continue with: cellnas train --resume")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        KeyboardInterrupt,
+        _interrupted_search,
+        _interrupted_training,
+    ],
+    ids=["KeyboardInterrupt", "search", "train"],
+)
+def test_an_interrupted_command_exits_130(make, monkeypatch, capsys):
+    import cellnas.commands.zoo as zoo
+
+    def interrupted(args):
+        raise make()
+
+    monkeypatch.setattr(zoo, "run", interrupted)
+    assert main(["zoo"]) == 130  # 128 + SIGINT, the shell's convention; 2 is argparse's usage error
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err

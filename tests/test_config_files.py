@@ -32,11 +32,13 @@ def test_a_saved_search_config_json_runs_again_identically(tmp_path):
 @pytest.mark.parametrize(
     "values, needle",
     [
-        ({"lr": "fast"}, "lr (--lr) must be a number, got 'fast'"),
-        ({"channels": True}, "channels (--channels) must be an integer, got True"),
-        ({"channels": 4.5}, "channels (--channels) must be an integer, got 4.5"),
-        ({"dataset": 5}, "dataset (--dataset) must be a string"),
-        ({"epochs": 1.7}, "epochs (--epochs) must be an integer"),
+        ({"lr": "fast"}, "\"lr\" in the config (flag --lr) must be a number, got 'fast'"),
+        ({"channels": True}, "\"channels\" in the config (flag --channels) must be an integer, got True"),
+        ({"channels": 4.5}, "\"channels\" in the config (flag --channels) must be an integer, got 4.5"),
+        ({"dataset": 5}, "\"dataset\" in the config (flag --dataset) must be a string"),
+        ({"epochs": 1.7}, "\"epochs\" in the config (flag --epochs) must be an integer"),
+        ({"extra": [1]}, "\"extra\" in the config must be an object, got [1] (list)"),
+        ({"plots": "no"}, "\"plots\" in the config (flag --no-plots) must be true or false"),
         ({"seed": -1}, "--seed must be >= 0"),
         ({"momentum": 2}, "--momentum must be in [0, 1)"),
     ],
@@ -45,6 +47,40 @@ def test_config_values_of_the_wrong_type_or_range_name_the_key(resolve, values, 
     with pytest.raises(CellnasError) as err:
         resolve(None, values)
     assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "values, needle",
+    [
+        ({"remove_edges": ["0-2"]}, "\"remove_edges\" in the config (flag --remove-edge) must be an object"),
+        ({"fix_edges": "1-2=sep_conv_5x5"}, "\"fix_edges\" in the config (flag --fix-edge) must be an object"),
+        ({"arch_betas": [0.5]}, "\"arch_betas\" in the config must be a list of 2 numbers, got"),
+        ({"unrolled_eps": "small"}, "\"unrolled_eps\" in the config must be a number"),
+    ],
+)
+def test_a_search_config_key_is_named_with_its_flag_only_where_one_exists(values, needle):
+    with pytest.raises(CellnasError) as err:
+        search_config(None, values)
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("command", ["search", "train"])
+def test_every_flag_a_config_message_names_is_a_flag_of_the_command(command):
+    import dataclasses
+    import re
+
+    from cellnas._config import describe_key
+    from cellnas.cli import build_parser
+    from cellnas.search.config import FLAGS, SearchConfig
+    from cellnas.train.config import TrainConfig
+
+    cls, flags = {"search": (SearchConfig, FLAGS), "train": (TrainConfig, None)}[command]
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    options = {o for a in sub._actions for o in a.option_strings}
+    named = {f.name: re.findall(r"flag (--[\w-]+)", describe_key(f.name, flags)) for f in dataclasses.fields(cls)}
+    assert {k: v for k, v in named.items() if v and v[0] not in options} == {}
+    assert not named["extra"]
 
 
 def test_config_types_accept_what_json_writes():

@@ -153,3 +153,28 @@ def test_cli_convergence_help_names_only_its_own_options(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--resume" not in text  # train's --epochs help mentions it; this command has no --resume
     assert "(default: True)" not in text and "progress bars are shown" in text
+
+
+def test_a_study_saved_with_a_relative_imagefolder_path_is_reused(study, tmp_path, monkeypatch):
+    """Studies written before data paths were stored absolute hold ``imagefolder:PATH`` as typed, relative to the
+    directory the study was run from: the same data is the same protocol."""
+    import dataclasses
+    import shutil
+
+    root, entries, cfg, _ = study
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+
+    def saved_with(dataset: str) -> None:
+        for path in out.glob("*/seed-0/config.json"):
+            saved = json.loads(path.read_text())
+            path.write_text(json.dumps({**saved, "dataset": dataset}))
+
+    saved_with("imagefolder:imgs")
+    now = dataclasses.replace(cfg, dataset="imagefolder:" + str(tmp_path / "imgs"))
+    result = run_convergence(entries, now, out=out, seeds=[0])
+    assert [r.status for r in result.runs] == ["reused", "reused"]
+    saved_with("imagefolder:other")
+    with pytest.raises(RunError, match="another protocol.*dataset"):
+        run_convergence(entries, now, out=out, seeds=[0])

@@ -266,5 +266,5 @@ def test_batch_refuses_a_negative_seed_and_reports_when_everything_failed(tmp_pa
 
 
 def test_proxy_set_values_of_the_wrong_type_are_one_line_errors():
-    with pytest.raises(CellnasError, match="epochs .* must be an integer, got 'abc'"):
+    with pytest.raises(CellnasError, match="\"epochs\" .* must be an integer, got 'abc'"):
         create_evaluator("proxy", epochs="abc").config()

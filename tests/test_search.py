@@ -256,3 +256,39 @@ def test_python_api_cellnas_search_returns_a_result(tmp_path):
     result = cellnas.search(out=tmp_path / "api", **{**TINY, "epochs": 1, "steps_per_epoch": 1})
     assert result.run_dir == tmp_path / "api" and result.genotype == load_genotype(str(result.run_dir))
     assert 0.0 <= result.search_accuracy <= 1.0
+
+
+CLI_TINY = ["--no-progress", "--no-plots", "-C", "4", "-L", "3", "--batch-size", "32", "--steps-per-epoch", "2"]
+
+
+def test_the_summary_says_which_time_is_training_and_which_the_whole_command(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", *CLI_TINY, "--epochs", "1", "--json", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    meta = json.loads((out / "meta.json").read_text())
+    assert summary["search_seconds"] == round(meta["search_seconds"], 1)  # training steps, as meta.json says
+    assert summary["seconds"] >= summary["search_seconds"]  # the whole command
+    assert main(["search", "--resume", str(out), "--epochs", "2", "--no-progress", "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    meta = json.loads((out / "meta.json").read_text())
+    # a resumed run's training time adds up every session; the command's own time is this session's
+    assert f"search time {meta['search_seconds']:.0f} s (training, all sessions)" in text
+    assert " s in all for this session" in text
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    assert "search_seconds" in capsys.readouterr().out
+
+
+def test_ctrl_c_in_the_cli_exits_130_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real_step = search_loop._Search.step
+
+    def interrupted_step(self, lr):
+        real_step(self, lr)
+        if self.global_step == 0:  # Ctrl-C during the first step
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(search_loop._Search, "step", interrupted_step)
+    assert main(["search", *CLI_TINY, "--epochs", "1", "--out", str(out)]) == 130  # 128 + SIGINT, not usage's 2
+    err = capsys.readouterr().err
+    assert "checkpoint written" in err and f"cellnas search --resume {out}" in err and "Traceback" not in err

@@ -88,11 +88,11 @@ def test_contradictory_ablations_are_refused_and_short_nodes_are_announced(caplo
     with pytest.raises(CellnasError, match="no reduction cell"):
         ControlledSupernet(net, remove_edges={"reduce": ["0-2"]})
     with caplog.at_level("WARNING", logger="cellnas.search.wiring"):
-        ControlledSupernet(net, remove_edges={"normal": ["0-2"]})
+        ControlledSupernet(net, remove_edges={"normal": ["0-2"]}).warn_short_nodes()
     assert "normal node 2 keeps 1 live input edge(s) of 2, fewer than k=2" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="cellnas.search.wiring"):
-        ControlledSupernet(net, remove_edges={"normal": ["0-3"]})  # node 3 keeps 2 of 3: nothing to say
+        ControlledSupernet(net, remove_edges={"normal": ["0-3"]}).warn_short_nodes()  # node 3 keeps 2 of 3
     assert caplog.text == ""
 
 
@@ -170,3 +170,71 @@ def test_a_bad_margin_is_refused_before_anything_is_written(tmp_path, capsys):
         assert main(argv) == 2
         assert "--margin must be a number >= 0" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+ABLATED = dict(all_normal=True, nodes=2, channels=4, layers=2, batch_size=16, steps_per_epoch=1, progress=False,
+               plots=False)  # fmt: skip
+
+
+def test_a_short_node_is_announced_when_the_run_starts_and_not_again_on_resume(tmp_path, caplog):
+    out = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="cellnas"):
+        search(out=out, epochs=1, remove_edges={"normal": ["0-2"]}, **ABLATED)
+    assert caplog.text.count("normal node 2 keeps 1 live input edge(s) of 2, fewer than k=2") == 1
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cellnas"):
+        search(resume=out, epochs=2)
+    assert "fewer than k" not in caplog.text
+
+
+@pytest.fixture(scope="module")
+def wiring_runs(tmp_path_factory):
+    """Two tiny searches: ``a/run`` all-normal with costs recorded, ``b/run`` normal and reduce without."""
+    root = tmp_path_factory.mktemp("wiring")
+    search(out=root / "a" / "run", record_wiring=True, epochs=1, **ABLATED)
+    search(out=root / "b" / "run", epochs=1, **{**ABLATED, "all_normal": False})
+    return root
+
+
+def _written(capsys, folder) -> set[str]:
+    """The files in ``folder``, checked against the command's own "wrote ..." line."""
+    names = {p.name for p in folder.iterdir()}
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said.startswith("wrote ") and {p.rsplit("/", 1)[-1] for p in said[6:].split(", ")} == names
+    return names
+
+
+def test_wiring_figures_of_one_run_are_named_without_a_suffix(wiring_runs, capsys):
+    run = wiring_runs / "a" / "run"
+    assert main(["analyze", "wiring", str(run)]) == 0
+    assert _written(capsys, run / "wiring") == {"wiring_edges_normal.png", "wiring_cost.png", "wiring_growth.png",
+                                                "wiring_summary.json"}  # fmt: skip
+    out = wiring_runs / "one-b"
+    assert main(["analyze", "wiring", str(wiring_runs / "b" / "run"), "--out", str(out)]) == 0
+    # no --record-wiring: no cost figure; a reduction cell: its own edge figure
+    assert _written(capsys, out) == {"wiring_edges_normal.png", "wiring_edges_reduce.png", "wiring_growth.png",
+                                     "wiring_summary.json"}  # fmt: skip
+
+
+def test_wiring_figures_of_two_runs_carry_each_run_name(wiring_runs, tmp_path, capsys):
+    import shutil
+
+    a, b = wiring_runs / "a" / "run", wiring_runs / "b" / "run"
+    named = {tmp_path / "bilevel": a, tmp_path / "single": b}
+    for copy, run in named.items():
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("wiring"))
+    assert main(["analyze", "wiring", *map(str, named), "--out", str(tmp_path / "fig")]) == 0
+    assert _written(capsys, tmp_path / "fig") == {
+        "wiring_edges_normal_bilevel.png", "wiring_cost_bilevel.png",
+        "wiring_edges_normal_single.png", "wiring_edges_reduce_single.png",
+        "wiring_growth.png", "wiring_summary.json",
+    }  # fmt: skip
+    # two runs in directories of one name: numbered in the order given, so no figure overwrites another
+    assert main(["analyze", "wiring", str(a), str(b), "--out", str(tmp_path / "same")]) == 0
+    assert _written(capsys, tmp_path / "same") == {
+        "wiring_edges_normal_1-run.png", "wiring_cost_1-run.png",
+        "wiring_edges_normal_2-run.png", "wiring_edges_reduce_2-run.png",
+        "wiring_growth.png", "wiring_summary.json",
+    }  # fmt: skip
+    summary = json.loads((tmp_path / "same" / "wiring_summary.json").read_text())
+    assert [s["run"] for s in summary] == [str(a), str(b)]

@@ -2,7 +2,9 @@
 :class:`cellnas.train.config.TrainConfig`): building one from a dict, and checking every value's type.
 
 A config file is JSON written by hand as often as by the tool, so a value of the wrong type must stop the run with
-the key, the type expected and the value found, before it reaches a constructor deep inside the network.
+the key, the type expected and the value found, before it reaches a constructor deep inside the network. The key is
+named as it is written in ``config.json``; the command-line flag that sets it is named too where there is one (not
+every key has a flag of its own name, and some have none).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numbers
 import os
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -19,9 +22,12 @@ import numpy as np
 from cellnas.errors import CellnasError
 from cellnas.genotype import as_int
 
-__all__ = ["config_from_dict", "check_types", "absolute_paths"]
+__all__ = ["config_from_dict", "check_types", "describe_key", "absolute_paths", "SHARED_FLAGS"]
 
 C = TypeVar("C")
+
+#: Keys every run config has whose flag is not ``--<key>`` (``None``: set only by a config file or the Python API).
+SHARED_FLAGS: dict[str, str | None] = {"progress": "--no-progress", "plots": "--no-plots", "extra": None}
 
 
 def config_from_dict(cls: type[C], d: dict, kind: str, tuples: tuple[str, ...] = ()) -> C:
@@ -75,18 +81,29 @@ def _matches(value: Any, tp: Any) -> bool:
     return isinstance(value, tp) if isinstance(tp, type) else True
 
 
-def check_types(cfg: Any) -> None:
+def describe_key(name: str, flags: Mapping[str, str | None] | None = None) -> str:
+    """``"lr" in the config (flag --lr)``: a config key as a message names it.
+
+    ``flags``: the flag of every key whose flag is not ``--<key>``, ``None`` for a key without one; on top of
+    :data:`SHARED_FLAGS`.
+    """
+    known = {**SHARED_FLAGS, **(flags or {})}
+    flag = known[name] if name in known else "--" + name.replace("_", "-")
+    return f'"{name}" in the config' + (f" (flag {flag})" if flag else "")
+
+
+def check_types(cfg: Any, flags: Mapping[str, str | None] | None = None) -> None:
     """Raise :class:`CellnasError` for the first field whose value does not have its annotated type.
 
     Integers are accepted for float fields; numpy scalars for Python ones (a sweep over ``np.arange``). Both are
-    stored as the plain Python type. Booleans are never numbers.
+    stored as the plain Python type. Booleans are never numbers. ``flags``: see :func:`describe_key`.
     """
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
         tp, value = hints[f.name], getattr(cfg, f.name)
         if not _matches(value, tp):
-            flag = "--" + f.name.replace("_", "-")
-            raise CellnasError(f"{f.name} ({flag}) must be {_describe(tp)}, got {value!r} ({type(value).__name__})")
+            raise CellnasError(f"{describe_key(f.name, flags)} must be {_describe(tp)}, "
+                               f"got {value!r} ({type(value).__name__})")  # fmt: skip
         for plain in (bool, int, float):
             if tp is plain and type(value) is not plain:
                 setattr(cfg, f.name, plain(value))

@@ -15,6 +15,7 @@ import sys
 
 from cellnas import __version__
 from cellnas.errors import CellnasError
+from cellnas.runs import EXIT_INTERRUPTED, RunInterrupted
 
 __all__ = ["main", "build_parser"]
 
@@ -76,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # fewer page faults between training steps; CELLNAS_MALLOC=default turns it off
     try:
         result = args.func(args)
+    except RunInterrupted as exc:  # Ctrl-C, caught by a run that kept its checkpoint: the message says how to resume
+        if args.debug:
+            raise
+        print(f"cellnas {args.command}: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except CellnasError as exc:
         if args.debug:
             raise
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"cellnas {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
     return int(result or 0)

@@ -26,6 +26,8 @@ from cellnas.errors import RunError
 
 __all__ = [
     "StopFlag",
+    "RunInterrupted",
+    "EXIT_INTERRUPTED",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
@@ -218,6 +220,15 @@ def truncate_metrics(run_dir: Path, keep_epochs: int) -> None:
     atomic_write_text(
         Path(run_dir) / "metrics.jsonl", "".join(json.dumps(r, default=_json_default) + "\n" for r in records)
     )
+
+
+#: Exit status of a command stopped by Ctrl-C: 128 + SIGINT, the shell's convention (2 is argparse's usage error).
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+
+
+class RunInterrupted(RunError):
+    """Raised after Ctrl-C once a run's state is safe (a checkpoint written, or the last one kept); the message says
+    how to continue. The CLI prints it and exits with :data:`EXIT_INTERRUPTED`."""
 
 
 class StopFlag:

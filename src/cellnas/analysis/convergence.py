@@ -168,7 +168,12 @@ class ConvergenceResult:
 
 
 def _check_existing(run_dir: Path, genotype: Genotype, cfg) -> str | None:
-    """``'final'``, ``'partial'`` or ``None`` (nothing there); refuses another protocol or genotype."""
+    """``'final'``, ``'partial'`` or ``None`` (nothing there); refuses another protocol or genotype.
+
+    A relative ``imagefolder:PATH`` in the run's config (saved before data paths were stored absolute) is resolved
+    from the current directory before the protocols are compared.
+    """
+    from cellnas._config import absolute_paths
     from cellnas.formats import load_genotype
 
     if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
@@ -180,6 +185,9 @@ def _check_existing(run_dir: Path, genotype: Genotype, cfg) -> str | None:
         saved = json.loads((run_dir / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
         raise RunError(f"{run_dir} has no readable config.json; remove it or use another --out") from None
+    # runs trained before data paths were stored absolute hold `imagefolder:PATH` as typed, relative to the directory
+    # the study ran from: read from the current directory, as they were then (and as a resumed run reads them)
+    saved = absolute_paths(saved)
     wanted = cfg.to_dict()
     diff = [f"{k}: run {saved.get(k)!r}, study {wanted.get(k)!r}" for k in sorted(set(saved) | set(wanted))
             if k not in _PLACE_KEYS and saved.get(k) != wanted.get(k)]  # fmt: skip

@@ -34,7 +34,11 @@ def register(sub, formatter) -> None:
             "With no arguments it searches on scikit-learn's digits (8x8 grey images) on the CPU in a few\n"
             "minutes. `--preset darts-cifar10` is the paper's configuration (C=16, 8 cells, batch 64, 50 epochs,\n"
             "needs --data-dir with CIFAR-10). Every run writes a self-describing directory (config, meta,\n"
-            "metrics.jsonl, alphas, genotype.json, checkpoint.pt, plots); `--resume DIR` continues it exactly.\n\n"
+            "metrics.jsonl, alphas, genotype.json, checkpoint.pt, plots); `--resume DIR` continues it exactly.\n"
+            "The summary at the end gives two times: the search time (training steps only, over every session\n"
+            "of a resumed run: meta.json's search_seconds) and the time of the whole command in all (data,\n"
+            "set-up, evaluation, checkpoints and plots included). Ctrl-C stops after the current step with a\n"
+            "checkpoint and exits with status 130.\n\n"
             "examples:\n"
             "  cellnas search\n"
             "  cellnas search --order 2 --epochs 10 --out runs/second-order\n"
@@ -52,7 +56,9 @@ def register(sub, formatter) -> None:
     g.add_argument("--seed", type=int, default=None, help=f"seed of weights, α and data order (default {d.seed})")
     g.add_argument("--device", default=None, help=f"auto, cpu or cuda[:N] (default {d.device})")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g.add_argument("--json", action="store_true", help="print the summary as JSON")
+    g.add_argument("--json", action="store_true",
+                   help="print the summary as JSON (search_seconds: training steps, as in meta.json; seconds: the "
+                        "whole command)")  # fmt: skip
     g.add_argument("--no-plots", action="store_true", help="do not draw the figures at the end")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=None,
@@ -175,6 +181,7 @@ def _summary(result, as_json: bool) -> None:
         "search_accuracy": result.search_accuracy,
         "train_accuracy": last.get("train_acc"),
         "epochs": len(result.metrics),
+        "search_seconds": round(result.search_seconds, 1),
         "seconds": round(result.seconds, 1),
         "run_dir": str(result.run_dir),
     }
@@ -189,6 +196,12 @@ def _summary(result, as_json: bool) -> None:
             print(f"  {name} cell: not searched (--all-normal: every cell of the supernet is a normal cell)")
             continue
         print(f"  {name:<6} cell: width {topo[name]['width']:g}c, depth {topo[name]['depth']}")
-    print(f"supernet accuracy on the search split: {acc}   ({len(result.metrics)} epochs, {result.seconds:.0f} s)")
+    epochs = len(result.metrics)
+    print(f"supernet accuracy on the search split: {acc}   ({epochs} epoch{'' if epochs == 1 else 's'})")
+    # meta.json's search_seconds counts the training steps of every session; the command also loads data, builds the
+    # supernet, evaluates, checkpoints and plots
+    all_sessions, this_session = (", all sessions", " for this session") if result.resumed else ("", "")
+    print(f"search time {result.search_seconds:.0f} s (training{all_sessions}), "
+          f"{result.seconds:.0f} s in all{this_session}")
     print(f"retrain it: cellnas train {result.run_dir}")
     print(f"run directory: {result.run_dir}")

@@ -13,7 +13,14 @@ from cellnas._config import absolute_paths, check_types, config_from_dict
 from cellnas.errors import CellnasError, unknown_name
 from cellnas.genotype import PRIMITIVES
 
-__all__ = ["SearchConfig", "PRESETS", "resolve_config"]
+__all__ = ["SearchConfig", "PRESETS", "FLAGS", "resolve_config"]
+
+
+#: The ``cellnas search`` flag of every config key whose flag is not ``--<key>``; ``None``: no flag (config file or
+#: Python API only). Error messages name a key's flag only where there is one.
+FLAGS: dict[str, str | None] = {
+    "remove_edges": "--remove-edge", "fix_edges": "--fix-edge", "arch_betas": None, "unrolled_eps": None,
+}  # fmt: skip
 
 
 @dataclass
@@ -65,7 +72,7 @@ class SearchConfig:
 
     def validate(self) -> None:
         """Raise :class:`CellnasError` naming the first bad value (wrong type or out of range) and its flag."""
-        check_types(self)
+        check_types(self, FLAGS)
 
         def need(cond: bool, msg: str) -> None:
             if not cond:

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cellnas.errors import RunError
 from cellnas.formats import save_genotype
 from cellnas.genotype import Genotype
 from cellnas.runs import (
+    RunInterrupted,
     StopFlag,
     append_metrics,
     atomic_torch_save,
@@ -55,13 +55,18 @@ CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 
 
-class SearchInterrupted(RunError):
+class SearchInterrupted(RunInterrupted):
     """Raised after Ctrl-C once the checkpoint is safely written."""
 
 
 @dataclass
 class SearchResult:
-    """What :func:`search` returns."""
+    """What :func:`search` returns.
+
+    Two times: ``search_seconds`` is the training steps alone, added up over every session of a resumed run
+    (``meta.json``'s ``search_seconds``); ``seconds`` is the whole call, this session only (data, set-up,
+    evaluation, checkpoints and plots included).
+    """
 
     genotype: Genotype
     run_dir: Path
@@ -69,6 +74,8 @@ class SearchResult:
     alphas: dict[str, np.ndarray]
     seconds: float
     config: SearchConfig = field(repr=False, default=None)
+    search_seconds: float = 0.0
+    resumed: bool = False
 
     @property
     def search_accuracy(self) -> float | None:
@@ -411,6 +418,9 @@ def search(
             raise
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
         write_meta(run_dir, str(job.device), {"kind": "search"})
+        warn_short_nodes = getattr(job.model, "warn_short_nodes", None)  # edge ablations (search.wiring)
+        if warn_short_nodes is not None:
+            warn_short_nodes()  # once per run: said when it starts, not again on every --resume
     stop = StopFlag()
     with stop.installed():
         try:
@@ -423,7 +433,7 @@ def search(
     _finish(job)
     return SearchResult(
         genotype=genotype, run_dir=run_dir, metrics=read_metrics(run_dir), alphas=job._softmax_alphas(),
-        seconds=time.perf_counter() - t_start, config=cfg,
+        seconds=time.perf_counter() - t_start, config=cfg, search_seconds=job.elapsed, resumed=resume is not None,
     )  # fmt: skip
 
 
@@ -440,7 +450,7 @@ def _finish(job: _Search) -> None:
     except (OSError, json.JSONDecodeError):
         meta = {}
     meta["end_time"] = now_iso()
-    meta["search_seconds"] = job.elapsed
+    meta["search_seconds"] = job.elapsed  # the training steps of every session; not set-up, evaluation or plots
     atomic_write_json(meta_path, meta)
     if not job.cfg.plots:
         return

@@ -85,7 +85,6 @@ class ControlledSupernet(nn.Module):
                 names = ", ".join("{}-{}".format(*pairs[e]) for e in both)
                 raise CellnasError(f"{c} edge(s) {names} both removed and fixed; "
                                    "give each edge one ablation")  # fmt: skip
-            self._warn_short_nodes(c)
         masks = {}
         for c in ("normal", "reduce"):
             keep = torch.ones(n_edges, n_ops)
@@ -102,17 +101,26 @@ class ControlledSupernet(nn.Module):
         self.register_buffer("onehot_reduce", masks["reduce"][1], persistent=False)
         self.recorder: CostRecorder | None = None
 
-    def _warn_short_nodes(self, cell: str) -> None:
-        """A node left with fewer live input edges than k still names k inputs in the derived genotype (the format
-        has k per node): say so once, up front, so that a removed edge in the derived cell is no surprise."""
-        removed = set(self.remove_edges.get(cell, []))
+    def short_nodes(self) -> list[tuple[str, int, int]]:
+        """``(cell, node, live input edges)`` of every node that removed edges leave with fewer live inputs than k."""
         pairs = edge_pairs(self.space.n_nodes)
-        for j in range(2, self.space.n_nodes + 2):
-            live = sum(1 for e, (_, dst) in enumerate(pairs) if dst == j and e not in removed)
-            if live < self.space.k:
-                log.warning("%s node %d keeps %d live input edge(s) of %d, fewer than k=%d: the derived genotype "
-                            "still names %d inputs, the strongest removed edge(s) filling the place (their α never "
-                            "trains)", cell, j, live, j, self.space.k, self.space.k)  # fmt: skip
+        short = []
+        for cell in sorted(self.remove_edges):
+            removed = set(self.remove_edges[cell])
+            for j in range(2, self.space.n_nodes + 2):
+                live = sum(1 for e, (_, dst) in enumerate(pairs) if dst == j and e not in removed)
+                if live < self.space.k:
+                    short.append((cell, j, live))
+        return short
+
+    def warn_short_nodes(self) -> None:
+        """A node left with fewer live input edges than k still names k inputs in the derived genotype (the format
+        has k per node): say so up front, so that a removed edge in the derived cell is no surprise. The search
+        calls this once, when a run starts; a resumed run does not say it again."""
+        for cell, j, live in self.short_nodes():
+            log.warning("%s node %d keeps %d live input edge(s) of %d, fewer than k=%d: the derived genotype "
+                        "still names %d inputs, the strongest removed edge(s) filling the place (their α never "
+                        "trains)", cell, j, live, j, self.space.k, self.space.k)  # fmt: skip
 
     # the interface the search loop uses ---------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:

@@ -29,10 +29,11 @@ import numpy as np
 import torch
 
 from cellnas._config import absolute_paths
-from cellnas.errors import CellnasError, RunError
+from cellnas.errors import CellnasError
 from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
 from cellnas.runs import (
+    RunInterrupted,
     StopFlag,
     append_metrics,
     atomic_torch_save,
@@ -74,7 +75,7 @@ CHECKPOINT_KIND = "train"
 RESUME_OVERRIDES = ("epochs", "device", "progress", "plots", "data_dir", "checkpoint_every", "download")
 
 
-class TrainInterrupted(RunError):
+class TrainInterrupted(RunInterrupted):
     """Raised after Ctrl-C once the checkpoint is safely written."""
 
 
