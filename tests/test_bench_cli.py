@@ -139,3 +139,16 @@ def test_an_error_in_the_benchmark_process_reaches_the_caller():
                log_level=30)  # fmt: skip
     with pytest.raises(ValueError, match="order must be 1 or 2"):
         _in_fresh_process(job)
+
+
+def test_search_step_times_a_pc_darts_candidate_against_darts_baseline(capsys):
+    argv = ["bench", "search-step", "--warmup", "0", *TINY]
+    plain = run_json(capsys, [*argv, "--json"])
+    pc = run_json(capsys, [*argv, "--json", "--baseline", "--partial-channels", "2", "--edge-norm"])
+    check_step_fields(pc)
+    assert (pc["partial_channels"], pc["edge_norm"]) == (2, True)
+    assert (plain["partial_channels"], plain["edge_norm"]) == (1, False)
+    assert pc["flops_per_step"] < plain["flops_per_step"]  # the ops run on half the channels
+    assert pc["baseline_flops_per_step"] > plain["flops_per_step"]  # the baseline stays DARTS's (every op, full C)
+    assert main([*argv, "--partial-channels", "2"]) == 0
+    assert "PC-DARTS supernet: partial channels K=2 (the baseline is DARTS's)" in capsys.readouterr().out

@@ -11,6 +11,12 @@ Implements Liu, Simonyan & Yang (ICLR 2019), Sec. 2.2 (continuous relaxation) an
   :meth:`SearchNetwork.weight_parameters`.
 * :func:`derive` - the discrete genotype from alpha (SPEC 1.7).
 
+Off by default, the two changes of PC-DARTS (Xu et al., ICLR 2020, Sec. 3.2-3.3): partial channel connections
+(``partial_channels=K``: each edge runs its ops on the first C/K channels of its input, passes the other channels
+through, max-pooled 2x2 on stride-2 edges, and shuffles the channels in K groups) and edge normalisation
+(``edge_norm=True``: a parameter beta per edge, softmax over the edges entering each node, weights every edge
+and multiplies softmax(alpha) when the cell is derived).
+
 >>> net = SearchNetwork(C=4, layers=3, space=SearchSpace(n_nodes=2), seed=0)
 >>> net(torch.zeros(2, 3, 8, 8)).shape
 torch.Size([2, 10])
@@ -42,7 +48,17 @@ from cellnas.ops import (
     seeded_init,
 )
 
-__all__ = ["SearchSpace", "MixedOp", "SearchCell", "SearchNetwork", "derive", "derive_cell", "edge_index"]
+__all__ = [
+    "SearchSpace",
+    "MixedOp",
+    "SearchCell",
+    "SearchNetwork",
+    "derive",
+    "derive_cell",
+    "edge_index",
+    "channel_shuffle",
+    "node_softmax",
+]
 
 
 @dataclass(frozen=True)
@@ -256,18 +272,65 @@ def _shared_bn(bn: nn.BatchNorm2d) -> bool:
     return bn.training and not bn.affine and bn.track_running_stats and bn.momentum is not None
 
 
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle (PC-DARTS Sec. 3.2): channels seen as (groups, C/groups), transposed.
+
+    Output channel ``i * groups + g`` is input channel ``g * (C/groups) + i``; the memory format is kept.
+    """
+    B, C, H, W = x.shape
+    if C % groups:
+        raise CellnasError(f"channel_shuffle: {C} channels do not split into {groups} groups")
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        nhwc = x.permute(0, 2, 3, 1).reshape(B, H, W, groups, C // groups).transpose(3, 4)
+        return nhwc.reshape(B, H, W, C).permute(0, 3, 1, 2)
+    return x.reshape(B, groups, C // groups, H, W).transpose(1, 2).reshape(B, C, H, W)
+
+
+def node_softmax(betas: torch.Tensor, n_nodes: int) -> torch.Tensor:
+    """PC-DARTS edge normalisation (Sec. 3.3): softmax of ``betas`` (one per edge, SPEC 1.3 order) over the
+    edges entering each intermediate node (2, 3, 4, ... of them)."""
+    parts, start = [], 0
+    for j in range(n_nodes):
+        parts.append(F.softmax(betas[start : start + j + 2], dim=-1))
+        start += j + 2
+    return torch.cat(parts)
+
+
+def _dense(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    fmt = torch.channels_last if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous() \
+        else torch.contiguous_format
+    return x.clone(memory_format=fmt)
+
+
 class SearchCell(nn.Module):
     """A search cell: every intermediate node sums MixedOps from all earlier nodes (SPEC 1.2, 1.3).
 
     Output: channel concatenation of all ``n_nodes`` intermediate nodes (``n_nodes * C`` channels).
+
+    With ``partial_channels=K > 1`` (PC-DARTS, Xu et al. ICLR 2020, Sec. 3.2) every MixedOp works on C/K channels:
+    edge i -> j gives ``shuffle(cat(sum_k w_k op_k(x_i[:C/K]), x_i[C/K:]), K)``, the passed-through part max-pooled
+    2x2 (``ceil_mode``, so odd sizes give ``ceil(H/2)`` like the ops) on stride-2 edges. A node sums its edges
+    before the one concatenation and shuffle, the same function by linearity. ``edge_weights`` (PC-DARTS Sec. 3.3,
+    from :func:`node_softmax`) multiply whole edges.
     """
 
     def __init__(
-        self, space: SearchSpace, C_prev_prev: int, C_prev: int, C: int, reduction: bool, reduction_prev: bool
+        self,
+        space: SearchSpace,
+        C_prev_prev: int,
+        C_prev: int,
+        C: int,
+        reduction: bool,
+        reduction_prev: bool,
+        partial_channels: int = 1,
     ):
         super().__init__()
+        if partial_channels < 1 or C % partial_channels:
+            raise CellnasError(f"partial_channels must be >= 1 and divide C={C}, got {partial_channels}")
         self.reduction = reduction
         self.n_nodes = space.n_nodes
+        self.partial_channels = partial_channels
+        self.C = C
         if reduction_prev:
             self.preprocess0 = FactorizedReduce(C_prev_prev, C, affine=False)
         else:
@@ -277,10 +340,14 @@ class SearchCell(nn.Module):
         for j in range(space.n_nodes):
             for i in range(j + 2):
                 stride = 2 if reduction and i < 2 else 1
-                self._ops.append(MixedOp(C, stride, space.ops))
+                self._ops.append(MixedOp(C // partial_channels, stride, space.ops))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``weights``: (n_edges, n_ops), one row per edge in SPEC 1.3 order."""
+    def forward(
+        self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, edge_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``weights``: (n_edges, n_ops), one row per edge in SPEC 1.3 order; ``edge_weights``: (n_edges,) or None."""
+        if self.partial_channels > 1 or edge_weights is not None:
+            return self._forward_general(s0, s1, weights, edge_weights)
         sources = [_Source(self.preprocess0(s0)), _Source(self.preprocess1(s1))]
         offset = 0
         for _ in range(self.n_nodes):
@@ -290,6 +357,36 @@ class SearchCell(nn.Module):
             offset += len(sources)
             sources.append(_Source(node))
         return cat_channels([src.x for src in sources[2:]])
+
+    def _forward_general(self, s0, s1, weights, edge_weights):
+        K, c = self.partial_channels, self.C // self.partial_channels
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        sampled: list[_Source] = []  # per state: the first C/K channels, shared by every edge leaving it
+        passed: dict[tuple[int, int], torch.Tensor] = {}  # (state, stride): the other channels, pooled on stride 2
+        offset = 0
+        for _ in range(self.n_nodes):
+            part = rest = None
+            for i, h in enumerate(states):
+                e, op = offset + i, self._ops[offset + i]
+                if i == len(sampled):
+                    sampled.append(_Source(_dense(h[:, :c], h) if K > 1 else h))
+                w = weights[e] if edge_weights is None else weights[e] * edge_weights[e]
+                part = op.accumulate(sampled[i], w, part)
+                if K == 1:
+                    continue
+                if (i, op.stride) not in passed:
+                    r = h[:, c:]
+                    passed[i, op.stride] = (
+                        F.max_pool2d(r, 2, 2, ceil_mode=True) if op.stride == 2 else _dense(r, h)
+                    )
+                r = passed[i, op.stride]
+                if edge_weights is None:
+                    rest = r.clone() if rest is None else rest.add_(r)
+                else:
+                    rest = r * edge_weights[e] if rest is None else rest.addcmul_(edge_weights[e], r)
+            offset += len(states)
+            states.append(part if K == 1 else channel_shuffle(cat_channels([part, rest]), K))
+        return cat_channels(states[2:])
 
 
 class SearchNetwork(nn.Module):
@@ -304,6 +401,11 @@ class SearchNetwork(nn.Module):
 
     With ``all_normal=True`` ``alphas_reduce`` still exists (so checkpoints have one shape) but is unused
     and never receives a gradient.
+
+    ``partial_channels=K`` and ``edge_norm`` are PC-DARTS's partial channel connections and edge normalisation
+    (:class:`SearchCell`); ``K`` must divide ``C`` (and ``C/K`` be even when reduction cells exist, for their
+    stride-2 ``skip_connect``). With ``edge_norm`` the parameters ``betas_normal`` / ``betas_reduce`` (one per
+    edge, ``1e-3 * N(0, 1)`` drawn after the weights) join :meth:`arch_parameters`.
     """
 
     def __init__(
@@ -316,6 +418,8 @@ class SearchNetwork(nn.Module):
         stem_multiplier: int = 3,
         all_normal: bool = False,
         seed: int | torch.Generator | None = None,
+        partial_channels: int = 1,
+        edge_norm: bool = False,
     ):
         super().__init__()
         space = SearchSpace() if space is None else space
@@ -323,6 +427,8 @@ class SearchNetwork(nn.Module):
             raise CellnasError(
                 f"C, num_classes, layers and in_channels must be >= 1, got {C}, {num_classes}, {layers}, {in_channels}"
             )
+        check_partial_channels(C, partial_channels, reductions=not all_normal and "skip_connect" in space.ops)
+        self.partial_channels, self.edge_norm = partial_channels, edge_norm
         self.space = space
         self.C, self.num_classes, self.layers = C, num_classes, layers
         self.in_channels, self.stem_multiplier, self.all_normal = in_channels, stem_multiplier, all_normal
@@ -333,6 +439,9 @@ class SearchNetwork(nn.Module):
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(shape, generator=gen))
         with seeded_init(gen):
             self._build()
+        if edge_norm:  # after the weights, so that alpha and the weights do not depend on it
+            self.betas_normal = nn.Parameter(1e-3 * torch.randn(space.n_edges, generator=gen))
+            self.betas_reduce = nn.Parameter(1e-3 * torch.randn(space.n_edges, generator=gen))
 
     def _build(self) -> None:
         C, space = self.C, self.space
@@ -348,7 +457,9 @@ class SearchNetwork(nn.Module):
             reduction = i in self.reduction_indices
             if reduction:
                 C_curr *= 2
-            self.cells.append(SearchCell(space, C_prev_prev, C_prev, C_curr, reduction, reduction_prev))
+            self.cells.append(
+                SearchCell(space, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, self.partial_channels)
+            )
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, space.n_nodes * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -361,8 +472,10 @@ class SearchNetwork(nn.Module):
         return tuple(sorted({self.layers // 3, 2 * self.layers // 3}))
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        """``[alphas_normal, alphas_reduce]`` (both, even when ``all_normal``)."""
-        return [self.alphas_normal, self.alphas_reduce]
+        """``[alphas_normal, alphas_reduce]`` (both, even when ``all_normal``), then ``betas_normal, betas_reduce``
+        with ``edge_norm``."""
+        alphas = [self.alphas_normal, self.alphas_reduce]
+        return alphas + [self.betas_normal, self.betas_reduce] if self.edge_norm else alphas
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every parameter except the two alpha tensors."""
@@ -382,15 +495,21 @@ class SearchNetwork(nn.Module):
             weights_reduce = F.softmax(self.alphas_reduce, dim=-1)
         if x.device.type == "cpu" and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout for the depthwise convs
+        edges_normal = edges_reduce = None
+        if self.edge_norm:
+            edges_normal = node_softmax(self.betas_normal, self.space.n_nodes)
+            edges_reduce = None if self.all_normal else node_softmax(self.betas_reduce, self.space.n_nodes)
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             weights = weights_reduce if cell.reduction else weights_normal
-            s0, s1 = s1, cell(s0, s1, weights)
+            s0, s1 = s1, cell(s0, s1, weights, edges_reduce if cell.reduction else edges_normal)
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1))
 
     def genotype(self) -> Genotype:
-        """The discrete cell derived from the current alpha (SPEC 1.7)."""
+        """The discrete cell derived from the current alpha (SPEC 1.7), and beta with ``edge_norm``."""
+        if self.edge_norm:
+            return derive(self.alphas_normal, self.alphas_reduce, self.space, self.betas_normal, self.betas_reduce)
         return derive(self.alphas_normal, self.alphas_reduce, self.space)
 
     def config(self) -> dict:
@@ -403,7 +522,22 @@ class SearchNetwork(nn.Module):
             "in_channels": self.in_channels,
             "stem_multiplier": self.stem_multiplier,
             "all_normal": self.all_normal,
+            "partial_channels": self.partial_channels,
+            "edge_norm": self.edge_norm,
         }
+
+
+def check_partial_channels(C: int, K: int, reductions: bool = True) -> None:
+    """Refuse a PC-DARTS ``K`` that the supernet of ``C`` channels cannot use, in one line."""
+    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
+        raise CellnasError(f"partial channels K must be an integer >= 1 (1: off, PC-DARTS uses 4), got {K!r}")
+    if K > 1 and C % K:
+        raise CellnasError(f"partial channels K={K} must divide the channels C={C} (each edge runs on C/K)")
+    if K > 1 and reductions and (C // K) % 2:
+        raise CellnasError(
+            f"partial channels K={K} with C={C} leaves {C // K} channel(s) per edge; the reduction cells' stride-2 "
+            f"skip_connect needs an even number: use C divisible by {2 * K}"
+        )
 
 
 def _softmax_rows(alphas) -> np.ndarray:
@@ -422,6 +556,7 @@ def derive_cell(
     n_nodes: int | None = None,
     k: int = 2,
     concat: tuple[int, ...] | None = None,
+    edge_weights=None,
 ) -> Cell:
     """One discrete cell from alpha logits (SPEC 1.7, DARTS ``genotype()._parse``, generalised).
 
@@ -432,11 +567,19 @@ def derive_cell(
     strongest edge first. ``concat`` defaults to every intermediate node.
 
     The softmax is taken in float64. The result is not validated: with ``k > 2`` node 2 keeps fewer
-    pairs than later nodes, which :class:`~cellnas.genotype.Genotype` rejects.
+    pairs than later nodes, which :class:`~cellnas.genotype.Genotype` rejects. ``edge_weights`` (one per edge, e.g.
+    PC-DARTS's normalised beta) multiply the rows of W first, as PC-DARTS's ``genotype()`` does.
     """
     W = _softmax_rows(alphas)
     if W.shape[1] != len(ops):
         raise CellnasError(f"alpha has {W.shape[1]} op columns but the space has {len(ops)} ops")
+    if edge_weights is not None:
+        if isinstance(edge_weights, torch.Tensor):
+            edge_weights = edge_weights.detach().cpu().double().numpy()
+        edge_weights = np.asarray(edge_weights, dtype=np.float64)
+        if edge_weights.shape != (W.shape[0],):
+            raise CellnasError(f"edge weights have shape {edge_weights.shape}, alpha has {W.shape[0]} edge rows")
+        W = W * edge_weights[:, None]
     if n_nodes is None:
         n_nodes = _nodes_for_edges(W.shape[0])
     n_edges = sum(j + 2 for j in range(n_nodes))
@@ -481,8 +624,13 @@ def _nodes_for_edges(n_edges: int) -> int:
     return n
 
 
-def derive(alphas_normal, alphas_reduce, space: SearchSpace | None = None) -> Genotype:
+def derive(
+    alphas_normal, alphas_reduce, space: SearchSpace | None = None, betas_normal=None, betas_reduce=None
+) -> Genotype:
     """The genotype of a search (SPEC 1.7) from alpha logits (torch tensors or numpy arrays).
+
+    ``betas_*``: PC-DARTS edge-normalisation logits (one per edge); their softmax over each node's incoming edges
+    multiplies softmax(alpha) before the DARTS rule (PC-DARTS Sec. 3.3).
 
     >>> a = np.zeros((14, 8)); a[:, 4] = 1.0          # sep_conv_3x3 strongest everywhere
     >>> g = derive(a, a)
@@ -490,7 +638,14 @@ def derive(alphas_normal, alphas_reduce, space: SearchSpace | None = None) -> Ge
     [('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0)]
     """
     space = SearchSpace() if space is None else space
+
+    def edges(betas):
+        if betas is None:
+            return None
+        return node_softmax(torch.as_tensor(np.asarray(betas.detach().cpu() if isinstance(betas, torch.Tensor)
+                                                       else betas, dtype=np.float64)), space.n_nodes)  # fmt: skip
+
     return Genotype(
-        normal=derive_cell(alphas_normal, space.ops, space.n_nodes, space.k),
-        reduce=derive_cell(alphas_reduce, space.ops, space.n_nodes, space.k),
+        normal=derive_cell(alphas_normal, space.ops, space.n_nodes, space.k, edge_weights=edges(betas_normal)),
+        reduce=derive_cell(alphas_reduce, space.ops, space.n_nodes, space.k, edge_weights=edges(betas_reduce)),
     )

@@ -237,6 +237,8 @@ class BaselineNetwork(nn.Module):
 def baseline_from(net: nn.Module) -> BaselineNetwork:
     """A :class:`BaselineNetwork` holding the weights, buffers and α of the supernet ``net``."""
     cfg = net.config()
+    if cfg.pop("partial_channels", 1) != 1 or cfg.pop("edge_norm", False):
+        raise ValueError("the baseline is DARTS's supernet: build it from a supernet without PC-DARTS options")
     from cellnas.supernet import SearchSpace
 
     space = cfg["space"] if isinstance(cfg["space"], SearchSpace) else SearchSpace(**cfg["space"])

@@ -370,14 +370,19 @@ def _step_maker(which: str, *, order: int, hvp: str, **settings: Any) -> Callabl
 
 
 def _model_and_batch(which: str, n: int, *, channels: int, layers: int, size: int, device: str, num_classes: int,
-                     in_channels: int, seed: int, **_: Any) -> tuple[torch.nn.Module, Batch]:  # fmt: skip
-    """A fresh seeded supernet (wrapped as the baseline for ``which == "baseline"``) and ``n`` synthetic images."""
+                     in_channels: int, seed: int, partial_channels: int = 1, edge_norm: bool = False,
+                     **_: Any) -> tuple[torch.nn.Module, Batch]:  # fmt: skip
+    """A fresh seeded supernet (wrapped as the baseline for ``which == "baseline"``) and ``n`` synthetic images.
+
+    ``partial_channels`` / ``edge_norm`` (PC-DARTS) apply to the candidate only; the baseline stays DARTS's.
+    """
     from cellnas.bench.baseline import baseline_from
     from cellnas.supernet import SearchNetwork
 
     dev = torch.device(device)
+    pc = {} if which == "baseline" else dict(partial_channels=partial_channels, edge_norm=edge_norm)
     net = SearchNetwork(C=channels, num_classes=num_classes, layers=layers, in_channels=in_channels,
-                        seed=seed).to(dev)  # fmt: skip
+                        seed=seed, **pc).to(dev)  # fmt: skip
     batch = synthetic_batches(n, size, in_channels, num_classes, seed, dev)
     return (baseline_from(net) if which == "baseline" else net), batch
 
@@ -504,8 +509,13 @@ def bench_search_step(
     seed: int = 0,
     schedule: str = "interleaved",
     passes: bool = False,
+    partial_channels: int = 1,
+    edge_norm: bool = False,
 ) -> dict[str, Any]:
     """Median seconds per search step of :class:`~cellnas.supernet.SearchNetwork` (and of the baseline).
+
+    ``partial_channels`` / ``edge_norm`` time PC-DARTS's supernet (Xu et al. 2020) as the candidate; the baseline
+    stays DARTS's, so the ratio is then PC-DARTS against textbook DARTS, another algorithm.
 
     Returns a dict with ``step_s``, ``step_s_all``, ``images_per_s``, ``peak_mem_bytes``, ``flops_per_step``,
     ``flops_per_s``, and with ``baseline``: ``baseline_step_s``, ``baseline_step_s_all``,
@@ -531,6 +541,9 @@ def bench_search_step(
         raise ValueError(f"order must be 1 or 2, got {order}")
     if min(batch_size, channels, layers, size) < 1 or repeats < 1 or warmup < 0:
         raise ValueError("batch, channels, layers, size and repeats must be >= 1, warmup >= 0")
+    from cellnas.supernet import check_partial_channels
+
+    check_partial_channels(channels, partial_channels)
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     if schedule == "processes" and not baseline:
@@ -538,7 +551,7 @@ def bench_search_step(
     dev = torch.device(device)
     settings = dict(order=order, batch_size=batch_size, channels=channels, layers=layers, size=size, device=str(dev),
                     repeats=repeats, warmup=warmup, hvp=hvp, num_classes=num_classes, in_channels=in_channels,
-                    seed=seed, passes=passes)  # fmt: skip
+                    seed=seed, passes=passes, partial_channels=partial_channels, edge_norm=edge_norm)  # fmt: skip
 
     def interleaved() -> dict[str, dict]:
         return _measure(("candidate", "baseline") if baseline else ("candidate",), settings)
@@ -572,6 +585,8 @@ def bench_search_step(
             "channels": channels,
             "layers": layers,
             "size": size,
+            "partial_channels": partial_channels,
+            "edge_norm": edge_norm,
             "repeats": repeats,
             "warmup": warmup,
             "schedule": schedule if baseline else None,

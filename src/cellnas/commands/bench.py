@@ -54,6 +54,10 @@ def register(sub, formatter) -> None:
     s.add_argument("--hvp", choices=("fd", "exact"), default="fd", help="second order: Hessian-vector product")
     _common(s, batch=64, channels=16, layers=8)
     s.add_argument("--baseline", action="store_true", help="also time the textbook baseline and report the speed-up")
+    s.add_argument("--partial-channels", type=int, default=1, metavar="K",
+                   help="time PC-DARTS's supernet (each edge on C/K channels; 1: off, PC-DARTS uses 4); the "
+                        "baseline stays DARTS's, so the ratio compares two algorithms")  # fmt: skip
+    s.add_argument("--edge-norm", action="store_true", help="with PC-DARTS's edge normalisation (beta per edge)")
     s.add_argument("--schedule", choices=("interleaved", "processes"), default="interleaved",
                    help="with --baseline: alternate the two step by step in this process, or run each in a fresh "
                         "process of its own (candidate, baseline, candidate), so that neither runs on the other's "
@@ -163,7 +167,7 @@ def run_search_step(args) -> int:
     r = bench_search_step(
         args.order, args.batch, args.channels, args.layers, args.size, _device(args.device), threads=args.threads,
         repeats=args.repeats, warmup=args.warmup, baseline=args.baseline, hvp=args.hvp, seed=args.seed,
-        schedule=args.schedule, passes=args.passes,
+        schedule=args.schedule, passes=args.passes, partial_channels=args.partial_channels, edge_norm=args.edge_norm,
     )  # fmt: skip
     if args.json:
         print(json.dumps(r))
@@ -177,6 +181,9 @@ def print_search_step(r: dict) -> None:
     print(f"search step  order {r['order']}, batch {r['batch']}, C={r['channels']}, {r['layers']} cells, "
           f"{r['size']}x{r['size']}; {r['repeats']} timed after {r['warmup']} warm-up"
           + (" (candidate: twice, in two processes)" if r.get("schedule") == "processes" else ""))  # fmt: skip
+    if r.get("partial_channels", 1) > 1 or r.get("edge_norm"):
+        print(f"candidate    PC-DARTS supernet: partial channels K={r['partial_channels']}"
+              f"{', edge normalisation' if r['edge_norm'] else ''} (the baseline is DARTS's)")  # fmt: skip
     _print_common(r)
     print(f"supernet     {r['step_s']:.3f} s/step (median), {r['images_per_s']:.1f} images/s, "
           f"{r['flops_per_step'] / 1e9:.1f} GFLOP/step, {r['flops_per_s'] / 1e9:.2f} GFLOP/s, "

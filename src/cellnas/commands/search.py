@@ -17,6 +17,7 @@ _FIELDS = {
     "grad_clip": "grad_clip", "arch_lr": "arch_lr", "arch_weight_decay": "arch_weight_decay", "seed": "seed",
     "device": "device", "steps_per_epoch": "steps_per_epoch", "eval_every": "eval_every",
     "alpha_every": "alpha_every", "checkpoint_every": "checkpoint_every", "record_wiring": "record_wiring",
+    "partial_channels": "partial_channels", "edge_norm": "edge_norm", "arch_warmup": "arch_warmup",
 }  # fmt: skip
 
 
@@ -79,6 +80,12 @@ def register(sub, formatter) -> None:
                    help="ablate an edge, e.g. normal:0-2 or normal:0 (edge index); repeatable")  # fmt: skip
     g.add_argument("--fix-edge", action="append", default=None, metavar="CELL:EDGE=OP",
                    help="fix an edge to one op, e.g. normal:1-2=sep_conv_5x5; repeatable")  # fmt: skip
+    g.add_argument("--partial-channels", type=int, default=None, metavar="K",
+                   help="PC-DARTS partial channel connections: each edge runs its ops on C/K channels and passes "
+                        f"the rest through (default {d.partial_channels}: off; PC-DARTS uses 4)")  # fmt: skip
+    g.add_argument("--edge-norm", action="store_true", default=None,
+                   help="PC-DARTS edge normalisation: a weight beta per edge, softmax over each node's inputs, "
+                        "multiplied into softmax(α) when deriving")  # fmt: skip
     g = p.add_argument_group("optimisation (SPEC 1.5/1.6)")
     g.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d.epochs}; paper 50)")
     g.add_argument("--order", type=int, choices=[1, 2], default=None,
@@ -95,6 +102,9 @@ def register(sub, formatter) -> None:
     g.add_argument("--arch-lr", type=float, default=None, help=f"Adam learning rate of α (default {d.arch_lr})")
     g.add_argument("--arch-weight-decay", type=float, default=None,
                    help=f"Adam weight decay of α (default {d.arch_weight_decay})")  # fmt: skip
+    g.add_argument("--arch-warmup", type=int, default=None, metavar="EPOCHS",
+                   help=f"train the weights alone for the first EPOCHS epochs, then α too (default {d.arch_warmup}; "
+                        "PC-DARTS 15)")  # fmt: skip
     g.add_argument("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick tries)")
     g = p.add_argument_group("recording")
     g.add_argument("--eval-every", type=int, default=None, help="evaluate on the search split every N epochs")

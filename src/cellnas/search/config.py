@@ -7,6 +7,7 @@ The resolved config is written to ``config.json`` and into every checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 
 from cellnas._config import absolute_paths, check_types, config_from_dict
@@ -14,6 +15,8 @@ from cellnas.errors import CellnasError, unknown_name
 from cellnas.genotype import PRIMITIVES
 
 __all__ = ["SearchConfig", "PRESETS", "FLAGS", "resolve_config"]
+
+log = logging.getLogger(__name__)
 
 
 #: The ``cellnas search`` flag of every config key whose flag is not ``--<key>``; ``None``: no flag (config file or
@@ -40,6 +43,9 @@ class SearchConfig:
     k: int = 2
     ops: tuple[str, ...] = PRIMITIVES
     all_normal: bool = False
+    # PC-DARTS (Xu et al., ICLR 2020): partial channels K (1 = off) and edge normalisation; off by default
+    partial_channels: int = 1
+    edge_norm: bool = False
     # edge ablations (Xie et al. 2021, SPEC 4 (c)): {"normal": ["0-2", 2]}, {"normal": {"1-2": "sep_conv_5x5"}}
     remove_edges: dict = field(default_factory=dict)
     fix_edges: dict = field(default_factory=dict)
@@ -57,6 +63,7 @@ class SearchConfig:
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-3
     unrolled_eps: float = 0.01
+    arch_warmup: int = 0
     # run control
     seed: int = 2
     device: str = "auto"
@@ -100,6 +107,20 @@ class SearchConfig:
         need(not (self.record_wiring and self.order == 2),
              "--record-wiring needs --order 1 (or --mode single-level): the second-order step's extra passes "
              "have no place in the cost analysis")  # fmt: skip
+        need(self.arch_warmup >= 0, f"--arch-warmup (epochs before α is updated) must be >= 0, got {self.arch_warmup}")
+        if self.arch_warmup >= self.epochs:
+            log.warning("--arch-warmup %d >= --epochs %d: α is not updated in this run (the derived cell is the "
+                        "initial α's)", self.arch_warmup, self.epochs)  # fmt: skip
+        need(not ((self.partial_channels > 1 or self.edge_norm)
+                  and (self.record_wiring or self.remove_edges or self.fix_edges)),
+             "--partial-channels/--edge-norm (PC-DARTS) cannot be combined with --record-wiring, --remove-edge or "
+             "--fix-edge: the wiring analysis (Xie et al.) studies the plain DARTS supernet")  # fmt: skip
+        need(not (self.record_wiring and self.arch_warmup),
+             "--record-wiring needs --arch-warmup 0: the cost analysis records every architecture step")  # fmt: skip
+        from cellnas.supernet import check_partial_channels
+
+        check_partial_channels(self.channels, self.partial_channels,
+                               reductions=not self.all_normal and "skip_connect" in self.ops)  # fmt: skip
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              f"--device must be auto, cpu or cuda[:N], got {self.device!r}")  # fmt: skip
 
@@ -120,6 +141,13 @@ PRESETS: dict[str, dict] = {
     ),
     "darts-cifar10-2nd": dict(
         dataset="cifar10", channels=16, layers=8, batch_size=64, epochs=50, order=2, seed=2,
+    ),
+    # PC-DARTS (Xu et al., ICLR 2020) train_search.py: K=4, edge normalisation, batch 256, lr 0.1 cosine to 0, arch
+    # lr 6e-4, α frozen for the first 15 of 50 epochs [RECALLED from the public code]
+    "pc-darts-cifar10": dict(
+        dataset="cifar10", channels=16, layers=8, batch_size=256, epochs=50, lr=0.1, lr_min=0.0, momentum=0.9,
+        weight_decay=3e-4, grad_clip=5.0, arch_lr=6e-4, arch_betas=(0.5, 0.999), arch_weight_decay=1e-3,
+        train_portion=0.5, partial_channels=4, edge_norm=True, arch_warmup=15, seed=2,
     ),
     "digits": dict(dataset="digits", channels=8, layers=5, batch_size=64, epochs=15),
     # Xie et al. (AISTATS 2021) analysis supernet: 8 all-normal cells, C=16 (SPEC 4)

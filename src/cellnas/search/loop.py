@@ -192,7 +192,8 @@ class _Search:
             self.w_optimizer.zero_grad(set_to_none=True)
             self.a_optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self.a_optimizer.step()
+            if not self.arch_frozen:
+                self.a_optimizer.step()
             if self.wiring:
                 self.wiring.end()
             search_loss, search_logits, y_v = loss.detach(), logits.detach(), y_t
@@ -200,7 +201,12 @@ class _Search:
             x_v, y_v = self.valid_loader.next()
             if self.wiring:
                 self.wiring.begin("search")
-            search_loss, search_logits = self.architect.step(x_t, y_t, x_v, y_v, eta=lr)
+            if self.arch_frozen:  # --arch-warmup: the search loss is still measured, α stays
+                with torch.no_grad():
+                    search_logits = model(x_v)
+                    search_loss = F.cross_entropy(search_logits, y_v)
+            else:
+                search_loss, search_logits = self.architect.step(x_t, y_t, x_v, y_v, eta=lr)
             self._check(search_loss, "search (architecture) loss")
             if self.wiring:
                 self.wiring.end()
@@ -224,6 +230,11 @@ class _Search:
         self.acc["search_correct"] += int((search_logits.argmax(1) == y_v).sum())
         self.acc["n"] += n
         self.acc["steps"] += 1
+
+    @property
+    def arch_frozen(self) -> bool:
+        """Whether α (and beta) wait this epoch: the first ``arch_warmup`` epochs train the weights alone (PC-DARTS)."""
+        return self.epoch < self.cfg.arch_warmup
 
     # -- recording ------------------------------------------------------------------------------------
     def _softmax_alphas(self) -> dict[str, np.ndarray]:
@@ -255,7 +266,8 @@ class _Search:
     def write_alpha_files(self) -> None:
         import io
 
-        raw = {n: a.detach().float().cpu().numpy() for n, a in zip(("normal", "reduce"), self.model.arch_parameters())}
+        names = ("normal", "reduce", "betas_normal", "betas_reduce")  # the betas: PC-DARTS edge normalisation
+        raw = {n: a.detach().float().cpu().numpy() for n, a in zip(names, self.model.arch_parameters())}
         ops = np.array(self.cfg.ops)
         for name, arrays in (
             ("alphas.npz", {**raw, "ops": ops}),
@@ -327,6 +339,8 @@ class _Search:
                 "search_acc": a["search_correct"] / a["n"],
                 "steps": a["steps"],
             }
+            if self.arch_frozen:
+                record["arch_frozen"] = True  # --arch-warmup: α (and beta) not updated this epoch
             if cfg.eval_every and ((self.epoch + 1) % cfg.eval_every == 0 or self.epoch + 1 == cfg.epochs):
                 record["valid_loss"], record["valid_acc"] = self.evaluate()
             record.update(
@@ -339,10 +353,10 @@ class _Search:
             if bar is not None:
                 bar.clear()
             log.info(
-                "epoch %d/%d  lr %.4g  train %.3f/%.3f  search %.3f/%.3f%s  %s",
+                "epoch %d/%d  lr %.4g  train %.3f/%.3f  search %.3f/%.3f%s  %s%s",
                 self.epoch + 1, cfg.epochs, lr, record["train_loss"], record["train_acc"], record["search_loss"],
                 record["search_acc"], f"  valid acc {record['valid_acc']:.3f}" if "valid_acc" in record else "",
-                genotype_summary(genotype, cfg.all_normal),
+                genotype_summary(genotype, cfg.all_normal), "  (α frozen: --arch-warmup)" if self.arch_frozen else "",
             )  # fmt: skip
             append_metrics(self.run_dir, record)
             self.epoch += 1

@@ -23,6 +23,7 @@ def build_model(cfg: SearchConfig, dataset):
         net = SearchNetwork(
             C=cfg.channels, num_classes=dataset.num_classes, layers=cfg.layers, space=space,
             in_channels=dataset.in_channels, all_normal=cfg.all_normal, seed=cfg.seed,
+            partial_channels=cfg.partial_channels, edge_norm=cfg.edge_norm,
         )  # fmt: skip
     if cfg.record_wiring or cfg.remove_edges or cfg.fix_edges:
         from cellnas.search.wiring import ControlledSupernet
