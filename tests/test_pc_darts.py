@@ -4,6 +4,8 @@ The fast cell (the ops of an edge on the shared first C/K channels, a node's edg
 and shuffle) is checked against a literal transcription of PC-DARTS's MixedOp / Cell / genotype(), op by op.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -35,12 +37,24 @@ def _mixed_reference(mixed, x, weights, k):  # PC-DARTS MixedOp.forward, literal
     return _shuffle_reference(ans, k)
 
 
+def _edge_weights_reference(betas, steps):  # PC-DARTS Network.forward's weights2 loop, literally
+    n, start = 3, 2
+    weights2 = F.softmax(betas[0:2], dim=-1)
+    for _ in range(steps - 1):
+        end = start + n
+        tw2 = F.softmax(betas[start:end], dim=-1)
+        start = end
+        n += 1
+        weights2 = torch.cat([weights2, tw2], dim=0)
+    return weights2
+
+
 def _network_reference(net, x):  # PC-DARTS Network.forward / Cell.forward, NCHW, a Python sum per node
     wn, wr = F.softmax(net.alphas_normal, -1), F.softmax(net.alphas_reduce, -1)
     n = net.space.n_nodes
     ones = torch.ones(net.space.n_edges, dtype=x.dtype)
-    en = node_softmax(net.betas_normal, n) if net.edge_norm else ones
-    er = node_softmax(net.betas_reduce, n) if net.edge_norm else ones
+    en = _edge_weights_reference(net.betas_normal, n) if net.edge_norm else ones
+    er = _edge_weights_reference(net.betas_reduce, n) if net.edge_norm else ones
     s0 = s1 = net.stem(x)
     for cell in net.cells:
         weights, weights2 = (wr, er) if cell.reduction else (wn, en)
@@ -56,10 +70,13 @@ def _network_reference(net, x):  # PC-DARTS Network.forward / Cell.forward, NCHW
     return net.classifier(net.global_pooling(s1).flatten(1))
 
 
-@pytest.mark.parametrize("k, edge_norm", [(2, False), (4, False), (4, True), (1, True)])
-def test_the_fast_pc_darts_cell_computes_the_reference_function_and_gradients(k, edge_norm):
+@pytest.mark.parametrize(
+    "C, k, edge_norm", [(8, 2, False), (8, 4, False), (8, 4, True), (8, 1, True), (12, 4, True)]
+)
+def test_the_fast_pc_darts_cell_computes_the_reference_function_and_gradients(C, k, edge_norm):
+    # C=12, K=4: 3 channels per edge at the first stage; a reduction cell's edges get 2C/K = 6
     torch.manual_seed(0)
-    net = SearchNetwork(C=8, num_classes=3, layers=3, in_channels=3, partial_channels=k, edge_norm=edge_norm,
+    net = SearchNetwork(C=C, num_classes=3, layers=3, in_channels=3, partial_channels=k, edge_norm=edge_norm,
                         seed=1).double()  # fmt: skip  (cells: normal, reduction, reduction)
     with torch.no_grad():
         for a in net.arch_parameters():
@@ -110,6 +127,14 @@ def _parse_reference(weights, weights2, steps=4):  # PC-DARTS Network.genotype()
     return gene
 
 
+def test_node_softmax_is_pc_darts_edge_normalisation_and_checks_the_length():
+    betas = torch.randn(14, dtype=torch.float64)
+    torch.testing.assert_close(node_softmax(betas, 4), _edge_weights_reference(betas, 4), rtol=0, atol=0)
+    for wrong in (10, 20):
+        with pytest.raises(CellnasError, match=f"one value per edge \\(14 for 4 nodes\\), got shape \\({wrong},\\)"):
+            derive(np.zeros((14, 8)), np.zeros((14, 8)), None, np.zeros(wrong), np.zeros(14))
+
+
 def test_derivation_with_edge_normalisation_is_pc_darts_rule():
     rng = np.random.default_rng(3)
     for _ in range(20):
@@ -136,7 +161,6 @@ def test_the_edge_weights_change_the_derived_cell():
     "overrides, message",
     [
         ({"channels": 8, "partial_channels": 3}, "must divide the channels C=8"),
-        ({"channels": 12, "partial_channels": 4}, r"leaves 3 channel\(s\) per edge"),
         ({"partial_channels": 0}, "must be an integer >= 1"),
         ({"partial_channels": 4, "record_wiring": True}, "cannot be combined with --record-wiring"),
         ({"edge_norm": True, "remove_edges": {"normal": ["0-2"]}}, "cannot be combined"),
@@ -150,13 +174,13 @@ def test_pc_darts_settings_that_cannot_work_are_refused_in_one_line(overrides, m
     assert "\n" not in str(e.value)
 
 
-def test_a_warm_up_as_long_as_the_run_is_warned_about(caplog):
-    resolve_config(None, {"epochs": 3, "arch_warmup": 3})
-    assert "α is not updated in this run" in caplog.text
+def test_a_warm_up_as_long_as_the_run_is_warned_about_once(tmp_path, caplog):
+    _pc_search(tmp_path, "w", epochs=1, steps_per_epoch=1)
+    assert caplog.text.count("α is not updated in this run") == 1
 
 
-def test_an_all_normal_supernet_takes_an_odd_number_of_channels_per_edge():
-    resolve_config(None, {"channels": 12, "partial_channels": 4, "all_normal": True})  # no stride-2 skip_connect
+def test_an_odd_number_of_channels_per_edge_is_accepted():
+    resolve_config(None, {"channels": 12, "partial_channels": 4})  # reduction edges get 2C/K = 6, even
 
 
 def test_the_preset_is_pc_darts_search_setting():
@@ -181,6 +205,8 @@ def test_a_pc_darts_search_freezes_the_architecture_for_the_warm_up_and_resumes_
     assert frozen.metrics[0]["arch_frozen"] is True and "arch_frozen" not in frozen.metrics[1]
     first = np.asarray(frozen.metrics[0]["alphas_softmax"]["normal"])
     np.testing.assert_allclose(first, F.softmax(initial.alphas_normal, -1).detach().numpy(), rtol=0, atol=1e-5)
+    weights = frozen.metrics[1]["edge_weights"]["normal"]
+    assert len(weights) == 14 and sum(weights[:2]) == pytest.approx(1.0, abs=1e-4)  # node 2's two edges
     saved = np.load(frozen.run_dir / "alphas.npz")
     assert saved["betas_normal"].shape == (14,)
     assert not np.allclose(saved["betas_normal"], initial.betas_normal.detach().numpy())  # updated after warm-up
@@ -191,3 +217,17 @@ def test_a_pc_darts_search_freezes_the_architecture_for_the_warm_up_and_resumes_
     for key in ("normal", "reduce", "betas_normal", "betas_reduce"):
         np.testing.assert_array_equal(again[key], saved[key])
     assert resumed.genotype == frozen.genotype
+
+
+def test_the_cli_can_switch_a_preset_edge_norm_off_and_says_a_resumed_json_summary_is_resumed(tmp_path, capsys):
+    from cellnas.cli import main
+
+    out = tmp_path / "cli"
+    common = ["--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "16", "--no-plots", "--json"]
+    argv = ["search", "--partial-channels", "4", "--edge-norm", "--no-edge-norm", "--channels", "8", "--layers", "3"]
+    assert main([*argv, *common, "--out", str(out)]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["resumed"] is False
+    assert json.loads((out / "config.json").read_text())["edge_norm"] is False
+    assert main(["search", "--resume", str(out), "--epochs", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["resumed"] is True

@@ -184,8 +184,8 @@ class Cell:
     def signal_problem(self, name: str = "cell") -> str | None:
         """Why the cell's output is constant whatever its inputs, or None when it is not.
 
-        Such a cell is valid data (it may be read, written and converted); building a network from it
-        is another matter (:mod:`cellnas.network` refuses one whose output then does not depend on its input).
+        Such a cell is valid data (it may be read, written and converted); :mod:`cellnas.network` builds a
+        network from it with a warning (the louder when the network's output then does not depend on its input).
         """
         if all(op == "none" for op in self.ops):
             return f"cell {name!r} has only 'none' edges: its output is constant zero"

@@ -289,6 +289,10 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 def node_softmax(betas: torch.Tensor, n_nodes: int) -> torch.Tensor:
     """PC-DARTS edge normalisation (Sec. 3.3): softmax of ``betas`` (one per edge, SPEC 1.3 order) over the
     edges entering each intermediate node (2, 3, 4, ... of them)."""
+    n_edges = sum(j + 2 for j in range(n_nodes))
+    if tuple(betas.shape) != (n_edges,):
+        raise CellnasError(f"beta must hold one value per edge ({n_edges} for {n_nodes} nodes), got shape "
+                           f"{tuple(betas.shape)}")  # fmt: skip
     parts, start = [], 0
     for j in range(n_nodes):
         parts.append(F.softmax(betas[start : start + j + 2], dim=-1))
@@ -403,9 +407,8 @@ class SearchNetwork(nn.Module):
     and never receives a gradient.
 
     ``partial_channels=K`` and ``edge_norm`` are PC-DARTS's partial channel connections and edge normalisation
-    (:class:`SearchCell`); ``K`` must divide ``C`` (and ``C/K`` be even when reduction cells exist, for their
-    stride-2 ``skip_connect``). With ``edge_norm`` the parameters ``betas_normal`` / ``betas_reduce`` (one per
-    edge, ``1e-3 * N(0, 1)`` drawn after the weights) join :meth:`arch_parameters`.
+    (:class:`SearchCell`); ``K`` must divide ``C``. With ``edge_norm`` the parameters ``betas_normal`` /
+    ``betas_reduce`` (one per edge, ``1e-3 * N(0, 1)`` drawn after the weights) join :meth:`arch_parameters`.
     """
 
     def __init__(
@@ -427,7 +430,7 @@ class SearchNetwork(nn.Module):
             raise CellnasError(
                 f"C, num_classes, layers and in_channels must be >= 1, got {C}, {num_classes}, {layers}, {in_channels}"
             )
-        check_partial_channels(C, partial_channels, reductions=not all_normal and "skip_connect" in space.ops)
+        check_partial_channels(C, partial_channels)
         self.partial_channels, self.edge_norm = partial_channels, edge_norm
         self.space = space
         self.C, self.num_classes, self.layers = C, num_classes, layers
@@ -478,7 +481,7 @@ class SearchNetwork(nn.Module):
         return alphas + [self.betas_normal, self.betas_reduce] if self.edge_norm else alphas
 
     def weight_parameters(self) -> list[nn.Parameter]:
-        """Every parameter except the two alpha tensors."""
+        """Every parameter except those of :meth:`arch_parameters` (alpha, and beta with ``edge_norm``)."""
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
@@ -527,17 +530,16 @@ class SearchNetwork(nn.Module):
         }
 
 
-def check_partial_channels(C: int, K: int, reductions: bool = True) -> None:
-    """Refuse a PC-DARTS ``K`` that the supernet of ``C`` channels cannot use, in one line."""
+def check_partial_channels(C: int, K: int) -> None:
+    """Refuse a PC-DARTS ``K`` that the supernet of ``C`` channels cannot use, in one line.
+
+    ``K`` must divide ``C``; it then divides the 2C and 4C of the later stages too. The stride-2 ``skip_connect``
+    of a reduction cell's edges gets 2C/K channels, always even, as its ``FactorizedReduce`` needs.
+    """
     if isinstance(K, bool) or not isinstance(K, int) or K < 1:
         raise CellnasError(f"partial channels K must be an integer >= 1 (1: off, PC-DARTS uses 4), got {K!r}")
     if K > 1 and C % K:
         raise CellnasError(f"partial channels K={K} must divide the channels C={C} (each edge runs on C/K)")
-    if K > 1 and reductions and (C // K) % 2:
-        raise CellnasError(
-            f"partial channels K={K} with C={C} leaves {C // K} channel(s) per edge; the reduction cells' stride-2 "
-            f"skip_connect needs an even number: use C divisible by {2 * K}"
-        )
 
 
 def _softmax_rows(alphas) -> np.ndarray:

@@ -192,7 +192,9 @@ def print_search_step(r: dict) -> None:
         print(f"baseline     {r['baseline_step_s']:.3f} s/step (median), {r['baseline_images_per_s']:.1f} images/s, "
               f"{r['baseline_flops_per_step'] / 1e9:.1f} GFLOP/step, peak {_mib(r['baseline_peak_mem_bytes'])}")
         paired = "" if r["speedup_paired"] is None else f"; median of paired ratios {r['speedup_paired']:.2f}x"
-        print(f"speed-up     {r['speedup']:.2f}x (ratio of medians{paired}; {r['schedule']})")
+        pc = r.get("partial_channels", 1) > 1 or r.get("edge_norm")
+        label = "ratio       " if pc else "speed-up    "  # PC-DARTS against DARTS: two algorithms
+        print(f"{label} {r['speedup']:.2f}x (ratio of medians{paired}; {r['schedule']})")
     if "passes_s" in r:
         from cellnas.bench.search_step import PASSES
 

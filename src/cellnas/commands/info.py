@@ -5,8 +5,9 @@ auxiliary head (Shu et al.'s convention, SPEC 3.3). Multiply-adds use the rule o
 :mod:`cellnas.counting` (conv + linear only, batch 1, auxiliary head excluded).
 
 A cell whose output is constant (e.g. only ``none`` edges) is still described, with a warning (on stderr,
-and under ``warnings`` in the JSON): its width/depth describe wiring that carries no signal, and the
-training commands refuse the genotype when the network's output would not depend on its input.
+and under ``warnings`` in the JSON): its width/depth describe wiring that carries no signal, and building
+its network (``cellnas train``) warns that training can teach it nothing when the network's output would not
+depend on its input.
 """
 
 from __future__ import annotations

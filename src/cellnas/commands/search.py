@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -58,8 +59,8 @@ def register(sub, formatter) -> None:
     g.add_argument("--device", default=None, help=f"auto, cpu or cuda[:N] (default {d.device})")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--json", action="store_true",
-                   help="print the summary as JSON (search_seconds: training steps, as in meta.json; seconds: the "
-                        "whole command)")  # fmt: skip
+                   help="print the summary as JSON (search_seconds: training steps of every session, as in meta.json; "
+                        "seconds: the whole command, this session; resumed)")  # fmt: skip
     g.add_argument("--no-plots", action="store_true", help="do not draw the figures at the end")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=None,
@@ -83,7 +84,7 @@ def register(sub, formatter) -> None:
     g.add_argument("--partial-channels", type=int, default=None, metavar="K",
                    help="PC-DARTS partial channel connections: each edge runs its ops on C/K channels and passes "
                         f"the rest through (default {d.partial_channels}: off; PC-DARTS uses 4)")  # fmt: skip
-    g.add_argument("--edge-norm", action="store_true", default=None,
+    g.add_argument("--edge-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="PC-DARTS edge normalisation: a weight beta per edge, softmax over each node's inputs, "
                         "multiplied into softmax(α) when deriving")  # fmt: skip
     g = p.add_argument_group("optimisation (SPEC 1.5/1.6)")
@@ -104,7 +105,8 @@ def register(sub, formatter) -> None:
                    help=f"Adam weight decay of α (default {d.arch_weight_decay})")  # fmt: skip
     g.add_argument("--arch-warmup", type=int, default=None, metavar="EPOCHS",
                    help=f"train the weights alone for the first EPOCHS epochs, then α too (default {d.arch_warmup}; "
-                        "PC-DARTS 15)")  # fmt: skip
+                        "PC-DARTS 15); the search loss is still measured on the search batches, without "
+                        "gradients")  # fmt: skip
     g.add_argument("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick tries)")
     g = p.add_argument_group("recording")
     g.add_argument("--eval-every", type=int, default=None, help="evaluate on the search split every N epochs")
@@ -193,6 +195,7 @@ def _summary(result, as_json: bool) -> None:
         "epochs": len(result.metrics),
         "search_seconds": round(result.search_seconds, 1),
         "seconds": round(result.seconds, 1),
+        "resumed": result.resumed,  # then search_seconds counts every session and seconds this one only
         "run_dir": str(result.run_dir),
     }
     if as_json:

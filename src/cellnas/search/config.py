@@ -108,9 +108,6 @@ class SearchConfig:
              "--record-wiring needs --order 1 (or --mode single-level): the second-order step's extra passes "
              "have no place in the cost analysis")  # fmt: skip
         need(self.arch_warmup >= 0, f"--arch-warmup (epochs before α is updated) must be >= 0, got {self.arch_warmup}")
-        if self.arch_warmup >= self.epochs:
-            log.warning("--arch-warmup %d >= --epochs %d: α is not updated in this run (the derived cell is the "
-                        "initial α's)", self.arch_warmup, self.epochs)  # fmt: skip
         need(not ((self.partial_channels > 1 or self.edge_norm)
                   and (self.record_wiring or self.remove_edges or self.fix_edges)),
              "--partial-channels/--edge-norm (PC-DARTS) cannot be combined with --record-wiring, --remove-edge or "
@@ -119,10 +116,15 @@ class SearchConfig:
              "--record-wiring needs --arch-warmup 0: the cost analysis records every architecture step")  # fmt: skip
         from cellnas.supernet import check_partial_channels
 
-        check_partial_channels(self.channels, self.partial_channels,
-                               reductions=not self.all_normal and "skip_connect" in self.ops)  # fmt: skip
+        check_partial_channels(self.channels, self.partial_channels)
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              f"--device must be auto, cpu or cuda[:N], got {self.device!r}")  # fmt: skip
+
+    def warn_if_arch_never_trains(self) -> None:
+        """Log once, when a run starts or is resumed, if the warm-up covers every epoch."""
+        if self.arch_warmup >= self.epochs:
+            log.warning("--arch-warmup %d >= --epochs %d: α is not updated in this run (the derived cell is the "
+                        "initial α's)", self.arch_warmup, self.epochs)  # fmt: skip
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

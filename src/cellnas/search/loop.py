@@ -222,7 +222,7 @@ class _Search:
         torch.nn.utils.clip_grad_norm_(model.weight_parameters(), cfg.grad_clip)
         self.w_optimizer.step()
         for a in model.arch_parameters():
-            self._check(a.detach(), "architecture parameter α")
+            self._check(a.detach(), "architecture parameter (α or β)" if cfg.edge_norm else "architecture parameter α")
         n = y_t.numel()
         self.acc["train_loss"] += float(loss.detach()) * n
         self.acc["train_correct"] += int((logits.argmax(1) == y_t).sum())
@@ -242,6 +242,13 @@ class _Search:
             name: F.softmax(a.detach().float(), dim=-1).cpu().numpy()
             for name, a in zip(("normal", "reduce"), self.model.arch_parameters())
         }
+
+    def _edge_weights(self) -> dict[str, list[float]]:
+        from cellnas.supernet import node_softmax
+
+        betas = self.model.arch_parameters()[2:]
+        return {name: node_softmax(b.detach().double().cpu(), self.cfg.nodes).round(decimals=5).tolist()
+                for name, b in zip(("normal", "reduce"), betas)}  # fmt: skip
 
     def record_alphas(self) -> None:
         probs = self._softmax_alphas()
@@ -347,6 +354,8 @@ class _Search:
                 genotype=genotype.to_dict(), topology=topology(genotype), time_s=self.elapsed,
                 alphas_softmax={k: v.round(5).tolist() for k, v in self._softmax_alphas().items()},
             )  # fmt: skip
+            if cfg.edge_norm:  # PC-DARTS: the normalised beta of every edge, which scales softmax(α) when deriving
+                record["edge_weights"] = self._edge_weights()
             if self.wiring:
                 record["wiring_cost"] = self.wiring.epoch_summary()
                 self.wiring.reset_epoch()
@@ -417,6 +426,7 @@ def search(
         if overrides.get("epochs") is not None:
             cfg.epochs = int(overrides["epochs"])
             cfg.validate()
+        cfg.warn_if_arch_never_trains()
         job = _Search(cfg, run_dir)
         job.load_state_dict(state)
         truncate_metrics(run_dir, job.epoch)
@@ -424,6 +434,7 @@ def search(
     else:
         cfg = config if config is not None else resolve_config(preset, overrides)
         cfg.validate()
+        cfg.warn_if_arch_never_trains()
         run_dir = new_run_dir(out, "search")
         try:
             job = _Search(cfg, run_dir)

@@ -97,8 +97,7 @@ def load_final(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
         seeds = sorted(d.name for d in path.parent.glob("seed-*") if (d / FINAL).is_file())
         if path.name == FINAL and seeds:
             raise RunError(f"{path.parent} is the parent of a --seeds run: give one of its seed folders "
-                           f"({', '.join(seeds)}), or test them all with `cellnas evaluate {path.parent}` "
-                           "(evaluate_seeds)")  # fmt: skip
+                           f"({', '.join(seeds)}), or test them all with `cellnas evaluate {path.parent}`")
         raise RunError(f"{path} does not exist; give the final.pt of a finished `cellnas train` run")
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
