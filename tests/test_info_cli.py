@@ -91,3 +91,20 @@ def test_info_of_a_healthy_genotype_has_no_warnings(capsys):
     assert main(["info", "DARTS_V2", "--dataset", "digits", "--channels", "4", "--layers", "3", "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["warnings"] == [] and captured.err == ""
+
+
+def test_info_describes_a_pc_darts_supernet(capsys):
+    from cellnas.cli import main
+
+    assert main(["info", "--supernet", "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["info", "--supernet", "--partial-channels", "4", "--edge-norm", "--json"]) == 0
+    pc = json.loads(capsys.readouterr().out)
+    assert (pc["partial_channels"], pc["edge_norm"]) == (4, True)
+    assert pc["alphas"] == plain["alphas"] + 2 * 14  # one beta per edge, both cell types
+    assert pc["params"] < plain["params"] / 4 < plain["params"]  # the ops hold (C/K)^2-sized 1x1 kernels
+    assert pc["macs"] < plain["macs"] / 2
+    assert main(["info", "--supernet", "--partial-channels", "4"]) == 0
+    assert "PC-DARTS search network, C=16, 8 cells; partial channels K=4" in capsys.readouterr().out
+    assert main(["info", "DARTS_V2", "--partial-channels", "4"]) == 2
+    assert "add --supernet" in capsys.readouterr().err

@@ -92,6 +92,9 @@ def register(sub, formatter) -> None:
         default=None,
         help="number of cells (default: 20 cifar, 14 imagenet, 8 digits; 8 with --supernet)",
     )
+    p.add_argument("--partial-channels", type=int, default=1, metavar="K",
+                   help="with --supernet: PC-DARTS's partial channel connections (each edge on C/K channels)")
+    p.add_argument("--edge-norm", action="store_true", help="with --supernet: PC-DARTS's edge normalisation (beta)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)
 
@@ -145,8 +148,15 @@ def info_genotype(spec: str, dataset: str = "cifar10", channels: int | None = No
     }
 
 
-def info_supernet(dataset: str = "cifar10", channels: int | None = None, layers: int | None = None) -> dict:
-    """The report of ``cellnas info --supernet`` as a dict (the ``--json`` output)."""
+def info_supernet(
+    dataset: str = "cifar10",
+    channels: int | None = None,
+    layers: int | None = None,
+    partial_channels: int = 1,
+    edge_norm: bool = False,
+) -> dict:
+    """The report of ``cellnas info --supernet`` as a dict (the ``--json`` output); ``partial_channels`` and
+    ``edge_norm`` describe PC-DARTS's supernet."""
     from cellnas.counting import count_macs, count_params
     from cellnas.supernet import SearchNetwork, SearchSpace
 
@@ -156,7 +166,8 @@ def info_supernet(dataset: str = "cifar10", channels: int | None = None, layers:
     _check_positive("--channels", C)
     _check_positive("--layers", L)
     space = SearchSpace()
-    net = SearchNetwork(C=C, num_classes=ds.num_classes, layers=L, space=space, in_channels=ds.in_channels)
+    net = SearchNetwork(C=C, num_classes=ds.num_classes, layers=L, space=space, in_channels=ds.in_channels,
+                        partial_channels=partial_channels, edge_norm=edge_norm)  # fmt: skip
     return {
         "supernet": True,
         "dataset": dataset,
@@ -164,6 +175,8 @@ def info_supernet(dataset: str = "cifar10", channels: int | None = None, layers:
         "num_classes": ds.num_classes,
         "channels": C,
         "layers": L,
+        "partial_channels": partial_channels,
+        "edge_norm": edge_norm,
         "space": {**space.to_dict(), "n_edges": space.n_edges},
         "params": count_params(net),
         "alphas": sum(p.numel() for p in net.arch_parameters()),
@@ -179,8 +192,10 @@ def _millions(n: int) -> str:
 def run(args) -> int:
     if args.supernet and args.genotype is not None:
         raise CellnasError("give either GENOTYPE or --supernet, not both")
+    if not args.supernet and (args.partial_channels != 1 or args.edge_norm):
+        raise CellnasError("--partial-channels and --edge-norm describe the search supernet: add --supernet")
     if args.supernet:
-        report = info_supernet(args.dataset, args.channels, args.layers)
+        report = info_supernet(args.dataset, args.channels, args.layers, args.partial_channels, args.edge_norm)
     elif args.genotype is None:
         raise CellnasError("missing GENOTYPE (a zoo name such as DARTS_V2, a file, a run directory) or --supernet")
     else:
@@ -193,11 +208,17 @@ def run(args) -> int:
     shape = "x".join(str(s) for s in report["input_shape"])
     if args.supernet:
         sp = report["space"]
-        print(f"supernet     DARTS search network, C={report['channels']}, {report['layers']} cells")
+        pc = report["partial_channels"] > 1 or report["edge_norm"]
+        kind = "PC-DARTS" if pc else "DARTS"
+        extra = (f"; partial channels K={report['partial_channels']}" if report["partial_channels"] > 1 else "") + (
+            "; edge normalisation" if report["edge_norm"] else "")  # fmt: skip
+        print(f"supernet     {kind} search network, C={report['channels']}, {report['layers']} cells{extra}")
         print(f"space        {sp['n_nodes']} nodes, {sp['n_edges']} edges, k={sp['k']}, ops: {', '.join(sp['ops'])}")
         print(f"dataset      {report['dataset']}: {report['num_classes']} classes, input {shape}")
-        print(f"params       {_millions(report['params'])} weights (alpha excluded)")
-        print(f"alphas       {report['alphas']} architecture parameters (normal + reduce)")
+        excluded = "alpha and beta" if report["edge_norm"] else "alpha"
+        print(f"params       {_millions(report['params'])} weights ({excluded} excluded)")
+        what = "alpha and beta, normal + reduce" if report["edge_norm"] else "normal + reduce"
+        print(f"alphas       {report['alphas']} architecture parameters ({what})")
         print(f"MACs         {_millions(report['macs'])} ({report['mac_rule']})")
         return 0
     g = report["genotype"]
