@@ -231,3 +231,18 @@ def test_the_cli_can_switch_a_preset_edge_norm_off_and_says_a_resumed_json_summa
     assert json.loads((out / "config.json").read_text())["edge_norm"] is False
     assert main(["search", "--resume", str(out), "--epochs", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["resumed"] is True
+
+
+def test_an_edge_norm_run_plots_the_scores_the_derivation_ranks(tmp_path):
+    from cellnas.plots.search import derivation_scores, plot_search_run
+
+    run = _pc_search(tmp_path, "plots", epochs=1, arch_warmup=0, plots=True)
+    alphas = np.load(run.run_dir / "alphas.npz")
+    scores, label = derivation_scores(alphas, "normal", 4)
+    assert label == "softmax(α) × edge weight"
+    # the derivation keeps, per node, the edges with the largest score: the plotted matrix decides the cell
+    assert Cell.from_pairs(_parse_reference(scores, np.ones(14)), (2, 3, 4, 5)) == run.genotype.normal
+    plain, plain_label = derivation_scores({"normal": alphas["normal"]}, "normal", 4)
+    assert plain_label == "softmax(α)" and not np.allclose(plain, scores)
+    assert (run.run_dir / "alphas_normal.png").stat().st_size > 0
+    assert any(p.name == "alphas_reduce.png" for p in plot_search_run(run.run_dir))

@@ -13,11 +13,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from cellnas.genotype import searched_cell_types  # noqa: E402
 from cellnas.plots.cells import OP_COLOURS, draw_genotype, save_figure  # noqa: E402
 
-__all__ = ["plot_search_run", "edge_labels", "plot_alpha_heatmap", "plot_alpha_evolution", "plot_curves"]
+__all__ = [
+    "plot_search_run",
+    "edge_labels",
+    "plot_alpha_heatmap",
+    "plot_alpha_evolution",
+    "plot_curves",
+    "derivation_scores",
+]
 
 
 def edge_labels(n_nodes: int) -> list[str]:
@@ -25,7 +33,23 @@ def edge_labels(n_nodes: int) -> list[str]:
     return [f"{i}→{j}" for j in range(2, n_nodes + 2) for i in range(j)]
 
 
-def plot_alpha_heatmap(probs: np.ndarray, ops, n_nodes: int, title: str, path: Path) -> Path:
+def derivation_scores(alphas, name: str, n_nodes: int) -> tuple[np.ndarray, str]:
+    """The (edges x ops) scores the derivation ranks for cell ``name`` from an ``alphas.npz``, and what they are:
+    softmax(α), times the node-normalised β of each edge when the run used PC-DARTS's edge normalisation."""
+    logits = alphas[name]
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    if f"betas_{name}" not in alphas:
+        return probs, "softmax(α)"
+    from cellnas.supernet import node_softmax
+
+    edges = node_softmax(torch.as_tensor(np.asarray(alphas[f"betas_{name}"], dtype=np.float64)), n_nodes).numpy()
+    return probs * edges[:, None], "softmax(α) × edge weight"
+
+
+def plot_alpha_heatmap(
+    probs: np.ndarray, ops, n_nodes: int, title: str, path: Path, label: str = "softmax(α)"
+) -> Path:
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(ops), 0.5 + 0.33 * probs.shape[0]))
     im = ax.imshow(probs, cmap="viridis", aspect="auto", vmin=0.0)
     ax.set_xticks(range(len(ops)), list(ops), rotation=40, ha="right", fontsize=8)
@@ -33,7 +57,7 @@ def plot_alpha_heatmap(probs: np.ndarray, ops, n_nodes: int, title: str, path: P
     for (r, c), v in np.ndenumerate(probs):
         ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < probs.max() * 0.6 else "k")
     ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, label="softmax(α)")
+    fig.colorbar(im, ax=ax, label=label)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -96,11 +120,9 @@ def plot_search_run(run_dir: str | Path) -> list[Path]:
     ops = [str(o) for o in alphas["ops"]]
     hist = np.load(run_dir / "alphas_history.npz")
     for name in cell_types:
-        logits = alphas[name]
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        probs /= probs.sum(1, keepdims=True)
-        written.append(plot_alpha_heatmap(probs, ops, n_nodes, f"final softmax(α), {name} cell",
-                                          run_dir / f"alphas_{name}.png"))  # fmt: skip
+        scores, label = derivation_scores(alphas, name, n_nodes)
+        written.append(plot_alpha_heatmap(scores, ops, n_nodes, f"final {label}, {name} cell",
+                                          run_dir / f"alphas_{name}.png", label))  # fmt: skip
         if hist[name].ndim == 3 and hist[name].shape[0] > 1:
             written.append(plot_alpha_evolution(hist[name], hist["epoch"], ops, n_nodes,
                                                 f"evolution of softmax(α), {name} cell",
