@@ -246,3 +246,12 @@ def test_an_edge_norm_run_plots_the_scores_the_derivation_ranks(tmp_path):
     assert plain_label == "softmax(α)" and not np.allclose(plain, scores)
     assert (run.run_dir / "alphas_normal.png").stat().st_size > 0
     assert any(p.name == "alphas_reduce.png" for p in plot_search_run(run.run_dir))
+
+
+def test_a_search_preset_made_for_another_dataset_is_warned_about(caplog):
+    resolve_config("pc-darts-cifar10", {"dataset": "digits"})
+    assert "search preset 'pc-darts-cifar10' is made for cifar10, but --dataset digits was given" in caplog.text
+    caplog.clear()
+    resolve_config("pc-darts-cifar10")
+    resolve_config("wiring", {"dataset": "digits"})  # a preset without a dataset fits every dataset
+    assert "made for" not in caplog.text

@@ -170,4 +170,8 @@ def resolve_config(preset: str | None = None, overrides: dict | None = None) -> 
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     cfg = SearchConfig.from_dict(absolute_paths(values))
     cfg.validate()
+    meant = PRESETS[preset].get("dataset") if preset is not None else None
+    if meant is not None and cfg.dataset != meant:  # allowed (one protocol on another dataset), but said
+        log.warning("search preset %r is made for %s, but --dataset %s was given: searching %s with %s's "
+                    "hyper-parameters", preset, meant, cfg.dataset, cfg.dataset, preset)  # fmt: skip
     return cfg
