@@ -195,23 +195,9 @@ def test_corrupt_archive_is_reported(tmp_path):
         get_dataset("cifar10", data_dir=data)
     msg = str(err.value)
     assert f"{archive} is incomplete or damaged" in msg and "--download" in msg and "--data-dir" in msg
-    assert sorted(p.name for p in data.iterdir()) == ["cifar-10-python.tar.gz"]  # no half-extracted folder
-
-
-def test_a_partial_archive_is_named_as_incomplete_with_how_to_replace_it(tmp_path):
-    src = tmp_path / "src"
-    _write_cifar10(src)
-    data = tmp_path / "data"
-    data.mkdir()
-    archive = data / "cifar-10-python.tar.gz"
-    _tar_folder(src, "cifar-10-batches-py", archive)
-    archive.write_bytes(archive.read_bytes()[:3000])  # an interrupted download
-    with pytest.raises(DataError) as err:
-        get_dataset("cifar10", data_dir=data)
-    msg = str(err.value)
-    assert f"{archive} is incomplete or damaged" in msg and "\n" not in msg
-    assert f"delete {archive}" in msg.lower() and "--download" in msg and cifar_mod.CIFAR["cifar10"].url in msg
+    assert "\n" not in msg and f"delete {archive}" in msg.lower() and cifar_mod.CIFAR["cifar10"].url in msg
     assert "put the" not in msg.lower()  # the archive is already there: placing it is not the fix
+    assert sorted(p.name for p in data.iterdir()) == ["cifar-10-python.tar.gz"]  # no half-extracted folder
 
 
 def test_a_partly_extracted_folder_beside_a_partial_archive_blames_the_archive(tmp_path):

@@ -180,7 +180,8 @@ def test_a_warm_up_as_long_as_the_run_is_warned_about_once(tmp_path, caplog):
 
 
 def test_an_odd_number_of_channels_per_edge_is_accepted():
-    resolve_config(None, {"channels": 12, "partial_channels": 4})  # reduction edges get 2C/K = 6, even
+    cfg = resolve_config(None, {"channels": 12, "partial_channels": 4})  # reduction edges get 2C/K = 6, even
+    assert (cfg.channels, cfg.partial_channels) == (12, 4)
 
 
 def test_the_preset_is_pc_darts_search_setting():

@@ -41,6 +41,7 @@ from cellnas.ops import (
     Identity,
     ReLUConvBN,
     Zero,
+    _memory_format,
     batch_norm,
     cat_channels,
     create_op,
@@ -280,7 +281,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     B, C, H, W = x.shape
     if C % groups:
         raise CellnasError(f"channel_shuffle: {C} channels do not split into {groups} groups")
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if _memory_format(x) == torch.channels_last:
         nhwc = x.permute(0, 2, 3, 1).reshape(B, H, W, groups, C // groups).transpose(3, 4)
         return nhwc.reshape(B, H, W, C).permute(0, 3, 1, 2)
     return x.reshape(B, groups, C // groups, H, W).transpose(1, 2).reshape(B, C, H, W)
@@ -301,9 +302,8 @@ def node_softmax(betas: torch.Tensor, n_nodes: int) -> torch.Tensor:
 
 
 def _dense(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    fmt = torch.channels_last if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous() \
-        else torch.contiguous_format
-    return x.clone(memory_format=fmt)
+    """A dense copy of the view ``x`` in the memory format of ``like`` (the tensor it was sliced from)."""
+    return x.clone(memory_format=_memory_format(like))
 
 
 class SearchCell(nn.Module):
