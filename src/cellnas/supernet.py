@@ -47,6 +47,7 @@ from cellnas.ops import (
     create_op,
     make_generator,
     seeded_init,
+    train_batch_norm,
 )
 
 __all__ = [
@@ -150,11 +151,10 @@ class _Source:
         ``forward`` would make (momentum, unbiased variance, ``num_batches_tracked``).
         """
         if (key, bn.eps) not in self._normalised:
-            out, mean, invstd = torch.native_batch_norm(p, None, None, None, None, True, 0.0, bn.eps)
+            out, mean, var = train_batch_norm(p, None, bn.eps)
             n = p.numel() // p.shape[1]
-            var = (invstd.detach().pow(-2) - bn.eps) * (n / max(n - 1, 1))
             self._normalised[key, bn.eps] = out
-            self._stats[key, bn.eps] = (mean.detach(), var)
+            self._stats[key, bn.eps] = (mean, var * (n / max(n - 1, 1)))
         mean, var = self._stats[key, bn.eps]
         with torch.no_grad():
             bn.num_batches_tracked.add_(1)
