@@ -183,14 +183,24 @@ def test_pickle_with_foreign_globals_is_refused(tmp_path):
         get_dataset("cifar10", data_dir=tmp_path)
 
 
-def test_corrupt_archive_is_reported(tmp_path):
+def _cifar10_archive(tmp_path, extracted: bool, truncated: bool):
+    """``data/`` holding a real CIFAR-10 archive (cut short: an interrupted download) and, if ``extracted``, the
+    extracted batches beside it; returns (data dir, archive)."""
     src = tmp_path / "src"
     _write_cifar10(src)
     data = tmp_path / "data"
-    data.mkdir()
+    if extracted:
+        _write_cifar10(data)
+    data.mkdir(exist_ok=True)
     archive = data / "cifar-10-python.tar.gz"
     _tar_folder(src, "cifar-10-batches-py", archive)
-    archive.write_bytes(archive.read_bytes()[:3000])  # truncated download
+    if truncated:
+        archive.write_bytes(archive.read_bytes()[:3000])
+    return data, archive
+
+
+def test_corrupt_archive_is_reported(tmp_path):
+    data, archive = _cifar10_archive(tmp_path, extracted=False, truncated=True)
     with pytest.raises(DataError) as err:
         get_dataset("cifar10", data_dir=data)
     msg = str(err.value)
@@ -202,13 +212,7 @@ def test_corrupt_archive_is_reported(tmp_path):
 
 def test_a_partly_extracted_folder_beside_a_partial_archive_blames_the_archive(tmp_path):
     """A hand-extracted partial download: some batches missing, the truncated archive still beside them."""
-    src = tmp_path / "src"
-    _write_cifar10(src)
-    data = tmp_path / "data"
-    _write_cifar10(data)
-    archive = data / "cifar-10-python.tar.gz"
-    _tar_folder(src, "cifar-10-batches-py", archive)
-    archive.write_bytes(archive.read_bytes()[:3000])
+    data, archive = _cifar10_archive(tmp_path, extracted=True, truncated=True)
     folder = data / "cifar-10-batches-py"
     (folder / "data_batch_5").unlink()
     with pytest.raises(DataError) as err:
@@ -225,12 +229,7 @@ def test_a_partly_extracted_folder_beside_a_partial_archive_blames_the_archive(t
 
 
 def test_a_damaged_batch_beside_an_intact_archive_is_extracted_again(tmp_path, monkeypatch):
-    src = tmp_path / "src"
-    _write_cifar10(src)
-    data = tmp_path / "data"
-    _write_cifar10(data)
-    archive = data / "cifar-10-python.tar.gz"
-    _tar_folder(src, "cifar-10-batches-py", archive)
+    data, archive = _cifar10_archive(tmp_path, extracted=True, truncated=False)
     spec = replace(cifar_mod.CIFAR["cifar10"], md5=hashlib.md5(archive.read_bytes()).hexdigest())
     monkeypatch.setitem(cifar_mod.CIFAR, "cifar10", spec)
     batch = data / "cifar-10-batches-py" / "data_batch_2"

@@ -457,6 +457,14 @@ def train_batch_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -
     return y, mean.detach(), invstd.detach().pow(-2) - eps
 
 
+def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, n: int, factor: float) -> None:
+    """``bn``'s running averages after a training-mode batch of ``n`` values per channel with batch ``mean`` and
+    biased ``var``, as ``F.batch_norm`` updates them (the unbiased variance enters)."""
+    with torch.no_grad():
+        bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
+        bn.running_var.mul_(1.0 - factor).add_(var * (n / max(n - 1, 1)), alpha=factor)
+
+
 def batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, scale: torch.Tensor | None = None) -> torch.Tensor:
     """``bn(x)``, times ``scale`` (a 0-d tensor) when given, folded into BN's affine transform (one kernel).
 
@@ -475,13 +483,11 @@ def batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, scale: torch.Tensor | None =
         # contiguous: torch's CPU BN backward reads a stride-0 (expanded) weight wrongly in channels_last
         weight = scale.expand(x.shape[1]).contiguous() if weight is None else weight * scale
         bias = None if bias is None else bias * scale
-    if use_batch and bias is None and _few_channels(x) is not None:
-        y, mean, var = train_batch_norm(x, weight, bn.eps)
+    r = _few_channels(x) if use_batch and bias is None else None
+    if r is not None:
+        y, mean, var = _FewChannelsBatchNorm.apply(x, weight, bn.eps, r)
         if track and bn.running_mean is not None:
-            n = x.numel() // x.shape[1]
-            with torch.no_grad():
-                bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
-                bn.running_var.mul_(1.0 - factor).add_(var * (n / max(n - 1, 1)), alpha=factor)
+            update_running_stats(bn, mean, var, x.numel() // x.shape[1], factor)
         return y
     return F.batch_norm(x, bn.running_mean if track else None, bn.running_var if track else None, weight, bias,
                         use_batch, factor, bn.eps)  # fmt: skip

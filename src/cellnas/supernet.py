@@ -48,6 +48,7 @@ from cellnas.ops import (
     make_generator,
     seeded_init,
     train_batch_norm,
+    update_running_stats,
 )
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "edge_index",
     "channel_shuffle",
     "node_softmax",
+    "edge_weights",
 ]
 
 
@@ -131,7 +133,7 @@ class _Source:
         self._relu: torch.Tensor | None = None
         self._pooled: dict[str, torch.Tensor] = {}
         self._normalised: dict[tuple[str, float], torch.Tensor] = {}
-        self._stats: dict[tuple[str, float], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._stats: dict[tuple[str, float], tuple[torch.Tensor, torch.Tensor, int]] = {}  # mean, biased var, n
 
     def relu(self) -> torch.Tensor:
         if self._relu is None:
@@ -152,14 +154,10 @@ class _Source:
         """
         if (key, bn.eps) not in self._normalised:
             out, mean, var = train_batch_norm(p, None, bn.eps)
-            n = p.numel() // p.shape[1]
             self._normalised[key, bn.eps] = out
-            self._stats[key, bn.eps] = (mean, var * (n / max(n - 1, 1)))
-        mean, var = self._stats[key, bn.eps]
-        with torch.no_grad():
-            bn.num_batches_tracked.add_(1)
-            bn.running_mean.mul_(1.0 - bn.momentum).add_(mean, alpha=bn.momentum)
-            bn.running_var.mul_(1.0 - bn.momentum).add_(var, alpha=bn.momentum)
+            self._stats[key, bn.eps] = (mean, var, p.numel() // p.shape[1])
+        bn.num_batches_tracked.add_(1)
+        update_running_stats(bn, *self._stats[key, bn.eps], bn.momentum)
         return self._normalised[key, bn.eps]
 
 
@@ -542,10 +540,20 @@ def check_partial_channels(C: int, K: int) -> None:
         raise CellnasError(f"partial channels K={K} must divide the channels C={C} (each edge runs on C/K)")
 
 
+def _float64(values) -> np.ndarray:
+    """A float64 numpy copy of a tensor (detached) or an array-like."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def edge_weights(betas, n_nodes: int) -> np.ndarray:
+    """PC-DARTS's normalised edge weights (:func:`node_softmax`) of beta logits (tensor or array), in float64."""
+    return node_softmax(torch.from_numpy(_float64(betas)), n_nodes).numpy()
+
+
 def _softmax_rows(alphas) -> np.ndarray:
-    if isinstance(alphas, torch.Tensor):
-        alphas = alphas.detach().cpu().double().numpy()
-    a = np.asarray(alphas, dtype=np.float64)
+    a = _float64(alphas)
     if a.ndim != 2:
         raise CellnasError(f"alpha must be a 2-D (edges x ops) array, got shape {a.shape}")
     e = np.exp(a - a.max(axis=1, keepdims=True))
@@ -576,9 +584,7 @@ def derive_cell(
     if W.shape[1] != len(ops):
         raise CellnasError(f"alpha has {W.shape[1]} op columns but the space has {len(ops)} ops")
     if edge_weights is not None:
-        if isinstance(edge_weights, torch.Tensor):
-            edge_weights = edge_weights.detach().cpu().double().numpy()
-        edge_weights = np.asarray(edge_weights, dtype=np.float64)
+        edge_weights = _float64(edge_weights)
         if edge_weights.shape != (W.shape[0],):
             raise CellnasError(f"edge weights have shape {edge_weights.shape}, alpha has {W.shape[0]} edge rows")
         W = W * edge_weights[:, None]
@@ -642,10 +648,7 @@ def derive(
     space = SearchSpace() if space is None else space
 
     def edges(betas):
-        if betas is None:
-            return None
-        return node_softmax(torch.as_tensor(np.asarray(betas.detach().cpu() if isinstance(betas, torch.Tensor)
-                                                       else betas, dtype=np.float64)), space.n_nodes)  # fmt: skip
+        return None if betas is None else edge_weights(betas, space.n_nodes)
 
     return Genotype(
         normal=derive_cell(alphas_normal, space.ops, space.n_nodes, space.k, edge_weights=edges(betas_normal)),

@@ -13,7 +13,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from cellnas.genotype import searched_cell_types  # noqa: E402
 from cellnas.plots.cells import OP_COLOURS, draw_genotype, save_figure  # noqa: E402
@@ -41,10 +40,9 @@ def derivation_scores(alphas, name: str, n_nodes: int) -> tuple[np.ndarray, str]
     probs /= probs.sum(1, keepdims=True)
     if f"betas_{name}" not in alphas:
         return probs, "softmax(α)"
-    from cellnas.supernet import node_softmax
+    from cellnas.supernet import edge_weights
 
-    edges = node_softmax(torch.as_tensor(np.asarray(alphas[f"betas_{name}"], dtype=np.float64)), n_nodes).numpy()
-    return probs * edges[:, None], "softmax(α) × edge weight"
+    return probs * edge_weights(alphas[f"betas_{name}"], n_nodes)[:, None], "softmax(α) × edge weight"
 
 
 def plot_alpha_heatmap(

@@ -244,11 +244,10 @@ class _Search:
         }
 
     def _edge_weights(self) -> dict[str, list[float]]:
-        from cellnas.supernet import node_softmax
+        from cellnas.supernet import edge_weights
 
         betas = self.model.arch_parameters()[2:]
-        return {name: node_softmax(b.detach().double().cpu(), self.cfg.nodes).round(decimals=5).tolist()
-                for name, b in zip(("normal", "reduce"), betas)}  # fmt: skip
+        return {name: edge_weights(b, self.cfg.nodes).round(5).tolist() for name, b in zip(("normal", "reduce"), betas)}
 
     def record_alphas(self) -> None:
         probs = self._softmax_alphas()
