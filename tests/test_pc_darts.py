@@ -218,6 +218,29 @@ def test_a_pc_darts_search_freezes_the_architecture_for_the_warm_up_and_resumes_
     for key in ("normal", "reduce", "betas_normal", "betas_reduce"):
         np.testing.assert_array_equal(again[key], saved[key])
     assert resumed.genotype == frozen.genotype
+    # the edge weights are kept through time beside softmax(α), across the resume too
+    hist, hist_again = np.load(frozen.run_dir / "alphas_history.npz"), np.load(resumed.run_dir / "alphas_history.npz")
+    for name in ("normal", "reduce"):
+        edges = hist[f"edge_weights_{name}"]
+        assert edges.shape == (len(hist["step"]), 14)
+        np.testing.assert_allclose(edges.reshape(-1, 14)[:, :2].sum(1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(edges[-1], frozen.metrics[-1]["edge_weights"][name], atol=1e-5)
+        np.testing.assert_array_equal(hist_again[f"edge_weights_{name}"], edges)
+
+
+def test_an_edge_norm_run_saved_without_edge_history_resumes_with_nan_for_the_old_records(tmp_path):
+    import torch
+
+    run = _pc_search(tmp_path, "old", epochs=1)
+    ckpt = run.run_dir / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=False)
+    n_old = len(state["history"]["step"])
+    for name in ("normal", "reduce"):
+        del state["history"][f"edge_{name}"]  # as written before the edge weights were recorded
+    torch.save(state, ckpt)
+    resumed = search(resume=run.run_dir, epochs=2, progress=False)
+    edges = np.load(resumed.run_dir / "alphas_history.npz")["edge_weights_normal"]
+    assert np.isnan(edges[:n_old]).all() and not np.isnan(edges[n_old:]).any() and len(edges) > n_old
 
 
 def test_the_cli_can_switch_a_preset_edge_norm_off_and_says_a_resumed_json_summary_is_resumed(tmp_path, capsys):
@@ -246,7 +269,8 @@ def test_an_edge_norm_run_plots_the_scores_the_derivation_ranks(tmp_path):
     plain, plain_label = derivation_scores({"normal": alphas["normal"]}, "normal", 4)
     assert plain_label == "softmax(α)" and not np.allclose(plain, scores)
     assert (run.run_dir / "alphas_normal.png").stat().st_size > 0
-    assert any(p.name == "alphas_reduce.png" for p in plot_search_run(run.run_dir))
+    names = {p.name for p in plot_search_run(run.run_dir)}
+    assert {"alphas_reduce.png", "edge_weights_normal.png", "edge_weights_reduce.png"} <= names
 
 
 def test_a_search_preset_made_for_another_dataset_is_warned_about(caplog):

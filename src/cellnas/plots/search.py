@@ -22,6 +22,7 @@ __all__ = [
     "edge_labels",
     "plot_alpha_heatmap",
     "plot_alpha_evolution",
+    "plot_edge_weight_evolution",
     "plot_curves",
     "derivation_scores",
 ]
@@ -85,6 +86,28 @@ def plot_alpha_evolution(history: np.ndarray, epochs: np.ndarray, ops, n_nodes: 
     return save_figure(fig, path)
 
 
+def plot_edge_weight_evolution(history: np.ndarray, epochs: np.ndarray, n_nodes: int, title: str, path: Path) -> Path:
+    """PC-DARTS's edge normalisation: one panel per intermediate node, the normalised β of each incoming edge
+    against epochs (each panel's lines sum to 1). ``history`` is (records x edges), in α row order."""
+    fig, axes = plt.subplots(1, n_nodes, figsize=(2.8 * n_nodes, 2.6), squeeze=False)  # own y scale: small moves show
+    labels = edge_labels(n_nodes)
+    row = 0
+    for node in range(n_nodes):
+        ax = axes[0][node]
+        for _ in range(node + 2):  # node j = node + 2 reads nodes 0..j-1
+            ax.plot(epochs, history[:, row], lw=1.2, label=labels[row])
+            row += 1
+        ax.set_title(f"into node {node + 2}", fontsize=8)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, frameon=False)
+    axes[0][0].set_ylabel("edge weight", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return save_figure(fig, path)
+
+
 def plot_curves(metrics: list[dict], path: Path, title: str = "search") -> Path:
     epochs = [m["epoch"] + 1 for m in metrics]
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -125,6 +148,11 @@ def plot_search_run(run_dir: str | Path) -> list[Path]:
             written.append(plot_alpha_evolution(hist[name], hist["epoch"], ops, n_nodes,
                                                 f"evolution of softmax(α), {name} cell",
                                                 run_dir / f"alpha_evolution_{name}.png"))  # fmt: skip
+        edges = hist[f"edge_weights_{name}"] if f"edge_weights_{name}" in hist else None
+        if edges is not None and edges.ndim == 2 and edges.shape[0] > 1:
+            written.append(plot_edge_weight_evolution(edges, hist["epoch"], n_nodes,
+                                                      f"evolution of the edge weights (normalised β), {name} cell",
+                                                      run_dir / f"edge_weights_{name}.png"))  # fmt: skip
     metrics = read_metrics(run_dir)
     if metrics:
         written.append(plot_curves(metrics, run_dir / "curves.png"))

@@ -155,6 +155,12 @@ class _Search:
         self.valid_loader.load_state_dict(s["valid_loader"])
         self.epoch, self.step_in_epoch, self.global_step = s["epoch"], s["step_in_epoch"], s["global_step"]
         self.history, self.acc, self.elapsed = s["history"], s["accumulators"], s["elapsed"]
+        if self.cfg.edge_norm:  # a run saved before the edge weights were recorded: NaN for those records
+            n_edges = self.model.arch_parameters()[2].numel()
+            for name in ("normal", "reduce"):
+                got = self.history.setdefault(f"edge_{name}", [])
+                missing = len(self.history["step"]) - len(got)
+                got[:0] = [np.full(n_edges, np.nan, dtype=np.float32)] * max(missing, 0)
         if self.wiring and s.get("wiring"):
             self.wiring.load_state_dict(s["wiring"])
         restore_rng_state(s["rng"], self.device)
@@ -253,6 +259,9 @@ class _Search:
         probs = self._softmax_alphas()
         self.history["normal"].append(probs["normal"])
         self.history["reduce"].append(probs["reduce"])
+        if self.cfg.edge_norm:  # PC-DARTS: the node-normalised beta of every edge, beside softmax(α)
+            for name, w in self._edge_weights().items():
+                self.history.setdefault(f"edge_{name}", []).append(np.asarray(w, dtype=np.float32))
         self.history["epoch"].append(self.epoch + self.step_in_epoch / self.steps_per_epoch)
         self.history["step"].append(self.global_step)
 
@@ -286,6 +295,11 @@ class _Search:
                     "step": np.asarray(self.history["step"], dtype=np.int64),
                     "ops": ops,
                     "nodes": np.int64(self.cfg.nodes),
+                    **{
+                        f"edge_weights_{name}": np.stack(self.history[f"edge_{name}"])
+                        for name in ("normal", "reduce")
+                        if self.history.get(f"edge_{name}")
+                    },
                 },
             ),
         ):
