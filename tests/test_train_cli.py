@@ -116,12 +116,18 @@ def test_seeds_write_a_summary_with_mean_and_std(tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["test_error"] == summary["test_error"]
 
 
-def test_evaluate_a_seeds_parent_tests_each_seed_and_reports_mean_and_std(tmp_path, capsys):
+def test_evaluate_a_seeds_parent_tests_each_seed_and_reports_mean_and_std(tmp_path, capsys, monkeypatch):
+    import cellnas.data
+
     out = tmp_path / "seeds"
     assert main(["train", "DARTS_V2", *DIGITS, "--epochs", "1", "--seeds", "0,1", "--out", str(out)]) == 0
     trained = json.loads((out / "summary.json").read_text())
     capsys.readouterr()
+    loads = []
+    real_get_dataset = cellnas.data.get_dataset
+    monkeypatch.setattr(cellnas.data, "get_dataset", lambda *a, **k: loads.append(a) or real_get_dataset(*a, **k))
     assert main(["evaluate", str(out), "--json"]) == 0
+    assert len(loads) == 1  # the seeds share one test set: it is read once
     report = json.loads(capsys.readouterr().out)
     assert [r["seed"] for r in report["runs"]] == [0, 1] and report["dataset"] == "digits"
     errors = [r["test_error"] for r in report["runs"]]

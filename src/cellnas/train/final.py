@@ -127,11 +127,14 @@ def evaluate(
     batch_size: int | None = None,
     device: str = "auto",
     download: bool = False,
+    datasets: dict | None = None,
 ) -> dict:
     """Test a trained ``final.pt`` on ``dataset``'s test set (default: the dataset it was trained on).
 
     Images are resized to the training image size and normalised with the training constants stored in the
-    file. ``data_dir`` defaults to the training run's when the dataset is the same. Returns a dict with
+    file. ``data_dir`` defaults to the training run's when the dataset is the same. ``datasets``, a dict kept
+    between calls, holds the datasets already loaded (keyed by name, folder and image size), so that testing
+    several networks reads the data once. Returns a dict with
     ``test_loss``, ``test_acc``, ``test_error`` (fractions), ``n_test``, ``params`` and what was tested.
     The pass runs in fp32 NCHW: for a CPU fp32 run it reproduces the test accuracy recorded at the end of
     training exactly; a run tested under bf16 autocast during training may differ slightly.
@@ -147,7 +150,12 @@ def evaluate(
     name = dataset or trained["name"]
     if data_dir is None and name == trained["name"]:
         data_dir = doc["config"].get("data_dir")
-    ds = get_dataset(name, data_dir=data_dir, download=download, image_size=trained["image_size"])
+    key = (name, None if data_dir is None else str(Path(data_dir).expanduser().resolve()), trained["image_size"])
+    ds = None if datasets is None else datasets.get(key)
+    if ds is None:
+        ds = get_dataset(name, data_dir=data_dir, download=download, image_size=trained["image_size"])
+        if datasets is not None:
+            datasets[key] = ds
     if ds.num_classes != trained["num_classes"] or ds.in_channels != trained["in_channels"]:
         raise DataError(
             f"{name} has {ds.num_classes} classes and {ds.in_channels} input channels; the network in {path} was "

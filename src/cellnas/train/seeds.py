@@ -165,10 +165,11 @@ def evaluate_seeds(
         raise RunError(f"cannot evaluate the --seeds run {parent}: {', '.join(unfinished)} {verb} no {FINAL} (not "
                        f"finished); finish the run with `cellnas train --resume {parent}`, or evaluate finished "
                        "seed folders one at a time")  # fmt: skip
-    reports = []
+    reports, datasets = [], {}  # the seeds share one test set: read it once
     for i, (seed, run_dir) in enumerate(runs):
         log.info("seed %d (%d of %d): %s", seed, i + 1, len(runs), run_dir)
-        report = evaluate(run_dir, dataset, data_dir, batch_size=batch_size, device=device, download=download)
+        report = evaluate(run_dir, dataset, data_dir, batch_size=batch_size, device=device, download=download,
+                          datasets=datasets)  # fmt: skip
         reports.append({"seed": seed, **report})
     first = reports[0]
     return {
