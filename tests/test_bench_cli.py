@@ -121,6 +121,7 @@ def test_data_json(capsys):
         (["bench", "search-step", "--repeats", "0"], "--repeats"),
         (["bench", "search-step", "--threads", "0"], "--threads"),
         (["bench", "search-step", "--schedule", "processes"], "--baseline"),
+        (["bench", "search-step", "--order", "2", "--baseline", "--layers", "2"], "--layers 3 or more"),
         (["bench", "train-step", "DARTS_V2", "--drop-path", "1.5"], "--drop-path"),
         (["bench", "data", "--workers", "a,b"], "--workers"),
     ],

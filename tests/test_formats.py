@@ -46,6 +46,16 @@ def test_published_darts_text_with_range_and_assignment_parses():
     assert from_darts_text(text) == get_genotype("DARTS_V2")
 
 
+def test_a_line_pasted_from_a_search_log_parses_and_a_whole_log_is_refused():
+    text = dumps(get_genotype("DARTS_V2"), "darts")
+    assert from_darts_text(f"12/01 10:00:00 AM genotype = {text}") == get_genotype("DARTS_V2")
+    assert from_darts_text(f"2026-12-01 10:00:00,123 INFO {text}\n") == get_genotype("DARTS_V2")
+    with pytest.raises(FormatError, match="holds 2 Genotype"):
+        from_darts_text(f"12/01 10:00:00 AM genotype = {text}\n12/01 11:00:00 AM genotype = {text}")
+    with pytest.raises(FormatError, match="expected one"):
+        from_darts_text("12/01 Genotype(normal=[(")
+
+
 def test_darts_text_holding_code_is_rejected_not_run(tmp_path):
     marker = tmp_path / "pwned"
     evil = (

@@ -110,13 +110,21 @@ def _literal(node: ast.AST, what: str):
 def from_darts_text(text: str, k: int = 2) -> Genotype:
     """Parse DARTS ``Genotype(...)`` text safely (positional or keyword fields; ``range`` concat).
 
-    The text holds one ``Genotype(...)`` expression, optionally assigned (``DARTS_V2 = Genotype(...)``).
+    The text holds one ``Genotype(...)`` expression, optionally assigned (``DARTS_V2 = Genotype(...)``). A line
+    pasted from a search log (``12/01 10:00:00 AM genotype = Genotype(...)``) is read from its ``Genotype(`` on.
     """
     one = "DARTS text must be a single [NAME =] Genotype(normal=..., normal_concat=..., reduce=..., ...) expression"
     try:
         body = ast.parse(text.strip(), mode="exec").body
     except SyntaxError as exc:
-        raise FormatError(f"DARTS text is not valid: {exc.msg} (line {exc.lineno})") from None
+        n_calls = text.count("Genotype(")
+        if n_calls > 1:
+            raise FormatError(f"DARTS text holds {n_calls} Genotype(...) expressions (a whole log?); give one, "
+                              "e.g. the last line that prints the genotype") from None  # fmt: skip
+        if n_calls == 1 and text[: text.index("Genotype(")].strip():  # e.g. a log line's time stamp
+            return from_darts_text(text[text.index("Genotype(") :], k=k)
+        raise FormatError(f"DARTS text is not valid: {exc.msg} (line {exc.lineno}); expected one "
+                          "[NAME =] Genotype(...) expression") from None  # fmt: skip
     if len(body) != 1:
         raise FormatError(f"{one}; found {len(body)} statements")
     stmt = body[0]

@@ -548,6 +548,9 @@ def bench_search_step(
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     if schedule == "processes" and not baseline:
         raise ValueError("schedule='processes' needs baseline=True (it says how the two are timed)")
+    if baseline and layers < 3:  # cells layers//3 and 2*layers//3 are reductions: no normal cell below 3
+        raise ValueError(f"baseline=True needs layers >= 3 (got {layers}): quark0's code differentiates the normal "
+                         "cells' alphas, which a network of reduction cells only does not use")  # fmt: skip
     dev = torch.device(device)
     settings = dict(order=order, batch_size=batch_size, channels=channels, layers=layers, size=size, device=str(dev),
                     repeats=repeats, warmup=warmup, hvp=hvp, num_classes=num_classes, in_channels=in_channels,

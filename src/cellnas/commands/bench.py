@@ -164,6 +164,9 @@ def run_search_step(args) -> int:
     _check(args)
     if args.schedule == "processes" and not args.baseline:
         raise CellnasError("--schedule processes needs --baseline (it says how the two are timed)")
+    if args.baseline and args.layers < 3:
+        raise CellnasError(f"--baseline needs --layers 3 or more (got {args.layers}): with fewer cells every cell "
+                           "is a reduction cell, and the textbook code differentiates the unused normal alphas")
     r = bench_search_step(
         args.order, args.batch, args.channels, args.layers, args.size, _device(args.device), threads=args.threads,
         repeats=args.repeats, warmup=args.warmup, baseline=args.baseline, hvp=args.hvp, seed=args.seed,
