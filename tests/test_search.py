@@ -214,6 +214,22 @@ def test_all_normal_supernet_with_two_nodes(tmp_path):
     assert np.load(tmp_path / "min" / "alphas_history.npz")["normal"].shape[1:] == (5, 8)
 
 
+def test_an_all_normal_search_marks_its_reduce_cell_as_not_searched_and_readers_warn(tmp_path, caplog):
+    from cellnas.formats import load_genotype
+
+    result = search(out=tmp_path / "flat", all_normal=True, **{**TINY, "epochs": 1, "steps_per_epoch": 1})
+    doc = json.loads((result.run_dir / "genotype.json").read_text())
+    assert doc["unsearched"] == ["reduce"]
+    assert "not searched" not in caplog.text  # the search itself does not warn about its own file
+    assert load_genotype(result.run_dir) == result.genotype
+    assert "its reduce cell was not searched" in caplog.text
+    caplog.clear()
+    plain = search(out=tmp_path / "both", **{**TINY, "epochs": 1, "steps_per_epoch": 1})
+    assert "unsearched" not in json.loads((plain.run_dir / "genotype.json").read_text())
+    load_genotype(plain.run_dir)
+    assert "not searched" not in caplog.text
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [

@@ -49,9 +49,16 @@ NATIVE_VERSION = 1
 # -- native JSON ------------------------------------------------------------------------------
 
 
-def to_json(g: Genotype) -> dict:
-    """The native versioned JSON document of ``g``."""
-    return {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, **g.to_dict(), "hash": g.content_hash()}
+def to_json(g: Genotype, unsearched: tuple[str, ...] = ()) -> dict:
+    """The native versioned JSON document of ``g``.
+
+    ``unsearched`` names cells the search did not choose (``("reduce",)`` after an all-normal search, SPEC 4:
+    Xie et al.'s supernet has no reduction cells, so its reduce cell is derived from untrained α); readers warn.
+    """
+    doc = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, **g.to_dict(), "hash": g.content_hash()}
+    if unsearched:
+        doc["unsearched"] = list(unsearched)
+    return doc
 
 
 def from_json(doc: dict, source: str | None = None) -> Genotype:
@@ -68,6 +75,13 @@ def from_json(doc: dict, source: str | None = None) -> Genotype:
             f"version {NATIVE_VERSION}); upgrade cellnas"
         )
     g = Genotype.from_dict(doc)
+    unsearched = doc.get("unsearched") or []
+    if unsearched:
+        log.warning(
+            "%s: its %s cell was not searched (an all-normal search: derived from untrained α); a network with "
+            "reduction cells built from it uses that cell as it is", f"genotype file {source}" if source else
+            "genotype JSON", " and ".join(map(str, unsearched)),
+        )  # fmt: skip
     stated = doc.get("hash")
     if stated is not None and stated != g.content_hash():
         where = f"genotype file {source}" if source else "genotype JSON"
@@ -428,8 +442,14 @@ def load_genotype(spec: str | os.PathLike | Genotype) -> Genotype:
     )
 
 
-def save_genotype(g: Genotype, path: str | os.PathLike, fmt: str = "json") -> Path:
-    """Write ``g`` to ``path`` in ``fmt`` atomically (temporary file, then rename)."""
+def save_genotype(g: Genotype, path: str | os.PathLike, fmt: str = "json", unsearched: tuple[str, ...] = ()) -> Path:
+    """Write ``g`` to ``path`` in ``fmt`` atomically (temporary file, then rename).
+
+    ``unsearched`` (json only): the cells the search did not choose, see :func:`to_json`."""
     from cellnas.runs import atomic_write_text
 
+    if unsearched:
+        if fmt != "json":
+            raise FormatError(f"only the json format can mark cells as not searched, not {fmt}")
+        return atomic_write_text(Path(path), json.dumps(to_json(g, unsearched), indent=2) + "\n")
     return atomic_write_text(Path(path), dumps(g, fmt) + "\n")

@@ -238,6 +238,11 @@ class _Search:
         self.acc["steps"] += 1
 
     @property
+    def unsearched(self) -> tuple[str, ...]:
+        """The cells this search does not choose: ``("reduce",)`` with ``--all-normal`` (no reduction cells)."""
+        return ("reduce",) if self.cfg.all_normal else ()
+
+    @property
     def arch_frozen(self) -> bool:
         """Whether α (and beta) wait this epoch: the first ``arch_warmup`` epochs train the weights alone (PC-DARTS)."""
         return self.epoch < self.cfg.arch_warmup
@@ -385,7 +390,7 @@ class _Search:
             self.step_in_epoch = 0
             self.acc = self._fresh_accumulators()
             self.record_alphas()
-            save_genotype(genotype, self.run_dir / "genotype.json")
+            save_genotype(genotype, self.run_dir / "genotype.json", unsearched=self.unsearched)
             self.write_alpha_files()
             self.save_checkpoint()
             if stop.requested and self.epoch < cfg.epochs:
@@ -480,7 +485,7 @@ def _finish(job: _Search) -> None:
     import json
 
     run_dir = job.run_dir
-    save_genotype(job.model.genotype(), run_dir / "genotype.json")
+    save_genotype(job.model.genotype(), run_dir / "genotype.json", unsearched=job.unsearched)
     job.write_alpha_files()
     meta_path = run_dir / "meta.json"
     try:
