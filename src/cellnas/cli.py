@@ -15,7 +15,7 @@ import sys
 
 from cellnas import __version__
 from cellnas.errors import CellnasError
-from cellnas.runs import EXIT_INTERRUPTED, RunInterrupted
+from cellnas.runs import EXIT_INTERRUPTED, RunInterrupted, sigterm_as_sigint
 
 __all__ = ["main", "build_parser"]
 
@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_freed_memory()  # fewer page faults between training steps; CELLNAS_MALLOC=default turns it off
     try:
-        result = args.func(args)
+        with sigterm_as_sigint():  # a scheduler's SIGTERM stops a run as Ctrl-C does (checkpoint kept, workers ended)
+            result = args.func(args)
     except RunInterrupted as exc:  # Ctrl-C, caught by a run that kept its checkpoint: the message says how to resume
         if args.debug:
             raise

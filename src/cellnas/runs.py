@@ -27,6 +27,7 @@ from cellnas.errors import RunError
 __all__ = [
     "StopFlag",
     "RunInterrupted",
+    "sigterm_as_sigint",
     "EXIT_INTERRUPTED",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -256,6 +257,30 @@ class StopFlag:
             yield self
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def sigterm_as_sigint():
+    """Within the block, SIGTERM (what ``kill``, SLURM and other schedulers send) is handled as Ctrl-C: whatever
+    SIGINT handler is in force when it arrives runs, so a search or training stops after its step with its
+    checkpoint, and a pool of evaluation workers is shut down with the parent instead of being left orphaned.
+    Main thread only (elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        current = signal.getsignal(signal.SIGINT)
+        if callable(current):
+            current(signal.SIGINT, frame)
+        elif current != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def rng_state(device) -> dict:

@@ -92,6 +92,7 @@ def init_worker(log_level: int = logging.WARNING) -> None:
 
     # Ctrl-C is the parent's to handle: it commits what finished and terminates the workers
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     logging.basicConfig(level=log_level, format="%(message)s")
@@ -102,6 +103,22 @@ def init_worker(log_level: int = logging.WARNING) -> None:
     torch = sys.modules.get("torch")  # imported already (forkserver preload): set it directly
     if torch is not None:
         torch.set_num_threads(1)
+
+
+def _exit_with_parent(period: float = 1.0) -> None:
+    """A daemon thread that ends this worker once its parent is gone (killed with SIGKILL, say): an idle pool
+    worker waits on its task queue for ever and would otherwise be left running, adopted by init."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="cellnas-exit-with-parent", daemon=True).start()
 
 
 def _call(fn, item):

@@ -1,0 +1,88 @@
+"""SIGTERM (what schedulers send) is handled as Ctrl-C, and pool workers do not outlive their parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from cellnas.cli import main
+from cellnas.runs import StopFlag, sigterm_as_sigint
+from cellnas.search import loop as search_loop
+
+
+def test_sigterm_asks_a_running_loop_to_stop_after_its_step():
+    with sigterm_as_sigint(), StopFlag().installed() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored on the way out
+
+
+def test_sigterm_outside_a_loop_interrupts_like_ctrl_c():
+    with pytest.raises(KeyboardInterrupt), sigterm_as_sigint():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler runs between bytecodes: never reached
+
+
+def test_sigterm_to_a_search_keeps_its_checkpoint_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real_step = search_loop._Search.step
+
+    def terminated_step(self, lr):
+        real_step(self, lr)
+        if self.global_step == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(search_loop._Search, "step", terminated_step)
+    argv = ["search", "--no-progress", "--no-plots", "-C", "4", "-L", "3", "--batch-size", "32",
+            "--steps-per-epoch", "2", "--epochs", "1", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "checkpoint written" in err and f"cellnas search --resume {out}" in err and "Traceback" not in err
+    assert (out / "checkpoint.pt").is_file()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0): read its state
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_pool_worker_ends_when_its_parent_is_killed(tmp_path):
+    (tmp_path / "task.py").write_text("import os\n\ndef pid(_):\n    return os.getpid()\n")
+    script = textwrap.dedent(
+        """
+        import os, sys
+        sys.path.insert(0, sys.argv[1])
+        from task import pid
+        from cellnas.evaluators.executor import ProcessExecutor
+
+        if __name__ == "__main__":
+            ex = ProcessExecutor(1)
+            (done,) = ex.map_unordered(pid, [0])
+            print(done.value, flush=True)
+            os._exit(0)  # as if killed: no pool shutdown
+        """
+    )
+    (tmp_path / "parent.py").write_text(script)
+    res = subprocess.run([sys.executable, str(tmp_path / "parent.py"), str(tmp_path)], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    worker = int(res.stdout.split()[-1])
+    deadline = time.monotonic() + 15
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(worker), f"worker {worker} outlived its parent"
