@@ -170,8 +170,8 @@ def test_export_csv_then_import_gives_the_same_rows(tmp_path, archive):
     doc = json.loads((tmp_path / "out.json").read_text())
     assert len(doc) == 5 and doc[0]["genotype"]["format"] == "cellnas.genotype"
     other = Archive(tmp_path / "b.sqlite")
-    assert other.import_csv(tmp_path / "out.csv") == (5, 0)
-    assert other.import_csv(tmp_path / "out.csv") == (0, 5)  # already there: kept
+    assert other.import_csv(tmp_path / "out.csv")[:2] == (5, 0)
+    assert other.import_csv(tmp_path / "out.csv")[:2] == (0, 5)  # already there: kept
     for r in archive.records():
         s = other.get(r.genotype, r.protocol, r.seed)
         assert s.metrics() == r.metrics() and s.config == r.config
@@ -185,7 +185,7 @@ def test_import_accepts_darts_text_and_zoo_names_and_names_a_bad_line(tmp_path, 
         "DARTS_V2,0.0244,3300000,\n"
     )
     (tmp_path / "mine.csv").write_text(csv_text)
-    assert archive.import_csv(tmp_path / "mine.csv", protocol="wan2022-table2") == (2, 0)
+    assert archive.import_csv(tmp_path / "mine.csv", protocol="wan2022-table2")[:2] == (2, 0)
     rec = archive.get(get_genotype("BANANAS"), "wan2022-table2")
     assert rec.test_error == 0.0239 and rec.extra == {"note": "from the paper"} and rec.params is None
     assert archive.get(get_genotype("DARTS_V2"), "wan2022-table2").params == 3300000
@@ -270,7 +270,7 @@ def test_export_json_then_import_gives_the_same_rows(tmp_path, archive):
                     config={"epochs": 3})  # fmt: skip
     archive.export(tmp_path / "out.json", archive.records())
     other = Archive(tmp_path / "b.sqlite")
-    assert other.import_csv(tmp_path / "out.json") == (4, 0)
+    assert other.import_csv(tmp_path / "out.json")[:2] == (4, 0)
     for r in archive.records():
         s = other.get(r.genotype, r.protocol, r.seed)
         assert s.metrics() == r.metrics() and s.config == r.config
@@ -353,3 +353,93 @@ def test_archive_list_of_a_protocol_no_row_has_names_the_protocols_present(tmp_p
         assert "protocols present: proxy:x, wan-table2" in captured.err and captured.out == ""
     assert main(["archive", "list", "--archive", str(db), "--protocol", "proxy:x"]) == 0
     assert "(1 of 1 rows)" in capsys.readouterr().err
+
+
+def _cli(*argv: str) -> int:
+    from cellnas.cli import main
+
+    return main(list(argv))
+
+
+def test_archive_add_keeps_an_existing_row_unless_replace(tmp_path, capsys):
+    db = str(tmp_path / "a.sqlite")
+    add = ("archive", "add", "DARTS_V2", "--protocol", "t2", "--archive", db)
+    assert _cli(*add, "--test-error", "0.0244") == 0
+    capsys.readouterr()
+    assert _cli(*add, "--test-error", "0.03") == 2
+    err = capsys.readouterr().err.strip()
+    assert "already" in err and "test_error=0.0244" in err and "--replace" in err and "\n" not in err
+    with Archive(db) as a:
+        assert a.get(get_genotype("DARTS_V2"), "t2").test_error == 0.0244
+    assert _cli(*add, "--test-error", "0.03", "--replace") == 0
+    out = capsys.readouterr().out
+    assert "replaced" in out and "test_error=0.0244" in out
+    with Archive(db) as a:
+        assert a.get(get_genotype("DARTS_V2"), "t2").test_error == 0.03
+
+
+def test_archive_add_refuses_two_values_of_one_metric(tmp_path, capsys):
+    db = tmp_path / "a.sqlite"
+    assert _cli("archive", "add", "BANANAS", "--protocol", "q3", "--test-error", "0.1", "--metric", "test_error=0.9",
+                "--archive", str(db)) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert "test_error" in err and "0.1" in err and "0.9" in err and "\n" not in err
+    assert not db.exists() or Archive(db).count() == 0
+    assert _cli("archive", "add", "BANANAS", "--protocol", "q3", "--metric", "top1=0.5", "--metric", "top1=0.6",
+                "--archive", str(db)) == 2  # fmt: skip
+    assert "0.5" in capsys.readouterr().err
+    assert _cli("archive", "add", "BANANAS", "--protocol", "q3", "--test-error", "0.1", "--metric", "test_error=0.1",
+                "--archive", str(db)) == 0  # the same value twice is no conflict  # fmt: skip
+
+
+def test_fit_surrogate_skips_rows_it_cannot_encode_and_names_them(tmp_path, capsys):
+    from cellnas.evaluators.synthetic import SyntheticEvaluator
+
+    truth = SyntheticEvaluator()
+    nasnet = get_genotype("NASNet")  # 5 intermediate nodes
+    db = tmp_path / "a.sqlite"
+    with Archive(db) as a:
+        a.put(nasnet, "p", {"test_error": 0.0})  # ranked first
+        a.put_many([(g, "p", {"test_error": truth.error(g)}) for g in sample("none", 12, seed=0)])
+        a.put_many([(g, "few", {"test_error": truth.error(g)}) for g in [nasnet, *sample("none", 3, seed=0)]])
+    out = tmp_path / "s.joblib"
+    fit = ("archive", "fit-surrogate", "--test-fraction", "0", "--archive", str(db), "-o", str(out))
+    assert _cli(*fit, "--protocol", "p") == 0
+    err = capsys.readouterr().err
+    assert "skipped 1 of 13 rows" in err and nasnet.content_hash() in err and "5 intermediate nodes" in err
+    assert out.is_file()
+    assert _cli(*fit, "--protocol", "few") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "only 3 of 4 rows" in err and "at least 10" in err
+
+
+def test_archive_evaluate_reads_a_variants_directory_as_analyze_convergence_does(tmp_path, capsys):
+    fam = tmp_path / "fam"
+    assert _cli("analyze", "variants", "DARTS_V2", "-o", str(fam), "--per-bin", "1", "--widths", "2") == 0
+    assert (fam / "index.json").is_file()
+    db = tmp_path / "a.sqlite"
+    assert _cli("archive", "evaluate", str(fam), "--evaluator", "synthetic", "--archive", str(db)) == 0
+    with Archive(db) as a:
+        assert a.count() == 2 and get_genotype("DARTS_V2").content_hash() in {r.hash for r in a.records()}
+
+
+def test_import_reports_duplicates_within_the_file_and_refuses_conflicting_ones(tmp_path, archive, capsys):
+    h = get_genotype("DARTS_V2").content_hash()
+    (tmp_path / "same.csv").write_text("genotype,test_error\nDARTS_V2,0.03\nDARTS_V2,0.03\n")
+    result = archive.import_csv(tmp_path / "same.csv", protocol="p")
+    assert (result.written, result.kept, result.duplicates) == (1, 0, (h,))
+    assert _cli("archive", "import", str(tmp_path / "same.csv"), "--protocol", "q",
+                "--archive", str(archive.path)) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "imported 1 rows" in out and f"1 duplicate row in the file ignored: {h}" in out and "already" not in out
+    (tmp_path / "differ.csv").write_text("genotype,test_error\nDARTS_V2,0.03\nDARTS_V2,0.05\n")
+    with pytest.raises(FormatError, match="line 3: .*repeats line 2 with other values.*0.05.*0.03"):
+        archive.import_csv(tmp_path / "differ.csv", protocol="r")
+    assert archive.count("r") == 0
+
+
+def test_import_refuses_a_row_without_any_metric_naming_it(tmp_path, archive):
+    (tmp_path / "in.csv").write_text("genotype,test_error,note\nDARTS_V1,0.1,\nDARTS_V2,,\n")
+    with pytest.raises(FormatError, match="line 3: no metric"):
+        archive.import_csv(tmp_path / "in.csv", protocol="p")
+    assert archive.count() == 0

@@ -268,3 +268,20 @@ def test_batch_refuses_a_negative_seed_and_reports_when_everything_failed(tmp_pa
 def test_proxy_set_values_of_the_wrong_type_are_one_line_errors():
     with pytest.raises(CellnasError, match="\"epochs\" .* must be an integer, got 'abc'"):
         create_evaluator("proxy", epochs="abc").config()
+
+
+def test_a_file_that_is_not_a_surrogate_is_named_for_what_it_is(tmp_path):
+    import sqlite3
+
+    import joblib
+
+    (tmp_path / "v2.json").write_text('{"format": "cellnas.genotype"}\n')
+    with pytest.raises(DataError, match=r"v2\.json is JSON, not a surrogate written by `cellnas archive "
+                                        r"fit-surrogate` \(a joblib file\)"):  # fmt: skip
+        SurrogateModel.load(tmp_path / "v2.json")
+    sqlite3.connect(tmp_path / "a.sqlite").execute("CREATE TABLE t (x)").connection.commit()
+    with pytest.raises(DataError, match=r"a\.sqlite is an SQLite file .*not a surrogate"):
+        SurrogateModel.load(tmp_path / "a.sqlite")
+    joblib.dump([1, 2], tmp_path / "other.joblib")
+    with pytest.raises(DataError, match=r"other\.joblib is a joblib file holding a list, not a surrogate"):
+        SurrogateModel.load(tmp_path / "other.joblib")

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cellnas.errors import CellnasError, DataError, FormatError, GenotypeError
 from cellnas.formats import from_json, load_genotype, to_darts_text, to_json
@@ -51,6 +51,7 @@ __all__ = [
     "SORT_KEYS",
     "Record",
     "Archive",
+    "ImportResult",
     "check_result",
     "metric_value",
 ]
@@ -172,6 +173,16 @@ def metric_value(record: Record, metric: str) -> float | None:
         return getattr(record, metric)
     value = record.extra.get(metric)
     return None if value is None else float(value)
+
+
+class ImportResult(NamedTuple):
+    """What :meth:`Archive.import_csv` did: rows ``written``, rows ``kept`` (already in the archive and
+    ``replace=False``), and the hashes of ``duplicates`` (rows repeating an earlier row of the same file, same
+    values: ignored), in file order."""
+
+    written: int
+    kept: int
+    duplicates: tuple[str, ...] = ()
 
 
 def _split_metrics(metrics: dict) -> tuple[dict, dict]:
@@ -578,7 +589,7 @@ class Archive:
         seed: int = 0,
         replace: bool = False,
         source: str | None = None,
-    ) -> tuple[int, int]:
+    ) -> ImportResult:
         """Import a CSV with a ``genotype`` column (anything :func:`~cellnas.formats.load_genotype` accepts:
         DARTS ``Genotype(...)`` text, a zoo name, cellnas/NB301/NNabla JSON, a file path) and metric columns.
 
@@ -586,8 +597,10 @@ class Archive:
         ``hash``, ``source``, ``created_at``, ``updated_at`` are ignored (an exported file imports as is);
         ``test_error``/``val_error``/``params``/``seconds`` are the metric columns, every other non-empty
         column goes to ``extra`` (as a number when it parses as one). One transaction: a bad row imports
-        nothing and names its line. Returns ``(rows written, rows skipped)`` (skipped: already present and
-        ``replace=False``).
+        nothing and names its line; a row without any metric is a bad row. A row repeating an earlier row of the
+        file (same genotype hash, protocol and seed) is ignored and reported in ``duplicates`` when its metrics and
+        config are the same, and refused (naming both lines) when they differ. Returns an :class:`ImportResult`:
+        rows written, rows kept (already present and ``replace=False``), duplicates in the file.
         """
         path = Path(path)
         if path.suffix.lower() == ".json":
@@ -611,6 +624,8 @@ class Archive:
         ignored = {"genotype", "protocol", "seed", "config", "hash", "source", "created_at", "updated_at"}
         items = []
         configs = []
+        seen: dict[tuple[str, str, int], tuple[int, dict, dict]] = {}  # key -> (line, metrics, config)
+        duplicates: list[str] = []
         for line, row in enumerate(rows, start=first):
             where = f"{path}, {unit} {line}"
             text = (row.get("genotype") or "").strip()
@@ -638,6 +653,10 @@ class Archive:
                     if key in METRIC_COLUMNS:
                         raise FormatError(f"{where}: {key} = {value!r} is not a number") from None
                     metrics[key] = value
+            if not metrics:
+                named = ", ".join(k for k in fields if k and k not in ignored) or "none"
+                raise FormatError(f"{where}: no metric (every metric column is empty: {named}); a result needs "
+                                  "at least one value, e.g. test_error")  # fmt: skip
             try:
                 check_result(metrics, s)
             except CellnasError as exc:
@@ -648,6 +667,18 @@ class Archive:
                     cfg = json.loads(row["config"])
                 except json.JSONDecodeError:
                     raise FormatError(f"{where}: the config column is not JSON") from None
+            same = (g.content_hash(), prot, s)
+            if same in seen:
+                before, old_metrics, old_cfg = seen[same]
+                if (old_metrics, old_cfg) != (metrics, cfg):
+                    diff = _difference(metrics, old_metrics) if old_metrics != metrics else "config differs"
+                    raise FormatError(
+                        f"{where}: {same[0]} under {prot} (seed {s}) repeats {unit} {before} with other values "
+                        f"({diff}); keep one of the two {unit}s"
+                    )
+                duplicates.append(same[0])
+                continue
+            seen[same] = (line, metrics, cfg)
             items.append((g, prot, metrics, s))
             configs.append(cfg)
         written = 0
@@ -657,7 +688,19 @@ class Archive:
         else:
             for item, cfg in zip(items, configs):
                 written += self.put_many([item], config=cfg, source=source or f"import:{path.name}", replace=replace)
-        return written, len(items) - written
+        return ImportResult(written, len(items) - written, tuple(duplicates))
+
+
+def _difference(new: dict[str, Any], old: dict[str, Any]) -> str:
+    """``"test_error 0.05 vs 0.03"`` for each metric whose value differs between two rows (``-``: absent)."""
+
+    def shown(v: Any) -> str:
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return "-" if v is None else str(v)
+
+    keys = [k for k in dict.fromkeys([*new, *old]) if new.get(k) != old.get(k)]
+    return ", ".join(f"{k} {shown(new.get(k))} vs {shown(old.get(k))}" for k in keys)
 
 
 def check_result(metrics: dict[str, Any], seed: int) -> None:

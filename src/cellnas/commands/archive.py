@@ -39,7 +39,11 @@ def register(sub, formatter) -> None:
     a = actions.add_parser(
         "add", help="store one result by hand", formatter_class=formatter,
         description="The values are checked as `archive import` checks them: test/val error are fractions in\n"
-        "[0, 1], params and seconds are finite and >= 0, the seed is >= 0.",
+        "[0, 1], params and seconds are finite and >= 0, the seed is >= 0; a metric given twice with two values\n"
+        "(--test-error 0.1 --metric test_error=0.9) is refused.\n"
+        "A result already stored for this genotype, protocol and seed is kept, as `archive import` keeps it:\n"
+        "the command then writes nothing, names the stored values and exits with status 2; --replace\n"
+        "overwrites it (and says what it replaced).",
     )  # fmt: skip
     a.add_argument("genotype", metavar="GENOTYPE", help="zoo name, genotype file, run directory or DARTS text")
     a.add_argument("--protocol", required=True, help="what the numbers mean (e.g. my-cifar10-600ep)")
@@ -49,6 +53,8 @@ def register(sub, formatter) -> None:
     a.add_argument("--seconds", type=float, default=None, help="training time in seconds")
     a.add_argument("--metric", action="append", default=[], metavar="KEY=VALUE", help="any other metric")
     a.add_argument("--seed", type=int, default=0, help="seed of the result")
+    a.add_argument("--replace", action="store_true",
+                   help="overwrite a result already stored (default: keep it, write nothing and exit 2)")  # fmt: skip
     add_archive_arg(a)
     a.set_defaults(func=_add)
 
@@ -73,7 +79,9 @@ def register(sub, formatter) -> None:
             "NNabla JSON), optional protocol and seed (>= 0), test_error/val_error (fractions in [0, 1]),\n"
             "params, seconds (>= 0), config (JSON); any other column is kept as an extra metric. A file written\n"
             "by `archive export` (.csv, or .json: a list of such rows) imports as is. One transaction: a bad\n"
-            "line imports nothing and is named."
+            "line imports nothing and is named; a line without any metric is a bad line. A line repeating an\n"
+            "earlier line of the file (same genotype, protocol and seed) is ignored and reported when its values\n"
+            "are the same, and refused (both lines named) when they differ."
         ),
     )  # fmt: skip
     im.add_argument("input", metavar="FILE", help="CSV file, or a .json file written by `archive export`")
@@ -145,6 +153,17 @@ def _number(text: str):
         return text
 
 
+def _shown(metrics: dict) -> str:
+    """``test_error=0.0244, params=3349342``."""
+    return ", ".join(f"{k}={v}" for k, v in metrics.items()) or "no metric"
+
+
+def _first(hashes, n: int = 5) -> str:
+    """The first ``n`` of ``hashes``, then how many more."""
+    hashes = list(hashes)
+    return ", ".join(hashes[:n]) + (f" and {len(hashes) - n} more" if len(hashes) > n else "")
+
+
 def _add(args) -> int:
     from cellnas.archive import check_result
     from cellnas.formats import load_genotype
@@ -152,17 +171,35 @@ def _add(args) -> int:
     g = load_genotype(args.genotype)
     metrics = {k: getattr(args, k) for k in ("test_error", "val_error", "params", "seconds")}
     metrics = {k: v for k, v in metrics.items() if v is not None}
+    given = {k: f"--{k.replace('_', '-')} {v}" for k, v in metrics.items()}  # how each value was given
     for item in args.metric:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise CellnasError(f"--metric {item!r}: expected KEY=VALUE")
-        metrics[key] = _number(value)
+        x = _number(value)
+        if key in metrics and metrics[key] != x:
+            raise CellnasError(f"{key} is given twice with different values: {given[key]} and --metric {item}; "
+                               "give one value")  # fmt: skip
+        metrics[key], given[key] = x, f"--metric {item}"
     if not metrics:
         raise CellnasError("give at least one metric (--test-error, --val-error, --params, --seconds or --metric)")
     check_result(metrics, args.seed)  # the checks of `archive import`
+    where = f"under {args.protocol} (seed {args.seed}) in {args.archive}"
     with open_archive(args) as archive:
-        archive.put(g, args.protocol, metrics, seed=args.seed, source="add")
-    print(f"stored {g.content_hash()} under {args.protocol} (seed {args.seed}) in {args.archive}")
+        if args.replace:
+            old = archive.get(g, args.protocol, seed=args.seed)
+            archive.put(g, args.protocol, metrics, seed=args.seed, source="add", replace=True)
+        elif not archive.put(g, args.protocol, metrics, seed=args.seed, source="add", replace=False):
+            old = archive.get(g, args.protocol, seed=args.seed)
+            stored = "" if old is None else f" ({_shown(old.metrics())})"
+            raise CellnasError(f"{g.content_hash()} already has a result {where}{stored}: kept it, nothing "
+                               "written; give --replace to overwrite it")  # fmt: skip
+        else:
+            old = None
+    if old is not None:
+        print(f"replaced {g.content_hash()} {where}: {_shown(old.metrics())} -> {_shown(metrics)}")
+    else:
+        print(f"stored {g.content_hash()} {where}")
     return 0
 
 
@@ -216,27 +253,37 @@ def _export(args) -> int:
 
 def _import(args) -> int:
     with open_archive(args) as archive:
-        written, skipped = archive.import_csv(args.input, protocol=args.protocol, seed=args.seed,
-                                              replace=args.replace)  # fmt: skip
-    print(f"imported {written} rows into {args.archive}" + (f" ({skipped} already present, kept)" if skipped else ""))
+        result = archive.import_csv(args.input, protocol=args.protocol, seed=args.seed, replace=args.replace)
+    notes = []
+    if result.kept:
+        notes.append(f"{result.kept} already present, kept; --replace overwrites them")
+    if result.duplicates:
+        n = len(result.duplicates)
+        notes.append(f"{n} duplicate row{'s' if n > 1 else ''} in the file ignored: {_first(result.duplicates)}")
+    print(f"imported {result.written} rows into {args.archive}" + (f" ({'; '.join(notes)})" if notes else ""))
     return 0
 
 
-def _collect_genotypes(specs: list[str]):
+def _collect_genotypes(specs: list[str]) -> list:
+    """The genotypes of GENOTYPE arguments: what `cellnas analyze convergence` accepts (zoo names, genotype files,
+    run directories, a `cellnas analyze variants` directory with its index.json), read by the same function, plus
+    a plain directory of genotype files (.json, .txt)."""
     from pathlib import Path
 
+    from cellnas.analysis.convergence import expand_genotypes
     from cellnas.formats import load_genotype
 
     out = []
     for spec in specs:
         path = Path(spec)
-        if path.is_dir() and not (path / "genotype.json").is_file():
+        plain_dir = path.is_dir() and not (path / "genotype.json").is_file() and not (path / "index.json").is_file()
+        if plain_dir:
             files = sorted(f for f in path.iterdir() if f.suffix in (".json", ".txt") and f.is_file())
             if not files:
                 raise CellnasError(f"directory {path} holds no genotype files (.json, .txt)")
             out += [load_genotype(f) for f in files]
         else:
-            out.append(load_genotype(spec))
+            out += [e.genotype for e in expand_genotypes([spec])]
     return out
 
 
@@ -272,7 +319,7 @@ def _protocols_present(archive) -> str:
 def _fit(args) -> int:
     from pathlib import Path
 
-    from cellnas.evaluators.surrogate import fit_surrogate
+    from cellnas.evaluators.surrogate import MIN_ROWS, fit_surrogate, split_encodable
 
     if Path(args.output).is_dir():
         raise CellnasError(f"-o {args.output} is a directory; give the surrogate file's name, "
@@ -282,6 +329,18 @@ def _fit(args) -> int:
         if not ranked:
             raise CellnasError(f"no {args.metric} under protocol {args.protocol!r} in {args.archive}; "
                                f"{_protocols_present(archive)}")  # fmt: skip
+    n_nodes, keep, refused = split_encodable([g for g, _, _ in ranked], args.features)
+    if refused:
+        reasons = list(dict.fromkeys(refused.values()))
+        why = reasons[0] + (f" and {len(reasons) - 1} other reasons" if len(reasons) > 1 else "")
+        skipped = f"({why}): {_first(ranked[i][0].content_hash() for i in refused)}"
+        if len(keep) < MIN_ROWS:
+            raise CellnasError(f"only {len(keep)} of {len(ranked)} rows with {args.metric} under protocol "
+                               f"{args.protocol!r} can be encoded by one surrogate {skipped}; a surrogate needs at "
+                               f"least {MIN_ROWS}")  # fmt: skip
+        print(f"warning: skipped {len(refused)} of {len(ranked)} rows that a surrogate of {n_nodes}-node cells "
+              f"cannot encode {skipped}; fitting on the other {len(keep)}", file=sys.stderr)  # fmt: skip
+        ranked = [ranked[i] for i in keep]
     model = fit_surrogate([(g, v) for g, v, _ in ranked], args.protocol, metric=args.metric, model=args.model,
                           features=args.features, test_fraction=args.test_fraction, seed=args.seed,
                           refit=not args.no_refit)  # fmt: skip

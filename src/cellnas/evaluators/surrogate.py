@@ -35,12 +35,24 @@ from cellnas.evaluators import Evaluator
 from cellnas.genotype import CELL_TYPES, PRIMITIVES, Genotype
 from cellnas.runs import now_iso
 
-__all__ = ["FEATURES", "MODELS", "encode", "feature_names", "SurrogateModel", "fit_surrogate", "SurrogateEvaluator"]
+__all__ = [
+    "FEATURES",
+    "MODELS",
+    "MIN_ROWS",
+    "encode",
+    "feature_names",
+    "split_encodable",
+    "SurrogateModel",
+    "fit_surrogate",
+    "SurrogateEvaluator",
+]
 
 log = logging.getLogger(__name__)
 
 FEATURES: tuple[str, ...] = ("edges", "edges+counts")
 MODELS: tuple[str, ...] = ("gbr", "hgb")
+#: The fewest architectures :func:`fit_surrogate` fits on.
+MIN_ROWS = 10
 _FILE_FORMAT = "cellnas.surrogate"
 _FILE_VERSION = 1
 _OP_INDEX = {op: i for i, op in enumerate(PRIMITIVES)}
@@ -84,6 +96,47 @@ def encode(genotypes: Sequence[Genotype], n_nodes: int = 4, features: str = "edg
                         X[row, 2 * slots * n_ops + c * n_ops + k] += 1.0
                 offset += j + 2
     return X
+
+
+def split_encodable(
+    genotypes: Sequence[Genotype], features: str = "edges+counts", n_nodes: int | None = None
+) -> tuple[int, list[int], dict[int, str]]:
+    """Which of ``genotypes`` one surrogate can encode: ``(n_nodes, indices it encodes, {index: why not})``.
+
+    ``n_nodes``: given, or the most common number of intermediate nodes of the normal cells (ties: the fewest), so
+    that a few cells of another size (e.g. NASNet's 5 nodes among DARTS cells) are the ones left out.
+    """
+    from collections import Counter
+
+    if n_nodes is None:
+        counts = Counter(g.normal.n_nodes for g in genotypes)
+        n_nodes = min(counts, key=lambda n: (-counts[n], n)) if counts else 4
+    ok: list[int] = []
+    refused: dict[int, str] = {}
+    for i, g in enumerate(genotypes):
+        try:
+            encode([g], n_nodes, features)
+        except GenotypeError as exc:
+            refused[i] = str(exc)
+        else:
+            ok.append(i)
+    return n_nodes, ok, refused
+
+
+def _file_kind(path: Path) -> str | None:
+    """What ``path`` holds when it is a known kind of file that is not a surrogate ("JSON", "an SQLite file
+    (an archive?)"), else None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        if head.startswith(b"SQLite format 3\x00"):
+            return "an SQLite file (an archive?)"
+        if path.stat().st_size <= 16 * 2**20:  # a genotype or an archive export, say
+            json.loads(path.read_text(encoding="utf-8-sig"))
+            return "JSON"
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 @dataclass
@@ -153,12 +206,18 @@ class SurrogateModel:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"surrogate file {path} does not exist (fit one with `cellnas archive fit-surrogate`)")
+        expected = "a surrogate written by `cellnas archive fit-surrogate` (a joblib file)"
         try:
             doc = joblib.load(path)
         except Exception as exc:  # noqa: BLE001 - any unpickling problem is a bad file for the user
-            raise DataError(f"{path} is not a readable surrogate file: {exc}") from None
+            kind = _file_kind(path)
+            if kind is not None:
+                raise DataError(f"{path} is {kind}, not {expected}") from None
+            raise DataError(f"{path} is not a readable surrogate file (expected {expected}; loading it failed: "
+                            f"{type(exc).__name__}: {exc})") from None  # fmt: skip
         if not isinstance(doc, dict) or doc.get("format") != _FILE_FORMAT or not isinstance(doc.get("model"), cls):
-            raise DataError(f"{path} is not a cellnas surrogate file")
+            held = type(doc.get("model") if isinstance(doc, dict) and doc.get("format") == _FILE_FORMAT else doc)
+            raise DataError(f"{path} is a joblib file holding a {held.__name__}, not {expected}")
         if doc.get("version") != _FILE_VERSION:
             raise DataError(f"{path}: surrogate file version {doc.get('version')} is not supported")
         return doc["model"]
@@ -213,8 +272,8 @@ def fit_surrogate(
         raise CellnasError(f"test fraction must be in [0, 1), got {test_fraction}")
     genotypes = [g for g, _ in data]
     y = np.asarray([float(v) for _, v in data], dtype=float)
-    if len(genotypes) < 10:
-        raise DataError(f"a surrogate needs at least 10 evaluated architectures, got {len(genotypes)}")
+    if len(genotypes) < MIN_ROWS:
+        raise DataError(f"a surrogate needs at least {MIN_ROWS} evaluated architectures, got {len(genotypes)}")
     n_nodes = genotypes[0].normal.n_nodes
     X = encode(genotypes, n_nodes, features)
     fp = hashlib.sha256(
