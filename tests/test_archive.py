@@ -355,6 +355,20 @@ def test_archive_list_of_a_protocol_no_row_has_names_the_protocols_present(tmp_p
     assert "(1 of 1 rows)" in capsys.readouterr().err
 
 
+def test_archive_list_keeps_its_columns_aligned_when_a_value_is_missing(tmp_path, capsys):
+    from cellnas.cli import main
+
+    db = tmp_path / "a.sqlite"
+    with Archive(db) as a:
+        a.put(get_genotype("DARTS_V2"), "p", {"test_error": 0.0244, "params": 3349342, "seconds": 12.5})
+        a.put(get_genotype("DARTS_V1"), "p", {"test_error": 0.03})  # no params, no seconds
+    assert main(["archive", "list", "--archive", str(db)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if " p " in line]
+    assert len(rows) == 2
+    stamps = [line.rindex("  ") for line in rows]  # where the last column (updated at) starts
+    assert stamps[0] == stamps[1], rows
+
+
 def _cli(*argv: str) -> int:
     from cellnas.cli import main
 

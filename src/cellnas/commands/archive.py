@@ -204,7 +204,11 @@ def _add(args) -> int:
 
 
 def _fmt(x, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
+    """``x`` formatted with ``spec``; a missing value is a ``-`` right-aligned to the spec's width."""
+    if x is not None:
+        return format(x, spec)
+    width = "".join(c for c in spec.split(".")[0] if c.isdigit())
+    return "-".rjust(int(width or 1))
 
 
 def _check_limit(args) -> None:
