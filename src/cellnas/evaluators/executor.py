@@ -90,35 +90,21 @@ def init_worker(log_level: int = logging.WARNING) -> None:
     torch is not imported here, so workers of torch-free tasks start fast."""
     import signal
 
+    from cellnas.cpu import die_with_parent, keep_freed_memory
+
     # Ctrl-C is the parent's to handle: it commits what finished and terminates the workers
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _exit_with_parent()
+    die_with_parent()  # an idle worker of a killed parent would wait on its task queue for ever, adopted by init
+    if os.getppid() == 1:  # the parent died before the line above
+        os._exit(1)
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     logging.basicConfig(level=log_level, format="%(message)s")
     logging.getLogger("cellnas").setLevel(log_level)
-    from cellnas.cpu import keep_freed_memory
-
     keep_freed_memory()  # as the CLI does in its own process: trainings reuse freed activation memory
     torch = sys.modules.get("torch")  # imported already (forkserver preload): set it directly
     if torch is not None:
         torch.set_num_threads(1)
-
-
-def _exit_with_parent(period: float = 1.0) -> None:
-    """A daemon thread that ends this worker once its parent is gone (killed with SIGKILL, say): an idle pool
-    worker waits on its task queue for ever and would otherwise be left running, adopted by init."""
-    import threading
-    import time
-
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(period)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="cellnas-exit-with-parent", daemon=True).start()
 
 
 def _call(fn, item):
