@@ -86,3 +86,35 @@ def test_a_pool_worker_ends_when_its_parent_is_killed(tmp_path):
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(worker), f"worker {worker} outlived its parent"
+
+
+def test_busy_warning_says_when_the_threads_would_share_cores_with_other_work():
+    from cellnas.cpu import busy_warning
+
+    assert busy_warning(2, others=0, cores=2) is None
+    assert busy_warning(1, others=1, cores=2) is None
+    message = busy_warning(2, others=1, cores=2)
+    assert "1 other thread is already running on this machine's 2 cores" in message and "--threads 1" in message
+    assert "--threads 1" in busy_warning(4, others=7, cores=4)  # never suggests 0 threads
+
+
+def test_other_runnable_reads_the_running_count_without_counting_itself():
+    from cellnas.cpu import other_runnable
+
+    n = other_runnable(samples=3, interval=0.001)
+    assert n is None or n >= 0
+
+
+def test_the_cli_warns_about_a_busy_machine_before_a_search_unless_told_not_to(tmp_path, monkeypatch, caplog):
+    import cellnas.cpu
+
+    monkeypatch.setattr(cellnas.cpu, "other_runnable", lambda *a, **k: 3)
+    monkeypatch.setenv("CELLNAS_BUSY_CHECK", "1")
+    argv = ["search", "--threads", "1", "--no-progress", "--no-plots", "-C", "4", "-L", "3", "--batch-size", "16",
+            "--steps-per-epoch", "1", "--epochs", "1"]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert "3 other threads are already running" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("CELLNAS_BUSY_CHECK", "0")
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert "already running" not in caplog.text

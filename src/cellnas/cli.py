@@ -61,6 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands whose torch threads run for minutes: they warn when other work already occupies the cores
+#: (:func:`cellnas.cpu.busy_warning`). ``CELLNAS_BUSY_CHECK=0`` turns the check off.
+BUSY_CHECKED = frozenset({"search", "train", "evaluate", "bench"})
+
+
+def _warn_if_busy(args) -> None:
+    import os
+
+    if os.environ.get("CELLNAS_BUSY_CHECK", "1") == "0":
+        return
+    import torch
+
+    device = getattr(args, "device", None)
+    if (isinstance(device, str) and device.startswith("cuda")) or (device != "cpu" and torch.cuda.is_available()):
+        return  # the work runs on the GPU
+    from cellnas.cpu import busy_warning
+
+    threads = getattr(args, "threads", None) or torch.get_num_threads()
+    message = busy_warning(threads)
+    if message:
+        logging.getLogger("cellnas").warning("warning: %s", message)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -75,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     from cellnas.cpu import keep_freed_memory
 
     keep_freed_memory()  # fewer page faults between training steps; CELLNAS_MALLOC=default turns it off
+    if args.command in BUSY_CHECKED:
+        _warn_if_busy(args)
     try:
         with sigterm_as_sigint():  # a scheduler's SIGTERM stops a run as Ctrl-C does (checkpoint kept, workers ended)
             result = args.func(args)

@@ -57,6 +57,9 @@ def register(sub, formatter) -> None:
     g.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its checkpoint")
     g.add_argument("--seed", type=int, default=None, help=f"seed of weights, α and data order (default {d.seed})")
     g.add_argument("--device", default=None, help=f"auto, cpu or cuda[:N] (default {d.device})")
+    g.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads of torch (default: torch's choice, one per core; on a machine shared with other "
+                        "work, give the cores that are free)")  # fmt: skip
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--json", action="store_true",
                    help="print the summary as JSON (search_seconds: training steps of every session, as in meta.json; "
@@ -150,8 +153,10 @@ def _overrides(args) -> dict:
 
 
 def run(args) -> int:
+    from cellnas.commands.train import set_threads
     from cellnas.search import search
 
+    set_threads(args.threads)
     overrides = _overrides(args)
     if args.resume:
         extra = sorted(set(overrides) - {"epochs", "progress", "plots"})
