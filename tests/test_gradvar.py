@@ -169,3 +169,31 @@ def test_cli_help_of_the_plane_options(study, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: True)" not in text and "a progress bar is shown" in text
     assert ("--interpolate" in text) == (study == "landscape")  # gradvar has no --interpolate
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--grid", "--range", "0"], "--range '0': LO must be below HI"),
+    (["--grid", "--save-every", "0"], "--save-every must be >= 1, got 0"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+])  # fmt: skip
+def test_cli_gradvar_checks_every_argument_before_computing(tiny_run, tmp_path, capsys, flags, message):
+    from cellnas.cli import main
+
+    out = tmp_path / "gv"
+    argv = ["analyze", "gradvar", str(tiny_run), "--resolution", "2", "--batches", "2", "--batch-size", "8",
+            "--no-progress", "-o", str(out), *flags]  # fmt: skip
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert f"cellnas analyze: error: {message}" in captured.err
+    assert captured.out == "" and not out.exists()  # no Var(g) printed, nothing written
+
+
+@pytest.mark.parametrize("study", ["gradvar", "landscape"])
+def test_cli_plane_studies_refuse_an_output_that_is_a_file(tiny_run, tmp_path, capsys, study):
+    from cellnas.cli import main
+
+    (tmp_path / "g.txt").write_text("")
+    assert main(["analyze", study, str(tiny_run), "--resolution", "2", "--no-progress", "-o",
+                 str(tmp_path / "g.txt")]) == 2  # fmt: skip
+    captured = capsys.readouterr()
+    assert "-o" in captured.err and "is an existing file, not a directory" in captured.err and captured.out == ""

@@ -106,7 +106,7 @@ def _brute_force_classes(graphs, max_nodes):
 
 def test_mined_supports_equal_brute_force_counts():
     graphs = _small_graphs()
-    motifs = mine(graphs, min_support=1, min_nodes=2, max_nodes=4)
+    motifs = mine(graphs, min_count=1, min_nodes=2, max_nodes=4)
     classes = _brute_force_classes(graphs, max_nodes=4)
     assert len(motifs) == len(classes)  # complete, and no isomorphism class split in two
     assert sorted(m.support for m in motifs) == sorted(len(h) for _, h in classes)
@@ -117,10 +117,10 @@ def test_mined_supports_equal_brute_force_counts():
 
 def test_min_support_fraction_and_node_limits():
     graphs = _small_graphs()
-    every = mine(graphs, min_support=1, max_nodes=4)
+    every = mine(graphs, min_count=1, max_nodes=4)
     frequent = mine(graphs, min_support=0.25, max_nodes=4)  # round(0.25 * 8) = 2 graphs
     assert {m.key for m in frequent} == {m.key for m in every if m.support >= 2}
-    three = mine(graphs, min_support=1, min_nodes=3, max_nodes=3)
+    three = mine(graphs, min_count=1, min_nodes=3, max_nodes=3)
     assert three and all(m.n_nodes == 3 for m in three)
     assert {m.key for m in three} == {m.key for m in every if m.n_nodes == 3}
 
@@ -177,3 +177,19 @@ def test_rank_puts_motifs_absent_from_the_reference_first():
     ranked = rank(motifs, empty_reference)
     assert all(m.ref_incidence == 0 and m.norm_support == float("inf") for m in ranked)
     assert [m.support for m in ranked] == sorted((m.support for m in ranked), reverse=True)
+
+
+def test_support_count_converts_a_fraction_as_the_reference_does():
+    from cellnas.analysis.motifs import support_count
+
+    assert support_count(2589, 0.05) == 129  # SPEC 5.3: round(0.05 T) = 129 for T = 2589
+    assert support_count(6, 0.2) == 1  # round(1.2); the CLI reports the count it used
+    assert support_count(6, 0.5) == 3 and support_count(30, 0.1) == 3 and support_count(10, 0.01) == 1
+    assert support_count(6, 1.0) == 6  # 1.0 is 100 %, not a count of 1
+    assert support_count(6, min_count=1) == 1 and support_count(2589, min_count=130) == 130
+    for bad in ({"min_support": 2.0}, {"min_support": 0.0}, {"min_count": 0}, {"min_count": 1.5}):
+        with pytest.raises(ValueError):
+            support_count(6, **bad)
+    graphs = _small_graphs()
+    assert min(m.support for m in mine(graphs, min_support=0.25, max_nodes=3)) == 2  # round(2.0)
+    assert all(m.support == 8 for m in mine(graphs, min_support=1.0, max_nodes=3))

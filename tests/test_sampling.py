@@ -259,3 +259,37 @@ def test_sample_distance_refuses_a_5_node_genotype_in_one_line(capsys):
 def test_satisfies_is_false_outside_the_samplers_node_count():
     g = sample("prim", 1, seed=2, n_nodes=5)[0]
     assert satisfies(g, "prim", n_nodes=5) and not satisfies(g, "prim")
+
+
+@pytest.mark.parametrize("where", ["file", "under_file", "proc"])
+def test_sample_output_that_cannot_be_a_directory_is_a_one_line_error(tmp_path, capsys, where):
+    (tmp_path / "g.txt").write_text("")
+    out = {"file": tmp_path / "g.txt", "under_file": tmp_path / "g.txt" / "sub", "proc": "/proc/cellnas-no-such"}
+    assert main(["sample", "-n", "1", "-o", str(out[where])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cellnas sample: error: -o '{out[where]}'") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--distance", "DARTS_V2", "-n", "5"], "-n (the number of samples) does not apply with --distance"),
+    (["--distance", "DARTS_V2", "--seed", "0"], "--seed (the sampling seed) does not apply with --distance"),
+    (["--distance", "DARTS_V2", "--no-quirk"], "--no-quirk (a sampling option"),
+    (["--distance", "DARTS_V2", "--format", "json"], "--format (the format of the samples) does not apply"),
+    (["--residual", "node2"], "--residual (the Skip reading of the edit distance) needs --distance GENOTYPE"),
+    (["--cells", "normal"], "--cells (the cells the edit distance counts) needs --distance GENOTYPE"),
+])  # fmt: skip
+def test_sample_refuses_options_of_the_other_mode(argv, message, capsys):
+    assert main(["sample", *argv]) == 2
+    captured = capsys.readouterr()
+    assert f"cellnas sample: error: {message}" in captured.err and captured.out == ""
+
+
+def test_sample_warns_about_options_without_effect_on_the_constraint(capsys):
+    assert main(["sample", "--no-quirk", "--constraint", "prim", "-n", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: --no-quirk has no effect with --constraint prim" in captured.err
+    assert captured.out.startswith("Genotype(")
+    assert main(["sample", "--distance", "DARTS_V2", "--constraint", "none", "--residual", "node2"]) == 0
+    assert "warning: --residual has no effect with --constraint none" in capsys.readouterr().err
+    assert main(["sample", "--no-quirk", "--constraint", "skip", "-n", "1"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -180,3 +180,19 @@ def test_seed_ranges_parse_and_bad_ones_are_rejected():
     for bad in ("3-1", "a", "", "-2"):
         with pytest.raises(CellnasError):
             parse_seeds(bad)
+
+
+def test_analyze_variants_help_says_depth_decreases_only_within_a_width_bin(capsys):
+    depths = [v.depth for v in width_family(get_genotype("DARTS_V2"))]
+    assert depths != sorted(depths, reverse=True)  # not decreasing over c1..c12 (c3 depth 3, c4 depth 5)
+    with pytest.raises(SystemExit):
+        main(["analyze", "variants", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "width increasing and depth decreasing" not in text
+    assert "within a width bin depth does not increase" in text and "c3 depth 3, c4 depth 5" in text
+
+
+def test_analyze_variants_output_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "g.txt").write_text("")
+    assert main(["analyze", "variants", "DARTS_V2", "--kind", "widest", "-o", str(tmp_path / "g.txt")]) == 2
+    assert "cellnas analyze: error: -o" in capsys.readouterr().err

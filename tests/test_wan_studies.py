@@ -258,7 +258,8 @@ def test_archive_list_export_info_options(tmp_path, capsys):
     (["--min-nodes", "5", "--max-nodes", "2"], "--min-nodes 5 is above --max-nodes 2"),
     (["--max-nodes", "1"], "--max-nodes must be in 2..6, got 1"),
     (["--max-nodes", "7"], "--max-nodes must be in 2..6, got 7"),
-    (["--min-support", "0"], "--min-support must be > 0"),
+    (["--min-support", "0"], "--min-support must be a fraction in (0, 1], got 0"),
+    (["--min-count", "0"], "--min-count must be >= 1, got 0"),
     (["--show", "0"], "--show must be >= 1"),
     ([], "holds no evaluations"),
 ])  # fmt: skip
@@ -267,6 +268,67 @@ def test_motifs_refuse_bad_ranges_and_an_empty_archive(tmp_path, capsys, flags, 
     Archive(db).count()  # an empty archive
     assert main(["analyze", "motifs", "--archive", str(db), "-o", str(tmp_path / "m"), *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.fixture
+def six_graphs(tmp_path):
+    """An archive whose top half is 6 cells (12 synthetic evaluations)."""
+    db = str(tmp_path / "six.sqlite")
+    assert main(["archive", "evaluate", "--sample", "none", "-n", "12", "--evaluator", "synthetic",
+                 "--archive", db]) == 0  # fmt: skip
+    return ["analyze", "motifs", "--archive", db, "--protocol", "synthetic", "--top", "0.5", "--max-nodes", "3"]
+
+
+def test_motifs_min_support_is_a_fraction_converted_as_the_reference_and_says_its_count(tmp_path, capsys,
+                                                                                      six_graphs):
+    capsys.readouterr()
+    assert main([*six_graphs, "--min-support", "0.4", "-o", str(tmp_path / "a")]) == 0
+    doc = json.loads((tmp_path / "a" / "motifs.json").read_text())
+    assert doc["n_graphs"] == 6 and doc["min_count"] == 2  # round(0.4 * 6) = round(2.4), as the reference
+    assert min(m["support"] for m in doc["motifs"]) == 2
+    assert "support >= 0.4 (2 of 6) in 6 normal cells" in capsys.readouterr().out
+    assert main([*six_graphs, "--min-support", "1.0", "-o", str(tmp_path / "b")]) == 0  # 100 %, not a count
+    assert all(m["support"] == 6 for m in json.loads((tmp_path / "b" / "motifs.json").read_text())["motifs"])
+    assert main([*six_graphs, "--min-count", "1", "-o", str(tmp_path / "c")]) == 0
+    assert min(m["support"] for m in json.loads((tmp_path / "c" / "motifs.json").read_text())["motifs"]) == 1
+    capsys.readouterr()
+    assert main([*six_graphs, "--min-support", "200", "-o", str(tmp_path / "d")]) == 2
+    assert "--min-support must be a fraction in (0, 1], got 200; for a number of graphs use --min-count 200" \
+        in capsys.readouterr().err
+    assert main([*six_graphs, "--min-count", "200", "-o", str(tmp_path / "d")]) == 2
+    assert "--min-count 200 is above the 6 graphs mined" in capsys.readouterr().err
+
+
+def test_motifs_table_says_not_in_ref_instead_of_inf(tmp_path, capsys, six_graphs):
+    capsys.readouterr()
+    assert main([*six_graphs, "--min-support", "0.3", "-o", str(tmp_path / "m")]) == 0
+    doc = json.loads((tmp_path / "m" / "motifs.json").read_text())
+    absent = [m for m in doc["motifs"] if m["ref_incidence"] == 0]
+    assert absent and all(m["norm_support"] is None and not m["in_reference"] for m in absent)
+    out = capsys.readouterr().out
+    assert "inf" not in out and "not in ref" in out
+
+
+def test_motifs_output_that_cannot_be_a_directory_is_a_one_line_error(tmp_path, capsys, six_graphs):
+    (tmp_path / "g.txt").write_text("")
+    capsys.readouterr()
+    assert main([*six_graphs, "-o", str(tmp_path / "g.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "cellnas analyze: error: -o" in err and "is an existing file, not a directory" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["sampling", "-n", "1"],
+    ["importance", "DARTS_V2"],
+    ["ablate", "DARTS_V2", "--kind", "reduce"],
+])  # fmt: skip
+def test_evaluating_studies_refuse_an_output_that_is_a_file_before_evaluating(tmp_path, capsys, argv):
+    (tmp_path / "g.txt").write_text("")
+    db = tmp_path / "a.sqlite"
+    out = str(tmp_path / "g.txt")
+    assert main(["analyze", *argv, "--evaluator", "synthetic", "--archive", str(db), "-o", out]) == 2
+    assert "cellnas analyze: error: -o" in capsys.readouterr().err
+    assert not db.exists() or Archive(db).count() == 0  # nothing was evaluated
 
 
 def test_wiring_arguments_are_checked(tmp_path, capsys):

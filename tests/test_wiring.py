@@ -238,3 +238,9 @@ def test_wiring_figures_of_two_runs_carry_each_run_name(wiring_runs, tmp_path, c
     }  # fmt: skip
     summary = json.loads((tmp_path / "same" / "wiring_summary.json").read_text())
     assert [s["run"] for s in summary] == [str(a), str(b)]
+
+
+def test_wiring_out_that_is_a_file_is_a_one_line_error(wiring_runs, tmp_path, capsys):
+    (tmp_path / "g.txt").write_text("")
+    assert main(["analyze", "wiring", str(wiring_runs / "a" / "run"), "--out", str(tmp_path / "g.txt")]) == 2
+    assert "cellnas analyze: error: --out" in capsys.readouterr().err

@@ -11,10 +11,14 @@ connected edge subset of G is isomorphic to it).
   of the reference: nodes 0, 1 labelled ``input1``, ``input2``; intermediate nodes all ``op``;
   no output node; edge src -> 2 + index//2 labelled with the op name, ``weight`` = its OI.
   An OI threshold drops edges with OI < threshold and then isolated nodes (``--weight_thres``).
-* :func:`mine`: frequent connected subgraphs with support >= ``min_support``.
+* :func:`mine`: frequent connected subgraphs with support >= ``min_support`` (a fraction in (0, 1]: at
+  least ``round(min_support * T)`` of the T graphs, as the reference converts it), or in at least ``min_count``
+  graphs.
 * :func:`reference_subgraphs` and :func:`rank`: the "ratio of supports" ranking of Table 1:
   for every architecture a random subgraph with as many edges as its important subgraph;
   ``ref_incidence`` = how many of them contain the motif; ``norm_support = support / ref_incidence``.
+  A motif that no reference subgraph contains has ``ref_incidence = 0`` and ``norm_support = inf``
+  (support / 0); such motifs rank first, by support.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "cell_graph",
     "canonical_form",
     "Motif",
+    "support_count",
     "mine",
     "contains",
     "reference_subgraphs",
@@ -235,11 +240,21 @@ def _keys_of(g: nx.DiGraph, max_nodes: int, max_edges: int | None, cache: dict) 
     return keys
 
 
-def _min_count(min_support: float, n_graphs: int) -> int:
-    """The reference's rule: a value below 1 is a fraction of the graphs (rounded half to even,
-    as ``np.round``), otherwise a count; never below 1."""
-    count = int(np.round(min_support * n_graphs)) if min_support < 1 else int(np.round(min_support))
-    return max(1, count)
+def support_count(n_graphs: int, min_support: float = 0.05, min_count: int | None = None) -> int:
+    """The smallest number of graphs a motif must occur in (SPEC 5.3: support S(g) = count / T >= sigma).
+
+    ``min_count`` (an integer >= 1), when given, is that number. Otherwise ``min_support`` is a fraction in
+    (0, 1] converted as the reference converts it: ``round(min_support * n_graphs)`` (half to even, as
+    ``np.round``; never below 1), e.g. 129 for 0.05 of T = 2589. Rounding down can admit a support just
+    below the fraction (129 / 2589 = 4.98 %), so callers should report the count they used.
+    """
+    if min_count is not None:
+        if isinstance(min_count, bool) or not isinstance(min_count, (int, np.integer)) or min_count < 1:
+            raise ValueError(f"min_count must be an integer >= 1, got {min_count!r}")
+        return int(min_count)
+    if not 0 < min_support <= 1:
+        raise ValueError(f"min_support must be a fraction in (0, 1], got {min_support!r}; use min_count for a count")
+    return max(1, int(np.round(min_support * n_graphs)))
 
 
 def mine(
@@ -248,11 +263,14 @@ def mine(
     min_nodes: int = 2,
     max_nodes: int = 6,
     max_edges: int | None = None,
+    *,
+    min_count: int | None = None,
 ) -> list[Motif]:
     """Frequent connected subgraphs of ``graphs`` (SPEC 5.3), most frequent first.
 
-    ``min_support``: a fraction of ``len(graphs)`` when < 1 (0.05 -> round(0.05 T), 129 for
-    T = 2589 as in the reference), else a count. Patterns have between ``min_nodes`` and
+    A motif is kept when it occurs in at least :func:`support_count` graphs: ``min_count`` graphs when given,
+    else ``round(min_support * len(graphs))`` for the fraction ``min_support`` in (0, 1] (129 for 0.05 of
+    T = 2589, as in the reference). Patterns have between ``min_nodes`` and
     ``max_nodes`` nodes (and at most ``max_edges`` edges if given); labels are the
     ``node_name``/``op_name`` attributes of :func:`cell_graph`. The enumeration is exponential in the
     edge count of a graph: meant for cells (<= 8 edges), fine up to about 15 edges per graph.
@@ -261,9 +279,9 @@ def mine(
     if min_nodes > max_nodes:
         raise ValueError(f"min_nodes={min_nodes} > max_nodes={max_nodes}")
     n = len(graphs)
+    threshold = support_count(n, min_support, min_count)
     if n == 0:
         return []
-    threshold = _min_count(min_support, n)
     cache: dict = {}
     counts: Counter = Counter()
     for g in graphs:

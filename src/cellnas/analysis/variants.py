@@ -9,7 +9,9 @@
 * :func:`width_family` **re-creates** the c1..c12 family of DARTS variants used in the
   convergence, loss-contour and gradient-variance figures. The paper's exact twelve genotypes
   are unpublished (SPEC 3.2, [UNKNOWN]); only the binning (4 width groups of 3: 2c, 2.5c, 3c,
-  3.5c) and the ordering (width up, depth down from c1 to c12) are known.
+  3.5c) and the README's ordering (width up, depth down from c1 to c12) are known. The re-creation
+  orders width up across bins and depth down (non-increasing) within each bin only: a narrow bin
+  ends shallower than the next, wider bin may start (DARTS_V2 depths 5,4,3, 5,4,3, 4,4,3, 3,3,3).
 
 >>> from cellnas.zoo import get_genotype
 >>> from cellnas.analysis.topology import cell_depth, cell_width
@@ -162,8 +164,9 @@ def width_family(
     (``widths`` in units of c); duplicates of a normal cell already seen are skipped. In each bin
     ``per_bin`` members are chosen, covering as many distinct depths as the bin offers (deepest
     first, then the lowest seed), and ordered by decreasing depth; bins follow ``widths``. With
-    the defaults this gives c1..c12 with width increasing and, within each width, depth
-    decreasing (SPEC 3.2: "width and depth from c1 to c12 are increasing and decreasing").
+    the defaults this gives c1..c12 with width increasing and, within each width only, depth
+    non-increasing; across bins depth may rise again (SPEC 3.2 quotes the README: "width and depth
+    from c1 to c12 are increasing and decreasing").
 
     This is a **re-creation**: the paper's exact twelve genotypes are unpublished (SPEC 3.2
     UNKNOWN), so the members are not the paper's cells, only the same construction and binning.

@@ -7,6 +7,45 @@ import sys
 
 from cellnas.errors import CellnasError
 
+DEFAULT_N = 10
+#: constraints whose sampler has the quirk, and whose constraint set has a residual link (SPEC 5.4)
+_SKIP_CONSTRAINTS = ("skip", "primskip")
+
+#: options of one mode only: (attribute, flag, what the option is for)
+_SAMPLING_ONLY = (("n", "-n", "the number of samples"), ("seed", "--seed", "the sampling seed"),
+                  ("no_quirk", "--no-quirk", "a sampling option; the edit distance never requires the quirk"),
+                  ("output", "-o", "the sample files; --distance prints to stdout"),
+                  ("format", "--format", "the format of the samples"))  # fmt: skip
+_DISTANCE_ONLY = (("residual", "--residual", "the Skip reading of the edit distance"),
+                  ("cells", "--cells", "the cells the edit distance counts"))  # fmt: skip
+
+
+def _given(args, attr: str) -> bool:
+    value = getattr(args, attr)
+    return value is not None and value is not False  # not `in (None, False)`: -n 0 / --seed 0 are given
+
+
+def _warn(text: str) -> None:
+    print(f"cellnas sample: warning: {text}", file=sys.stderr)
+
+
+def check_options(args) -> None:
+    """Refuse options that do not apply to the mode (sampling, or --distance), warn about harmless ones."""
+    if args.distance is not None:
+        for attr, flag, what in _SAMPLING_ONLY:
+            if _given(args, attr):
+                raise CellnasError(f"{flag} ({what}) does not apply with --distance; drop one of the two")
+        if args.residual is not None and args.constraint not in _SKIP_CONSTRAINTS:
+            _warn(f"--residual has no effect with --constraint {args.constraint}: only skip and primskip "
+                  "have a residual link")  # fmt: skip
+        return
+    for attr, flag, what in _DISTANCE_ONLY:
+        if _given(args, attr):
+            raise CellnasError(f"{flag} ({what}) needs --distance GENOTYPE; it does not apply to sampling")
+    if args.no_quirk and args.constraint not in _SKIP_CONSTRAINTS:
+        _warn(f"--no-quirk has no effect with --constraint {args.constraint}: only the skip and primskip samplers "
+              "have the quirk")  # fmt: skip
+
 
 def register(sub, formatter) -> None:
     p = sub.add_parser(
@@ -26,7 +65,9 @@ def register(sub, formatter) -> None:
             "residual link (a skip from an input) anywhere in the cell, counted on the normal cell only:\n"
             "it reproduces the distances of Wan et al.'s Table 2 (DARTS_V2 1, BANANAS 1; SPEC 5.5).\n"
             "--residual node2 --cells normal,reduce measures the distance to the sampler's own set\n"
-            "(DARTS_V2 -> 13).\n\n"
+            "(DARTS_V2 -> 13).\n"
+            "Sampling options (-n, --seed, --no-quirk, -o, --format) are refused with --distance, and the\n"
+            "distance options (--residual, --cells) without it.\n\n"
             "examples: cellnas sample --constraint primskip -n 100 --seed 0 -o samples/\n"
             "          cellnas sample --distance DARTS_V2 --constraint primskip\n"
             "          cellnas sample --distance DARTS_V2 --constraint primskip --residual node2 --cells normal,reduce"
@@ -35,33 +76,38 @@ def register(sub, formatter) -> None:
     )
     p.add_argument("--constraint", choices=("none", "prim", "skip", "primskip"), default="none",
                    help="constraint set")  # fmt: skip
-    p.add_argument("-n", type=int, default=10, help="number of samples")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--no-quirk", action="store_true", help="skip/primskip: node j may also read node j-1")
-    p.add_argument("-o", "--output", metavar="DIR", default=None, help="write one file per sample into DIR")
+    # options that apply to one mode only default to None, so that run() can tell whether they were given
+    p.add_argument("-n", type=int, default=None, help=f"sampling: number of samples (default: {DEFAULT_N})")
+    p.add_argument("--seed", type=int, default=None, help="sampling: random seed (default: 0)")
+    p.add_argument("--no-quirk", action="store_true",
+                   help="sampling, skip/primskip: node j may also read node j-1")  # fmt: skip
+    p.add_argument("-o", "--output", metavar="DIR", default=None, help="sampling: write one file per sample into DIR")
     p.add_argument("--format", choices=("json", "darts"), default=None,
-                   help="output format (default: darts text on stdout, json files with -o)")  # fmt: skip
+                   help="sampling: output format (default: darts text on stdout, json files with -o)")  # fmt: skip
     p.add_argument("--distance", metavar="GENOTYPE", default=None,
                    help="instead of sampling, the edit distance of GENOTYPE to the constraint set")  # fmt: skip
-    p.add_argument("--residual", choices=("node2", "any"), default="any",
-                   help="--distance: Skip means any residual link (a skip from an input; reproduces Table 2) or "
-                        "node 2 = skip(0)+skip(1) (the sampler's set)")  # fmt: skip
-    p.add_argument("--cells", default="normal",
-                   help="--distance: cell types to edit and count (normal reproduces Table 2; normal,reduce)")
+    p.add_argument("--residual", choices=("node2", "any"), default=None,
+                   help="--distance, skip/primskip: Skip means any residual link (a skip from an input; reproduces "
+                        "Table 2) or node 2 = skip(0)+skip(1) (the sampler's set) (default: any)")  # fmt: skip
+    p.add_argument("--cells", default=None,
+                   help="--distance: cell types to edit and count, comma-separated (default: normal, which "
+                        "reproduces Table 2; or normal,reduce)")  # fmt: skip
     p.set_defaults(func=run)
 
 
 def _distance(args) -> int:
-    from cellnas.analysis.sampling import edit_distance
+    from cellnas.analysis.sampling import DEFAULT_DISTANCE_CELLS, DEFAULT_RESIDUAL, edit_distance
     from cellnas.formats import load_genotype, to_darts_text
     from cellnas.genotype import CELL_TYPES
 
-    cells = tuple(dict.fromkeys(c.strip() for c in args.cells.split(",") if c.strip()))  # each cell type once
+    text = ",".join(DEFAULT_DISTANCE_CELLS) if args.cells is None else args.cells
+    cells = tuple(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))  # each cell type once
     if not cells:
         raise CellnasError(f"--cells names no cell type; valid choices: {', '.join(sorted(CELL_TYPES))}")
+    residual = args.residual or DEFAULT_RESIDUAL
     g = load_genotype(args.distance)
-    dist, nearest = edit_distance(g, args.constraint, residual=args.residual, cells=cells)
-    print(f"edit distance to {args.constraint} (residual={args.residual}, cells={','.join(cells)}): {dist}")
+    dist, nearest = edit_distance(g, args.constraint, residual=residual, cells=cells)
+    print(f"edit distance to {args.constraint} (residual={residual}, cells={','.join(cells)}): {dist}")
     for name in cells:
         for i, (old, new) in enumerate(zip(g.cell(name).pairs, nearest.cell(name).pairs)):
             if old != new:
@@ -71,21 +117,22 @@ def _distance(args) -> int:
 
 
 def run(args) -> int:
+    check_options(args)
     if args.distance is not None:
-        if args.output is not None:
-            raise CellnasError("--distance prints to stdout; it does not take -o")
         return _distance(args)
-    from pathlib import Path
-
     from cellnas.analysis.sampling import sample
+    from cellnas.commands.analyze import output_dir
     from cellnas.formats import dumps, save_genotype, to_json
 
-    if args.n < 1:
-        raise CellnasError(f"-n must be at least 1, got {args.n}")
-    if not 0 <= args.seed < 2**32:
-        raise CellnasError(f"--seed must be >= 0 and < 2**32, got {args.seed}")
-    genotypes = sample(args.constraint, args.n, args.seed, quirk=not args.no_quirk)
-    if args.output is None:
+    n = DEFAULT_N if args.n is None else args.n
+    seed = 0 if args.seed is None else args.seed
+    if n < 1:
+        raise CellnasError(f"-n must be at least 1, got {n}")
+    if not 0 <= seed < 2**32:
+        raise CellnasError(f"--seed must be >= 0 and < 2**32, got {seed}")
+    out = None if args.output is None else output_dir(args.output)  # before sampling: a bad -o fails at once
+    genotypes = sample(args.constraint, n, seed, quirk=not args.no_quirk)
+    if out is None:
         if args.format == "json":
             print(json.dumps([to_json(g) for g in genotypes], indent=2))
         else:
@@ -93,11 +140,9 @@ def run(args) -> int:
                 print(dumps(g, "darts"))
         return 0
     fmt = args.format or "json"
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     suffix = ".json" if fmt == "json" else ".txt"
-    width = max(3, len(str(args.n - 1)))
+    width = max(3, len(str(n - 1)))
     for i, g in enumerate(genotypes):
         save_genotype(g, out / f"{args.constraint}_{i:0{width}d}{suffix}", fmt=fmt)
-    print(f"wrote {len(genotypes)} {args.constraint} samples (seed {args.seed}) to {out}", file=sys.stderr)
+    print(f"wrote {len(genotypes)} {args.constraint} samples (seed {seed}) to {out}", file=sys.stderr)
     return 0

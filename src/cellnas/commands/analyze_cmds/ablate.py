@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 from cellnas.commands._evalopts import EVALUATOR_HELP, add_evaluator_args, build_evaluator, open_archive, run_batch
+from cellnas.commands.analyze import check_output_dir, output_dir
 from cellnas.commands.analyze_cmds.importance import choose_protocol
 from cellnas.errors import CellnasError
 
@@ -82,8 +83,6 @@ def _value(report, g):
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from cellnas.analysis.ablation import (
         ORDERS,
         REDUCE_VARIANTS,
@@ -101,6 +100,7 @@ def run(args) -> int:
     if args.eval_seed < 0:
         raise CellnasError(f"--eval-seed must be >= 0, got {args.eval_seed}")
     evaluator = build_evaluator(args)
+    check_output_dir(args.output)  # before the evaluations: a bad -o fails at once, and leaves nothing behind
     do_reduce = args.kind in ("reduce", "both")
     do_disable = args.kind in ("disable", "both")
     if do_disable and evaluator.name in ("surrogate", "nb301"):
@@ -155,8 +155,7 @@ def run(args) -> int:
                 everything += [v for _, v in seq]
         report = run_batch(evaluator, everything, args, archive, source="analyze-ablate")
         report.raise_if_all_failed()
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.output)
     originals = [_value(report, p["original"]) for p in plans]
     doc: dict = {
         "study": "Wan et al. 2022 verification experiments (SPEC 5.2)", "evaluator": evaluator.config(),

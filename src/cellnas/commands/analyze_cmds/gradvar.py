@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from cellnas.errors import CellnasError
 
@@ -48,16 +47,27 @@ def register(sub, formatter) -> None:
 def run(args) -> int:
     from cellnas.analysis.gradvar import gradient_variance, gradvar_grid, sample_batches
     from cellnas.analysis.landscape import axis, resolve_source
+    from cellnas.commands.analyze import check_output_dir, output_dir
     from cellnas.commands.analyze_cmds.landscape import default_output, label_of, parse_range, prepare
     from cellnas.runs import atomic_write_json
 
-    if args.grid and args.resolution < 2:
-        raise CellnasError(f"--resolution must be >= 2, got {args.resolution}")
+    # every argument is checked before the network is loaded or anything is computed
+    if args.batch_size < 1:
+        raise CellnasError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.batches < 2:
+        raise CellnasError(f"--batches must be >= 2 for a variance, got {args.batches}")
+    if args.grid:
+        if args.resolution < 2:
+            raise CellnasError(f"--resolution must be >= 2, got {args.resolution}")
+        if args.save_every is not None and args.save_every < 1:
+            raise CellnasError(f"--save-every must be >= 1, got {args.save_every}")
+        lo, hi = parse_range(args.range)
     source = resolve_source(args.run)
-    out = Path(args.output) if args.output else default_output(source, "gradvar")
+    out = check_output_dir(args.output if args.output else default_output(source, "gradvar"))
     label = label_of(source)
     model, _, meta, data, device = prepare(args, args.run)
     batches = sample_batches(data, args.batch_size, args.batches, seed=args.batch_seed, device=device)
+    output_dir(out)
     settings = {"dataset": data.name, "split": data.split, "batch_size": args.batch_size, "num_batches": args.batches,
                 "batch_seed": args.batch_seed, "normalize": args.normalize, "bn": args.bn}  # fmt: skip
     t0 = time.perf_counter()
@@ -72,7 +82,6 @@ def run(args) -> int:
     if args.grid:
         from cellnas.plots.landscape import plot_surface
 
-        lo, hi = parse_range(args.range)
         xs = axis(lo, hi, args.resolution)
         t0 = time.perf_counter()
         grid = gradvar_grid(model, batches, xs=xs, ys=xs, seed=args.seed, normalize=args.normalize, bn=args.bn,

@@ -8,6 +8,7 @@ import math
 import sys
 
 from cellnas.commands._evalopts import EVALUATOR_HELP, add_evaluator_args, build_evaluator, open_archive, run_batch
+from cellnas.commands.analyze import check_output_dir, output_dir
 from cellnas.errors import CellnasError
 
 
@@ -113,8 +114,6 @@ def summarise(edges: list[dict], threshold: float) -> dict:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from cellnas.analysis.importance import neighbourhood, operation_importance
     from cellnas.formats import load_genotype, to_darts_text
     from cellnas.plots.wan import plot_importance
@@ -127,6 +126,7 @@ def run(args) -> int:
     if args.eval_seed < 0:
         raise CellnasError(f"--eval-seed must be >= 0, got {args.eval_seed}")
     evaluator = build_evaluator(args)
+    check_output_dir(args.output)  # before the evaluations: a bad -o fails at once, and leaves nothing behind
     with open_archive(args) as archive:
         if args.genotype is not None:
             targets = [load_genotype(args.genotype)]
@@ -168,8 +168,7 @@ def run(args) -> int:
             all_edges += edges
             archs.append({"hash": g.content_hash(), "genotype": to_darts_text(g), "test_error": base, "edges": edges})
     summary = summarise(all_edges, args.threshold)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.output)
     doc = {
         "study": "Wan et al. 2022 operation importance (SPEC 5.1)", "evaluator": evaluator.config(),
         "protocol": evaluator.protocol, "eval_seed": args.eval_seed, "threshold": args.threshold,

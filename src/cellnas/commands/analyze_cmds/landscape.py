@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from cellnas.commands.analyze import check_output_dir
 from cellnas.errors import CellnasError
 
 __all__ = ["register", "run", "add_source_args", "add_plane_args", "parse_range", "prepare", "default_output",
@@ -171,8 +172,9 @@ def run(args) -> int:
     if sum(bool(x) for x in (args.one_d, args.interpolate, args.compare)) > 1:
         raise CellnasError("choose one of --1d, --interpolate and --compare")
     levels = _check_levels(args)
+    parse_range(args.range)  # a bad --range fails before the network is loaded
     source = resolve_source(args.run)
-    out = Path(args.output) if args.output else default_output(source, "landscape")
+    out = check_output_dir(args.output if args.output else default_output(source, "landscape"))
     label = label_of(source)
     if args.interpolate:
         model, _, meta, data, device = prepare(args, args.run)

@@ -10,6 +10,8 @@ from cellnas.commands._evalopts import add_archive_arg, open_archive
 from cellnas.commands.analyze_cmds.importance import choose_protocol
 from cellnas.errors import CellnasError
 
+DEFAULT_MIN_SUPPORT = 0.05
+
 
 def register(sub, formatter) -> None:
     p = sub.add_parser(
@@ -20,10 +22,14 @@ def register(sub, formatter) -> None:
             "intermediate nodes 'op', no output node, edges labelled by op), optionally pruned to the important\n"
             "ops first (--oi-protocol: OI vectors stored by `cellnas analyze importance`; edges with OI below\n"
             "--weight-thres dropped, then isolated nodes). Every connected subgraph with 2..6 nodes in at least\n"
-            "--min-support of the graphs is found (exhaustively; gSpan in the reference), then ranked by\n"
-            "norm_support = support / ref_incidence, where ref_incidence counts the random reference subgraphs\n"
-            "(one per cell, as many edges as its pruned graph) that contain the motif. Without an OI pre-filter\n"
-            "the reference subgraphs are the whole cells and norm_support is not informative.\n\n"
+            "round(--min-support x n) of the n graphs (a fraction in (0, 1], converted as the reference does: 0.05\n"
+            "of 2589 is 129; or in at least --min-count graphs) is found (exhaustively; gSpan in the reference), then\n"
+            "ranked by norm_support = support / ref_incidence, where ref_incidence ('ref') counts the random\n"
+            "reference subgraphs (one per cell, as many edges as its pruned graph) that contain the motif as a\n"
+            "node-induced subgraph (the reference's DiGraphMatcher test; support counts any occurrence). A motif in\n"
+            "none of them has ref 0 and norm_support = support / 0: shown 'not in ref' (null in motifs.json), it\n"
+            "ranks first, by support. Without an OI pre-filter the reference subgraphs are the whole cells and\n"
+            "norm_support is not informative.\n\n"
             "Writes motifs.json and motifs.png (the top --show motifs).\n\n"
             "example: cellnas analyze motifs --protocol proxy:digits-tiny --top 0.05 --oi-protocol any -o motifs"
         ),
@@ -38,8 +44,12 @@ def register(sub, formatter) -> None:
     p.add_argument("--oi-protocol", default=None, metavar="PROTOCOL",
                    help="pre-filter with the OI vectors stored under this evaluator protocol ('any': the latest)")
     p.add_argument("--weight-thres", type=float, default=0.001, help="pre-filter: keep edges with OI >= this")
-    p.add_argument("--min-support", type=float, default=0.05,
-                   help="minimum support: a fraction of the graphs (< 1) or a count")  # fmt: skip
+    support = p.add_mutually_exclusive_group()
+    support.add_argument("--min-support", type=float, default=None, metavar="FRACTION",
+                         help="keep motifs in at least this fraction of the graphs, in (0, 1]: round(FRACTION x n) "
+                              "of the n graphs, as the reference (default: 0.05, the paper's)")  # fmt: skip
+    support.add_argument("--min-count", type=int, default=None, metavar="N",
+                         help="keep motifs in at least N graphs, 1..n (instead of --min-support)")  # fmt: skip
     p.add_argument("--min-nodes", type=int, default=2, help="smallest motif (nodes, 2..6)")
     p.add_argument("--max-nodes", type=int, default=6, help="largest motif (nodes, 2..6)")
     p.add_argument("--seed", type=int, default=0, help="seed of the reference subgraphs")
@@ -49,9 +59,8 @@ def register(sub, formatter) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from cellnas.analysis.motifs import cell_graph, mine, rank, reference_subgraphs
+    from cellnas.analysis.motifs import cell_graph, mine, rank, reference_subgraphs, support_count
+    from cellnas.commands.analyze import check_output_dir, output_dir
     from cellnas.formats import to_darts_text
     from cellnas.plots.wan import plot_motifs
     from cellnas.runs import atomic_write_text
@@ -63,10 +72,15 @@ def run(args) -> int:
             raise CellnasError(f"--{flag.replace('_', '-')} must be in 2..6, got {getattr(args, flag)}")
     if args.min_nodes > args.max_nodes:
         raise CellnasError(f"--min-nodes {args.min_nodes} is above --max-nodes {args.max_nodes}")
-    if not args.min_support > 0:
-        raise CellnasError(f"--min-support must be > 0 (a fraction below 1 or a count), got {args.min_support:g}")
+    if args.min_support is not None and not 0 < args.min_support <= 1:
+        hint = f"; for a number of graphs use --min-count {args.min_support:g}" if args.min_support > 1 else ""
+        raise CellnasError(f"--min-support must be a fraction in (0, 1], got {args.min_support:g}{hint}")
+    if args.min_count is not None and args.min_count < 1:
+        raise CellnasError(f"--min-count must be >= 1, got {args.min_count}")
+    fraction = DEFAULT_MIN_SUPPORT if args.min_support is None and args.min_count is None else args.min_support
     if args.show < 1:
         raise CellnasError(f"--show must be >= 1, got {args.show}")
+    check_output_dir(args.output)
     with open_archive(args, create=False) as archive:
         protocol = choose_protocol(archive, args.protocol)
         top = archive.top(protocol, fraction=args.top, source=args.source)
@@ -78,6 +92,9 @@ def run(args) -> int:
                 raise CellnasError(f"no OI vectors under {args.oi_protocol!r} in {args.archive} (stored: {known}); "
                                    "compute them with `cellnas analyze importance --top ...`")  # fmt: skip
     genotypes = [g for g, _, _ in top]
+    if args.min_count is not None and args.min_count > len(genotypes):
+        raise CellnasError(f"--min-count {args.min_count} is above the {len(genotypes)} graphs mined (the top "
+                           f"{args.top:g} of {protocol}); give at most {len(genotypes)}")  # fmt: skip
     full = [cell_graph(g, cell_type=args.cell) for g in genotypes]
     if stored is not None:
         lacking = [g.content_hash() for g in genotypes if g.content_hash() not in stored]
@@ -90,35 +107,43 @@ def run(args) -> int:
                   for g in genotypes]  # fmt: skip
     else:
         graphs = full
-    motifs = mine(graphs, min_support=args.min_support, min_nodes=args.min_nodes, max_nodes=args.max_nodes)
+    out = output_dir(args.output)
+    threshold = (support_count(len(graphs), min_count=args.min_count) if args.min_count is not None
+                 else support_count(len(graphs), fraction))  # fmt: skip
+    motifs = mine(graphs, min_count=threshold, min_nodes=args.min_nodes, max_nodes=args.max_nodes)
     reference = reference_subgraphs(full, [g.number_of_edges() for g in graphs], seed=args.seed)
     ranked = rank(motifs, reference)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     doc = {
         "study": "Wan et al. 2022 frequent subgraph mining (SPEC 5.3)", "archive": str(args.archive),
         "rank_protocol": protocol, "top": args.top, "source": args.source, "n_graphs": len(graphs), "cell": args.cell,
         "oi_prefilter": None if stored is None else {"protocol": args.oi_protocol, "weight_thres": args.weight_thres,
                                                      "edges_kept": sum(g.number_of_edges() for g in graphs),
                                                      "edges_total": sum(g.number_of_edges() for g in full)},
-        "min_support": args.min_support, "min_nodes": args.min_nodes, "max_nodes": args.max_nodes, "seed": args.seed,
+        "min_support": fraction, "min_count": threshold, "min_nodes": args.min_nodes, "max_nodes": args.max_nodes,
+        "seed": args.seed,
         "motifs": [{"rank": i + 1, "description": m.description, "nodes": list(m.key[0]),
                     "edges": [list(e) for e in m.key[1]], "support": m.support,
                     "support_fraction": m.support_fraction, "ref_incidence": m.ref_incidence,
-                    "norm_support": None if m.norm_support == float("inf") else m.norm_support}
+                    "norm_support": None if m.norm_support == float("inf") else m.norm_support,
+                    "in_reference": m.ref_incidence > 0}
                    for i, m in enumerate(ranked)],
+        "norm_support_null": "no reference subgraph holds the motif as an induced subgraph (support / 0); ranked first",
         "cells": [{"hash": g.content_hash(), "genotype": to_darts_text(g), "test_error": e} for g, e, _ in top],
     }  # fmt: skip
     atomic_write_text(out / "motifs.json", json.dumps(doc, indent=1) + "\n")
     shown = ranked[: args.show]
     plot_motifs(shown, out / "motifs.png",
                 title=f"top motifs of the best {len(graphs)} {args.cell} cells ({protocol})")  # fmt: skip
-    print(f"{len(ranked)} motifs with support >= {args.min_support:g} in {len(graphs)} {args.cell} cells "
+    rule = f"{fraction:g} ({threshold} of {len(graphs)})" if fraction is not None else f"{threshold} of {len(graphs)}"
+    print(f"{len(ranked)} motifs with support >= {rule} in {len(graphs)} {args.cell} cells "
           f"(top {args.top:g} of {protocol})")  # fmt: skip
-    print(f"{'#':>3} {'support':>8} {'%':>5} {'ref':>5} {'norm':>6}  motif")
+    print(f"{'#':>3} {'support':>8} {'%':>5} {'ref':>5} {'norm':>11}  motif")
     for i, m in enumerate(shown):
-        norm = "inf" if m.norm_support == float("inf") else f"{m.norm_support:.2f}"
-        print(f"{i + 1:>3} {m.support:>8} {100 * m.support_fraction:>5.0f} {m.ref_incidence:>5} {norm:>6}  "
+        norm = "not in ref" if m.ref_incidence == 0 else f"{m.norm_support:.2f}"
+        print(f"{i + 1:>3} {m.support:>8} {100 * m.support_fraction:>5.0f} {m.ref_incidence:>5} {norm:>11}  "
               f"{m.description}")  # fmt: skip
+    if any(m.ref_incidence == 0 for m in shown):
+        print(f"('not in ref': none of the {len(reference)} reference subgraphs holds the motif as an induced "
+              "subgraph, so norm = support / 0; these rank first, by support)")  # fmt: skip
     print(f"wrote motifs.json and motifs.png to {out}", file=sys.stderr)
     return 0

@@ -7,6 +7,7 @@ import json
 import sys
 
 from cellnas.commands._evalopts import EVALUATOR_HELP, add_evaluator_args, build_evaluator, open_archive, run_batch
+from cellnas.commands.analyze import check_output_dir, output_dir
 from cellnas.errors import CellnasError
 
 LABELS = {"none": "Random", "prim": "Prim", "skip": "Skip", "primskip": "PrimSkip"}
@@ -47,8 +48,6 @@ def _stats(values: list[float]) -> dict:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from scipy.stats import mannwhitneyu
 
     from cellnas.analysis.sampling import CONSTRAINTS, sample
@@ -66,6 +65,7 @@ def run(args) -> int:
     if args.eval_seed < 0:
         raise CellnasError(f"--eval-seed must be >= 0, got {args.eval_seed}")
     evaluator = build_evaluator(args)
+    check_output_dir(args.output)  # before the evaluations: a bad -o fails at once, and leaves nothing behind
     samples = {c: sample(c, args.n, args.seed, quirk=not args.no_quirk) for c in constraints}
     everything = [g for c in constraints for g in samples[c]]
     with open_archive(args) as archive:
@@ -85,8 +85,7 @@ def run(args) -> int:
         if c != "none" and base and len(base) > 1 and len(groups[LABELS[c]]) > 1:
             u = mannwhitneyu(groups[LABELS[c]], base, alternative="two-sided")
             tests[f"{c} vs none"] = {"U": float(u.statistic), "p_value": float(u.pvalue)}
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.output)
     doc = {
         "study": "Wan et al. 2022 constrained sampling (SPEC 5.4)", "evaluator": evaluator.config(),
         "protocol": evaluator.protocol, "eval_seed": args.eval_seed, "n": args.n, "seed": args.seed,

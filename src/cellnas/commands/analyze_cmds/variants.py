@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from cellnas.commands.analyze import output_dir
 from cellnas.errors import CellnasError
 
 KINDS = ("family", "random_ops", "random_conn", "widest")
@@ -33,8 +34,11 @@ def register(sub, formatter) -> None:
         help="random-op / random-connection / widest variants and the c1..c12 width family (Shu et al. 2020)",
         description=(
             "Variants of a cell with its ops or its wiring changed (Shu, Wang, Cai, ICLR 2020):\n"
-            "  family       c1..c12: random re-wirings binned by normal-cell width (2, 2.5, 3, 3.5c), 3 per bin,\n"
-            "               width increasing and depth decreasing. A RE-CREATION: the paper's genotypes are\n"
+            "  family       c1..c12: random re-wirings binned by normal-cell width (2, 2.5, 3, 3.5c), 3 per bin.\n"
+            "               Width increases from bin to bin; within a width bin depth does not increase (distinct\n"
+            "               depths where the bin offers them, deepest first), but across bins it may rise again\n"
+            "               (DARTS_V2: c3 depth 3, c4 depth 5). Shu et al.'s README says width increases and\n"
+            "               depth decreases from c1 to c12 (SPEC 3.2). A RE-CREATION: the paper's genotypes are\n"
             "               unpublished; each member is random_conn(GENOTYPE, seed) for its recorded seed.\n"
             "  random_ops   the reference random_ops for every --seeds value (*_OPS1..10)\n"
             "  random_conn  the reference random_conn for every --seeds value (*_CONN1..10)\n"
@@ -71,32 +75,31 @@ def _base_name(spec: str) -> str:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from cellnas.analysis import variants as V
     from cellnas.analysis.topology import topology
     from cellnas.formats import load_genotype, save_genotype
     from cellnas.plots.variants import plot_cell_grid
     from cellnas.runs import atomic_write_text
 
-    base = load_genotype(args.genotype)
-    name = _base_name(args.genotype)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-
-    items: list[tuple[str, object, int | None]] = []  # (name, genotype, seed)
     if args.kind == "family":
         try:
             widths = tuple(float(w) for w in args.widths.split(","))
         except ValueError:
             raise CellnasError(f"--widths {args.widths!r}: expected numbers such as 2,2.5,3,3.5") from None
+    seeds = parse_seeds(args.seeds) if args.kind in ("random_ops", "random_conn") else []
+    base = load_genotype(args.genotype)
+    name = _base_name(args.genotype)
+    out = output_dir(args.output)
+
+    items: list[tuple[str, object, int | None]] = []  # (name, genotype, seed)
+    if args.kind == "family":
         family = V.width_family(base, widths=widths, per_bin=args.per_bin, seed=args.seed,
                                 max_tries=args.max_tries, rewire_reduce=not args.keep_reduce)  # fmt: skip
         items = [(v.name, v.genotype, v.seed) for v in family]
     elif args.kind in ("random_ops", "random_conn"):
         fn = V.random_ops if args.kind == "random_ops" else V.random_conn
         suffix = "OPS" if args.kind == "random_ops" else "CONN"
-        items = [(f"{name}_{suffix}{s}", fn(base, s), s) for s in parse_seeds(args.seeds)]
+        items = [(f"{name}_{suffix}{s}", fn(base, s), s) for s in seeds]
     else:
         items = [(f"{name}_ADAPT", V.widest(base), None)]
 

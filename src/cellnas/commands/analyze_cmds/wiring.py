@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from cellnas.analysis.wiring import DEFAULT_MARGIN
+from cellnas.commands.analyze import output_dir
 
 
 def register(sub, formatter) -> None:
@@ -63,8 +64,7 @@ def run(args) -> int:
     if len(args.runs) == 2 and Path(args.runs[0]).resolve() == Path(args.runs[1]).resolve():
         raise CellnasError(f"{args.runs[0]} is given twice; compare two different runs")
     runs = [load_run(r) for r in args.runs]
-    out = Path(args.out) if args.out else runs[0]["dir"] / "wiring"
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out if args.out else runs[0]["dir"] / "wiring", "--out")
     pairs = [(r, wiring_summary(r, args.margin)) for r in runs]
     written = []
     names = [r["dir"].resolve().name for r in runs]
