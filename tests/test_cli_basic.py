@@ -18,6 +18,14 @@ def test_help_lists_every_subcommand(capsys):
         assert cmd in out
 
 
+def test_help_shows_a_default_of_zero_but_not_one_of_none(capsys):
+    with pytest.raises(SystemExit):
+        main(["analyze", "motifs", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "seed of the reference subgraphs (default: 0)" in out  # 0 == False once hid it
+    assert "(default: None)" not in out
+
+
 def test_zoo_lists_every_published_cell(capsys):
     assert main(["zoo", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
