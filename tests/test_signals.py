@@ -118,3 +118,14 @@ def test_the_cli_warns_about_a_busy_machine_before_a_search_unless_told_not_to(t
     monkeypatch.setenv("CELLNAS_BUSY_CHECK", "0")
     assert main([*argv, "--out", str(tmp_path / "b")]) == 0
     assert "already running" not in caplog.text
+
+
+def test_a_run_directory_in_use_is_refused_to_a_second_process_and_free_again_after(tmp_path):
+    from cellnas.runs import run_lock
+
+    code = f"from cellnas.runs import run_lock\nwith run_lock({str(tmp_path)!r}): pass"
+    with run_lock(tmp_path):
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert res.returncode != 0 and f"is in use by another cellnas process (pid {os.getpid()})" in res.stderr
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr  # released; a killed holder's lock goes with its process

@@ -28,6 +28,8 @@ __all__ = [
     "StopFlag",
     "RunInterrupted",
     "sigterm_as_sigint",
+    "run_lock",
+    "LOCK_FILE",
     "EXIT_INTERRUPTED",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -257,6 +259,41 @@ class StopFlag:
             yield self
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def run_lock(run_dir: str | os.PathLike):
+    """Hold ``run_dir``'s lock for the block: a second process that runs (or resumes) the same directory meanwhile
+    gets a :class:`RunError` naming the holder's pid, instead of both writing metrics and checkpoints into it.
+
+    An advisory ``flock`` on ``run_dir/.lock``, released by the kernel when the process ends (a killed run leaves
+    no stale lock). Where ``fcntl`` is missing (Windows) the block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = Path(run_dir) / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunError(f"{run_dir} is in use by another cellnas process (pid {holder}); wait for it to stop "
+                           "(or stop it with Ctrl-C) before resuming this run") from None  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
