@@ -29,6 +29,7 @@ __all__ = [
     "RunInterrupted",
     "sigterm_as_sigint",
     "run_lock",
+    "resume_threads",
     "LOCK_FILE",
     "EXIT_INTERRUPTED",
     "atomic_write_bytes",
@@ -172,6 +173,19 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def resume_threads(run_dir: str | os.PathLike, threads: int | None) -> int | None:
+    """The torch thread count to resume ``run_dir`` with: ``threads`` when given, else the count its first session
+    recorded in ``meta.json`` (``torch_threads``), so that the resumed steps round as the first ones did; ``None``
+    when neither says (keep torch's)."""
+    if threads is not None:
+        return threads
+    try:
+        saved = json.loads((Path(run_dir) / "meta.json").read_text()).get("torch_threads")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return saved if isinstance(saved, int) and saved >= 1 else None
+
+
 def write_meta(run_dir: Path, device: str, extra: dict | None = None) -> dict:
     """Write ``meta.json``: what produced this run (STYLE 5)."""
     import torch
@@ -185,6 +199,7 @@ def write_meta(run_dir: Path, device: str, extra: dict | None = None) -> dict:
         "python_version": platform.python_version(),
         "platform": platform.platform(),
         "device": device,
+        "torch_threads": torch.get_num_threads(),  # a resume takes it again: sums over threads round differently
         "command_line": sys.argv,
         "start_time": now_iso(),
         "end_time": None,

@@ -1,4 +1,5 @@
-"""SIGTERM (what schedulers send) is handled as Ctrl-C, and pool workers do not outlive their parent."""
+"""Process-level behaviour: SIGTERM handled as Ctrl-C, pool workers that end with their parent, the run lock,
+the busy-machine warning and the thread count a resume takes."""
 
 from __future__ import annotations
 
@@ -129,3 +130,16 @@ def test_a_run_directory_in_use_is_refused_to_a_second_process_and_free_again_af
         assert res.returncode != 0 and f"is in use by another cellnas process (pid {os.getpid()})" in res.stderr
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr  # released; a killed holder's lock goes with its process
+
+
+def test_a_resume_takes_the_thread_count_its_run_recorded_unless_told(tmp_path):
+    import json
+
+    from cellnas.runs import resume_threads
+
+    assert resume_threads(tmp_path, None) is None  # no meta.json: torch's own
+    (tmp_path / "meta.json").write_text(json.dumps({"torch_threads": 1}))
+    assert resume_threads(tmp_path, None) == 1
+    assert resume_threads(tmp_path, 2) == 2  # --threads wins
+    (tmp_path / "meta.json").write_text(json.dumps({"torch_threads": "x"}))
+    assert resume_threads(tmp_path, None) is None
