@@ -566,3 +566,21 @@ def test_bench_data_reports_throughput():
     result = bench_data("digits", batch_size=32, n_batches=2, num_workers=(0,))
     assert result["device"] == "cpu" and result["ours_images_per_s"] > 0
     assert result["ratio"] == pytest.approx(result["ours_images_per_s"] / result["torch_dataloader_images_per_s"])
+
+
+def test_imagefolder_with_one_image_per_class_says_each_class_needs_two(tmp_path):
+    _png_folder(tmp_path, classes=("a", "b"), per_class=1)
+    with pytest.raises(DataError, match="at least 2 images") as err:
+        get_dataset(f"imagefolder:{tmp_path}")
+    assert "test" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cifar_test_set_alone_skips_the_training_batches(tmp_path):
+    written = _write_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80\x02 truncated")
+    (tmp_path / "cifar-10-batches-py" / "data_batch_5").unlink()
+    ds = get_dataset("cifar10", data_dir=tmp_path, train=False)
+    assert ds.n_train == 0 and ds.n_test == PER_BATCH and ds.classes == [f"c{i}" for i in range(10)]
+    assert torch.equal(ds.test_x.reshape(PER_BATCH, -1), torch.from_numpy(written["test_batch"]))
+    with pytest.raises(DataError, match="data_batch_5"):
+        get_dataset("cifar10", data_dir=tmp_path)  # training still needs every batch

@@ -356,3 +356,64 @@ def test_a_given_config_takes_overrides_but_not_a_preset(tmp_path):
     assert (cfg.epochs, cfg.lr, base.epochs) == (3, 0.025, 600)
     with pytest.raises(CellnasError, match="not both"):
         config_from(base, "digits", {})
+
+
+# ------------------------------------------------------------------------------------------ device options on CPU
+
+
+def test_bf16_autocast_on_cpu_trains_and_its_loss_is_close_to_fp32(tmp_path):
+    kw = dict(TINY, epochs=1, steps_per_epoch=1, plots=False)
+    fp32 = train("DARTS_V2", out=tmp_path / "fp32", **kw)
+    bf16 = train("DARTS_V2", out=tmp_path / "bf16", amp="bf16", **kw)
+    (a,), (b,) = fp32.metrics, bf16.metrics
+    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.02)
+    assert b["test_loss"] == pytest.approx(a["test_loss"], rel=0.02)
+    state = _weights(bf16.run_dir)
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())  # weights stay fp32
+    assert json.loads((bf16.run_dir / "meta.json").read_text())["precision"].startswith("bf16")
+
+
+def test_compile_trains_a_step_and_tests_it(tmp_path):
+    """--compile on CPU: one compiled training step, then the test pass (run by the plain module) and final.pt."""
+    import time
+
+    t0 = time.perf_counter()
+    r = train("DARTS_V2", out=tmp_path / "run", compile=True, epochs=1, steps_per_epoch=1, plots=False, **TINY)
+    plain = train("DARTS_V2", out=tmp_path / "plain", epochs=1, steps_per_epoch=1, plots=False, **TINY)
+    assert r.metrics[0]["train_loss"] == pytest.approx(plain.metrics[0]["train_loss"], rel=1e-4)
+    assert r.metrics[0]["test_acc"] == pytest.approx(plain.metrics[0]["test_acc"], abs=0.01)
+    assert (r.run_dir / "final.pt").is_file()
+    if time.perf_counter() - t0 > 60:  # torch.compile's first compilation on a slow CPU
+        pytest.skip("passed, but took over 60 s")
+
+
+# ------------------------------------------------------------------------------------------ the run directory's lock
+
+
+def test_the_run_directory_is_locked_while_it_trains(tmp_path, monkeypatch):
+    from cellnas.runs import run_lock
+    from cellnas.train import train_seeds
+
+    held = []
+    real_step = loop_mod._Training.step
+
+    def probing_step(self):
+        for d in (self.run_dir, self.run_dir.parent):
+            try:
+                with run_lock(d):
+                    held.append((d.name, False))
+            except RunError as exc:
+                held.append((d.name, "in use" in str(exc)))
+        real_step(self)
+
+    monkeypatch.setattr(loop_mod._Training, "step", probing_step)
+    kw = dict(TINY, epochs=1, steps_per_epoch=1, plots=False)
+    train("DARTS_V2", out=tmp_path / "one", **kw)
+    assert held[0] == ("one", True)
+    held.clear()
+    train_seeds("DARTS_V2", [0], out=tmp_path / "p", **kw)
+    assert held == [("seed-0", True), ("p", True)]  # the seed's directory and the parent's
+    monkeypatch.setattr(loop_mod._Training, "step", real_step)
+    with run_lock(tmp_path / "p"), pytest.raises(RunError, match="in use by another cellnas process"):
+        train_seeds(None, [], resume=tmp_path / "p", epochs=2)
+    assert len((tmp_path / "p" / "seed-0" / "metrics.jsonl").read_text().splitlines()) == 1

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +200,171 @@ def test_plots_can_be_switched_off_on_resume(tmp_path):
     assert main(["train", "DARTS_V2", *DIGITS, "--epochs", "1", "--out", str(out)]) == 0
     assert main(["train", "--resume", str(out), "--epochs", "2", "--no-plots", "--no-progress"]) == 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+# ------------------------------------------------------------------------------------------ a search run as GENOTYPE
+
+
+def _fake_search_run(path: Path, data_dir: Path | None, dataset: str = "cifar10", epochs: int = 2,
+                     reached: int = 2) -> Path:
+    """What `cellnas search` leaves in its run directory and `cellnas train` reads: config.json (a search config),
+    meta.json (kind search; end_time once finished), metrics.jsonl (one line per epoch) and genotype.json."""
+    from cellnas.formats import save_genotype
+    from cellnas.zoo import get_genotype
+
+    path.mkdir(parents=True)
+    config = {"dataset": dataset, "data_dir": None if data_dir is None else str(data_dir), "epochs": epochs,
+              "train_portion": 0.5, "order": 1, "arch_lr": 3e-4, "channels": 8, "layers": 5, "preset": None}
+    (path / "config.json").write_text(json.dumps(config))
+    done = reached >= epochs
+    (path / "meta.json").write_text(json.dumps({"kind": "search", "start_time": "2026-01-01T00:00:00+00:00",
+                                                "end_time": "2026-01-01T00:05:00+00:00" if done else None}))
+    (path / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "valid_acc": 0.5}) + "\n"
+                                                for e in range(reached)))
+    save_genotype(get_genotype("DARTS_V2"), path / "genotype.json")
+    return path
+
+
+def test_train_a_search_run_uses_the_searchs_dataset_and_preset(tmp_path, caplog):
+    data = _write_tiny_cifar10(tmp_path / "data")
+    search = _fake_search_run(tmp_path / "search", data)
+    out = tmp_path / "run"
+    with caplog.at_level("INFO"):
+        assert main(["train", str(search), "--epochs", "1", "--out", str(out), *SHRINK]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["dataset"], cfg["preset"], cfg["data_dir"]) == ("cifar10", "darts-cifar10", str(data))
+    assert (cfg["channels"], cfg["cutout"]) == (4, 16)  # flags still win over the preset
+    said = [r.getMessage() for r in caplog.records if str(search) in r.getMessage() and "cifar10" in r.getMessage()]
+    assert len(said) == 1 and "darts-cifar10" in said[0], said
+
+
+def test_train_a_search_run_keeps_a_given_dataset(tmp_path):
+    search = _fake_search_run(tmp_path / "search", tmp_path / "nowhere")
+    out = tmp_path / "run"
+    assert main(["train", str(search), *DIGITS, "--epochs", "1", "--steps-per-epoch", "1", "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["dataset"], cfg["preset"]) == ("digits", "digits")
+
+
+def test_train_an_unfinished_search_run_warns_once_how_to_finish_it(tmp_path, caplog):
+    search = _fake_search_run(tmp_path / "search", None, dataset="digits", epochs=4, reached=2)
+    with caplog.at_level("INFO"):
+        assert main(["train", str(search), *DIGITS, "--epochs", "1", "--steps-per-epoch", "1",
+                     "--out", str(tmp_path / "run")]) == 0  # fmt: skip
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1, warned
+    assert "epoch 2 of 4" in warned[0] and f"cellnas search --resume {search}" in warned[0]
+    caplog.clear()
+    finished = _fake_search_run(tmp_path / "finished", None, dataset="digits", epochs=2, reached=2)
+    with caplog.at_level("INFO"):
+        assert main(["train", str(finished), *DIGITS, "--epochs", "1", "--steps-per-epoch", "1",
+                     "--out", str(tmp_path / "run2")]) == 0  # fmt: skip
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+# ------------------------------------------------------------------------------------------ summaries and output
+
+
+def test_best_epoch_of_the_json_summary_counts_from_zero_as_documented(tmp_path, capsys):
+    from cellnas.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    text = " ".join(sub.format_help().split())
+    assert "best_epoch" in text and "counts from 0" in text
+    out = tmp_path / "run"
+    assert main(["train", "DARTS_V2", *DIGITS, "--epochs", "2", "--steps-per-epoch", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    errors = [json.loads(line)["test_error"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert summary["best_epoch"] == int(np.argmin(errors))  # an index into metrics.jsonl, like its "epoch"
+    assert f"(epoch {summary['best_epoch'] + 1})" in printed.split("best")[1]
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    assert main(["train", "DARTS_V2", "--dataset", "digits", "-C", "4", "-L", "3", "--epochs", "1",
+                 "--steps-per-epoch", "2", "--no-plots", "--out", str(tmp_path / "run")]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "\r" not in err and "%|" not in err and "step/s" not in err, err
+
+
+def test_a_cutout_that_blanks_every_image_is_refused(tmp_path, capsys, caplog):
+    out = tmp_path / "run"
+    assert main(["train", "DARTS_V2", *DIGITS, "--cutout", "100", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--cutout 100" in err and "8x8" in err, err
+    assert not out.exists()  # nothing left behind
+    with caplog.at_level("WARNING"):
+        assert main(["train", "DARTS_V2", *DIGITS, "--cutout", "8", "--epochs", "1", "--steps-per-epoch", "1",
+                     "--out", str(out)]) == 0  # fmt: skip
+    assert any("--cutout 8" in r.getMessage() and "8x8" in r.getMessage() for r in caplog.records)
+
+
+def test_out_naming_an_existing_file_says_it_is_a_file(tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    for extra in ([], ["--seeds", "0,1"]):
+        assert main(["train", "DARTS_V2", *DIGITS, "--out", str(target), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "is a file" in err and "--resume" not in err, err
+    assert target.read_text() == "mine"
+
+
+def test_evaluate_needs_only_the_cifar_test_batch(cifar_run, tmp_path, capsys):
+    data, out = cifar_run
+    damaged = tmp_path / "data"
+    shutil.copytree(data, damaged)
+    (damaged / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80\x02 truncated")
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data-dir", str(damaged), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    recorded = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert report["test_acc"] == recorded["test_acc"] and report["n_test"] == PER_BATCH
+
+
+def test_evaluate_warns_when_the_class_names_differ_from_training(tmp_path, caplog, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for root, classes in ((tmp_path / "pets", ("cat", "dog")), (tmp_path / "letters", ("a", "b"))):
+        for c in classes:
+            (root / c).mkdir(parents=True)
+            for i in range(5):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    out = tmp_path / "run"
+    assert main(["train", "DARTS_V2", "--dataset", f"imagefolder:{tmp_path / 'pets'}", "--image-size", "8",
+                 "-C", "4", "-L", "3", "--epochs", "1", "--steps-per-epoch", "1", "--no-progress", "--no-plots",
+                 "--out", str(out)]) == 0  # fmt: skip
+    with caplog.at_level("WARNING"):
+        assert main(["evaluate", str(out), "--dataset", f"imagefolder:{tmp_path / 'pets'}"]) == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    with caplog.at_level("WARNING"):
+        assert main(["evaluate", str(out), "--dataset", f"imagefolder:{tmp_path / 'letters'}"]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "cat, dog" in warned[0] and "a, b" in warned[0], warned
+
+
+# ------------------------------------------------------------------------------------------ the run directory's lock
+
+
+def test_resuming_a_run_that_another_process_trains_fails_and_writes_nothing(tmp_path, capsys):
+    from cellnas.runs import run_lock
+
+    out = tmp_path / "run"
+    assert main(["train", "DARTS_V2", *DIGITS, "--epochs", "1", "--steps-per-epoch", "1", "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    capsys.readouterr()
+    with run_lock(out):  # held as another process's run would hold it (flock: per open file, so this conflicts)
+        assert main(["train", "--resume", str(out), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "in use by another cellnas process" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"} == before
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0  # once free, it resumes
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_out_left_with_only_a_lock_file_counts_as_empty(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text("12345")  # a start killed before it wrote anything
+    assert main(["train", "DARTS_V2", *DIGITS, "--epochs", "1", "--steps-per-epoch", "1", "--out", str(out)]) == 0
+    assert (out / "final.pt").is_file()

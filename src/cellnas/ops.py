@@ -199,26 +199,38 @@ class _Depthwise(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         dilation, C = ctx.dilation, weight.shape[0]
         padding = dilation * (weight.shape[-1] - 1) // 2
-        if torch.is_grad_enabled():  # create_graph: differentiable reference formulas
-            gx, gw = _conv_grads(grad, x, weight, padding, dilation, list(ctx.needs_input_grad[:2]))
-            return gx, gw, None
-        grad = grad.contiguous(memory_format=_memory_format(x))
-        gx = gw = None
-        if _grad_needed(ctx, 0):
-            gx = F.conv2d(grad, weight.flip(-1, -2), None, 1, padding, dilation, C)
-        if _grad_needed(ctx, 1):
-            k = weight.shape[-1]
-            if NATIVE_DEPTHWISE and (k > 3 or dilation > 1):
-                gw = native.depthwise_weight_grad(grad, x, k, dilation)
-                if gw is not None:
-                    return gx, gw.to(weight.dtype), None
-            if dilation == 1:
-                gw = _undilated_weight_grad(grad, x, weight, padding)
-            elif dilation == 2 and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
-                gw = _undilated_weight_grad(_space_to_batch(grad), _space_to_batch(x), weight, padding // 2)
-            else:
-                gw = _conv_grads(grad, x, weight, padding, dilation, [False, True])[1]
+        if x.dtype != grad.dtype or weight.dtype != grad.dtype:
+            # under autocast (bf16) the forward conv ran in the output's dtype, which the gradient has; the
+            # input and weight were saved as they came (often float32): compute in the gradient's dtype and
+            # return each gradient in its input's dtype
+            gx, gw = _depthwise_grads(ctx, grad, x.to(grad.dtype), weight.to(grad.dtype), padding, C)
+            return (None if gx is None else gx.to(x.dtype)), (None if gw is None else gw.to(weight.dtype)), None
+        gx, gw = _depthwise_grads(ctx, grad, x, weight, padding, C)
         return gx, gw, None
+
+
+def _depthwise_grads(ctx, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: int, C: int):
+    """:class:`_Depthwise`'s ``(grad of x, grad of weight)``, with ``grad``, ``x`` and ``weight`` of one dtype."""
+    dilation = ctx.dilation
+    if torch.is_grad_enabled():  # create_graph: differentiable reference formulas
+        return _conv_grads(grad, x, weight, padding, dilation, list(ctx.needs_input_grad[:2]))
+    grad = grad.contiguous(memory_format=_memory_format(x))
+    gx = gw = None
+    if _grad_needed(ctx, 0):
+        gx = F.conv2d(grad, weight.flip(-1, -2), None, 1, padding, dilation, C)
+    if _grad_needed(ctx, 1):
+        k = weight.shape[-1]
+        if NATIVE_DEPTHWISE and (k > 3 or dilation > 1):
+            gw = native.depthwise_weight_grad(grad, x, k, dilation)
+            if gw is not None:
+                return gx, gw.to(weight.dtype)
+        if dilation == 1:
+            gw = _undilated_weight_grad(grad, x, weight, padding)
+        elif dilation == 2 and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
+            gw = _undilated_weight_grad(_space_to_batch(grad), _space_to_batch(x), weight, padding // 2)
+        else:
+            gw = _conv_grads(grad, x, weight, padding, dilation, [False, True])[1]
+    return gx, gw
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:

@@ -81,16 +81,17 @@ CIFAR: dict[str, CifarSpec] = {
 }  # fmt: skip
 
 
-def load_cifar(name: str, data_dir: str | Path, download: bool = False) -> Dataset:
+def load_cifar(name: str, data_dir: str | Path, download: bool = False, train: bool = True) -> Dataset:
     """Load ``cifar10`` or ``cifar100`` from ``data_dir`` (extracting or downloading the archive if needed).
 
     Returns uint8 images ``(N, 3, 32, 32)`` (50,000 / 10,000 for the official files) with the published
-    normalisation constants (CIFAR-10: SPEC 1.5).
+    normalisation constants (CIFAR-10: SPEC 1.5). ``train=False``: the test set alone (for evaluation), with an
+    empty training set; the training batches are neither read nor required.
     """
     spec = CIFAR[name]
     data_dir = Path(data_dir).expanduser()
     folder = data_dir / spec.folder
-    wanted = spec.train_files + spec.test_files
+    wanted = (spec.train_files if train else ()) + spec.test_files
     if not folder.is_dir():
         archive = data_dir / spec.archive
         if not archive.is_file():
@@ -104,11 +105,14 @@ def load_cifar(name: str, data_dir: str | Path, download: bool = False) -> Datas
     if missing:
         raise DataError(f"{spec.title}: {folder} lacks {', '.join(missing)} (an incomplete extraction). "
                         f"{_restore_folder(spec, data_dir)}")
-    train = [_read_batch(folder / f, spec, data_dir) for f in spec.train_files]
+    train_parts = [_read_batch(folder / f, spec, data_dir) for f in spec.train_files] if train else []
     test = [_read_batch(folder / f, spec, data_dir) for f in spec.test_files]
-    train_x, train_y = _stack(train)
+    train_x, train_y = _stack(train_parts)
     test_x, test_y = _stack(test)
-    log.info("%s: %d training and %d test images from %s", spec.title, len(train_y), len(test_y), folder)
+    if train:
+        log.info("%s: %d training and %d test images from %s", spec.title, len(train_y), len(test_y), folder)
+    else:
+        log.info("%s: %d test images from %s (the training batches are not read)", spec.title, len(test_y), folder)
     return Dataset(name, train_x, train_y, test_x, test_y, spec.num_classes, 3, 32, spec.mean, spec.std,
                    _class_names(folder / spec.meta_file, spec), default_crop_padding=4, default_flip=True)
 
@@ -140,6 +144,8 @@ def _missing_message(spec: CifarSpec, data_dir: Path) -> str:
 
 
 def _stack(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    if not parts:
+        return torch.empty((0, 3, 32, 32), dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
     x = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32)  # rows are R(1024) G(1024) B(1024)
     y = np.concatenate([p[1] for p in parts])
     return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)

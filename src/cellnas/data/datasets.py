@@ -15,6 +15,7 @@ applies on the device (SPEC 1.5, 2.2). Registered names:
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -145,13 +146,16 @@ def get_dataset(
     data_dir: str | Path | None = None,
     download: bool = False,
     image_size: int | None = None,
+    train: bool = True,
 ) -> Dataset:
     """Load a dataset by name (SPEC 1.5, 2.2).
 
     ``data_dir`` is where file-based datasets live (default ``./data``); ``download=True`` fetches a missing
     archive whose official URL is known (CIFAR). ``image_size`` resizes the images (bilinear, antialiased;
-    default: the native size, 32 for ``imagefolder:``). Unknown names raise a :class:`~cellnas.errors.CellnasError`
-    listing the valid ones.
+    default: the native size, 32 for ``imagefolder:``). ``train=False`` says that only the test set is needed
+    (``cellnas evaluate``): a loader that takes a ``train`` keyword (CIFAR) then reads no training files and
+    returns an empty training set; the others load everything. Unknown names raise a
+    :class:`~cellnas.errors.CellnasError` listing the valid ones.
     """
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
         raise DataError(f"image_size must be a positive integer, got {image_size!r}")
@@ -163,7 +167,10 @@ def get_dataset(
         return load_imagefolder(path, image_size=image_size or 32)
     if name not in _REGISTRY:
         raise unknown_name("dataset", name, [*_REGISTRY, "imagefolder:PATH"])
-    return _REGISTRY[name](data_dir=root, download=download, image_size=image_size)
+    loader_fn = _REGISTRY[name]
+    if not train and "train" in inspect.signature(loader_fn).parameters:
+        return loader_fn(data_dir=root, download=download, image_size=image_size, train=False)
+    return loader_fn(data_dir=root, download=download, image_size=image_size)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -324,6 +331,7 @@ def load_imagefolder(path: str | Path, image_size: int = 32) -> Dataset:
         train_idx, test_idx = stratified_split(labels, IMAGEFOLDER_TEST_FRACTION, IMAGEFOLDER_SEED)
         train_files = [files[i] for i in train_idx]
         test_files = [files[i] for i in test_idx]
+        _check_split(root, classes, labels)
     log.info("reading %d training and %d test images from %s", len(train_files), len(test_files), root)
     train_x, train_y = _read_images(train_files, image_size)
     test_x, test_y = _read_images(test_files, image_size)
@@ -331,6 +339,25 @@ def load_imagefolder(path: str | Path, image_size: int = 32) -> Dataset:
     std = tuple(s if s > 0 else 1.0 for s in std)  # a constant channel would divide by zero
     return Dataset(f"imagefolder:{root}", train_x, train_y, test_x, test_y, len(classes), 3, image_size,
                    mean, std, classes, default_crop_padding_for(image_size), True)
+
+
+def _check_split(root: Path, classes: list[str], labels: np.ndarray) -> None:
+    """The per-class split holds out at least one image of every class with two or more (none of a class with one):
+    refuse an empty test set, warn about classes that are never tested."""
+    counts = np.bincount(labels, minlength=len(classes))
+    single = [name for name, n in zip(classes, counts) if n == 1]
+    pct = round(100 * IMAGEFOLDER_TEST_FRACTION)
+    if len(single) == len(classes):
+        raise DataError(
+            f"image folder {root} has one image per class, so its test split is empty: each class needs at least "
+            f"2 images ({pct} % of a class's images, at least one, are held out for testing), or give "
+            f"PATH/train/<class>/ beside PATH/test/<class>/"
+        )
+    if single:
+        names = ", ".join(single[:5]) + (f", ... ({len(single)} in all)" if len(single) > 5 else "")
+        log.warning("image folder %s: class%s %s %s a single image, used for training only (a class needs at least "
+                    "2 images to be tested)", root, "es" if len(single) > 1 else "", names,
+                    "have" if len(single) > 1 else "has")  # fmt: skip
 
 
 def _is_split_layout(root: Path) -> bool:
@@ -390,16 +417,16 @@ def _labelled_files(root: Path, classes: list[str], allow_empty: bool = False) -
 # --------------------------------------------------------------------------------------------- CIFAR (lazy)
 
 
-def _cifar10(*, data_dir: Path, download: bool = False, image_size: int | None = None) -> Dataset:
+def _cifar10(*, data_dir: Path, download: bool = False, image_size: int | None = None, train: bool = True) -> Dataset:
     from cellnas.data.cifar import load_cifar
 
-    return _maybe_resize(load_cifar("cifar10", data_dir, download), image_size, recompute_stats=False)
+    return _maybe_resize(load_cifar("cifar10", data_dir, download, train), image_size, recompute_stats=False)
 
 
-def _cifar100(*, data_dir: Path, download: bool = False, image_size: int | None = None) -> Dataset:
+def _cifar100(*, data_dir: Path, download: bool = False, image_size: int | None = None, train: bool = True) -> Dataset:
     from cellnas.data.cifar import load_cifar
 
-    return _maybe_resize(load_cifar("cifar100", data_dir, download), image_size, recompute_stats=False)
+    return _maybe_resize(load_cifar("cifar100", data_dir, download, train), image_size, recompute_stats=False)
 
 
 register_dataset("digits", load_digits)

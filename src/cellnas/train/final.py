@@ -3,7 +3,8 @@
 ``final.pt`` holds the weights with everything needed to rebuild the network without any other file
 (the nanoGPT habit of checkpoints that carry their constructor arguments): the genotype as a native dict,
 the constructor arguments (network kind, C, layers, num_classes, in_channels, auxiliary), the dataset it was
-trained on with its normalisation constants and image size, the resolved training config, and the test
+trained on with its normalisation constants, image size and class names (``classes``, ``None`` when the dataset
+has none; files written before it was recorded lack the key), the resolved training config, and the test
 metrics recorded at the end of training. It is read with ``torch.load(weights_only=True)``: plain tensors and
 containers only, so loading a file cannot run code.
 
@@ -77,6 +78,7 @@ def save_final(
                 "name": dataset.name, "image_size": int(dataset.image_size), "mean": list(dataset.mean),
                 "std": list(dataset.std), "num_classes": int(dataset.num_classes),
                 "in_channels": int(dataset.in_channels),
+                "classes": None if dataset.classes is None else [str(c) for c in dataset.classes],
             },
             "config": config,
             "test": dict(test),
@@ -132,9 +134,11 @@ def evaluate(
     """Test a trained ``final.pt`` on ``dataset``'s test set (default: the dataset it was trained on).
 
     Images are resized to the training image size and normalised with the training constants stored in the
-    file. ``data_dir`` defaults to the training run's when the dataset is the same. ``datasets``, a dict kept
-    between calls, holds the datasets already loaded (keyed by name, folder and image size), so that testing
-    several networks reads the data once. Returns a dict with
+    file. ``data_dir`` defaults to the training run's when the dataset is the same. Only the test set is read
+    where the dataset allows it (CIFAR: ``test_batch`` alone). ``datasets``, a dict kept between calls, holds the
+    datasets already loaded (keyed by name, folder and image size), so that testing several networks reads the
+    data once. When ``final.pt`` records the training class names and they differ from the test set's (a
+    network for cat/dog scored on a/b), a warning names both. Returns a dict with
     ``test_loss``, ``test_acc``, ``test_error`` (fractions), ``n_test``, ``params`` and what was tested.
     The pass runs in fp32 NCHW: for a CPU fp32 run it reproduces the test accuracy recorded at the end of
     training exactly; a run tested under bf16 autocast during training may differ slightly.
@@ -153,7 +157,7 @@ def evaluate(
     key = (name, None if data_dir is None else str(Path(data_dir).expanduser().resolve()), trained["image_size"])
     ds = None if datasets is None else datasets.get(key)
     if ds is None:
-        ds = get_dataset(name, data_dir=data_dir, download=download, image_size=trained["image_size"])
+        ds = get_dataset(name, data_dir=data_dir, download=download, image_size=trained["image_size"], train=False)
         if datasets is not None:
             datasets[key] = ds
     if ds.num_classes != trained["num_classes"] or ds.in_channels != trained["in_channels"]:
@@ -161,6 +165,7 @@ def evaluate(
             f"{name} has {ds.num_classes} classes and {ds.in_channels} input channels; the network in {path} was "
             f"trained for {trained['num_classes']} and {trained['in_channels']}"
         )
+    _warn_if_other_classes(path, trained.get("classes"), name, ds.classes)
     bs = batch_size or int(doc["config"].get("eval_batch_size") or 256)
     loader = DeviceLoader(ds.test_x, ds.test_y, bs, mean=trained["mean"], std=trained["std"], augment=None,
                           shuffle=False, device=dev)  # fmt: skip
@@ -177,3 +182,31 @@ def evaluate(
         "trained_on": trained["name"],
         "recorded_test": doc.get("test", {}),
     }
+
+
+#: (trained classes, tested classes) pairs already warned about: once per process, not once per seed.
+_WARNED_CLASSES: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+
+
+def _names(classes: list[str], most: int = 10) -> str:
+    shown = ", ".join(classes[:most])
+    return shown if len(classes) <= most else f"{shown}, ... ({len(classes)} in all)"
+
+
+def _warn_if_other_classes(path, trained: list[str] | None, name: str, tested: list[str] | None) -> None:
+    """Warn when the class names recorded at training differ from those of the test set (same count, checked
+    before): label i of the one is scored as label i of the other."""
+    if trained is None or tested is None:
+        return
+    trained, tested = [str(c) for c in trained], [str(c) for c in tested]
+    key = (tuple(trained), tuple(tested))
+    if trained == tested or key in _WARNED_CLASSES:
+        return
+    _WARNED_CLASSES.add(key)
+    if sorted(trained) == sorted(tested):
+        how = "the same classes in another order"
+    else:
+        how = f"classes {_names(tested)}"
+    log.warning("the network in %s was trained on classes %s, but %s has %s: each class index is scored as the "
+                "class of that index in the test set, so the accuracy compares different classes",
+                path, _names(trained), name, how)  # fmt: skip

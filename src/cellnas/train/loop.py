@@ -13,7 +13,9 @@ run resumed from any checkpoint, at the end of an epoch or mid-epoch (``checkpoi
 bit-identical on CPU to the same run never interrupted. A non-finite loss or gradient stops the run with
 one line naming the epoch and step and keeps the last good checkpoint; Ctrl-C writes a checkpoint and stops.
 At the end: ``final.pt`` (weights with their constructor arguments, :mod:`cellnas.train.final`),
-``summary.json`` and ``curves.png``.
+``summary.json`` and ``curves.png``. While a process trains in a run directory (fresh or resumed) it holds the
+directory's lock (:func:`cellnas.runs.run_lock`, the file ``.lock``): a second process resuming it fails at once
+naming the first, and writes nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +32,11 @@ import numpy as np
 import torch
 
 from cellnas._config import absolute_paths
-from cellnas.errors import CellnasError
+from cellnas.errors import CellnasError, RunError
 from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
 from cellnas.runs import (
+    LOCK_FILE,
     RunInterrupted,
     StopFlag,
     append_metrics,
@@ -46,6 +50,7 @@ from cellnas.runs import (
     read_metrics,
     remove_if_empty,
     restore_rng_state,
+    run_lock,
     truncate_metrics,
     write_meta,
 )
@@ -57,13 +62,15 @@ from cellnas.train.setup import (
     DeviceOptions,
     build_model,
     check_batches,
+    check_cutout,
     drop_path_at,
     learning_rate_at,
     make_train_loaders,
     network_args,
 )
+from cellnas.train.source import search_run
 
-__all__ = ["train", "TrainResult", "TrainInterrupted", "RESUME_OVERRIDES", "config_from"]
+__all__ = ["train", "TrainResult", "TrainInterrupted", "RESUME_OVERRIDES", "config_from", "check_out"]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +88,9 @@ class TrainInterrupted(RunInterrupted):
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns. Errors are fractions (0.0278 = 2.78 %)."""
+    """What :func:`train` returns. Errors are fractions (0.0278 = 2.78 %). ``best_epoch`` counts from 0, as the
+    ``epoch`` of ``metrics.jsonl`` does (``metrics[best_epoch]`` is the best epoch's record), in ``summary.json``
+    too; the printed summary counts from 1, as the progress lines do."""
 
     run_dir: Path
     genotype: Genotype
@@ -133,6 +142,7 @@ class _Training:
         self.dataset = get_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
                                    image_size=cfg.image_size)  # fmt: skip
         check_batches(cfg, self.dataset)
+        check_cutout(cfg, self.dataset)
         self.options = DeviceOptions(cfg, self.device)
         self.model = build_model(genotype, cfg, self.dataset)
         self.network = network_args(cfg, self.dataset)
@@ -288,7 +298,8 @@ class _Training:
                 self.save_checkpoint()
                 if stop.requested:
                     raise self._interrupted()
-        test_loss, test_acc = test_metrics(self.forward, self.model, self.test_loader, self.options.autocast)
+        # the plain module: the compiled one is for training steps only (DeviceOptions)
+        test_loss, test_acc = test_metrics(self.model, self.model, self.test_loader, self.options.autocast)
         self.elapsed += time.perf_counter() - t0
         a = self.acc
         test_error = 1.0 - test_acc
@@ -324,12 +335,20 @@ class _Training:
 
 
 def _progress(cfg: TrainConfig, initial: int, steps_per_epoch: int):
-    """One bar over the whole run, so that its ETA is the run's."""
-    if not cfg.progress:
+    """One bar over the whole run, so that its ETA is the run's; none when stderr is not a terminal (a pipe, a log
+    file), where the bar's redrawn lines would only clutter the output."""
+    if not cfg.progress or not _is_terminal(sys.stderr):
         return None
     from tqdm.auto import tqdm
 
     return tqdm(total=cfg.epochs * steps_per_epoch, initial=initial, unit="step", leave=False, dynamic_ncols=True)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def _redirect_logging(bar):
@@ -408,7 +427,9 @@ def train(
     """Train ``genotype`` from scratch (or resume a run) with a standard protocol; return a :class:`TrainResult`.
 
     ``genotype``: a :class:`~cellnas.genotype.Genotype` or anything :func:`~cellnas.formats.load_genotype`
-    accepts (zoo name, file, run directory, DARTS text); optional with ``resume``. The config is ``config``, or
+    accepts (zoo name, file, run directory, DARTS text); optional with ``resume``. A ``cellnas search`` run
+    directory is warned about when its search did not finish, and without ``config``, ``preset`` or a ``dataset``
+    override its dataset (and data_dir) is used (:mod:`cellnas.train.source`). The config is ``config``, or
     else ``preset`` (or the dataset's, :data:`~cellnas.train.config.DATASET_PRESETS`), with ``overrides``
     applied (SPEC 2.2, 2.3, 5.6). ``out``: the run directory (refused when not empty; default
     ``runs/train-<time>``). ``resume``: a run directory to continue; only the keys in :data:`RESUME_OVERRIDES`
@@ -420,23 +441,36 @@ def train(
     t_start = time.perf_counter()
     if resume is not None:
         run_dir = Path(resume)
-        job = _resume(run_dir, genotype, overrides)
-    else:
-        if genotype is None:
-            raise CellnasError("train needs a genotype (a zoo name such as DARTS_V2, a file or a run directory)")
-        g = load_genotype(genotype)
-        cfg = config_from(config, preset, overrides)
-        run_dir = new_run_dir(out, "train")
+        with _lock_if_a_run(run_dir):
+            return _train(_resume(run_dir, genotype, overrides), t_start)
+    if genotype is None:
+        raise CellnasError("train needs a genotype (a zoo name such as DARTS_V2, a file or a run directory)")
+    g = load_genotype(genotype)
+    source = search_run(genotype)
+    if source is not None:
+        source.warn_if_unfinished()
+        if config is None and preset is None and overrides.get("dataset") is None:
+            overrides = source.dataset_values(overrides)
+    cfg = config_from(config, preset, overrides)
+    check_out(out)
+    run_dir = new_run_dir(out, "train")
+    with run_lock(run_dir):
         try:
             job = _Training(g, cfg, run_dir)
         except BaseException:
-            remove_if_empty(run_dir)
+            _remove_failed_start(run_dir)
             raise
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
         save_genotype(g, run_dir / "genotype.json")
         write_meta(run_dir, str(job.device), {"kind": "train", "genotype_hash": g.content_hash(),
                                               "params": job.params, "precision": job.options.describe()})  # fmt: skip
         job.save_checkpoint()
+        return _train(job, t_start)
+
+
+def _train(job: _Training, t_start: float) -> TrainResult:
+    """Run ``job`` to its last epoch and write the final files (with the run directory locked)."""
+    run_dir = job.run_dir
     log.info("training %s on %s: %s, %d parameters, %s, run directory %s", job.network["kind"], job.dataset.name,
              f"C={job.cfg.channels} {job.cfg.layers} cells", job.params, job.options.describe(), run_dir)  # fmt: skip
     stop = StopFlag()
@@ -448,6 +482,42 @@ def train(
                 f"aborted; the last checkpoint in {run_dir} is kept (continue with --resume {run_dir})"
             ) from None
     return _finish(job, time.perf_counter() - t_start)
+
+
+def check_out(out: str | Path | None) -> None:
+    """Refuse an ``out`` that names an existing file (a run directory must be new or an empty directory).
+
+    A directory holding nothing but a free lock file (a start killed before it wrote anything) counts as empty:
+    the lock file is removed. One that another process holds raises :class:`RunError` naming that process.
+    """
+    if out is None:
+        return
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"--out {out} is a file, not a directory; give a new (or empty) directory for the run")
+    try:
+        only_lock = path.is_dir() and [p.name for p in path.iterdir()] == [LOCK_FILE]
+    except OSError:
+        return  # new_run_dir says what is wrong with it
+    if only_lock:
+        with run_lock(path):
+            (path / LOCK_FILE).unlink()
+
+
+def _lock_if_a_run(run_dir: Path):
+    """The run directory's lock (:func:`cellnas.runs.run_lock`) when it holds a checkpoint to resume; otherwise
+    nothing (and no lock file): resuming then fails with its own message."""
+    return run_lock(run_dir) if (run_dir / CHECKPOINT).is_file() else contextlib.nullcontext()
+
+
+def _remove_failed_start(run_dir: Path) -> None:
+    """Remove the run directory a failed start left with nothing but its lock file."""
+    try:
+        if [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
+            (run_dir / LOCK_FILE).unlink()
+    except OSError:
+        pass
+    remove_if_empty(run_dir)
 
 
 def config_from(config: TrainConfig | None, preset: str | None, overrides: dict) -> TrainConfig:

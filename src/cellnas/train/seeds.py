@@ -22,10 +22,19 @@ from cellnas._config import absolute_paths
 from cellnas.errors import CellnasError, RunError
 from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
-from cellnas.runs import atomic_write_json, new_run_dir, now_iso, write_meta
+from cellnas.runs import atomic_write_json, new_run_dir, now_iso, run_lock, write_meta
 from cellnas.train.config import TrainConfig
 from cellnas.train.final import FINAL, evaluate
-from cellnas.train.loop import CHECKPOINT, RESUME_OVERRIDES, TrainInterrupted, TrainResult, config_from, train
+from cellnas.train.loop import (
+    CHECKPOINT,
+    RESUME_OVERRIDES,
+    TrainInterrupted,
+    TrainResult,
+    check_out,
+    config_from,
+    train,
+)
+from cellnas.train.source import search_run
 
 __all__ = ["train_seeds", "evaluate_seeds", "seed_runs", "SeedsResult", "mean_std", "SEEDS_FILE"]
 
@@ -89,19 +98,31 @@ def train_seeds(
             raise CellnasError(f"--resume continues {parent} with its own config; {', '.join(refused)} cannot be "
                                f"changed (only {', '.join(RESUME_OVERRIDES)})")  # fmt: skip
         changes = {k: v for k, v in overrides.items() if v is not None}
-    else:
-        if genotype is None:
-            raise CellnasError("train needs a genotype (a zoo name such as DARTS_V2, a file or a run directory)")
-        seeds = [int(s) for s in seeds]
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise CellnasError(f"--seeds needs distinct integers, got {seeds}")
-        g = load_genotype(genotype)
-        base = config_from(config, preset, overrides)
-        parent = new_run_dir(out, "train")
+        with run_lock(parent):
+            return _train_seeds(parent, g, seeds, base, changes)
+    if genotype is None:
+        raise CellnasError("train needs a genotype (a zoo name such as DARTS_V2, a file or a run directory)")
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise CellnasError(f"--seeds needs distinct integers, got {seeds}")
+    g = load_genotype(genotype)
+    source = search_run(genotype)
+    if source is not None:
+        source.warn_if_unfinished()
+        if config is None and preset is None and overrides.get("dataset") is None:
+            overrides = source.dataset_values(overrides)
+    base = config_from(config, preset, overrides)
+    check_out(out)
+    parent = new_run_dir(out, "train")
+    with run_lock(parent):
         atomic_write_json(parent / SEEDS_FILE, {"seeds": seeds, "config": base.to_dict(), "genotype": g.to_dict()})
         save_genotype(g, parent / "genotype.json")
         write_meta(parent, base.device, {"kind": "train-seeds", "seeds": seeds, "genotype_hash": g.content_hash()})
-        changes = {}
+        return _train_seeds(parent, g, seeds, base, {})
+
+
+def _train_seeds(parent: Path, g: Genotype, seeds: list[int], base: TrainConfig, changes: dict) -> SeedsResult:
+    """Each seed's run under ``parent`` (finished ones re-read, interrupted ones resumed), then the summary."""
     runs: list[TrainResult] = []
     for i, seed in enumerate(seeds):
         sub = _seed_dir(parent, seed)

@@ -6,6 +6,7 @@ The mirror image of :mod:`cellnas.search.setup` (SPEC 2.1-2.3).
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,6 +18,8 @@ from cellnas.train.config import TrainConfig
 if TYPE_CHECKING:
     from cellnas.data import Dataset, Loaders
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "build_model",
     "make_train_loaders",
@@ -25,6 +28,7 @@ __all__ = [
     "DeviceOptions",
     "network_args",
     "check_batches",
+    "check_cutout",
 ]
 
 
@@ -97,8 +101,10 @@ class DeviceOptions:
     """Mixed precision, memory format and compilation for ``device``, resolved from the config.
 
     ``auto`` means bf16 autocast and channels_last on CUDA, fp32 NCHW elsewhere. ``amp='bf16'`` on CPU
-    uses CPU autocast. ``compile`` wraps the network with :func:`torch.compile` for the training and
-    test forward passes; checkpoints always hold the plain module's weights.
+    uses CPU autocast. ``compile`` wraps the network with :func:`torch.compile` for the training forward
+    passes; the test pass runs the plain module (in eval mode it would compile a second graph, and dynamo
+    in torch 2.13 mis-traces the variadic ``cellnas.ops.cat_channels`` with gradients off, dropping all
+    but its first input). Checkpoints always hold the plain module's weights.
     """
 
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
@@ -140,3 +146,23 @@ def check_batches(cfg: TrainConfig, dataset: Dataset) -> None:
             f"{n} training images in batches of {cfg.batch_size} leave a last batch of one image, which batch norm "
             f"cannot train on; choose another --batch-size (e.g. {cfg.batch_size + 1})"
         )
+
+
+def check_cutout(cfg: TrainConfig, dataset: Dataset) -> None:
+    """Refuse a cutout square that zeroes every image entirely; warn when it is at least the image size.
+
+    The square's centre is uniform over the pixels and it is clipped at the borders (:func:`cellnas.data.cutout`),
+    so a side of ``2 * size - 1`` or more covers the whole image wherever it lands.
+    """
+    from cellnas.errors import CellnasError
+
+    size, length = dataset.image_size, cfg.cutout
+    shape = f"{size}x{size}"
+    if length >= 2 * size - 1:
+        raise CellnasError(f"--cutout {length} blanks every {shape} image of {dataset.name} entirely (a side of "
+                           f"{2 * size - 1} or more covers the image wherever it lands); use a cutout smaller than "
+                           f"the image (DARTS: 16 on 32x32), or 0 for none")  # fmt: skip
+    if length >= size:
+        log.warning(
+            "--cutout %d is at least the image size (%s): it blanks most of every image of %s, and some of them "
+            "entirely (DARTS: 16 on 32x32)", length, shape, dataset.name)  # fmt: skip
