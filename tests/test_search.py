@@ -308,3 +308,237 @@ def test_ctrl_c_in_the_cli_exits_130_and_says_how_to_resume(tmp_path, monkeypatc
     assert main(["search", *CLI_TINY, "--epochs", "1", "--out", str(out)]) == 130  # 128 + SIGINT, not usage's 2
     err = capsys.readouterr().err
     assert "checkpoint written" in err and f"cellnas search --resume {out}" in err and "Traceback" not in err
+
+
+# -- review fixes: search metrics of an unequal split, option ranges, --config files, resume, few layers, help,
+#    the run directory's lock
+
+SMALL = dict(channels=4, layers=3, batch_size=16, epochs=1, steps_per_epoch=2, progress=False, plots=False)
+
+
+class _Bar:
+    """Stands in for the tqdm bar: keeps what the loop shows."""
+
+    def __init__(self):
+        self.postfix = {}
+
+    def set_description(self, *a, **k):
+        pass
+
+    def set_postfix(self, refresh=True, **kw):
+        self.postfix = kw
+
+    def update(self, n=1):
+        pass
+
+    def clear(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_search_loss_and_accuracy_of_an_unequal_split_average_over_the_search_batches(tmp_path, monkeypatch, caplog):
+    # train portion 0.995 of digits' 1,438 images: 1,430 train the weights (batches of 16), 8 train α (batches of 8)
+    seen = []
+    real_step = search_loop.Architect.step
+
+    def spy(self, x_t, y_t, x_v, y_v, eta):
+        loss, logits = real_step(self, x_t, y_t, x_v, y_v, eta)
+        seen.append((float(loss), int((logits.argmax(1) == y_v).sum()), y_v.numel()))
+        return loss, logits
+
+    bar = _Bar()
+    monkeypatch.setattr(search_loop.Architect, "step", spy)
+    monkeypatch.setattr(search_loop, "_progress", lambda cfg, total, initial: bar)
+    with caplog.at_level(logging.INFO, logger="cellnas"):
+        result = search(out=tmp_path / "run", train_portion=0.995, **SMALL)
+    assert [n for _, _, n in seen] == [8, 8]
+    loss = sum(v * n for v, _, n in seen) / sum(n for *_, n in seen)
+    acc = sum(c for _, c, _ in seen) / sum(n for *_, n in seen)
+    (record,) = result.metrics
+    assert record["search_loss"] == pytest.approx(loss, rel=1e-6) and record["search_loss"] > 2.0  # ~ln 10 at start
+    assert record["search_acc"] == pytest.approx(acc) and 0.0 <= record["search_acc"] <= 1.0
+    assert f"search {loss:.3f}/{acc:.3f}" in caplog.text  # the epoch line
+    assert bar.postfix["search_acc"] == f"{acc:.3f}"  # the progress bar
+
+
+def test_a_checkpoint_without_the_search_count_still_resumes(reference, tmp_path, monkeypatch):
+    """Checkpoints written before the search side had its own count: resumed mid-epoch with the training count
+    (what they divided by), exact at the default split, where both sides draw full batches of the same size."""
+    out = tmp_path / "run"
+    real_step = search_loop._Search.step
+
+    def crashing_step(self, lr):
+        if self.global_step == 2:
+            raise RuntimeError("simulated crash")
+        return real_step(self, lr)
+
+    monkeypatch.setattr(search_loop._Search, "step", crashing_step)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        search(out=out, checkpoint_every=1, **TINY)
+    monkeypatch.setattr(search_loop._Search, "step", real_step)
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["accumulators"].pop("search_n") == 64  # two search batches of 32 so far
+    torch.save(state, out / "checkpoint.pt")
+    search(resume=out)
+    _assert_same_run(reference[0], out)
+
+
+@pytest.mark.parametrize(
+    "values, needle",
+    [
+        ({"grad_clip": -1.0}, "--grad-clip must be positive, got -1.0"),
+        ({"grad_clip": 0}, "--grad-clip must be positive, got 0"),
+        ({"grad_clip": float("nan")}, "--grad-clip must be positive"),
+        ({"lr": 0}, "--lr must be positive, got 0"),
+        ({"lr": float("inf")}, "--lr must be a finite number, got inf"),
+        ({"arch_lr": -3e-4}, "--arch-lr must be positive, got -0.0003"),
+        ({"lr_min": -0.1}, "--lr-min must be in [0, lr], got -0.1"),
+        ({"lr_min": 0.5}, "--lr-min must be in [0, lr], got 0.5"),
+        ({"momentum": 1.0}, "--momentum must be in [0, 1), got 1.0"),
+        ({"momentum": -0.1}, "--momentum must be in [0, 1)"),
+        ({"weight_decay": -1e-4}, "--weight-decay must be >= 0, got -0.0001"),
+        ({"arch_weight_decay": -1e-3}, "--arch-weight-decay must be >= 0, got -0.001"),
+        ({"weight_decay": float("inf")}, "--weight-decay must be a finite number"),
+        ({"train_portion": 1.0}, "--train-portion must be in (0, 1), got 1.0"),
+        ({"train_portion": 0}, "--train-portion must be in (0, 1)"),
+        ({"batch_size": 0}, "--batch-size must be >= 1, got 0"),
+        ({"k": 3}, "--k (inputs kept per node) must be 1 or 2, got 3"),
+        ({"k": 0}, "--k (inputs kept per node) must be 1 or 2, got 0"),
+        ({"eval_every": -1}, "--eval-every must be >= 0, got -1"),
+        ({"arch_betas": (0.5, 1.0)}, "\"arch_betas\" in the config must be two numbers in [0, 1), got (0.5, 1.0)"),
+        ({"unrolled_eps": 0}, "\"unrolled_eps\" in the config must be positive, got 0"),
+    ],
+)
+def test_search_values_that_cannot_be_meant_are_refused_naming_the_flag(values, needle):
+    from cellnas.search.config import resolve_config
+
+    with pytest.raises(CellnasError) as err:
+        resolve_config(None, values)
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("argv", [["--grad-clip=-1"], ["--grad-clip", "0"], ["--lr=-0.1"], ["--weight-decay=-1"]])
+def test_cli_refuses_a_negative_or_zero_grad_clip_and_writes_nothing(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--no-progress", *argv]) == 2
+    err = capsys.readouterr().err
+    assert argv[0].split("=")[0] in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"digits"', "null", "3"])
+def test_a_config_file_that_is_not_a_json_object_gives_one_line(text, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    assert main(["search", "--no-progress", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--config {path} must hold a JSON object" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_extending_a_finished_search_rewrites_config_json(tmp_path):
+    out = tmp_path / "run"
+    search(out=out, **SMALL)
+    assert json.loads((out / "config.json").read_text())["epochs"] == 1
+    assert main(["search", "--resume", str(out), "--epochs", "2", "--no-progress", "--no-plots"]) == 0
+    assert json.loads((out / "config.json").read_text())["epochs"] == 2
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["config"]["epochs"] == 2
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".tmp")]
+    assert main(["search", "--resume", str(out), "--epochs", "1", "--no-progress", "--no-plots"]) == 2  # fewer
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_supernet_of_reduction_cells_only_marks_its_normal_cell_as_not_searched(layers, tmp_path, capsys, caplog):
+    out = tmp_path / "run"
+    argv = ["search", "--no-progress", "--no-plots", "-C", "4", "-L", str(layers), "--batch-size", "16",
+            "--steps-per-epoch", "1", "--epochs", "1", "--out", str(out)]  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="cellnas"):
+        assert main(argv) == 0
+    assert json.loads((out / "genotype.json").read_text())["unsearched"] == ["normal"]
+    text = capsys.readouterr().out
+    assert "normal cell: not searched (--layers" in text and "normal cell: width" not in text
+    assert "reduce cell: width" in text
+    assert caplog.text.count("every cell is a reduction cell") == 1
+    epoch_line = next(line for line in caplog.text.splitlines() if "epoch 1/1" in line)
+    assert "reduce " in epoch_line and "normal " not in epoch_line
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cellnas"):
+        assert main(["search", "--resume", str(out), "--epochs", "2", "--no-progress", "--no-plots"]) == 0
+    assert "every cell is a reduction cell" not in caplog.text  # said once, when the run starts
+    assert json.loads((out / "genotype.json").read_text())["unsearched"] == ["normal"]
+    from cellnas.plots.search import plot_search_run
+
+    drawn = {p.name for p in plot_search_run(out)}
+    assert "alphas_reduce.png" in drawn and "alphas_normal.png" not in drawn  # no heatmap of untrained α
+
+
+def test_search_help_states_the_default_of_every_option_that_takes_a_value():
+    from cellnas.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["search"]
+    # no default to state: a file or directory to read, repeatable edge ablations
+    exempt = {"--config", "--resume", "--remove-edge", "--fix-edge", "-h"}
+    missing = [a.option_strings[0] for a in sub._actions
+               if a.option_strings and a.nargs != 0 and not exempt & set(a.option_strings)
+               and "default" not in (a.help or "")]  # fmt: skip
+    assert missing == []
+    helps = {a.option_strings[0]: a.help for a in sub._actions if a.option_strings}
+    assert "(default fd" in helps["--hvp"] and "(default bilevel" in helps["--mode"]
+    assert "(default 1" in helps["--eval-every"]
+
+
+def _hold_lock(run_dir):
+    """A second process that holds ``run_dir``'s lock until its stdin closes."""
+    code = (f"import sys\nfrom cellnas.runs import run_lock\nwith run_lock({str(run_dir)!r}):\n"
+            "    print('locked', flush=True)\n    sys.stdin.read()")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def _snapshot(run_dir):
+    return {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != ".lock"}
+
+
+def test_a_search_run_directory_in_use_is_refused_and_left_untouched(tmp_path, capsys):
+    out = tmp_path / "run"
+    search(out=out, **SMALL)
+    assert (out / ".lock").is_file()  # the search held it
+    before = _snapshot(out)
+    holder = _hold_lock(out)
+    try:
+        assert main(["search", "--resume", str(out), "--epochs", "2", "--no-progress", "--no-plots"]) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by another cellnas process (pid {holder.pid})" in err and "Traceback" not in err
+        assert _snapshot(out) == before  # nothing written, config.json included
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert main(["search", "--resume", str(out), "--epochs", "2", "--no-progress", "--no-plots"]) == 0
+
+
+def test_a_directory_holding_only_a_lock_file_is_refused_while_held_and_used_when_free(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = _hold_lock(out)  # a search that is starting (still loading its data)
+    try:
+        assert main(["search", "--no-progress", "--no-plots", "--out", str(out)]) == 2
+        assert f"(pid {holder.pid})" in capsys.readouterr().err
+        assert [p.name for p in out.iterdir()] == [".lock"]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    # a start that died before writing anything left the lock file alone: the directory is free for a new run
+    result = search(out=out, **SMALL)
+    assert result.run_dir == out and (out / "checkpoint.pt").is_file()
+
+
+def test_a_failed_start_leaves_no_run_directory_behind(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CellnasError, match="--data-dir"):
+        search(dataset="cifar10", data_dir=str(tmp_path / "nowhere"), **SMALL)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

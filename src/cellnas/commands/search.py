@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from cellnas.errors import CellnasError
 
@@ -51,7 +50,7 @@ def register(sub, formatter) -> None:
     )
     g = p.add_argument_group("run")
     g.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="named configuration; explicit options override it")  # fmt: skip
+                   help="named configuration; explicit options override it (default: none, the values below)")
     g.add_argument("--config", default=None, metavar="FILE", help="JSON file of config values (under the options)")
     g.add_argument("--out", default=None, help="run directory (default: runs/search-<timestamp>)")
     g.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its checkpoint")
@@ -68,7 +67,8 @@ def register(sub, formatter) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=None,
                    help=f"digits, cifar10, cifar100 or imagefolder:PATH (default {d.dataset})")  # fmt: skip
-    g.add_argument("--data-dir", default=None, help="where cifar-10-batches-py/ etc. live")
+    g.add_argument("--data-dir", default=None,
+                   help="where cifar-10-batches-py/ etc. live (default: none; digits needs no files)")
     g.add_argument("--download", action="store_true", default=None, help="download CIFAR if missing")
     g.add_argument("--train-portion", type=float, default=None,
                    help=f"fraction of the training set for the weights; the rest trains α (default {d.train_portion})")
@@ -93,11 +93,12 @@ def register(sub, formatter) -> None:
     g = p.add_argument_group("optimisation (SPEC 1.5/1.6)")
     g.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d.epochs}; paper 50)")
     g.add_argument("--order", type=int, choices=[1, 2], default=None,
-                   help="1: first-order α-gradient; 2: unrolled second-order (default 1)")  # fmt: skip
+                   help=f"1: first-order α-gradient; 2: unrolled second-order (default {d.order})")
     g.add_argument("--hvp", choices=["fd", "exact"], default=None,
-                   help="second order: finite-difference (paper) or exact (double backward) Hessian-vector product")
+                   help="second order: finite-difference (paper) or exact (double backward) Hessian-vector product "
+                        f"(default {d.hvp})")  # fmt: skip
     g.add_argument("--mode", choices=["bilevel", "single-level"], default=None,
-                   help="bilevel (DARTS) or single-level (α and w on the same training batch)")  # fmt: skip
+                   help=f"bilevel (DARTS) or single-level (α and w on the same training batch) (default {d.mode})")
     g.add_argument("--lr", type=float, default=None, help=f"weight learning rate (default {d.lr})")
     g.add_argument("--lr-min", type=float, default=None, help=f"cosine floor (default {d.lr_min}, as quark0)")
     g.add_argument("--momentum", type=float, default=None, help=f"SGD momentum (default {d.momentum})")
@@ -110,23 +111,26 @@ def register(sub, formatter) -> None:
                    help=f"train the weights alone for the first EPOCHS epochs, then α too (default {d.arch_warmup}; "
                         "PC-DARTS 15); the search loss is still measured on the search batches, without "
                         "gradients")  # fmt: skip
-    g.add_argument("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick tries)")
+    g.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="cap the steps of an epoch (quick tries; default: no cap, the whole training part)")
     g = p.add_argument_group("recording")
-    g.add_argument("--eval-every", type=int, default=None, help="evaluate on the search split every N epochs")
-    g.add_argument("--alpha-every", type=int, default=None, help="also record softmax(α) every N steps")
-    g.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps")
+    g.add_argument("--eval-every", type=int, default=None,
+                   help=f"evaluate on the search split every N epochs and after the last; 0: never (default "
+                        f"{d.eval_every})")  # fmt: skip
+    g.add_argument("--alpha-every", type=int, default=None,
+                   help=f"also record softmax(α) every N steps (default {d.alpha_every}: once per epoch only)")
+    g.add_argument("--checkpoint-every", type=int, default=None,
+                   help=f"also checkpoint every N steps (default {d.checkpoint_every}: at the end of each epoch "
+                        "only)")  # fmt: skip
     g.add_argument("--record-wiring", action="store_true", default=None,
                    help="record the per-edge, per-op cost of Xie et al. (2021), for `cellnas analyze wiring`")
     p.set_defaults(func=run)
 
 
 def _overrides(args) -> dict:
-    values = {}
-    if args.config:
-        try:
-            values.update(json.loads(Path(args.config).read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CellnasError(f"cannot read --config {args.config}: {exc}") from None
+    from cellnas.commands.train import _read_config_file  # one reader, one set of messages for both commands
+
+    values = _read_config_file(args.config) if args.config else {}
     for dest, name in _FIELDS.items():
         v = getattr(args, dest, None)
         if v is not None:
@@ -155,11 +159,12 @@ def _overrides(args) -> dict:
 def run(args) -> int:
     from cellnas.commands.train import set_threads
     from cellnas.search import search
+    from cellnas.search.loop import RESUME_OVERRIDES
 
-    set_threads(args.threads)
+    set_threads(args.threads, args.resume)
     overrides = _overrides(args)
     if args.resume:
-        extra = sorted(set(overrides) - {"epochs", "progress", "plots"})
+        extra = sorted(set(overrides) - set(RESUME_OVERRIDES))
         if extra or args.preset or args.out:
             raise CellnasError(
                 "--resume continues a run with its own config; only --epochs may change "
@@ -187,9 +192,10 @@ def _check_ops(ops) -> None:
 def _summary(result, as_json: bool) -> None:
     from cellnas.analysis.topology import topology
     from cellnas.formats import to_darts_text
-    from cellnas.genotype import CELL_TYPES, searched_cell_types
+    from cellnas.genotype import CELL_TYPES
 
     topo = topology(result.genotype)
+    unsearched = result.config.unsearched if result.config is not None else ()
     last = result.metrics[-1] if result.metrics else {}
     summary = {
         "genotype": result.genotype.to_dict(),
@@ -201,6 +207,7 @@ def _summary(result, as_json: bool) -> None:
         "search_seconds": round(result.search_seconds, 1),
         "seconds": round(result.seconds, 1),
         "resumed": result.resumed,  # then search_seconds counts every session and seconds this one only
+        "unsearched": list(unsearched),  # cell types whose α never trained (their topology means nothing)
         "run_dir": str(result.run_dir),
     }
     if as_json:
@@ -208,10 +215,9 @@ def _summary(result, as_json: bool) -> None:
         return
     acc = f"{result.search_accuracy:.1%}" if result.search_accuracy is not None else "n/a"
     print(f"derived genotype: {to_darts_text(result.genotype)}")
-    searched = searched_cell_types(bool(result.config is not None and result.config.all_normal))
     for name in CELL_TYPES:
-        if name not in searched:
-            print(f"  {name} cell: not searched (--all-normal: every cell of the supernet is a normal cell)")
+        if name in unsearched:
+            print(f"  {name} cell: not searched ({result.config.why_unsearched()})")
             continue
         print(f"  {name:<6} cell: width {topo[name]['width']:g}c, depth {topo[name]['depth']}")
     epochs = len(result.metrics)

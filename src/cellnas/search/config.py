@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 
 from cellnas._config import absolute_paths, check_types, config_from_dict
@@ -97,10 +98,24 @@ class SearchConfig:
         need(not (self.mode == "single-level" and self.order == 2), "--order 2 needs --mode bilevel")
         need(self.hvp == "fd" or self.order == 2,
              f"--hvp {self.hvp} needs --order 2 (first order computes no Hessian-vector product)")  # fmt: skip
-        need(self.lr > 0 and self.arch_lr > 0, "learning rates must be positive")
-        need(self.lr_min >= 0, f"--lr-min must be >= 0, got {self.lr_min}")
+        # argparse and Python's json take inf and nan; a value no training can run with is refused by name
+        for key in ("lr", "lr_min", "arch_lr", "weight_decay", "arch_weight_decay"):
+            value = getattr(self, key)
+            need(math.isfinite(value), f"--{key.replace('_', '-')} must be a finite number, got {value}")
+        need(self.lr > 0, f"--lr must be positive, got {self.lr}")
+        need(self.arch_lr > 0, f"--arch-lr must be positive, got {self.arch_lr}")
+        need(0 <= self.lr_min <= self.lr, f"--lr-min must be in [0, lr], got {self.lr_min}")
         need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
-        need(self.weight_decay >= 0 and self.arch_weight_decay >= 0, "weight decays must be >= 0")
+        need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
+        need(self.arch_weight_decay >= 0, f"--arch-weight-decay must be >= 0, got {self.arch_weight_decay}")
+        # clip_grad_norm_ with a negative max flips the gradient (ascent), with 0 zeroes it; inf: no clipping
+        need(self.grad_clip > 0, f"--grad-clip must be positive, got {self.grad_clip}")
+        need(all(0 <= b < 1 for b in self.arch_betas),
+             f"\"arch_betas\" in the config must be two numbers in [0, 1), got {self.arch_betas}")  # fmt: skip
+        need(math.isfinite(self.unrolled_eps) and self.unrolled_eps > 0,
+             f"\"unrolled_eps\" in the config must be positive, got {self.unrolled_eps}")  # fmt: skip
+        need(self.k in (1, 2), f"--k (inputs kept per node) must be 1 or 2, got {self.k}")
+        need(self.eval_every >= 0, f"--eval-every must be >= 0, got {self.eval_every}")
         need(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
         need(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1")
         need(self.alpha_every >= 0 and self.checkpoint_every >= 0, "--alpha-every/--checkpoint-every must be >= 0")
@@ -119,6 +134,24 @@ class SearchConfig:
         check_partial_channels(self.channels, self.partial_channels)
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              f"--device must be auto, cpu or cuda[:N], got {self.device!r}")  # fmt: skip
+
+    @property
+    def unsearched(self) -> tuple[str, ...]:
+        """The cell types this search does not choose, their α never trained: ``("reduce",)`` with ``--all-normal``
+        (no reduction cells); ``("normal",)`` with ``--layers`` 1 or 2, where the reductions at ``layers//3`` and
+        ``2*layers//3`` are every cell."""
+        if self.all_normal:
+            return ("reduce",)
+        return ("normal",) if self.layers < 3 else ()
+
+    def why_unsearched(self) -> str:
+        """Why :attr:`unsearched` holds what it does, for the summary and the warning."""
+        if self.all_normal:
+            return "--all-normal: every cell of the supernet is a normal cell"
+        if self.layers < 3:
+            return (f"--layers {self.layers}: every cell is a reduction cell (they sit at layers//3 and "
+                    "2*layers//3); 3 or more layers give the supernet a normal cell")  # fmt: skip
+        return ""
 
     def warn_if_arch_never_trains(self) -> None:
         """Log once, when a run starts or is resumed, if the warm-up covers every epoch."""

@@ -13,6 +13,7 @@ ends bit-identical, on CPU, to the same run never interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,9 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cellnas.errors import CellnasError
 from cellnas.formats import save_genotype
 from cellnas.genotype import Genotype
 from cellnas.runs import (
+    LOCK_FILE,
     RunInterrupted,
     StopFlag,
     append_metrics,
@@ -40,6 +43,7 @@ from cellnas.runs import (
     remove_if_empty,
     restore_rng_state,
     rng_state,
+    run_lock,
     truncate_metrics,
     write_meta,
 )
@@ -125,7 +129,9 @@ class _Search:
     # -- state ------------------------------------------------------------------------------------
     @staticmethod
     def _fresh_accumulators() -> dict:
-        return {"train_loss": 0.0, "train_correct": 0, "search_loss": 0.0, "search_correct": 0, "n": 0, "steps": 0}
+        # n: training images; search_n: search images (the two splits' batches differ unless the split is even)
+        return {"train_loss": 0.0, "train_correct": 0, "search_loss": 0.0, "search_correct": 0, "n": 0, "search_n": 0,
+                "steps": 0}  # fmt: skip
 
     def state_dict(self) -> dict:
         return {
@@ -154,7 +160,11 @@ class _Search:
         self.train_loader.load_state_dict(s["train_loader"])
         self.valid_loader.load_state_dict(s["valid_loader"])
         self.epoch, self.step_in_epoch, self.global_step = s["epoch"], s["step_in_epoch"], s["global_step"]
-        self.history, self.acc, self.elapsed = s["history"], s["accumulators"], s["elapsed"]
+        self.history, self.acc, self.elapsed = s["history"], dict(s["accumulators"]), s["elapsed"]
+        # a checkpoint from before the search side had its own count (resumed mid-epoch): its search sums were
+        # divided by the training count, which is what they get for the rest of that epoch; exact in single-level
+        # mode and at the default even split (full batches of the same size on both sides), close otherwise
+        self.acc.setdefault("search_n", self.acc["n"])
         if self.cfg.edge_norm:  # a run saved before the edge weights were recorded: NaN for those records
             n_edges = self.model.arch_parameters()[2].numel()
             for name in ("normal", "reduce"):
@@ -235,12 +245,14 @@ class _Search:
         self.acc["search_loss"] += float(search_loss) * y_v.numel()
         self.acc["search_correct"] += int((search_logits.argmax(1) == y_v).sum())
         self.acc["n"] += n
+        self.acc["search_n"] += y_v.numel()
         self.acc["steps"] += 1
 
     @property
     def unsearched(self) -> tuple[str, ...]:
-        """The cells this search does not choose: ``("reduce",)`` with ``--all-normal`` (no reduction cells)."""
-        return ("reduce",) if self.cfg.all_normal else ()
+        """The cells this search does not choose (:attr:`SearchConfig.unsearched`): ``("reduce",)`` with
+        ``--all-normal`` (no reduction cells), ``("normal",)`` with ``--layers`` 1 or 2 (only reduction cells)."""
+        return self.cfg.unsearched
 
     @property
     def arch_frozen(self) -> bool:
@@ -340,7 +352,7 @@ class _Search:
                 if bar is not None:
                     a = self.acc
                     bar.set_postfix(loss=f"{a['train_loss'] / a['n']:.3f}", acc=f"{a['train_correct'] / a['n']:.3f}",
-                                    search_acc=f"{a['search_correct'] / a['n']:.3f}", refresh=False)  # fmt: skip
+                                    search_acc=f"{a['search_correct'] / a['search_n']:.3f}", refresh=False)  # fmt: skip
                     bar.update(1)
                 if stop.requested or (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0):
                     self.elapsed += time.perf_counter() - t0
@@ -360,8 +372,8 @@ class _Search:
                 "lr": lr,
                 "train_loss": a["train_loss"] / a["n"],
                 "train_acc": a["train_correct"] / a["n"],
-                "search_loss": a["search_loss"] / a["n"],
-                "search_acc": a["search_correct"] / a["n"],
+                "search_loss": a["search_loss"] / a["search_n"],
+                "search_acc": a["search_correct"] / a["search_n"],
                 "steps": a["steps"],
             }
             if self.arch_frozen:
@@ -383,7 +395,7 @@ class _Search:
                 "epoch %d/%d  lr %.4g  train %.3f/%.3f  search %.3f/%.3f%s  %s%s",
                 self.epoch + 1, cfg.epochs, lr, record["train_loss"], record["train_acc"], record["search_loss"],
                 record["search_acc"], f"  valid acc {record['valid_acc']:.3f}" if "valid_acc" in record else "",
-                genotype_summary(genotype, cfg.all_normal), "  (α frozen: --arch-warmup)" if self.arch_frozen else "",
+                genotype_summary(genotype, self.unsearched), "  (α frozen: --arch-warmup)" if self.arch_frozen else "",
             )  # fmt: skip
             append_metrics(self.run_dir, record)
             self.epoch += 1
@@ -401,13 +413,14 @@ class _Search:
             bar.close()
 
 
-def genotype_summary(g: Genotype, all_normal: bool = False) -> str:
-    """``normal 2c/d4, reduce 2.5c/d3``: width and depth (SPEC 3.1) of the cell types that were searched."""
+def genotype_summary(g: Genotype, unsearched: tuple[str, ...] = ()) -> str:
+    """``normal 2c/d4, reduce 2.5c/d3``: width and depth (SPEC 3.1) of the cell types that were searched (all but
+    ``unsearched``, :attr:`SearchConfig.unsearched`)."""
     from cellnas.analysis.topology import topology
-    from cellnas.genotype import searched_cell_types
+    from cellnas.genotype import CELL_TYPES
 
     t = topology(g)
-    return ", ".join(f"{c} {t[c]['width']:g}c/d{t[c]['depth']}" for c in searched_cell_types(all_normal))
+    return ", ".join(f"{c} {t[c]['width']:g}c/d{t[c]['depth']}" for c in CELL_TYPES if c not in unsearched)
 
 
 def _progress(cfg: SearchConfig, total: int, initial: int):
@@ -433,51 +446,92 @@ def search(
     >>> result.genotype, result.run_dir  # doctest: +SKIP
     """
     t_start = time.perf_counter()
-    if resume is not None:
-        run_dir = Path(resume)
-        state = load_checkpoint(run_dir, kind="search", version=CHECKPOINT_VERSION)
-        saved = dict(state["config"])
-        if saved.get("order") == 1 and saved.get("hvp") == "exact":  # accepted (and ignored) before 2026-12-02
-            log.warning("%s was saved with --hvp exact at order 1, where it has no effect; resuming with fd", run_dir)
-            saved["hvp"] = "fd"
-        cfg = resolve_config(None, saved)
-        if overrides.get("epochs") is not None:
-            cfg.epochs = int(overrides["epochs"])
+    # the run directory's lock is held from before anything is written until the last file is: a second process
+    # that runs or resumes the same directory meanwhile stops with one line naming this one (runs.run_lock)
+    with contextlib.ExitStack() as held:
+        if resume is not None:
+            run_dir = Path(resume)
+            job = _resume(run_dir, overrides, held)
+        else:
+            cfg = config if config is not None else resolve_config(preset, overrides)
             cfg.validate()
-        cfg.warn_if_arch_never_trains()
-        job = _Search(cfg, run_dir)
-        job.load_state_dict(state)
-        truncate_metrics(run_dir, job.epoch)
-        log.info("resuming %s %s", run_dir, job.position())
-    else:
-        cfg = config if config is not None else resolve_config(preset, overrides)
-        cfg.validate()
-        cfg.warn_if_arch_never_trains()
-        run_dir = new_run_dir(out, "search")
-        try:
-            job = _Search(cfg, run_dir)
-        except BaseException:
-            remove_if_empty(run_dir)
-            raise
-        atomic_write_json(run_dir / "config.json", cfg.to_dict())
-        write_meta(run_dir, str(job.device), {"kind": "search"})
-        warn_short_nodes = getattr(job.model, "warn_short_nodes", None)  # edge ablations (search.wiring)
-        if warn_short_nodes is not None:
-            warn_short_nodes()  # once per run: said when it starts, not again on every --resume
-    stop = StopFlag()
-    with stop.installed():
-        try:
-            job.run(stop)
-        except KeyboardInterrupt:
-            raise SearchInterrupted(
-                f"aborted; the last checkpoint in {run_dir} is kept (continue with --resume {run_dir})"
-            ) from None
-    genotype = job.model.genotype()
-    _finish(job)
-    return SearchResult(
-        genotype=genotype, run_dir=run_dir, metrics=read_metrics(run_dir), alphas=job._softmax_alphas(),
-        seconds=time.perf_counter() - t_start, config=cfg, search_seconds=job.elapsed, resumed=resume is not None,
-    )  # fmt: skip
+            cfg.warn_if_arch_never_trains()
+            if "normal" in cfg.unsearched:  # once per run: said when it starts, not again on every --resume
+                log.warning("%s; the normal cell in genotype.json is derived from untrained α and marked as not "
+                            "searched", cfg.why_unsearched())  # fmt: skip
+            run_dir = _new_locked_run_dir(out, held)
+            try:
+                job = _Search(cfg, run_dir)
+            except BaseException:
+                (run_dir / LOCK_FILE).unlink(missing_ok=True)  # this start wrote nothing else: leave no directory
+                remove_if_empty(run_dir)
+                raise
+            atomic_write_json(run_dir / "config.json", cfg.to_dict())
+            write_meta(run_dir, str(job.device), {"kind": "search"})
+            warn_short_nodes = getattr(job.model, "warn_short_nodes", None)  # edge ablations (search.wiring)
+            if warn_short_nodes is not None:
+                warn_short_nodes()  # once per run: said when it starts, not again on every --resume
+        stop = StopFlag()
+        with stop.installed():
+            try:
+                job.run(stop)
+            except KeyboardInterrupt:
+                raise SearchInterrupted(
+                    f"aborted; the last checkpoint in {run_dir} is kept (continue with --resume {run_dir})"
+                ) from None
+        genotype = job.model.genotype()
+        _finish(job)
+        return SearchResult(
+            genotype=genotype, run_dir=run_dir, metrics=read_metrics(run_dir), alphas=job._softmax_alphas(),
+            seconds=time.perf_counter() - t_start, config=job.cfg, search_seconds=job.elapsed,
+            resumed=resume is not None,
+        )  # fmt: skip
+
+
+#: What ``--resume`` may change: the length of the run (extend a finished one), and how it reports.
+RESUME_OVERRIDES = ("epochs", "progress", "plots")
+
+
+def _resume(run_dir: Path, overrides: dict, held: contextlib.ExitStack) -> _Search:
+    """The job of ``run_dir`` restored from its checkpoint, with its lock taken (in ``held``) before anything is
+    written; ``config.json`` rewritten as the run now continues (an extended ``epochs``)."""
+    if (run_dir / CHECKPOINT).is_file():  # else load_checkpoint says why it cannot resume (and no .lock is left)
+        held.enter_context(run_lock(run_dir))
+    state = load_checkpoint(run_dir, kind="search", version=CHECKPOINT_VERSION)
+    saved = dict(state["config"])
+    if saved.get("order") == 1 and saved.get("hvp") == "exact":  # accepted (and ignored) before 2026-12-02
+        log.warning("%s was saved with --hvp exact at order 1, where it has no effect; resuming with fd", run_dir)
+        saved["hvp"] = "fd"
+    saved.update({k: v for k, v in overrides.items() if k in RESUME_OVERRIDES and v is not None})
+    cfg = resolve_config(None, saved)
+    started = state["epoch"] + (1 if state["step_in_epoch"] else 0)
+    if cfg.epochs < started:
+        raise CellnasError(f"--epochs {cfg.epochs} is fewer than the {started} epochs {run_dir} has already run "
+                           f"(or started); give {started} or more to extend it")  # fmt: skip
+    cfg.warn_if_arch_never_trains()
+    job = _Search(cfg, run_dir)
+    job.load_state_dict(state)
+    truncate_metrics(run_dir, job.epoch)
+    atomic_write_json(run_dir / "config.json", cfg.to_dict())  # --epochs as the run now goes on (as train does)
+    log.info("resuming %s %s", run_dir, job.position())
+    return job
+
+
+def _new_locked_run_dir(out: str | Path | None, held: contextlib.ExitStack) -> Path:
+    """A fresh run directory (:func:`new_run_dir`) with its lock taken (in ``held``).
+
+    A directory that holds nothing but the lock file is a start that has not written its files yet: refused while
+    that process holds the lock (its pid named), taken over when it is free (a start that died before writing)."""
+    if out is not None:
+        path = Path(out)
+        if path.is_dir() and [p.name for p in path.iterdir()] == [LOCK_FILE]:
+            held.enter_context(run_lock(path))
+            if [p.name for p in path.iterdir()] == [LOCK_FILE]:
+                return path
+            held.close()
+    run_dir = new_run_dir(out, "search")
+    held.enter_context(run_lock(run_dir))
+    return run_dir
 
 
 def _finish(job: _Search) -> None:
