@@ -143,3 +143,24 @@ def test_a_resume_takes_the_thread_count_its_run_recorded_unless_told(tmp_path):
     assert resume_threads(tmp_path, 2) == 2  # --threads wins
     (tmp_path / "meta.json").write_text(json.dumps({"torch_threads": "x"}))
     assert resume_threads(tmp_path, None) is None
+
+
+def test_a_resumed_train_takes_its_runs_thread_count(tmp_path, monkeypatch):
+    import torch
+
+    out = tmp_path / "run"
+    argv = ["train", "DARTS_V2", "--dataset", "digits", "-C", "4", "-L", "3", "--steps-per-epoch", "1",
+            "--no-progress"]  # fmt: skip
+    assert main([*argv, "--epochs", "1", "--threads", "2", "--out", str(out)]) == 0
+    torch.set_num_threads(1)
+    seen = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n)))
+    try:
+        assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0
+        assert seen == [2]  # as its first session, though this process had 1
+        seen.clear()
+        assert main(["train", "--resume", str(out), "--epochs", "3", "--threads", "1"]) == 0
+        assert seen == [1]
+    finally:
+        real(1)

@@ -52,8 +52,9 @@ NATIVE_VERSION = 1
 def to_json(g: Genotype, unsearched: tuple[str, ...] = ()) -> dict:
     """The native versioned JSON document of ``g``.
 
-    ``unsearched`` names cells the search did not choose (``("reduce",)`` after an all-normal search, SPEC 4:
-    Xie et al.'s supernet has no reduction cells, so its reduce cell is derived from untrained α); readers warn.
+    ``unsearched`` names cells the search did not choose: ``("reduce",)`` after an all-normal search (SPEC 4: Xie
+    et al.'s supernet has no reduction cells), ``("normal",)`` with fewer than 3 layers (every cell a reduction
+    cell); such a cell is derived from untrained α, and readers warn.
     """
     doc = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, **g.to_dict(), "hash": g.content_hash()}
     if unsearched:
@@ -78,9 +79,9 @@ def from_json(doc: dict, source: str | None = None) -> Genotype:
     unsearched = doc.get("unsearched") or []
     if unsearched:
         log.warning(
-            "%s: its %s cell was not searched (an all-normal search: derived from untrained α); a network with "
-            "reduction cells built from it uses that cell as it is", f"genotype file {source}" if source else
-            "genotype JSON", " and ".join(map(str, unsearched)),
+            "%s: its %s cell was not searched (the supernet had no such cell: --all-normal, or fewer than 3 "
+            "layers), so it comes from untrained α; a network built from it uses that cell as it is",
+            f"genotype file {source}" if source else "genotype JSON", " and ".join(map(str, unsearched)),
         )  # fmt: skip
     stated = doc.get("hash")
     if stated is not None and stated != g.content_hash():

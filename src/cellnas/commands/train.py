@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from cellnas.errors import CellnasError
+
+log = logging.getLogger("cellnas")
 
 __all__ = ["register", "run", "CONFIG_FLAGS", "set_threads"]
 
@@ -75,7 +78,10 @@ def register(sub, formatter) -> None:
             "Train the evaluation network of GENOTYPE from scratch and test it on the held-out test set after\n"
             "every epoch. The run directory gets config.json, meta.json, metrics.jsonl, checkpoint.pt,\n"
             "final.pt (weights + everything needed to rebuild them; see `cellnas evaluate`), summary.json\n"
-            "and curves.png.\n\n"
+            "and curves.png. In summary.json (and --json) best_epoch counts from 0, as the epoch of\n"
+            "metrics.jsonl does; the printed summary counts epochs from 1, as the progress lines do.\n"
+            "GENOTYPE may be a `cellnas search` run directory: without --dataset, --preset or --config the\n"
+            "run then trains on the search's dataset (and --data-dir), with that dataset's preset.\n\n"
             f"presets: {', '.join(PRESETS)}\n"
             "  darts-cifar10   SPEC 2.2: 20 cells, C=36, batch 96, 600 epochs, lr 0.025 cosine to 0, cutout 16,\n"
             "                  drop-path 0.2, auxiliary 0.4 (also darts-cifar100)\n"
@@ -101,7 +107,7 @@ def register(sub, formatter) -> None:
     p.add_argument("--resume", metavar="DIR", default=None, help="continue the run in DIR exactly where it stopped")
     p.add_argument("--seeds", metavar="S,S,...", default=None,
                    help="one run per seed in DIR/seed-S, then mean +- std of the test error")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (best_epoch counts from 0)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads of torch (default: torch's choice; 1 is often fastest on a shared machine)")
     group = p.add_argument_group("config values (the preset's when not given)")
@@ -132,14 +138,24 @@ def _read_config_file(path: str) -> dict:
     return doc
 
 
-def set_threads(n: int | None) -> None:
-    """Process-wide, so set here by the command that owns the process, never by the library."""
-    if n is None:
-        return
-    if n < 1:
+def set_threads(n: int | None, resume: str | None = None) -> None:
+    """Process-wide, so set here by the command that owns the process, never by the library.
+
+    With ``resume`` (a run directory) and no ``n``, the count the run's first session used (meta.json), so that a
+    resumed run sums as the uninterrupted one would (a different count rounds differently)."""
+    if n is not None and n < 1:
         raise CellnasError(f"--threads must be >= 1, got {n}")
     import torch
 
+    if n is None and resume is not None:
+        from cellnas.runs import resume_threads
+
+        n = resume_threads(resume, None)
+        if n is not None and n != torch.get_num_threads():
+            log.info("resuming with %d torch thread%s, as the run's first session (--threads to change it)",
+                     n, "" if n == 1 else "s")  # fmt: skip
+    if n is None:
+        return
     torch.set_num_threads(n)
 
 
@@ -165,7 +181,7 @@ def _params(n: int) -> str:
 def run(args) -> int:
     from cellnas.train import train, train_seeds
 
-    set_threads(args.threads)
+    set_threads(args.threads, args.resume)
     flags = _overrides(args)
     if args.resume is not None:
         if args.config or args.preset:
@@ -184,7 +200,11 @@ def run(args) -> int:
     values.pop("preset", None)
     values.update(flags)
     from cellnas.train import resolve_config
+    from cellnas.train.source import search_run
 
+    source = search_run(args.genotype)  # train() warns if that search is unfinished
+    if source is not None and not (args.config or args.preset or "dataset" in flags):
+        values = source.dataset_values(values)
     cfg = resolve_config(preset, values)
     if args.seeds is not None:
         return _report_seeds(train_seeds(args.genotype, _parse_seeds(args.seeds), cfg, out=args.out), args.json)

@@ -133,8 +133,10 @@ def plot_search_run(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     cfg = json.loads((run_dir / "config.json").read_text())
     n_nodes = int(cfg["nodes"])
-    cell_types = searched_cell_types(bool(cfg.get("all_normal")))
-    genotype = Genotype.from_dict(json.loads((run_dir / "genotype.json").read_text()))  # the run's own: no warnings
+    doc = json.loads((run_dir / "genotype.json").read_text())
+    genotype = Genotype.from_dict(doc)  # the run's own file: read without the reader's warnings
+    unsearched = set(doc.get("unsearched") or ())  # e.g. the normal cell of a supernet of reduction cells only
+    cell_types = tuple(c for c in searched_cell_types(bool(cfg.get("all_normal"))) if c not in unsearched)
     figure = draw_genotype(genotype, title=f"derived cells: {run_dir.name}", cell_types=cell_types)
     written = [save_figure(figure, run_dir / "cell.png")]
     alphas = np.load(run_dir / "alphas.npz")
