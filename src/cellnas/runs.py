@@ -138,7 +138,9 @@ def _json_default(o):
 def new_run_dir(out: str | os.PathLike | None, kind: str, root: str | os.PathLike = "runs") -> Path:
     """Create the run directory. ``out=None`` makes ``runs/<kind>-<timestamp>``.
 
-    An existing non-empty ``out`` is refused (never overwrite a run); use ``--resume``.
+    An existing non-empty ``out`` is refused (never overwrite a run); use ``--resume``. A file is refused as one.
+    A directory holding nothing but a lock file (:func:`run_lock`) is a start that has written nothing yet: refused
+    while its process holds the lock (naming it), taken over once the lock is free (that start died).
     """
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -149,7 +151,12 @@ def new_run_dir(out: str | os.PathLike | None, kind: str, root: str | os.PathLik
             path = Path(root) / f"{kind}-{stamp}-{n}"
     else:
         path = Path(out)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and not path.is_dir():
+            raise RunError(f"--out {path} is a file, not a directory; give a new (or empty) directory for the run")
+        if path.is_dir() and [p.name for p in path.iterdir()] == [LOCK_FILE]:
+            with run_lock(path):  # RunError while another process holds it
+                (path / LOCK_FILE).unlink(missing_ok=True)
+        if path.exists() and any(path.iterdir()):
             raise RunError(
                 f"run directory {path} already exists and is not empty; choose another --out, "
                 f"or continue it with --resume {path}"
@@ -392,8 +399,11 @@ def load_checkpoint(run_dir: str | os.PathLike, *, kind: str, version: int, name
 
 
 def remove_if_empty(path: Path) -> None:
-    """Remove a run directory that a failed start left empty (never one with files in it)."""
+    """Remove a run directory that a failed start left empty, or holding only its lock file (never one with other
+    files in it)."""
     try:
+        if path.is_dir() and [p.name for p in path.iterdir()] == [LOCK_FILE]:
+            (path / LOCK_FILE).unlink()
         if path.is_dir() and not any(path.iterdir()):
             path.rmdir()
     except OSError:

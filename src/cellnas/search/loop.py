@@ -27,7 +27,6 @@ from cellnas.errors import CellnasError
 from cellnas.formats import save_genotype
 from cellnas.genotype import Genotype
 from cellnas.runs import (
-    LOCK_FILE,
     RunInterrupted,
     StopFlag,
     append_metrics,
@@ -463,8 +462,7 @@ def search(
             try:
                 job = _Search(cfg, run_dir)
             except BaseException:
-                (run_dir / LOCK_FILE).unlink(missing_ok=True)  # this start wrote nothing else: leave no directory
-                remove_if_empty(run_dir)
+                remove_if_empty(run_dir)  # this start wrote nothing but its lock: leave no directory
                 raise
             atomic_write_json(run_dir / "config.json", cfg.to_dict())
             write_meta(run_dir, str(job.device), {"kind": "search"})
@@ -518,17 +516,7 @@ def _resume(run_dir: Path, overrides: dict, held: contextlib.ExitStack) -> _Sear
 
 
 def _new_locked_run_dir(out: str | Path | None, held: contextlib.ExitStack) -> Path:
-    """A fresh run directory (:func:`new_run_dir`) with its lock taken (in ``held``).
-
-    A directory that holds nothing but the lock file is a start that has not written its files yet: refused while
-    that process holds the lock (its pid named), taken over when it is free (a start that died before writing)."""
-    if out is not None:
-        path = Path(out)
-        if path.is_dir() and [p.name for p in path.iterdir()] == [LOCK_FILE]:
-            held.enter_context(run_lock(path))
-            if [p.name for p in path.iterdir()] == [LOCK_FILE]:
-                return path
-            held.close()
+    """A fresh run directory (:func:`new_run_dir`) with its lock taken (in ``held``)."""
     run_dir = new_run_dir(out, "search")
     held.enter_context(run_lock(run_dir))
     return run_dir

@@ -32,11 +32,10 @@ import numpy as np
 import torch
 
 from cellnas._config import absolute_paths
-from cellnas.errors import CellnasError, RunError
+from cellnas.errors import CellnasError
 from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
 from cellnas.runs import (
-    LOCK_FILE,
     RunInterrupted,
     StopFlag,
     append_metrics,
@@ -70,7 +69,7 @@ from cellnas.train.setup import (
 )
 from cellnas.train.source import search_run
 
-__all__ = ["train", "TrainResult", "TrainInterrupted", "RESUME_OVERRIDES", "config_from", "check_out"]
+__all__ = ["train", "TrainResult", "TrainInterrupted", "RESUME_OVERRIDES", "config_from"]
 
 log = logging.getLogger(__name__)
 
@@ -452,13 +451,12 @@ def train(
         if config is None and preset is None and overrides.get("dataset") is None:
             overrides = source.dataset_values(overrides)
     cfg = config_from(config, preset, overrides)
-    check_out(out)
     run_dir = new_run_dir(out, "train")
     with run_lock(run_dir):
         try:
             job = _Training(g, cfg, run_dir)
         except BaseException:
-            _remove_failed_start(run_dir)
+            remove_if_empty(run_dir)
             raise
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
         save_genotype(g, run_dir / "genotype.json")
@@ -484,40 +482,10 @@ def _train(job: _Training, t_start: float) -> TrainResult:
     return _finish(job, time.perf_counter() - t_start)
 
 
-def check_out(out: str | Path | None) -> None:
-    """Refuse an ``out`` that names an existing file (a run directory must be new or an empty directory).
-
-    A directory holding nothing but a free lock file (a start killed before it wrote anything) counts as empty:
-    the lock file is removed. One that another process holds raises :class:`RunError` naming that process.
-    """
-    if out is None:
-        return
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise RunError(f"--out {out} is a file, not a directory; give a new (or empty) directory for the run")
-    try:
-        only_lock = path.is_dir() and [p.name for p in path.iterdir()] == [LOCK_FILE]
-    except OSError:
-        return  # new_run_dir says what is wrong with it
-    if only_lock:
-        with run_lock(path):
-            (path / LOCK_FILE).unlink()
-
-
 def _lock_if_a_run(run_dir: Path):
     """The run directory's lock (:func:`cellnas.runs.run_lock`) when it holds a checkpoint to resume; otherwise
     nothing (and no lock file): resuming then fails with its own message."""
     return run_lock(run_dir) if (run_dir / CHECKPOINT).is_file() else contextlib.nullcontext()
-
-
-def _remove_failed_start(run_dir: Path) -> None:
-    """Remove the run directory a failed start left with nothing but its lock file."""
-    try:
-        if [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
-            (run_dir / LOCK_FILE).unlink()
-    except OSError:
-        pass
-    remove_if_empty(run_dir)
 
 
 def config_from(config: TrainConfig | None, preset: str | None, overrides: dict) -> TrainConfig:

@@ -30,7 +30,6 @@ from cellnas.train.loop import (
     RESUME_OVERRIDES,
     TrainInterrupted,
     TrainResult,
-    check_out,
     config_from,
     train,
 )
@@ -112,7 +111,6 @@ def train_seeds(
         if config is None and preset is None and overrides.get("dataset") is None:
             overrides = source.dataset_values(overrides)
     base = config_from(config, preset, overrides)
-    check_out(out)
     parent = new_run_dir(out, "train")
     with run_lock(parent):
         atomic_write_json(parent / SEEDS_FILE, {"seeds": seeds, "config": base.to_dict(), "genotype": g.to_dict()})
