@@ -200,11 +200,10 @@ def run(args) -> int:
     values.pop("preset", None)
     values.update(flags)
     from cellnas.train import resolve_config
-    from cellnas.train.source import search_run
+    from cellnas.train.source import with_search_dataset
 
-    source = search_run(args.genotype)  # train() warns if that search is unfinished
-    if source is not None and not (args.config or args.preset or "dataset" in flags):
-        values = source.dataset_values(values)
+    chosen = bool(args.config or args.preset or "dataset" in flags)
+    values = with_search_dataset(args.genotype, values, chosen=chosen, warn=False)  # train() warns
     cfg = resolve_config(preset, values)
     if args.seeds is not None:
         return _report_seeds(train_seeds(args.genotype, _parse_seeds(args.seeds), cfg, out=args.out), args.json)

@@ -67,7 +67,7 @@ from cellnas.train.setup import (
     make_train_loaders,
     network_args,
 )
-from cellnas.train.source import search_run
+from cellnas.train.source import with_search_dataset
 
 __all__ = ["train", "TrainResult", "TrainInterrupted", "RESUME_OVERRIDES", "config_from"]
 
@@ -445,11 +445,8 @@ def train(
     if genotype is None:
         raise CellnasError("train needs a genotype (a zoo name such as DARTS_V2, a file or a run directory)")
     g = load_genotype(genotype)
-    source = search_run(genotype)
-    if source is not None:
-        source.warn_if_unfinished()
-        if config is None and preset is None and overrides.get("dataset") is None:
-            overrides = source.dataset_values(overrides)
+    chosen = config is not None or preset is not None or overrides.get("dataset") is not None
+    overrides = with_search_dataset(genotype, overrides, chosen=chosen)
     cfg = config_from(config, preset, overrides)
     run_dir = new_run_dir(out, "train")
     with run_lock(run_dir):

@@ -33,7 +33,7 @@ from cellnas.train.loop import (
     config_from,
     train,
 )
-from cellnas.train.source import search_run
+from cellnas.train.source import with_search_dataset
 
 __all__ = ["train_seeds", "evaluate_seeds", "seed_runs", "SeedsResult", "mean_std", "SEEDS_FILE"]
 
@@ -105,11 +105,8 @@ def train_seeds(
     if not seeds or len(set(seeds)) != len(seeds):
         raise CellnasError(f"--seeds needs distinct integers, got {seeds}")
     g = load_genotype(genotype)
-    source = search_run(genotype)
-    if source is not None:
-        source.warn_if_unfinished()
-        if config is None and preset is None and overrides.get("dataset") is None:
-            overrides = source.dataset_values(overrides)
+    chosen = config is not None or preset is not None or overrides.get("dataset") is not None
+    overrides = with_search_dataset(genotype, overrides, chosen=chosen)
     base = config_from(config, preset, overrides)
     parent = new_run_dir(out, "train")
     with run_lock(parent):

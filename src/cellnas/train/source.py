@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cellnas.runs import read_metrics
 
-__all__ = ["SearchRun", "search_run"]
+__all__ = ["SearchRun", "search_run", "with_search_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ class SearchRun:
             "not the search's result; finish it with `cellnas search --resume %s`, then train it",
             self.path, self.epochs_done, self.epochs, self.epochs_done, self.path,
         )  # fmt: skip
-
 
     def dataset_values(self, overrides: dict) -> dict:
         """``overrides`` (config values given, none of them ``dataset``) with the search's dataset, and its
@@ -104,3 +103,15 @@ def search_run(genotype) -> SearchRun | None:
     epochs = int(epochs) if isinstance(epochs, int) else epochs_done
     data_dir = config.get("data_dir")
     return SearchRun(path, config["dataset"], data_dir if isinstance(data_dir, str) else None, epochs, epochs_done)
+
+
+def with_search_dataset(genotype, overrides: dict, *, chosen: bool, warn: bool = True) -> dict:
+    """``overrides`` for training ``genotype``: when it is a search run directory, with the search's dataset (and
+    data folder) unless a config, preset or dataset was ``chosen``; and, with ``warn``, a warning when that search
+    did not finish (:meth:`SearchRun.warn_if_unfinished`). Anything else: ``overrides`` unchanged."""
+    source = search_run(genotype)
+    if source is None:
+        return overrides
+    if warn:
+        source.warn_if_unfinished()
+    return overrides if chosen else source.dataset_values(overrides)
