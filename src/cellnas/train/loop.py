@@ -444,11 +444,7 @@ def train(
             return _train(_resume(run_dir, genotype, overrides), t_start)
     if genotype is None:
         raise CellnasError("train needs a genotype (a zoo name such as DARTS_V2, a file or a run directory)")
-    g = load_genotype(genotype)
-    chosen = config is not None or preset is not None or overrides.get("dataset") is not None
-    overrides = with_search_dataset(genotype, overrides, chosen=chosen)
-    cfg = config_from(config, preset, overrides)
-    run_dir = new_run_dir(out, "train")
+    g, cfg, run_dir = start(genotype, config, preset, overrides, out)
     with run_lock(run_dir):
         try:
             job = _Training(g, cfg, run_dir)
@@ -483,6 +479,17 @@ def _lock_if_a_run(run_dir: Path):
     """The run directory's lock (:func:`cellnas.runs.run_lock`) when it holds a checkpoint to resume; otherwise
     nothing (and no lock file): resuming then fails with its own message."""
     return run_lock(run_dir) if (run_dir / CHECKPOINT).is_file() else contextlib.nullcontext()
+
+
+def start(
+    genotype, config: TrainConfig | None, preset: str | None, overrides: dict, out: str | Path | None
+) -> tuple[Genotype, TrainConfig, Path]:
+    """What a fresh run starts from: the genotype, the config (:func:`config_from`; a search run directory's
+    dataset when none was chosen, :func:`~cellnas.train.source.with_search_dataset`) and a new run directory."""
+    g = load_genotype(genotype)
+    chosen = config is not None or preset is not None or overrides.get("dataset") is not None
+    cfg = config_from(config, preset, with_search_dataset(genotype, overrides, chosen=chosen))
+    return g, cfg, new_run_dir(out, "train")
 
 
 def config_from(config: TrainConfig | None, preset: str | None, overrides: dict) -> TrainConfig:

@@ -22,7 +22,7 @@ from cellnas._config import absolute_paths
 from cellnas.errors import CellnasError, RunError
 from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
-from cellnas.runs import atomic_write_json, new_run_dir, now_iso, run_lock, write_meta
+from cellnas.runs import atomic_write_json, now_iso, run_lock, write_meta
 from cellnas.train.config import TrainConfig
 from cellnas.train.final import FINAL, evaluate
 from cellnas.train.loop import (
@@ -30,10 +30,9 @@ from cellnas.train.loop import (
     RESUME_OVERRIDES,
     TrainInterrupted,
     TrainResult,
-    config_from,
+    start,
     train,
 )
-from cellnas.train.source import with_search_dataset
 
 __all__ = ["train_seeds", "evaluate_seeds", "seed_runs", "SeedsResult", "mean_std", "SEEDS_FILE"]
 
@@ -104,11 +103,7 @@ def train_seeds(
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise CellnasError(f"--seeds needs distinct integers, got {seeds}")
-    g = load_genotype(genotype)
-    chosen = config is not None or preset is not None or overrides.get("dataset") is not None
-    overrides = with_search_dataset(genotype, overrides, chosen=chosen)
-    base = config_from(config, preset, overrides)
-    parent = new_run_dir(out, "train")
+    g, base, parent = start(genotype, config, preset, overrides, out)
     with run_lock(parent):
         atomic_write_json(parent / SEEDS_FILE, {"seeds": seeds, "config": base.to_dict(), "genotype": g.to_dict()})
         save_genotype(g, parent / "genotype.json")
