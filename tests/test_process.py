@@ -164,3 +164,35 @@ def test_a_resumed_train_takes_its_runs_thread_count(tmp_path, monkeypatch):
         assert seen == [1]
     finally:
         real(1)
+
+
+def test_the_busy_warning_counts_the_threads_a_resume_will_use(tmp_path, monkeypatch, caplog):
+    import json
+
+    import cellnas.cpu
+
+    (tmp_path / "meta.json").write_text(json.dumps({"torch_threads": 1}))
+    monkeypatch.setattr(cellnas.cpu, "other_runnable", lambda *a, **k: 1)
+    monkeypatch.setattr(cellnas.cpu.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setenv("CELLNAS_BUSY_CHECK", "1")
+    import torch
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)  # this process's own count would not fit
+    main(["search", "--resume", str(tmp_path)])  # no checkpoint: fails after the check, which is what is tested
+    assert "would add" not in caplog.text  # 1 other + the run's 1 thread fit 2 cores
+
+
+def test_a_run_saved_with_a_value_checked_only_now_says_why_it_cannot_resume(tmp_path):
+    import torch
+
+    from cellnas.errors import CellnasError
+    from cellnas.search import search
+
+    run = search(out=tmp_path / "old", dataset="digits", channels=4, layers=3, batch_size=16, epochs=1,
+                 steps_per_epoch=1, progress=False, plots=False)  # fmt: skip
+    ckpt = run.run_dir / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=False)
+    state["config"]["grad_clip"] = -1.0  # accepted before 2026-12-02
+    torch.save(state, ckpt)
+    with pytest.raises(CellnasError, match=r"cannot resume .*saved config is refused now .*grad-clip"):
+        search(resume=run.run_dir, epochs=2, progress=False)

@@ -343,3 +343,9 @@ def test_wiring_arguments_are_checked(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["analyze", "wiring", "--help"])
     assert "(default: 0.001" in " ".join(capsys.readouterr().out.split())
+
+
+def test_motifs_min_support_1_warns_that_it_now_means_every_graph(tmp_path, capsys, six_graphs):
+    capsys.readouterr()
+    assert main([*six_graphs, "--min-support", "1", "-o", str(tmp_path / "a")]) == 0
+    assert "--min-support 1 keeps the motifs found in every graph" in capsys.readouterr().err

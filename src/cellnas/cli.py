@@ -78,7 +78,12 @@ def _warn_if_busy(args) -> None:
         return  # the work runs on the GPU
     from cellnas.cpu import busy_warning
 
-    threads = getattr(args, "threads", None) or torch.get_num_threads()
+    threads = getattr(args, "threads", None)
+    if threads is None and getattr(args, "resume", None):
+        from cellnas.runs import resume_threads
+
+        threads = resume_threads(args.resume, None)  # what the resume will use (commands.train.set_threads)
+    threads = threads or torch.get_num_threads()
     message = busy_warning(threads)
     if message:
         logging.getLogger("cellnas").warning("warning: %s", message)

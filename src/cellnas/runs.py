@@ -307,7 +307,7 @@ def run_lock(run_dir: str | os.PathLike):
         except OSError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise RunError(f"{run_dir} is in use by another cellnas process (pid {holder}); wait for it to stop "
-                           "(or stop it with Ctrl-C) before resuming this run") from None  # fmt: skip
+                           "(or stop it with Ctrl-C), or choose another directory") from None  # fmt: skip
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         try:

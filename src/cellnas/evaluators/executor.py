@@ -84,7 +84,7 @@ class SerialExecutor(Executor):
                 yield Done(i, item, value=value)
 
 
-def init_worker(log_level: int = logging.WARNING) -> None:
+def init_worker(log_level: int = logging.WARNING, parent: int | None = None) -> None:
     """Worker set-up: SIGINT ignored, one intra-op thread, quiet logs. ``OMP_NUM_THREADS=1`` is read by torch (and by
     OpenMP-based libraries) when they are first imported, which in a spawned worker happens after this;
     torch is not imported here, so workers of torch-free tasks start fast."""
@@ -95,7 +95,7 @@ def init_worker(log_level: int = logging.WARNING) -> None:
     # Ctrl-C is the parent's to handle: it commits what finished and terminates the workers
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()  # an idle worker of a killed parent would wait on its task queue for ever, adopted by init
-    if os.getppid() == 1:  # the parent died before the line above
+    if parent is not None and os.getppid() != parent:  # the parent died before the line above (we were adopted)
         os._exit(1)
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
@@ -140,7 +140,9 @@ class ProcessExecutor(Executor):
 
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=mp.get_context(self.context),
-                initializer=init_worker, initargs=(self.log_level,),
+                initializer=init_worker,
+                # a spawned worker's parent is this process; a forkserver's worker's is the fork server
+                initargs=(self.log_level, os.getpid() if self.context == "spawn" else None),
             )  # fmt: skip
         return self._pool
 

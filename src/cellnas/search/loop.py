@@ -501,7 +501,11 @@ def _resume(run_dir: Path, overrides: dict, held: contextlib.ExitStack) -> _Sear
         log.warning("%s was saved with --hvp exact at order 1, where it has no effect; resuming with fd", run_dir)
         saved["hvp"] = "fd"
     saved.update({k: v for k, v in overrides.items() if k in RESUME_OVERRIDES and v is not None})
-    cfg = resolve_config(None, saved)
+    try:
+        cfg = resolve_config(None, saved)
+    except CellnasError as exc:  # a value an earlier cellnas accepted and this one checks
+        raise CellnasError(f"cannot resume {run_dir}: its saved config is refused now ({exc}); the cellnas that "
+                           "started it accepted it: finish it with that version, or start a new run") from None
     started = state["epoch"] + (1 if state["step_in_epoch"] else 0)
     if cfg.epochs < started:
         raise CellnasError(f"--epochs {cfg.epochs} is fewer than the {started} epochs {run_dir} has already run "

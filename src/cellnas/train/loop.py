@@ -69,7 +69,7 @@ from cellnas.train.setup import (
 )
 from cellnas.train.source import with_search_dataset
 
-__all__ = ["train", "TrainResult", "TrainInterrupted", "RESUME_OVERRIDES", "config_from"]
+__all__ = ["train", "TrainResult", "TrainInterrupted", "RESUME_OVERRIDES", "config_from", "start"]
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _child_seed(seed: int, index: int) -> int:
 class _Training:
     """One training run: built fresh from a genotype and config, or restored from a checkpoint."""
 
-    def __init__(self, genotype: Genotype, cfg: TrainConfig, run_dir: Path) -> None:
+    def __init__(self, genotype: Genotype, cfg: TrainConfig, run_dir: Path, resuming: bool = False) -> None:
         from cellnas.counting import count_params
         from cellnas.data import get_dataset
 
@@ -141,7 +141,7 @@ class _Training:
         self.dataset = get_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
                                    image_size=cfg.image_size)  # fmt: skip
         check_batches(cfg, self.dataset)
-        check_cutout(cfg, self.dataset)
+        check_cutout(cfg, self.dataset, refuse=not resuming)  # a run started before the check may still finish
         self.options = DeviceOptions(cfg, self.device)
         self.model = build_model(genotype, cfg, self.dataset)
         self.network = network_args(cfg, self.dataset)
@@ -403,15 +403,25 @@ def _resume(run_dir: Path, genotype, overrides: dict) -> _Training:
     for key, value in absolute_paths(overrides).items():
         if key in RESUME_OVERRIDES and value is not None:
             setattr(cfg, key, value)
-    cfg.validate()
+    _validate_saved(cfg, run_dir)
     if cfg.epochs < state["epoch"]:
         raise CellnasError(f"{run_dir} has already trained {state['epoch']} epochs; --epochs {cfg.epochs} is fewer")
-    job = _Training(saved, cfg, run_dir)
+    job = _Training(saved, cfg, run_dir, resuming=True)
     job.load_state_dict(state)
     truncate_metrics(run_dir, job.epoch)
     atomic_write_json(run_dir / "config.json", cfg.to_dict())  # --epochs and the other overrides, as they now run
     log.info("resuming %s %s", run_dir, job.position())
     return job
+
+
+def _validate_saved(cfg, run_dir: Path) -> None:
+    """``cfg.validate()`` for a run's saved config, saying so when it refuses: an earlier cellnas may have started
+    the run with a value that is checked now."""
+    try:
+        cfg.validate()
+    except CellnasError as exc:
+        raise CellnasError(f"cannot resume {run_dir}: its saved config is refused now ({exc}); the cellnas that "
+                           "started it accepted it: finish it with that version, or start a new run") from None
 
 
 def train(

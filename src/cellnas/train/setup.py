@@ -148,8 +148,9 @@ def check_batches(cfg: TrainConfig, dataset: Dataset) -> None:
         )
 
 
-def check_cutout(cfg: TrainConfig, dataset: Dataset) -> None:
-    """Refuse a cutout square that zeroes every image entirely; warn when it is at least the image size.
+def check_cutout(cfg: TrainConfig, dataset: Dataset, refuse: bool = True) -> None:
+    """Refuse (with ``refuse``, else warn about) a cutout square that zeroes every image entirely; warn when it is
+    at least the image size.
 
     The square's centre is uniform over the pixels and it is clipped at the borders (:func:`cellnas.data.cutout`),
     so a side of ``2 * size - 1`` or more covers the whole image wherever it lands.
@@ -158,6 +159,10 @@ def check_cutout(cfg: TrainConfig, dataset: Dataset) -> None:
 
     size, length = dataset.image_size, cfg.cutout
     shape = f"{size}x{size}"
+    if length >= 2 * size - 1 and not refuse:
+        log.warning("--cutout %d blanks every %s image of %s entirely (a side of %d or more covers the image "
+                    "wherever it lands)", length, shape, dataset.name, 2 * size - 1)  # fmt: skip
+        return
     if length >= 2 * size - 1:
         raise CellnasError(f"--cutout {length} blanks every {shape} image of {dataset.name} entirely (a side of "
                            f"{2 * size - 1} or more covers the image wherever it lands); use a cutout smaller than "

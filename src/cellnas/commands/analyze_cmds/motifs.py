@@ -77,6 +77,9 @@ def run(args) -> int:
         raise CellnasError(f"--min-support must be a fraction in (0, 1], got {args.min_support:g}{hint}")
     if args.min_count is not None and args.min_count < 1:
         raise CellnasError(f"--min-count must be >= 1, got {args.min_count}")
+    if args.min_support == 1:
+        print("cellnas analyze motifs: warning: --min-support 1 keeps the motifs found in every graph (100 %); "
+              "before 2026-12-02 it meant a count of 1, which is now --min-count 1", file=sys.stderr)  # fmt: skip
     fraction = DEFAULT_MIN_SUPPORT if args.min_support is None and args.min_count is None else args.min_support
     if args.show < 1:
         raise CellnasError(f"--show must be >= 1, got {args.show}")
