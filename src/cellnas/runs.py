@@ -8,6 +8,7 @@ files are written to a temporary sibling, fsynced, then renamed over the target.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -22,13 +23,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cellnas.errors import RunError
+from cellnas.errors import CellnasError, RunError
 
 __all__ = [
     "StopFlag",
     "RunInterrupted",
     "sigterm_as_sigint",
     "run_lock",
+    "resume_lock",
+    "saved_config_refused",
     "resume_threads",
     "LOCK_FILE",
     "EXIT_INTERRUPTED",
@@ -316,6 +319,18 @@ def run_lock(run_dir: str | os.PathLike):
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def resume_lock(run_dir: str | os.PathLike, checkpoint: str = "checkpoint.pt"):
+    """:func:`run_lock` for resuming ``run_dir`` when it holds ``checkpoint``; otherwise no lock (and no lock file
+    left behind): loading the checkpoint then says why the run cannot be resumed."""
+    return run_lock(run_dir) if (Path(run_dir) / checkpoint).is_file() else contextlib.nullcontext()
+
+
+def saved_config_refused(run_dir: str | os.PathLike, exc: Exception) -> CellnasError:
+    """The error for a run whose saved config fails a check added after an earlier cellnas started it."""
+    return CellnasError(f"cannot resume {run_dir}: its saved config is refused now ({exc}); the cellnas that "
+                        "started it accepted it: finish it with that version, or start a new run")
 
 
 @contextmanager

@@ -41,8 +41,10 @@ from cellnas.runs import (
     read_metrics,
     remove_if_empty,
     restore_rng_state,
+    resume_lock,
     rng_state,
     run_lock,
+    saved_config_refused,
     truncate_metrics,
     write_meta,
 )
@@ -493,8 +495,7 @@ RESUME_OVERRIDES = ("epochs", "progress", "plots")
 def _resume(run_dir: Path, overrides: dict, held: contextlib.ExitStack) -> _Search:
     """The job of ``run_dir`` restored from its checkpoint, with its lock taken (in ``held``) before anything is
     written; ``config.json`` rewritten as the run now continues (an extended ``epochs``)."""
-    if (run_dir / CHECKPOINT).is_file():  # else load_checkpoint says why it cannot resume (and no .lock is left)
-        held.enter_context(run_lock(run_dir))
+    held.enter_context(resume_lock(run_dir, CHECKPOINT))
     state = load_checkpoint(run_dir, kind="search", version=CHECKPOINT_VERSION)
     saved = dict(state["config"])
     if saved.get("order") == 1 and saved.get("hvp") == "exact":  # accepted (and ignored) before 2026-12-02
@@ -504,8 +505,7 @@ def _resume(run_dir: Path, overrides: dict, held: contextlib.ExitStack) -> _Sear
     try:
         cfg = resolve_config(None, saved)
     except CellnasError as exc:  # a value an earlier cellnas accepted and this one checks
-        raise CellnasError(f"cannot resume {run_dir}: its saved config is refused now ({exc}); the cellnas that "
-                           "started it accepted it: finish it with that version, or start a new run") from None
+        raise saved_config_refused(run_dir, exc) from None
     started = state["epoch"] + (1 if state["step_in_epoch"] else 0)
     if cfg.epochs < started:
         raise CellnasError(f"--epochs {cfg.epochs} is fewer than the {started} epochs {run_dir} has already run "

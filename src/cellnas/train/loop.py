@@ -49,7 +49,9 @@ from cellnas.runs import (
     read_metrics,
     remove_if_empty,
     restore_rng_state,
+    resume_lock,
     run_lock,
+    saved_config_refused,
     truncate_metrics,
     write_meta,
 )
@@ -420,8 +422,7 @@ def _validate_saved(cfg, run_dir: Path) -> None:
     try:
         cfg.validate()
     except CellnasError as exc:
-        raise CellnasError(f"cannot resume {run_dir}: its saved config is refused now ({exc}); the cellnas that "
-                           "started it accepted it: finish it with that version, or start a new run") from None
+        raise saved_config_refused(run_dir, exc) from None
 
 
 def train(
@@ -450,7 +451,7 @@ def train(
     t_start = time.perf_counter()
     if resume is not None:
         run_dir = Path(resume)
-        with _lock_if_a_run(run_dir):
+        with resume_lock(run_dir, CHECKPOINT):
             return _train(_resume(run_dir, genotype, overrides), t_start)
     if genotype is None:
         raise CellnasError("train needs a genotype (a zoo name such as DARTS_V2, a file or a run directory)")
@@ -483,12 +484,6 @@ def _train(job: _Training, t_start: float) -> TrainResult:
                 f"aborted; the last checkpoint in {run_dir} is kept (continue with --resume {run_dir})"
             ) from None
     return _finish(job, time.perf_counter() - t_start)
-
-
-def _lock_if_a_run(run_dir: Path):
-    """The run directory's lock (:func:`cellnas.runs.run_lock`) when it holds a checkpoint to resume; otherwise
-    nothing (and no lock file): resuming then fails with its own message."""
-    return run_lock(run_dir) if (run_dir / CHECKPOINT).is_file() else contextlib.nullcontext()
 
 
 def start(
