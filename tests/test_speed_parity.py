@@ -241,3 +241,12 @@ def test_layout_keeping_helpers_are_the_plain_ops(size):
         (ga,), (gb,) = grads(y, [a]), grads(ref(b), [b])
         torch.testing.assert_close(ga, gb)
         assert ga.is_contiguous(memory_format=CL)
+
+
+def test_cat_channels_compiles_under_no_grad():
+    """torch.compile of the autograd function under no_grad returned its first input only (PyTorch 2.13)."""
+    parts = [torch.randn(2, c, 4, 4, generator=gen(c)) for c in (3, 5)]
+    compiled = torch.compile(lambda a, b: cat_channels([a, b]) * 2, backend="eager")
+    with torch.no_grad():
+        out = compiled(*parts)
+    torch.testing.assert_close(out, torch.cat(parts, 1) * 2)

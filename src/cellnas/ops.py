@@ -310,7 +310,13 @@ def shift_up_left(x: torch.Tensor) -> torch.Tensor:
 
 
 def cat_channels(xs: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.cat(xs, dim=1)``; the gradients of the parts come back dense in the parts' memory format."""
+    """``torch.cat(xs, dim=1)``; the gradients of the parts come back dense in the parts' memory format.
+
+    Without gradients it is ``torch.cat`` itself: ``torch.compile`` (PyTorch 2.13) traces the autograd function of a
+    variable number of inputs wrongly under ``no_grad`` and returns its first input only.
+    """
+    if not (torch.is_grad_enabled() and any(x.requires_grad for x in xs)):
+        return torch.cat(xs, dim=1)
     return _CatChannels.apply(*xs)
 
 
