@@ -175,6 +175,7 @@ def test_cli_help_of_the_plane_options(study, capsys):
     (["--grid", "--range", "0"], "--range '0': LO must be below HI"),
     (["--grid", "--save-every", "0"], "--save-every must be >= 1, got 0"),
     (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--seed", "5"], "--resolution, --seed apply to the plane only: add --grid, or leave them out"),
 ])  # fmt: skip
 def test_cli_gradvar_checks_every_argument_before_computing(tiny_run, tmp_path, capsys, flags, message):
     from cellnas.cli import main
@@ -193,7 +194,7 @@ def test_cli_plane_studies_refuse_an_output_that_is_a_file(tiny_run, tmp_path, c
     from cellnas.cli import main
 
     (tmp_path / "g.txt").write_text("")
-    assert main(["analyze", study, str(tiny_run), "--resolution", "2", "--no-progress", "-o",
-                 str(tmp_path / "g.txt")]) == 2  # fmt: skip
+    plane = ["--grid", "--resolution", "2"] if study == "gradvar" else ["--resolution", "2"]
+    assert main(["analyze", study, str(tiny_run), *plane, "--no-progress", "-o", str(tmp_path / "g.txt")]) == 2
     captured = capsys.readouterr()
     assert "-o" in captured.err and "is an existing file, not a directory" in captured.err and captured.out == ""

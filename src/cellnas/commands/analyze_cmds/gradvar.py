@@ -32,7 +32,7 @@ def register(sub, formatter) -> None:
         formatter_class=formatter,
     )
     add_source_args(p)
-    add_plane_args(p, resolution=51, interpolate=False)
+    add_plane_args(p, resolution=51, interpolate=False, only_with="--grid")
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], metavar="N", help="mini-batch size")
     p.add_argument("--batches", type=int, default=DEFAULTS["num_batches"], metavar="B", help="number of mini-batches")
     p.add_argument("--batch-seed", type=int, default=DEFAULTS["batch_seed"], help="seed of the mini-batch draws")
@@ -48,7 +48,13 @@ def run(args) -> int:
     from cellnas.analysis.gradvar import gradient_variance, gradvar_grid, sample_batches
     from cellnas.analysis.landscape import axis, resolve_source
     from cellnas.commands.analyze import check_output_dir, output_dir
-    from cellnas.commands.analyze_cmds.landscape import default_output, label_of, parse_range, prepare
+    from cellnas.commands.analyze_cmds.landscape import (
+        default_output,
+        label_of,
+        parse_range,
+        plane_args_without,
+        prepare,
+    )
     from cellnas.runs import atomic_write_json
 
     # every argument is checked before the network is loaded or anything is computed
@@ -56,6 +62,7 @@ def run(args) -> int:
         raise CellnasError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.batches < 2:
         raise CellnasError(f"--batches must be >= 2 for a variance, got {args.batches}")
+    plane_args_without(args, "--grid")
     if args.grid:
         if args.resolution < 2:
             raise CellnasError(f"--resolution must be >= 2, got {args.resolution}")

@@ -45,15 +45,38 @@ def add_source_args(p) -> None:
                    help="no progress bar (default: a progress bar is shown)")
 
 
-def add_plane_args(p, resolution: int = 51, interpolate: bool = True) -> None:
+#: The options of :func:`add_plane_args` and their defaults (``gradvar`` resolves them only with ``--grid``).
+PLANE_DEFAULTS = {"range": None, "resolution": 51, "seed": 123, "save_every": None, "restart": False}
+
+
+def add_plane_args(p, resolution: int = 51, interpolate: bool = True, only_with: str | None = None) -> None:
     """Options of the filter-normalised plane, shared with ``gradvar --grid`` (``interpolate``: the command has
-    ``--interpolate``)."""
-    p.add_argument("--range", metavar="R|LO:HI", help="grid range of both coordinates (default -1:1"
+    ``--interpolate``). ``only_with``: the flag without which they do nothing; they then default to ``None``, so
+    that :func:`plane_args_without` can tell the ones given from the defaults."""
+    when = f"with {only_with}: " if only_with else ""
+    p.add_argument("--range", metavar="R|LO:HI", help=f"{when}grid range of both coordinates (default -1:1"
                    + ("; with --interpolate -0.5:1.5)" if interpolate else ")"))  # fmt: skip
-    p.add_argument("--resolution", type=int, default=resolution, metavar="N", help="points per axis")
-    p.add_argument("--seed", type=int, default=123, help="seed of the two random directions (the reference's 123)")
-    p.add_argument("--save-every", type=int, metavar="K", help="write the grid every K points (default: every row)")
-    p.add_argument("--restart", action="store_true", help="discard a saved grid instead of resuming it")
+    p.add_argument("--resolution", type=int, default=None if only_with else resolution, metavar="N",
+                   help=f"{when}points per axis" + (f" (default {resolution})" if only_with else ""))  # fmt: skip
+    p.add_argument("--seed", type=int, default=None if only_with else 123,
+                   help=f"{when}seed of the two random directions (default: the reference's 123)")  # fmt: skip
+    p.add_argument("--save-every", type=int, metavar="K",
+                   help=f"{when}write the grid every K points (default: every row)")  # fmt: skip
+    p.add_argument("--restart", action="store_true", help=f"{when}discard a saved grid instead of resuming it")
+
+
+def plane_args_without(args, flag: str, resolution: int = 51) -> None:
+    """Refuse the plane options given without ``flag`` (they would be ignored); fill in their defaults otherwise."""
+    given = [f"--{k.replace('_', '-')}" for k in PLANE_DEFAULTS if getattr(args, k) not in (None, False)]
+    if not getattr(args, flag.lstrip("-").replace("-", "_")):
+        if given:
+            raise CellnasError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to the plane only: "
+                               f"add {flag}, or leave {'it' if len(given) == 1 else 'them'} out")  # fmt: skip
+        return
+    if args.resolution is None:
+        args.resolution = resolution
+    if args.seed is None:
+        args.seed = PLANE_DEFAULTS["seed"]
 
 
 def register(sub, formatter) -> None:
