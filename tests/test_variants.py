@@ -196,3 +196,19 @@ def test_analyze_variants_output_that_is_a_file_is_a_one_line_error(tmp_path, ca
     (tmp_path / "g.txt").write_text("")
     assert main(["analyze", "variants", "DARTS_V2", "--kind", "widest", "-o", str(tmp_path / "g.txt")]) == 2
     assert "cellnas analyze: error: -o" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("base,label,differs", [
+    ("NASNet", "NASNet_ADAPT", []),
+    ("SNAS_MILD", "SNAS_MILD_ADAPT", []),
+    ("ENAS", "ENAS_WIDEST", ["normal node 3"]),  # the published ENAS_ADAPT reads input 0 twice at node 3
+    ("DARTS_V2", "DARTS_V2_WIDEST", None),  # no published cell
+])  # fmt: skip
+def test_analyze_variants_widest_is_named_adapt_only_when_it_is_the_published_cell(tmp_path, base, label, differs):
+    assert main(["analyze", "variants", base, "--kind", "widest", "-o", str(tmp_path)]) == 0
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert [v["name"] for v in index["variants"]] == [label] and (tmp_path / f"{label}.json").is_file()
+    if differs is None:
+        assert "published" not in index
+    else:
+        assert index["published"]["differs_in"] == differs and index["published"]["same"] == (not differs)

@@ -42,7 +42,9 @@ def register(sub, formatter) -> None:
             "               unpublished; each member is random_conn(GENOTYPE, seed) for its recorded seed.\n"
             "  random_ops   the reference random_ops for every --seeds value (*_OPS1..10)\n"
             "  random_conn  the reference random_conn for every --seeds value (*_CONN1..10)\n"
-            "  widest       every node reads one edge from each input (the *_ADAPT cells)\n\n"
+            "  widest       every node reads one edge from each input (Shu et al.'s *_ADAPT cells): *_WIDEST,\n"
+            "               or *_ADAPT where it is the published cell of the zoo (NASNet, AmoebaNet, SNAS_MILD;\n"
+            "               ENAS's published cell reads input 0 twice at node 3: index.json lists the difference)\n\n"
             "Writes one cellnas JSON genotype per variant, index.json (name, file, width, depth, seed)\n"
             "and variants.png (the normal cells, base first).\n\n"
             "example: cellnas analyze variants DARTS_V2 -o darts_family\n"
@@ -74,6 +76,15 @@ def _base_name(spec: str) -> str:
     return path.stem if path.exists() and path.is_file() else "base"
 
 
+def _published_adapt(name: str) -> tuple[str, object] | None:
+    """The name and genotype of Shu et al.'s published widest cell of ``name`` (``<name>_ADAPT`` in the zoo, SNAS_MILD
+    -> SNAS_ADAPT), or ``None`` when there is none."""
+    from cellnas.zoo import ZOO
+
+    adapt = f"{name.removesuffix('_MILD')}_ADAPT"
+    return (adapt, ZOO[adapt]) if adapt in ZOO else None
+
+
 def run(args) -> int:
     from cellnas.analysis import variants as V
     from cellnas.analysis.topology import topology
@@ -101,7 +112,11 @@ def run(args) -> int:
         suffix = "OPS" if args.kind == "random_ops" else "CONN"
         items = [(f"{name}_{suffix}{s}", fn(base, s), s) for s in seeds]
     else:
-        items = [(f"{name}_ADAPT", V.widest(base), None)]
+        wide = V.widest(base)
+        published = _published_adapt(name)
+        # named after Shu et al.'s published cell only when it is that cell (ENAS's differs in one edge)
+        label = f"{name}_ADAPT" if published is not None and published[1] == wide else f"{name}_WIDEST"
+        items = [(label, wide, None)]
 
     def entry(label, g, seed):
         file = f"{label}.json"
@@ -117,6 +132,11 @@ def run(args) -> int:
         "variants": [entry(label, g, seed) for label, g, seed in items],
         "width_unit": "c (channels of one intermediate node); width/depth are of the normal cell (SPEC 3.1)",
     }
+    if args.kind == "widest" and (published := _published_adapt(name)) is not None:
+        adapt, g = published
+        differ = [f"{t} node {i + 2}" for t in ("normal", "reduce")
+                  for i, (a, b) in enumerate(zip(g.cell(t).nodes, items[0][1].cell(t).nodes)) if a != b]  # fmt: skip
+        index["published"] = {"name": adapt, "same": not differ, "differs_in": differ}
     if args.kind == "family":
         index["note"] = (
             "re-creation of Shu et al.'s c1..c12: each member is random_conn(base, seed); the paper's own "
