@@ -14,7 +14,8 @@ import pytest
 from cellnas.analysis.sampling import sample
 from cellnas.archive import Archive, records_to_csv
 from cellnas.errors import CellnasError, DataError, FormatError
-from cellnas.formats import to_darts_text
+from cellnas.formats import to_darts_text, to_json
+from cellnas.genotype import Genotype
 from cellnas.zoo import get_genotype
 
 
@@ -84,7 +85,7 @@ def test_wal_mode_full_sync_and_schema_version(archive):
     archive.put(get_genotype("DARTS_V1"), "p", {"test_error": 0.1})
     conn = sqlite3.connect(archive.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
 
 
@@ -457,3 +458,71 @@ def test_import_refuses_a_row_without_any_metric_naming_it(tmp_path, archive):
     with pytest.raises(FormatError, match="line 3: no metric"):
         archive.import_csv(tmp_path / "in.csv", protocol="p")
     assert archive.count() == 0
+
+
+def _listings():
+    """DARTS_V2 and the same architecture with the inputs of its last normal node swapped."""
+    g = get_genotype("DARTS_V2")
+    pairs = g.normal.pairs
+    other = Genotype.from_darts(pairs[:6] + [pairs[7], pairs[6]], g.normal.concat, g.reduce.pairs, g.reduce.concat)
+    assert other.content_hash() != g.content_hash() and other.architecture_hash() == g.architecture_hash()
+    return g, other
+
+
+def test_two_listings_of_one_architecture_are_one_row(tmp_path, archive):
+    g, other = _listings()
+    assert archive.put(g, "p", {"test_error": 0.03})
+    assert not archive.put(other, "p", {"test_error": 0.04}, replace=False) and archive.merged == [
+        (other.content_hash(), g.content_hash())
+    ]
+    rec = archive.get(other, "p")
+    assert archive.count("p") == 1 and rec.hash == g.content_hash() and rec.genotype == g and rec.test_error == 0.03
+    assert archive.put(other, "p", {"test_error": 0.04})  # replace: the stored listing stays, the result changes
+    rec = archive.get(g, "p")
+    assert archive.count("p") == 1 and rec.genotype == g and rec.test_error == 0.04
+    assert archive.put(other, "p", {"test_error": 0.05}, seed=1) and archive.count("p") == 2  # another seed
+    # an import of the other listing lands on the stored row, and says so
+    (tmp_path / "r.csv").write_text(f'genotype,test_error\n"{to_darts_text(other)}",0.06\n')
+    result = archive.import_csv(tmp_path / "r.csv", protocol="p", replace=True)
+    assert result.merged == ((other.content_hash(), g.content_hash()),) and archive.count("p") == 2
+    assert _cli("archive", "import", str(tmp_path / "r.csv"), "--protocol", "p", "--archive", str(archive.path)) == 0
+
+
+def test_two_listings_of_one_architecture_in_one_file_are_duplicates(tmp_path, archive):
+    g, other = _listings()
+    (tmp_path / "r.csv").write_text(f'genotype,test_error\nDARTS_V2,0.03\n"{to_darts_text(other)}",0.03\n')
+    result = archive.import_csv(tmp_path / "r.csv", protocol="p")
+    assert (result.written, result.duplicates) == (1, (other.content_hash(),)) and archive.count("p") == 1
+
+
+def test_archive_add_names_the_stored_listing(tmp_path, capsys):
+    g, other = _listings()
+    db = str(tmp_path / "a.sqlite")
+    assert _cli("archive", "add", "DARTS_V2", "--protocol", "p", "--archive", db, "--test-error", "0.03") == 0
+    assert _cli("archive", "add", to_darts_text(other), "--protocol", "p", "--archive", db,
+                "--test-error", "0.04") == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"stored as {g.content_hash()}" in err and "listed in another order" in err
+
+
+def test_a_schema_1_archive_is_migrated_with_the_architecture_of_every_row(tmp_path):
+    g, other = _listings()
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE evaluations (hash TEXT NOT NULL, protocol TEXT NOT NULL, seed INTEGER NOT NULL DEFAULT 0, "
+        "genotype TEXT NOT NULL, test_error REAL, val_error REAL, params INTEGER, seconds REAL, "
+        "extra TEXT NOT NULL DEFAULT '{}', config TEXT NOT NULL DEFAULT '{}', source TEXT, created_at TEXT NOT NULL, "
+        "updated_at TEXT NOT NULL, PRIMARY KEY (hash, protocol, seed)); PRAGMA user_version = 1;"
+    )
+    conn.execute("INSERT INTO evaluations (hash, protocol, seed, genotype, test_error, created_at, updated_at) "
+                 "VALUES (?, 'p', 0, ?, 0.03, 't', 't')",
+                 (g.content_hash(), json.dumps(to_json(g), sort_keys=True)))  # fmt: skip
+    conn.commit()
+    conn.close()
+    with Archive(path) as a:
+        assert a.get(other, "p").test_error == 0.03 and a.records("p")[0].hash == g.content_hash()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("SELECT arch FROM evaluations").fetchone()[0] == g.architecture_hash()
+    conn.close()

@@ -285,3 +285,17 @@ def test_a_file_that_is_not_a_surrogate_is_named_for_what_it_is(tmp_path):
     joblib.dump([1, 2], tmp_path / "other.joblib")
     with pytest.raises(DataError, match=r"other\.joblib is a joblib file holding a list, not a surrogate"):
         SurrogateModel.load(tmp_path / "other.joblib")
+
+
+def test_batch_evaluates_two_listings_of_one_architecture_once_and_reuses_either(tmp_path):
+    g = get_genotype("DARTS_V2")
+    pairs = g.normal.pairs
+    other = Genotype.from_darts(pairs[:6] + [pairs[7], pairs[6]], g.normal.concat, g.reduce.pairs, g.reduce.concat)
+    archive = Archive(tmp_path / "a.sqlite")
+    counting = Counting()
+    report = evaluate_batch(counting, [g, other], archive=archive, executor=SerialExecutor())
+    assert counting.calls == 1 and archive.count("counting") == 1
+    assert report.results[g.content_hash()] == report.results[other.content_hash()]
+    again = Counting()
+    assert evaluate_batch(again, [other], archive=archive, executor=SerialExecutor()).reused == [other.content_hash()]
+    assert again.calls == 0

@@ -163,3 +163,22 @@ def test_a_cell_reached_from_its_inputs_only_through_none_edges_has_a_constant_o
     assert from_zero.reaches_output((0, 1)) and from_zero.reaches_output((0,))
     assert not from_zero.reaches_output((1,))
     assert _cell(WIDE, concat=(0,)).reaches_output((0,))  # an input node in concat carries its signal
+
+
+def test_architecture_hash_ignores_the_listing_order_of_a_node_and_of_concat():
+    import json
+
+    from cellnas.formats import from_nb301, to_nb301
+
+    g = get_genotype("DARTS_V2")
+    pairs = g.normal.pairs
+    swapped = Genotype.from_darts(pairs[:6] + [pairs[7], pairs[6]], [5, 4, 3, 2], g.reduce.pairs, g.reduce.concat)
+    assert swapped.content_hash() != g.content_hash() and swapped.architecture_hash() == g.architecture_hash()
+    assert swapped.canonical() == g.canonical() and g.canonical().canonical() == g.canonical()
+    other_op = Genotype.from_darts(pairs[:7] + [("max_pool_3x3", 2)], g.normal.concat, g.reduce.pairs,
+                                   g.reduce.concat)  # fmt: skip
+    assert other_op.architecture_hash() != g.architecture_hash()
+    # NB301 keeps no order within a node: a config with its keys sorted reads back in another listing
+    sorted_config = dict(sorted(json.loads(json.dumps(to_nb301(g))).items()))
+    back = from_nb301(sorted_config)
+    assert back.content_hash() != g.content_hash() and back.architecture_hash() == g.architecture_hash()

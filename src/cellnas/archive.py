@@ -4,8 +4,12 @@ Sec. 3-5 work on a population of evaluated architectures; SPEC 5.1, 5.4, 6).
 One row per ``(genotype hash, protocol name, seed)`` holding the genotype (native cellnas JSON), the
 metrics (``test_error``, ``val_error`` as fractions, ``params``, ``seconds`` of training, anything else as
 JSON in ``extra``), the protocol's configuration (JSON), where the row came from (``source``) and its
-creation/update times. Two side tables keep the failures of evaluations (so a batch reports them and
-a re-run retries them) and operation-importance vectors (SPEC 5.1) for the motif pre-filter (SPEC 5.3).
+creation/update times. One row per *architecture*: a genotype whose nodes list their inputs in another order
+than a stored row's (a cell read back from a NAS-Bench-301 config comes sorted) is the same architecture
+(``arch``, :meth:`~cellnas.genotype.Genotype.architecture_hash`, schema 2), and its result goes to (or is kept
+as) that row, which keeps its listing and hash (:attr:`Archive.merged` says which). Two side tables keep the
+failures of evaluations (so a batch reports them and a re-run retries them) and operation-importance vectors
+(SPEC 5.1) for the motif pre-filter (SPEC 5.3).
 
 Several processes may write at once (several ``cellnas`` commands on one file, or one per machine on a
 shared disk that supports SQLite locking): the file is in WAL mode, every write is one short
@@ -59,7 +63,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "archive.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Metrics with their own column (errors are fractions: 0.0276 = 2.76 %); others go to ``extra``.
 METRIC_COLUMNS: tuple[str, ...] = ("test_error", "val_error", "params", "seconds")
@@ -81,9 +85,11 @@ CREATE TABLE IF NOT EXISTS evaluations (
     source      TEXT,
     created_at  TEXT    NOT NULL,
     updated_at  TEXT    NOT NULL,
+    arch        TEXT,
     PRIMARY KEY (hash, protocol, seed)
 );
 CREATE INDEX IF NOT EXISTS evaluations_by_protocol ON evaluations (protocol, test_error);
+CREATE INDEX IF NOT EXISTS evaluations_by_arch ON evaluations (arch, protocol, seed);
 CREATE TABLE IF NOT EXISTS failures (
     hash        TEXT    NOT NULL,
     protocol    TEXT    NOT NULL,
@@ -183,6 +189,21 @@ class ImportResult(NamedTuple):
     written: int
     kept: int
     duplicates: tuple[str, ...] = ()
+    #: ``(hash in the file, stored hash)`` of rows that landed on a stored row of the same architecture listed in
+    #: another order (:attr:`Archive.merged`)
+    merged: tuple[tuple[str, str], ...] = ()
+
+
+def _architecture_hashes(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+    """``(architecture hash, rowid)`` of every evaluation row (schema 1 -> 2); a row whose genotype no longer reads
+    keeps its listing hash, so that it matches only itself."""
+    out = []
+    for rowid, h, text in conn.execute("SELECT rowid, hash, genotype FROM evaluations").fetchall():
+        try:
+            out.append((from_json(json.loads(text)).architecture_hash(), rowid))
+        except (ValueError, FormatError, GenotypeError):
+            out.append((h, rowid))
+    return out
 
 
 def _split_metrics(metrics: dict) -> tuple[dict, dict]:
@@ -210,10 +231,14 @@ class Archive:
         self.create = create
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
+        #: ``(hash given, stored hash)`` of the rows the last :meth:`put_many` wrote onto (or kept as) a stored row of
+        #: the same architecture listed in another order
+        self.merged: list[tuple[str, str]] = []
 
     # -- connection -----------------------------------------------------------------------------
     def __getstate__(self) -> dict:
-        return {"path": self.path, "timeout": self.timeout, "create": self.create, "_conn": None, "_pid": None}
+        return {"path": self.path, "timeout": self.timeout, "create": self.create, "_conn": None, "_pid": None,
+                "merged": []}
 
     def __enter__(self) -> Archive:
         self.connection()
@@ -276,6 +301,10 @@ class Archive:
             if version < SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
+                    if version == 1:  # version 2 added the architecture hash of each row
+                        conn.execute("ALTER TABLE evaluations ADD COLUMN arch TEXT")
+                        conn.executemany("UPDATE evaluations SET arch=? WHERE rowid=?",
+                                         _architecture_hashes(conn))  # fmt: skip
                     for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -354,7 +383,7 @@ class Archive:
         )
         sql = (
             "INSERT INTO evaluations (hash, protocol, seed, genotype, test_error, val_error, params, seconds, extra, "
-            "config, source, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "config, source, created_at, updated_at, arch) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
             f"ON CONFLICT(hash, protocol, seed) {conflict}"
         )
         rows = []
@@ -366,19 +395,37 @@ class Archive:
             if not protocol:
                 raise CellnasError("archive rows need a protocol name")
             cols, extra = _split_metrics(metrics)
-            rows.append((g.content_hash(), str(protocol), s, json.dumps(to_json(g), sort_keys=True),
+            rows.append([g.content_hash(), str(protocol), s, json.dumps(to_json(g), sort_keys=True),
                          cols.get("test_error"), cols.get("val_error"), cols.get("params"), cols.get("seconds"),
-                         _json(extra), _json(config), source, now, now))  # fmt: skip
+                         _json(extra), _json(config), source, now, now, g.architecture_hash()])  # fmt: skip
+        self.merged = []
         if not rows:
             return 0
         with self._write() as conn:
             before = conn.total_changes
-            conn.executemany(sql, rows)
+            for row in rows:
+                stored = self._same_architecture(conn, row[0], row[1], row[2], row[13])
+                if stored is not None:  # one row per architecture: the stored listing (hash, genotype) stays
+                    self.merged.append((row[0], stored[0]))
+                    row[0], row[3] = stored
+                conn.execute(sql, row)
             written = conn.total_changes - before
             conn.executemany(
                 "DELETE FROM failures WHERE hash=? AND protocol=? AND seed=?", [(r[0], r[1], r[2]) for r in rows]
             )
         return written
+
+    @staticmethod
+    def _same_architecture(conn: sqlite3.Connection, h: str, protocol: str, seed: int,
+                           arch: str) -> tuple[str, str] | None:  # fmt: skip
+        """``(hash, genotype JSON)`` of the stored row of ``arch`` under ``protocol`` and ``seed`` when the archive has
+        none of listing ``h`` but one of another listing of the same architecture, else ``None``."""
+        if conn.execute("SELECT 1 FROM evaluations WHERE hash=? AND protocol=? AND seed=?", (h, protocol, seed)
+                        ).fetchone():  # fmt: skip
+            return None
+        row = conn.execute("SELECT hash, genotype FROM evaluations WHERE arch=? AND protocol=? AND seed=? "
+                           "ORDER BY created_at, hash LIMIT 1", (arch, protocol, seed)).fetchone()  # fmt: skip
+        return None if row is None else (row[0], row[1])
 
     def _record(self, row: sqlite3.Row) -> Record:
         try:
@@ -393,9 +440,13 @@ class Archive:
         )  # fmt: skip
 
     def get(self, genotype: Genotype | str, protocol: str, seed: int = 0) -> Record | None:
-        """The record of ``genotype`` (or its hash) under ``protocol`` and ``seed``, or None."""
+        """The record of ``genotype`` (or its hash) under ``protocol`` and ``seed``, or None. A genotype also finds
+        the row of its architecture listed in another order (:meth:`~cellnas.genotype.Genotype.architecture_hash`)."""
         h = genotype.content_hash() if isinstance(genotype, Genotype) else str(genotype)
         rows = self._query("SELECT * FROM evaluations WHERE hash=? AND protocol=? AND seed=?", (h, protocol, seed))
+        if not rows and isinstance(genotype, Genotype):
+            rows = self._query("SELECT * FROM evaluations WHERE arch=? AND protocol=? AND seed=? ORDER BY created_at, "
+                               "hash LIMIT 1", (genotype.architecture_hash(), protocol, seed))  # fmt: skip
         return self._record(rows[0]) if rows else None
 
     def done(self, protocol: str, seed: int | None = None) -> set[str] | set[tuple[str, int]]:
@@ -667,28 +718,31 @@ class Archive:
                     cfg = json.loads(row["config"])
                 except json.JSONDecodeError:
                     raise FormatError(f"{where}: the config column is not JSON") from None
-            same = (g.content_hash(), prot, s)
+            same = (g.architecture_hash(), prot, s)  # two listings of one architecture are one row
             if same in seen:
                 before, old_metrics, old_cfg = seen[same]
                 if (old_metrics, old_cfg) != (metrics, cfg):
                     diff = _difference(metrics, old_metrics) if old_metrics != metrics else "config differs"
                     raise FormatError(
-                        f"{where}: {same[0]} under {prot} (seed {s}) repeats {unit} {before} with other values "
-                        f"({diff}); keep one of the two {unit}s"
+                        f"{where}: {g.content_hash()} under {prot} (seed {s}) repeats {unit} {before} with other "
+                        f"values ({diff}); keep one of the two {unit}s"
                     )
-                duplicates.append(same[0])
+                duplicates.append(g.content_hash())
                 continue
             seen[same] = (line, metrics, cfg)
             items.append((g, prot, metrics, s))
             configs.append(cfg)
         written = 0
+        merged: list[tuple[str, str]] = []
         if len({json.dumps(c, sort_keys=True) for c in configs}) <= 1:
             written = self.put_many(items, config=configs[0] if configs else None,
                                     source=source or f"import:{path.name}", replace=replace)  # fmt: skip
+            merged += self.merged
         else:
             for item, cfg in zip(items, configs):
                 written += self.put_many([item], config=cfg, source=source or f"import:{path.name}", replace=replace)
-        return ImportResult(written, len(items) - written, tuple(duplicates))
+                merged += self.merged
+        return ImportResult(written, len(items) - written, tuple(duplicates), tuple(merged))
 
 
 def _difference(new: dict[str, Any], old: dict[str, Any]) -> str:

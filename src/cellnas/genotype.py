@@ -196,6 +196,13 @@ class Cell:
             )
         return None
 
+    def canonical(self) -> Cell:
+        """The same architecture listed in one order: each node's (op, input) pairs sorted by (input, op), and
+        ``concat`` sorted. A node sums its inputs and the output concatenates its nodes, so the order is only how
+        the cell is written (and the order the ops are built in); NAS-Bench-301 configs do not store it."""
+        nodes = tuple(tuple(sorted(node, key=lambda p: (p[1], p[0]))) for node in self.nodes)
+        return Cell(nodes=nodes, concat=tuple(sorted(self.concat)))
+
     def to_dict(self) -> dict:
         return {"nodes": [[[op, i] for op, i in node] for node in self.nodes], "concat": list(self.concat)}
 
@@ -300,9 +307,21 @@ class Genotype:
         return cls(normal=Cell.from_dict(d["normal"], "normal"), reduce=Cell.from_dict(d["reduce"], "reduce"))
 
     def content_hash(self) -> str:
-        """A stable 16-hex-digit hash of the cells (same cells -> same hash on any machine)."""
+        """A stable 16-hex-digit hash of the cells as listed (same listing -> same hash on any machine).
+
+        The listing order of a node's inputs enters it: it fixes the order the network's ops are built (and
+        initialised) in. :meth:`architecture_hash` ignores it."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+    def canonical(self) -> Genotype:
+        """The same architecture with both cells in :meth:`Cell.canonical` order."""
+        return Genotype(normal=self.normal.canonical(), reduce=self.reduce.canonical())
+
+    def architecture_hash(self) -> str:
+        """:meth:`content_hash` of :meth:`canonical`: equal for two listings of one architecture (a cell read back
+        from a NAS-Bench-301 config, whose inputs come sorted, has the hash of the DARTS text it was written from)."""
+        return self.canonical().content_hash()
 
     def to_networkx(self, cell_type: str = "normal"):
         """The cell as a ``networkx.DiGraph``.

@@ -192,15 +192,22 @@ def _add(args) -> int:
         elif not archive.put(g, args.protocol, metrics, seed=args.seed, source="add", replace=False):
             old = archive.get(g, args.protocol, seed=args.seed)
             stored = "" if old is None else f" ({_shown(old.metrics())})"
-            raise CellnasError(f"{g.content_hash()} already has a result {where}{stored}: kept it, nothing "
-                               "written; give --replace to overwrite it")  # fmt: skip
+            raise CellnasError(f"{g.content_hash()}{_listed_as(g, old)} already has a result {where}{stored}: "
+                               "kept it, nothing written; give --replace to overwrite it")  # fmt: skip
         else:
             old = None
     if old is not None:
-        print(f"replaced {g.content_hash()} {where}: {_shown(old.metrics())} -> {_shown(metrics)}")
+        print(f"replaced {g.content_hash()}{_listed_as(g, old)} {where}: {_shown(old.metrics())} -> {_shown(metrics)}")
     else:
         print(f"stored {g.content_hash()} {where}")
     return 0
+
+
+def _listed_as(g, old) -> str:
+    """How a stored row of ``g``'s architecture listed in another order is named (empty when it is ``g``'s own)."""
+    if old is None or old.hash == g.content_hash():
+        return ""
+    return f" (stored as {old.hash}: the same architecture, its inputs listed in another order)"
 
 
 def _fmt(x, spec: str) -> str:
@@ -264,6 +271,11 @@ def _import(args) -> int:
     if result.duplicates:
         n = len(result.duplicates)
         notes.append(f"{n} duplicate row{'s' if n > 1 else ''} in the file ignored: {_first(result.duplicates)}")
+    if result.merged:
+        n = len(result.merged)
+        pairs = [f"{new} as {old}" for new, old in result.merged]
+        notes.append(f"{n} row{'s' if n > 1 else ''} of architectures stored with their inputs listed in another "
+                     f"order went to the stored row{'s' if n > 1 else ''}: {_first(pairs)}")  # fmt: skip
     print(f"imported {result.written} rows into {args.archive}" + (f" ({'; '.join(notes)})" if notes else ""))
     return 0
 

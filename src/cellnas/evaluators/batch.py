@@ -3,8 +3,9 @@ tens of thousands of architectures).
 
 :func:`evaluate_batch`:
 
-1. drops duplicates (by :meth:`~cellnas.genotype.Genotype.content_hash`);
-2. **resumes**: every (hash, protocol, seed) already in the archive is reused, not re-evaluated, so an
+1. drops duplicates (by :meth:`~cellnas.genotype.Genotype.content_hash`), and evaluates two listings of one
+   architecture (:meth:`~cellnas.genotype.Genotype.architecture_hash`: a node's inputs in another order) once;
+2. **resumes**: every (architecture, protocol, seed) already in the archive is reused, not re-evaluated, so an
    interrupted batch run again evaluates only what is missing;
 3. runs the rest: expensive evaluators (``evaluator.parallel``, e.g. the proxy trainer) through an
    :class:`~cellnas.evaluators.executor.Executor` (worker processes with ``workers > 1``), each result
@@ -117,13 +118,17 @@ def evaluate_batch(
     report = BatchReport(protocol=evaluator.protocol, seed=int(seed))
     for g in genotypes:
         report.genotypes.setdefault(g.content_hash(), g)
+    listings: dict[str, list[str]] = {}  # architecture hash -> the requested hashes of its listings
+    for h, g in report.genotypes.items():
+        listings.setdefault(g.architecture_hash(), []).append(h)
     if archive is not None:
-        wanted = set(report.genotypes)
         for rec in archive.records(protocol=evaluator.protocol, seed=seed):
-            if rec.hash in wanted:
-                report.results[rec.hash] = rec.metrics()
-                report.reused.append(rec.hash)
-    todo = [(h, g) for h, g in report.genotypes.items() if h not in report.results]
+            for h in listings.get(rec.genotype.architecture_hash(), ()):
+                if h not in report.results:
+                    report.results[h] = rec.metrics()
+                    report.reused.append(h)
+    same = {h: hs for hs in listings.values() for h in hs}
+    todo = [(h, g) for h, g in report.genotypes.items() if h not in report.results and same[h][0] == h]
     if report.reused:
         log.info("%s: %d of %d architectures already in the archive, %d to evaluate", evaluator.protocol,
                  len(report.reused), len(report.genotypes), len(todo))  # fmt: skip
@@ -137,8 +142,10 @@ def evaluate_batch(
         pending.clear()
 
     def accept(h: str, g: Genotype, metrics: dict | None, error: str | None) -> None:
+        others = same[h][1:]  # other listings of the architecture: the same result
         if error is not None:
             report.failed[h] = error
+            report.failed.update(dict.fromkeys(others, error))
             log.warning("%s: evaluation of %s failed: %s", evaluator.protocol, h, error)
             if archive is not None:
                 archive.record_failure(g, evaluator.protocol, error, seed=seed)
@@ -147,6 +154,7 @@ def evaluate_batch(
             if wall is not None:
                 report.eval_seconds.append(float(wall))
             report.results[h] = metrics
+            report.results.update(dict.fromkeys(others, metrics))
             report.new.append(h)
             pending.append((g, metrics))
         if bar is not None:
