@@ -106,13 +106,27 @@ def _brute_force_classes(graphs, max_nodes):
 
 def test_mined_supports_equal_brute_force_counts():
     graphs = _small_graphs()
-    motifs = mine(graphs, min_count=1, min_nodes=2, max_nodes=4)
+    motifs = mine(graphs, min_count=1, min_nodes=2, max_nodes=4, shapes="connected")
     classes = _brute_force_classes(graphs, max_nodes=4)
     assert len(motifs) == len(classes)  # complete, and no isomorphism class split in two
     assert sorted(m.support for m in motifs) == sorted(len(h) for _, h in classes)
     for m in motifs:
         assert m.support == sum(contains(g, m.graph) for g in graphs)  # DiGraphMatcher monomorphism
         assert m.support_fraction == m.support / len(graphs)
+
+
+def test_default_shapes_are_the_out_trees_directed_gspan_grows():
+    """The reference's directed gSpan extends patterns along out-edges only: in a DAG it finds the subgraphs in which
+    no vertex has two incoming edges, and those are the default."""
+    graphs = _small_graphs()
+    classes = _brute_force_classes(graphs, max_nodes=4)
+    trees = [(rep, h) for rep, h in classes if max(d for _, d in rep.in_degree()) <= 1]
+    motifs = mine(graphs, min_count=1, min_nodes=2, max_nodes=4)
+    assert len(motifs) == len(trees) < len(mine(graphs, min_count=1, min_nodes=2, max_nodes=4, shapes="connected"))
+    assert sorted(m.support for m in motifs) == sorted(len(h) for _, h in trees)
+    assert all(max(d for _, d in m.graph.in_degree()) == 1 for m in motifs)
+    with pytest.raises(ValueError, match="gspan, connected"):
+        mine(graphs, shapes="trees")
 
 
 def test_min_support_fraction_and_node_limits():
@@ -146,12 +160,12 @@ def _planted_data(n=100, fraction=0.6, seed=0):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_planted_motif_is_the_most_frequent_and_ranks_top_after_normalisation(seed):
     full, filtered = _planted_data(seed=seed)
-    motifs = mine(filtered, min_support=0.05, max_nodes=3)
+    motifs = mine(filtered, min_support=0.05, max_nodes=3, shapes="connected")  # the planted node has two inputs
     pairs = [m for m in motifs if m.n_edges == 2]
     assert pairs[0].description == PLANTED
     assert pairs[0].support_fraction >= 0.45  # planted in ~60 % of the cells, the OI filter keeps it
     # with 100 graphs a 5 % support is 5 graphs, and ratios of such counts are noise: rank the >= 10 % motifs
-    frequent = mine(filtered, min_support=0.1, max_nodes=3)
+    frequent = mine(filtered, min_support=0.1, max_nodes=3, shapes="connected")
     reference = reference_subgraphs(full, [g.number_of_edges() for g in filtered], seed=0)
     ranked = [m for m in rank(frequent, reference) if m.n_edges == 2]
     assert ranked[0].description == PLANTED
@@ -168,6 +182,16 @@ def test_reference_subgraphs_keep_the_requested_number_of_edges_and_are_seeded()
     assert [g.number_of_edges() for g in a] == counts
     assert [sorted(g.edges) for g in a] == [sorted(g.edges) for g in b]
     assert all(not list(nx.isolates(g)) for g in a)
+    # the reference code's --normal_only draw: randint(n) edges, 0 .. n-1
+    drawn = [g.number_of_edges() for g in reference_subgraphs(full, counts, seed=3, edges="randint")]
+    rs = np.random.RandomState(3)
+    expected = []
+    for n in counts:  # one randint per cell, then that cell's edge choice (not re-drawn here: only the counts)
+        m = int(rs.randint(n)) if n > 0 else 0
+        expected.append(m)
+        if m > 0:
+            rs.choice(len(full[len(expected) - 1].edges), size=m, replace=False)
+    assert drawn == expected and all(d < n for d, n in zip(drawn, counts) if n > 0)
 
 
 def test_rank_puts_motifs_absent_from_the_reference_first():

@@ -301,8 +301,10 @@ def test_motifs_min_support_is_a_fraction_converted_as_the_reference_and_says_it
 
 def test_motifs_table_says_not_in_ref_instead_of_inf(tmp_path, capsys, six_graphs):
     capsys.readouterr()
-    assert main([*six_graphs, "--min-support", "0.3", "-o", str(tmp_path / "m")]) == 0
+    # every shape: a node with both inputs in the motif is never node-induced in a whole cell with other edges
+    assert main([*six_graphs, "--min-support", "0.3", "--shapes", "connected", "-o", str(tmp_path / "m")]) == 0
     doc = json.loads((tmp_path / "m" / "motifs.json").read_text())
+    assert doc["shapes"] == "connected" and doc["ref_edges"] == "same"
     absent = [m for m in doc["motifs"] if m["ref_incidence"] == 0]
     assert absent and all(m["norm_support"] is None and not m["in_reference"] for m in absent)
     out = capsys.readouterr().out

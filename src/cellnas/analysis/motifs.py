@@ -7,6 +7,15 @@ every graph, reduces each to a canonical form, and counts the graphs containing 
 counts are exact (a pattern occurs in G, in gSpan's sense of a subgraph monomorphism, iff some
 connected edge subset of G is isomorphic to it).
 
+**Which shapes.** The reference runs gSpan in directed mode (``gspan-mining``, ``is_undirected=False``), which
+stores each edge at its source only and so grows a pattern along out-edges only: its DFS trees follow edge
+directions, and the only other edges it can add are backward edges from the newest vertex to an ancestor, which a
+DAG does not have. In cell graphs it therefore finds exactly the **out-trees**, the motifs in which every vertex has
+at most one incoming edge (for instance ``input1 -skip-> op -sep-> op``, but not a node fed by two ops).
+``shapes="gspan"`` (the default) keeps those, so the motif list is the reference's; ``shapes="connected"``
+keeps every weakly connected subgraph (checked against a transcription of the reference's gSpan: the same motifs and
+supports with the default, and 13 more, all with a vertex of in-degree 2, with ``"connected"``, on 12 PrimSkip cells).
+
 * :func:`cell_graph`: the edge-labelled DiGraph of one cell, as ``to_networkx_edge(no_concat=True)``
   of the reference: nodes 0, 1 labelled ``input1``, ``input2``; intermediate nodes all ``op``;
   no output node; edge src -> 2 + index//2 labelled with the op name, ``weight`` = its OI.
@@ -15,7 +24,8 @@ connected edge subset of G is isomorphic to it).
   least ``round(min_support * T)`` of the T graphs, as the reference converts it), or in at least ``min_count``
   graphs.
 * :func:`reference_subgraphs` and :func:`rank`: the "ratio of supports" ranking of Table 1:
-  for every architecture a random subgraph with as many edges as its important subgraph;
+  for every architecture a random subgraph with as many edges as its important subgraph (SPEC 5.3; the
+  reference code's ``--normal_only`` run draws a uniform number of edges in 0..n-1 instead, ``edges="randint"``);
   ``ref_incidence`` = how many of them contain the motif; ``norm_support = support / ref_incidence``.
   A motif that no reference subgraph contains has ``ref_incidence = 0`` and ``norm_support = inf``
   (support / 0); such motifs rank first, by support.
@@ -226,11 +236,18 @@ def _connected_edge_subsets(g: nx.DiGraph, max_nodes: int, max_edges: int | None
     return found
 
 
-def _keys_of(g: nx.DiGraph, max_nodes: int, max_edges: int | None, cache: dict) -> set[Key]:
+#: The motif shapes :func:`mine` keeps: ``gspan`` the out-trees the reference's directed gSpan grows (every vertex
+#: with at most one incoming edge), ``connected`` every weakly connected subgraph (see the module docstring).
+SHAPES = ("gspan", "connected")
+
+
+def _keys_of(g: nx.DiGraph, max_nodes: int, max_edges: int | None, cache: dict, shapes: str = "gspan") -> set[Key]:
     labels = {v: d.get(NODE_LABEL) for v, d in g.nodes(data=True)}
     edges = [(u, v, d.get(EDGE_LABEL)) for u, v, d in g.edges(data=True)]
     keys = set()
     for subset in _connected_edge_subsets(g, max_nodes, max_edges):
+        if shapes == "gspan" and len({edges[i][1] for i in subset}) < len(subset):  # a vertex fed twice
+            continue
         sub_edges = tuple(sorted((edges[i] for i in subset), key=repr))
         sub_nodes = {x for u, v, _ in sub_edges for x in (u, v)}
         raw = (tuple(sorted(((v, labels[v]) for v in sub_nodes), key=repr)), sub_edges)
@@ -265,8 +282,12 @@ def mine(
     max_edges: int | None = None,
     *,
     min_count: int | None = None,
+    shapes: str = "gspan",
 ) -> list[Motif]:
     """Frequent connected subgraphs of ``graphs`` (SPEC 5.3), most frequent first.
+
+    ``shapes``: ``"gspan"`` (default) the out-trees the reference's directed gSpan finds, ``"connected"`` every
+    weakly connected subgraph (:data:`SHAPES`, module docstring).
 
     A motif is kept when it occurs in at least :func:`support_count` graphs: ``min_count`` graphs when given,
     else ``round(min_support * len(graphs))`` for the fraction ``min_support`` in (0, 1] (129 for 0.05 of
@@ -278,6 +299,8 @@ def mine(
     """
     if min_nodes > max_nodes:
         raise ValueError(f"min_nodes={min_nodes} > max_nodes={max_nodes}")
+    if shapes not in SHAPES:
+        raise ValueError(f"shapes must be one of {', '.join(SHAPES)}, got {shapes!r}")
     n = len(graphs)
     threshold = support_count(n, min_support, min_count)
     if n == 0:
@@ -285,7 +308,7 @@ def mine(
     cache: dict = {}
     counts: Counter = Counter()
     for g in graphs:
-        counts.update(_keys_of(g, max_nodes, max_edges, cache))
+        counts.update(_keys_of(g, max_nodes, max_edges, cache, shapes))
     motifs = [
         Motif(key, _graph_of(key), c, c / n, _describe(key))
         for key, c in counts.items()
@@ -299,21 +322,36 @@ def mine(
 # -- reference ranking ------------------------------------------------------------------------
 
 
-def reference_subgraphs(graphs: Sequence[nx.DiGraph], n_edges: Sequence[int], seed: int) -> list[nx.DiGraph]:
+#: How many edges a reference subgraph gets (:func:`reference_subgraphs`).
+REF_EDGES = ("same", "randint")
+
+
+def reference_subgraphs(graphs: Sequence[nx.DiGraph], n_edges: Sequence[int], seed: int,
+                        edges: str = "same") -> list[nx.DiGraph]:  # fmt: skip
     """For every full cell graph, a random subgraph with ``n_edges[i]`` edges chosen uniformly
-    without replacement, isolated nodes dropped (the reference's ``sample_random_subgraph``)."""
+    without replacement, isolated nodes dropped (the reference's ``sample_random_subgraph``).
+
+    ``edges="same"`` (default): ``n_edges[i]`` edges, as SPEC 5.3 and the paper describe the reference subgraph.
+    ``edges="randint"``: ``randint(n_edges[i])`` edges (0 .. n-1; none when n is 0), what the reference's
+    ``mine_motifs.py --normal_only`` draws: it calls ``sample_random_subgraph`` without the reduce cell's count,
+    which then splits the n edges at random between the two cells and keeps the normal cell's share.
+    """
     if len(graphs) != len(n_edges):
         raise ValueError(f"{len(graphs)} graphs but {len(n_edges)} edge counts")
+    if edges not in REF_EDGES:
+        raise ValueError(f"edges must be one of {', '.join(REF_EDGES)}, got {edges!r}")
     rs = np.random.RandomState(seed)
     out = []
     for g, m in zip(graphs, n_edges):
+        if edges == "randint":
+            m = int(rs.randint(m)) if m > 0 else 0
         if m <= 0:
             out.append(nx.DiGraph())
             continue
-        edges = list(g.edges())
-        if m > len(edges):
-            raise ValueError(f"cannot keep {m} edges of a graph with {len(edges)}")
-        keep = {edges[i] for i in rs.choice(len(edges), size=m, replace=False)}
+        all_edges = list(g.edges())
+        if m > len(all_edges):
+            raise ValueError(f"cannot keep {m} edges of a graph with {len(all_edges)}")
+        keep = {all_edges[i] for i in rs.choice(len(all_edges), size=m, replace=False)}
         sub = g.edge_subgraph(keep).copy()
         out.append(sub)
     return out
@@ -346,7 +384,7 @@ def rank(motifs: Sequence[Motif], reference: Sequence[nx.DiGraph], induced: bool
     """
     cache: dict = {}
     max_nodes = max((m.n_nodes for m in motifs), default=0)
-    ref_keys = [_keys_of(g, max_nodes, None, cache) for g in reference]
+    ref_keys = [_keys_of(g, max_nodes, None, cache, shapes="connected") for g in reference]  # any motif's shape
     out = []
     for m in motifs:
         # an induced match is also a monomorphism, so only graphs holding the key need the matcher

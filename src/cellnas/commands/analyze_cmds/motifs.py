@@ -21,7 +21,7 @@ def register(sub, formatter) -> None:
             "Cell graphs of the best --top fraction of the archive (SPEC 5.3: inputs labelled input1/input2,\n"
             "intermediate nodes 'op', no output node, edges labelled by op), optionally pruned to the important\n"
             "ops first (--oi-protocol: OI vectors stored by `cellnas analyze importance`; edges with OI below\n"
-            "--weight-thres dropped, then isolated nodes). Every connected subgraph with 2..6 nodes in at least\n"
+            "--weight-thres dropped, then isolated nodes). Every subgraph with 2..6 nodes in at least\n"
             "round(--min-support x n) of the n graphs (a fraction in (0, 1], converted as the reference does: 0.05\n"
             "of 2589 is 129; or in at least --min-count graphs) is found (exhaustively; gSpan in the reference), then\n"
             "ranked by norm_support = support / ref_incidence, where ref_incidence ('ref') counts the random\n"
@@ -29,7 +29,12 @@ def register(sub, formatter) -> None:
             "node-induced subgraph (the reference's DiGraphMatcher test; support counts any occurrence). A motif in\n"
             "none of them has ref 0 and norm_support = support / 0: shown 'not in ref' (null in motifs.json), it\n"
             "ranks first, by support. Without an OI pre-filter the reference subgraphs are the whole cells and\n"
-            "norm_support is not informative.\n\n"
+            "norm_support is not informative.\n"
+            "Shapes: the reference runs gSpan in directed mode, which grows patterns along out-edges only and so\n"
+            "finds the out-trees (no node fed by two edges of the motif): --shapes gspan (default) keeps those, as\n"
+            "the reference; --shapes connected keeps every connected subgraph (e.g. a node and both its inputs).\n"
+            "--ref-edges randint gives each reference subgraph randint(n) edges (0..n-1), as the reference code's\n"
+            "--normal_only run does, instead of the n edges the paper describes (default: same).\n\n"
             "Writes motifs.json and motifs.png (the top --show motifs).\n\n"
             "example: cellnas analyze motifs --protocol proxy:digits-tiny --top 0.05 --oi-protocol any -o motifs"
         ),
@@ -52,6 +57,12 @@ def register(sub, formatter) -> None:
                          help="keep motifs in at least N graphs, 1..n (instead of --min-support)")  # fmt: skip
     p.add_argument("--min-nodes", type=int, default=2, help="smallest motif (nodes, 2..6)")
     p.add_argument("--max-nodes", type=int, default=6, help="largest motif (nodes, 2..6)")
+    p.add_argument("--shapes", choices=("gspan", "connected"), default="gspan",
+                   help="motif shapes: the out-trees the reference's directed gSpan finds, or every connected "
+                        "subgraph")  # fmt: skip
+    p.add_argument("--ref-edges", choices=("same", "randint"), default="same",
+                   help="edges of a reference subgraph: as many as its pruned graph (the paper), or randint of that "
+                        "(the reference code's --normal_only run)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the reference subgraphs")
     p.add_argument("--show", type=int, default=9, help="motifs to print and draw (>= 1)")
     add_archive_arg(p)
@@ -113,8 +124,8 @@ def run(args) -> int:
     out = output_dir(args.output)
     threshold = (support_count(len(graphs), min_count=args.min_count) if args.min_count is not None
                  else support_count(len(graphs), fraction))  # fmt: skip
-    motifs = mine(graphs, min_count=threshold, min_nodes=args.min_nodes, max_nodes=args.max_nodes)
-    reference = reference_subgraphs(full, [g.number_of_edges() for g in graphs], seed=args.seed)
+    motifs = mine(graphs, min_count=threshold, min_nodes=args.min_nodes, max_nodes=args.max_nodes, shapes=args.shapes)
+    reference = reference_subgraphs(full, [g.number_of_edges() for g in graphs], seed=args.seed, edges=args.ref_edges)
     ranked = rank(motifs, reference)
     doc = {
         "study": "Wan et al. 2022 frequent subgraph mining (SPEC 5.3)", "archive": str(args.archive),
@@ -123,7 +134,7 @@ def run(args) -> int:
                                                      "edges_kept": sum(g.number_of_edges() for g in graphs),
                                                      "edges_total": sum(g.number_of_edges() for g in full)},
         "min_support": fraction, "min_count": threshold, "min_nodes": args.min_nodes, "max_nodes": args.max_nodes,
-        "seed": args.seed,
+        "shapes": args.shapes, "ref_edges": args.ref_edges, "seed": args.seed,
         "motifs": [{"rank": i + 1, "description": m.description, "nodes": list(m.key[0]),
                     "edges": [list(e) for e in m.key[1]], "support": m.support,
                     "support_fraction": m.support_fraction, "ref_incidence": m.ref_incidence,
