@@ -178,3 +178,12 @@ def test_a_study_saved_with_a_relative_imagefolder_path_is_reused(study, tmp_pat
     saved_with("imagefolder:other")
     with pytest.raises(RunError, match="another protocol.*dataset"):
         run_convergence(entries, now, out=out, seeds=[0])
+
+
+def test_the_cifar_protocol_is_shus_batch_80_and_other_datasets_keep_their_preset():
+    cifar = protocol("cifar10")
+    assert (cifar.batch_size, cifar.epochs, cifar.lr, cifar.drop_path, cifar.auxiliary, cifar.cutout) == (
+        80, 600, 0.025, 0.0, False, 0)  # fmt: skip
+    assert protocol("cifar100").batch_size == 80 and protocol("cifar10", batch_size=96).batch_size == 96
+    assert protocol("cifar10", preset="darts-cifar10").batch_size == 80
+    assert protocol("digits").batch_size == 64

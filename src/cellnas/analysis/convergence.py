@@ -34,6 +34,7 @@ from cellnas.genotype import Genotype
 
 __all__ = [
     "SHU_OVERRIDES",
+    "SHU_CIFAR_OVERRIDES",
     "CURVE_KEYS",
     "Entry",
     "ConvergenceRun",
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 #: Shu et al.'s random-variant runs: ``--drop_path_prob 0``, no auxiliary head, no cutout (SPEC 3.3).
 SHU_OVERRIDES: dict = {"drop_path": 0.0, "auxiliary": False, "cutout": 0}
+#: ... and on CIFAR their ``train.py``'s batch of 80 (DARTS's evaluation uses 96; SPEC 3.3).
+SHU_CIFAR_OVERRIDES: dict = {"batch_size": 80}
 
 #: The per-epoch metrics plotted and averaged.
 CURVE_KEYS = ("train_loss", "test_loss", "train_acc", "test_acc")
@@ -138,11 +141,13 @@ def expand_genotypes(specs: list[str]) -> list[Entry]:
 
 def protocol(dataset: str, *, epochs: int | None = None, preset: str | None = None, **overrides):
     """The shared :class:`~cellnas.train.TrainConfig`: the dataset's preset (or ``preset``), then
-    :data:`SHU_OVERRIDES`, then ``overrides`` (``None`` values mean "not given")."""
+    :data:`SHU_OVERRIDES` (and on CIFAR-10/100 :data:`SHU_CIFAR_OVERRIDES`), then ``overrides``
+    (``None`` values mean "not given")."""
     from cellnas.train import resolve_config
 
     given = {k: v for k, v in overrides.items() if v is not None}
-    return resolve_config(preset, {**SHU_OVERRIDES, **given, "dataset": dataset, "epochs": epochs})
+    shu = {**SHU_OVERRIDES, **(SHU_CIFAR_OVERRIDES if dataset in ("cifar10", "cifar100") else {})}
+    return resolve_config(preset, {**shu, **given, "dataset": dataset, "epochs": epochs})
 
 
 @dataclass

@@ -15,7 +15,7 @@ _SKIP = ("seed", "progress")  # per-run seeds come from --seeds; --no-progress i
 
 
 def register(sub, formatter) -> None:
-    from cellnas.analysis.convergence import SHU_OVERRIDES
+    from cellnas.analysis.convergence import SHU_CIFAR_OVERRIDES, SHU_OVERRIDES
     from cellnas.commands.train import CONFIG_FLAGS
     from cellnas.train.config import PRESETS
 
@@ -32,7 +32,8 @@ def register(sub, formatter) -> None:
             "GENOTYPE: zoo name, genotype file, run directory, or a directory written by `cellnas analyze\n"
             "variants` (its index.json: the base cell and every variant).\n"
             "Protocol: the dataset's preset, then Shu et al.'s random-variant runs ("
-            + ", ".join(f"{k}={v}" for k, v in SHU_OVERRIDES.items()) + "), then the flags.\n\n"
+            + ", ".join(f"{k}={v}" for k, v in SHU_OVERRIDES.items()) + "; on CIFAR-10/100 also "
+            + ", ".join(f"{k}={v}" for k, v in SHU_CIFAR_OVERRIDES.items()) + ", their train.py's), then the flags.\n\n"
             "example: cellnas analyze variants DARTS_V2 -o fam --per-bin 1 --widths 2,3.5\n"
             "         cellnas analyze convergence fam --dataset digits --epochs 5 --seeds 0,1 --out conv"
         ),
