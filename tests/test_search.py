@@ -211,7 +211,11 @@ def test_single_level_mode_never_draws_a_search_batch(tmp_path, monkeypatch):
 def test_all_normal_supernet_with_two_nodes(tmp_path):
     result = search(out=tmp_path / "min", all_normal=True, nodes=2, **{**TINY, "epochs": 1, "steps_per_epoch": 2})
     assert result.genotype.normal.n_nodes == 2
-    assert np.load(tmp_path / "min" / "alphas_history.npz")["normal"].shape[1:] == (5, 8)
+    history = np.load(tmp_path / "min" / "alphas_history.npz")
+    assert history["normal"].shape[1:] == (5, 8)
+    # the reduce cell's alpha, read by no loss, stays at its initial value (Adam's weight decay left it alone)
+    assert np.array_equal(history["reduce"][0], history["reduce"][-1])
+    assert not np.array_equal(history["normal"][0], history["normal"][-1])
 
 
 def test_an_all_normal_search_marks_its_reduce_cell_as_not_searched_and_readers_warn(tmp_path, caplog):

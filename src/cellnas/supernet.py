@@ -402,7 +402,8 @@ class SearchNetwork(nn.Module):
     so the global RNG is neither read nor changed.
 
     With ``all_normal=True`` ``alphas_reduce`` still exists (so checkpoints have one shape) but is unused
-    and never receives a gradient.
+    and never receives a gradient (:meth:`unused_arch_parameters`: the architect leaves its ``.grad`` at ``None``, so
+    that Adam's weight decay does not move it either).
 
     ``partial_channels=K`` and ``edge_norm`` are PC-DARTS's partial channel connections and edge normalisation
     (:class:`SearchCell`); ``K`` must divide ``C``. With ``edge_norm`` the parameters ``betas_normal`` /
@@ -477,6 +478,13 @@ class SearchNetwork(nn.Module):
         with ``edge_norm``."""
         alphas = [self.alphas_normal, self.alphas_reduce]
         return alphas + [self.betas_normal, self.betas_reduce] if self.edge_norm else alphas
+
+    def unused_arch_parameters(self) -> list[nn.Parameter]:
+        """The parameters of :meth:`arch_parameters` that the forward pass never reads: those of the reduce cell
+        when ``all_normal``."""
+        if not self.all_normal:
+            return []
+        return [self.alphas_reduce, self.betas_reduce] if self.edge_norm else [self.alphas_reduce]
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every parameter except those of :meth:`arch_parameters` (alpha, and beta with ``edge_norm``)."""

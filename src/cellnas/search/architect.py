@@ -179,7 +179,8 @@ class Architect:
         """One Adam step on α; returns (validation loss, validation logits)."""
         grads, loss, logits = self.gradient(x_train, y_train, x_val, y_val, eta)
         self.a_optimizer.zero_grad(set_to_none=True)
+        unused = {id(p) for p in getattr(self.model, "unused_arch_parameters", list)()}
         for a, g in zip(self.model.arch_parameters(), grads):
-            a.grad = g
+            a.grad = None if id(a) in unused else g  # Adam skips it: no weight decay on what no loss reads
         self.a_optimizer.step()
         return loss, logits
