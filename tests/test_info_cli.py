@@ -39,6 +39,16 @@ def test_info_supernet_json(capsys):
     assert r["alphas"] == 2 * 14 * 8
     assert r["space"]["n_nodes"] == 4 and r["space"]["k"] == 2 and len(r["space"]["ops"]) == 8
     assert r["params"] > 0
+    # SPEC 1.9: 7^8 x 180 discrete cells per cell type (node j+2 picks 2 of its j+2 predecessors, 7 ops each)
+    assert r["space"]["cells"] == 7**8 * 180 == 1_037_664_180 and r["space"]["genotypes"] == 1_037_664_180**2
+
+
+def test_search_space_size_counts_k_distinct_predecessors_and_the_ops_other_than_none():
+    from cellnas.supernet import SearchSpace
+
+    assert SearchSpace(n_nodes=2).cell_count() == (1 * 49) * (3 * 49)
+    assert SearchSpace(n_nodes=2, k=1).cell_count() == (2 * 7) * (3 * 7)
+    assert SearchSpace(ops=("none", "skip_connect", "sep_conv_3x3"), n_nodes=1).cell_count() == 4
 
 
 def test_info_human_output_states_mac_rule(capsys):

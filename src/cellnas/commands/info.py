@@ -177,7 +177,8 @@ def info_supernet(
         "layers": L,
         "partial_channels": partial_channels,
         "edge_norm": edge_norm,
-        "space": {**space.to_dict(), "n_edges": space.n_edges},
+        "space": {**space.to_dict(), "n_edges": space.n_edges, "cells": space.cell_count(),
+                  "genotypes": space.cell_count() ** 2},
         "params": count_params(net),
         "alphas": sum(p.numel() for p in net.arch_parameters()),
         "macs": count_macs(net, (ds.in_channels, ds.image_size, ds.image_size)),
@@ -214,6 +215,8 @@ def run(args) -> int:
             "; edge normalisation" if report["edge_norm"] else "")  # fmt: skip
         print(f"supernet     {kind} search network, C={report['channels']}, {report['layers']} cells{extra}")
         print(f"space        {sp['n_nodes']} nodes, {sp['n_edges']} edges, k={sp['k']}, ops: {', '.join(sp['ops'])}")
+        print(f"cells        {sp['cells']:,} discrete cells per cell type, {sp['genotypes']:.3g} genotypes "
+              "(normal x reduce; SPEC 1.9)")  # fmt: skip
         print(f"dataset      {report['dataset']}: {report['num_classes']} classes, input {shape}")
         excluded = "alpha and beta" if report["edge_norm"] else "alpha"
         print(f"params       {_millions(report['params'])} weights ({excluded} excluded)")
