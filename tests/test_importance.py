@@ -99,11 +99,11 @@ def test_oi_on_selected_positions_only():
     assert list(oi) == [0, 15]
 
 
-def test_important_keeps_ops_at_or_beyond_the_threshold():
-    oi = {0: 0.001, 1: 0.0009, 2: -0.002, 3: -0.001, 4: 0.0}
-    assert important(oi) == {0: 0.001, 2: -0.002, 3: -0.001}
-    assert important(oi, direction="positive") == {0: 0.001}
-    assert important(oi, direction="negative") == {2: -0.002, 3: -0.001}
+def test_important_keeps_ops_at_or_beyond_the_threshold_and_signed_ones_strictly_beyond():
+    oi = {0: 0.001, 1: 0.0009, 2: -0.002, 3: -0.001, 4: 0.0, 5: 0.003}
+    assert important(oi) == {0: 0.001, 2: -0.002, 3: -0.001, 5: 0.003}  # |OI| >= 0.001 (SPEC 5.1)
+    assert important(oi, direction="positive") == {5: 0.003}  # OI > 0.001, the top-architecture count
+    assert important(oi, direction="negative") == {2: -0.002}  # OI < -0.001, the bottom-architecture count
     with pytest.raises(ValueError):
         important(oi, direction="up")
 

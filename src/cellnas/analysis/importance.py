@@ -120,14 +120,16 @@ def operation_importance(
 def important(oi: dict[int, float], threshold: float = 0.001, direction: str = "both") -> dict[int, float]:
     """The important ops: |OI| >= ``threshold`` (0.1 % as a fraction, SPEC 5.1).
 
-    ``direction="positive"`` keeps OI >= threshold (the top-architecture analysis),
-    ``"negative"`` keeps OI <= -threshold (the bottom-architecture analysis).
+    ``direction="positive"`` keeps OI > threshold (the top-architecture analysis), ``"negative"`` keeps
+    OI < -threshold (the bottom-architecture analysis): strict, as the reference notebook counts them.
     """
     signs = {"both": 0, "positive": 1, "negative": -1}
     if direction not in signs:
         raise ValueError(f"direction must be 'both', 'positive' or 'negative', got {direction!r}")
     sign = signs[direction]
-    return {p: v for p, v in oi.items() if (abs(v) if sign == 0 else sign * v) >= threshold}
+    if sign == 0:
+        return {p: v for p, v in oi.items() if abs(v) >= threshold}
+    return {p: v for p, v in oi.items() if sign * v > threshold}
 
 
 def disable_ops(genotype: Genotype, positions: Iterable[int]) -> Genotype:

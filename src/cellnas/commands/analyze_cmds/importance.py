@@ -99,7 +99,7 @@ def summarise(edges: list[dict], threshold: float) -> dict:
                 groups.setdefault(e["op"], []).append(e["oi"])
         out["by_primitive"][cell_type] = {
             op: {"n": len(v), "important": int(sum(abs(x) >= threshold for x in v)),
-                 "positive": int(sum(x >= threshold for x in v)), "negative": int(sum(x <= -threshold for x in v)),
+                 "positive": int(sum(x > threshold for x in v)), "negative": int(sum(x < -threshold for x in v)),
                  "mean": float(np.mean(v)), "median": float(np.median(v))}  # fmt: skip
             for op, v in sorted(groups.items())
         }
