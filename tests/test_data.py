@@ -584,3 +584,20 @@ def test_cifar_test_set_alone_skips_the_training_batches(tmp_path):
     assert torch.equal(ds.test_x.reshape(PER_BATCH, -1), torch.from_numpy(written["test_batch"]))
     with pytest.raises(DataError, match="data_batch_5"):
         get_dataset("cifar10", data_dir=tmp_path)  # training still needs every batch
+
+
+def test_sample_draws_distinct_images_afresh_every_call_and_leaves_the_stream_alone():
+    """quark0's architecture batch, next(iter(valid_queue)): a full batch of distinct images, with replacement
+    across calls (an image can come back before the others were seen)."""
+    loader = _loader(n=10, batch_size=4, augment=None, shuffle=True)
+    seen = []
+    for _ in range(30):
+        _, y = loader.sample()
+        assert y.shape == (4,) and len(set(y.tolist())) == 4
+        seen.append(frozenset(y.tolist()))
+    assert len(set(seen)) > 3  # not a fixed batch
+    first = [a & b for a, b in zip(seen, seen[1:])]
+    assert any(first)  # images repeat across consecutive batches: drawn with replacement across steps
+    assert loader.epoch == -1  # the stream of next() did not move: it starts its first epoch now
+    loader.next()
+    assert loader.epoch == 0

@@ -208,6 +208,24 @@ def test_single_level_mode_never_draws_a_search_batch(tmp_path, monkeypatch):
     assert len(calls) == 6 and len(set(calls)) == 2  # bilevel: a training and a search batch per step
 
 
+def test_fresh_search_batches_sample_every_step_and_resume_bit_identical(tmp_path, monkeypatch):
+    from cellnas.data import DeviceLoader
+
+    sampled = []
+    real_sample = DeviceLoader.sample
+
+    def spy(self):
+        sampled.append(id(self))
+        return real_sample(self)
+
+    monkeypatch.setattr(DeviceLoader, "sample", spy)
+    search(out=tmp_path / "whole", search_batches="fresh", checkpoint_every=1, **TINY)
+    assert len(sampled) == 6 and len(set(sampled)) == 1  # one architecture batch per step, from the search split
+    assert json.loads((tmp_path / "whole" / "config.json").read_text())["search_batches"] == "fresh"
+    _crash_then_resume(tmp_path / "crashed", monkeypatch, 4, search_batches="fresh")
+    _assert_same_run(tmp_path / "whole", tmp_path / "crashed")
+
+
 def test_all_normal_supernet_with_two_nodes(tmp_path):
     result = search(out=tmp_path / "min", all_normal=True, nodes=2, **{**TINY, "epochs": 1, "steps_per_epoch": 2})
     assert result.genotype.normal.n_nodes == 2

@@ -18,6 +18,7 @@ _FIELDS = {
     "device": "device", "steps_per_epoch": "steps_per_epoch", "eval_every": "eval_every",
     "alpha_every": "alpha_every", "checkpoint_every": "checkpoint_every", "record_wiring": "record_wiring",
     "partial_channels": "partial_channels", "edge_norm": "edge_norm", "arch_warmup": "arch_warmup",
+    "search_batches": "search_batches",
 }  # fmt: skip
 
 
@@ -99,6 +100,9 @@ def register(sub, formatter) -> None:
                         f"(default {d.hvp})")  # fmt: skip
     g.add_argument("--mode", choices=["bilevel", "single-level"], default=None,
                    help=f"bilevel (DARTS) or single-level (α and w on the same training batch) (default {d.mode})")
+    g.add_argument("--search-batches", choices=["stream", "fresh"], default=None,
+                   help="architecture batches: stream (every search image once per epoch) or fresh (quark0: a new "
+                        f"shuffled batch every step, with replacement across steps) (default {d.search_batches})")
     g.add_argument("--lr", type=float, default=None, help=f"weight learning rate (default {d.lr})")
     g.add_argument("--lr-min", type=float, default=None, help=f"cosine floor (default {d.lr_min}, as quark0)")
     g.add_argument("--momentum", type=float, default=None, help=f"SGD momentum (default {d.momentum})")

@@ -53,8 +53,11 @@ class DeviceLoader:
       complete (so a loop resumed from a mid-epoch :meth:`state_dict` finishes that epoch); ``len(loader)`` is
       the number of batches in a full epoch (the last one partial unless ``drop_last``).
     * ``loader.next()``: an endless stream; when an epoch runs out the next batch starts a freshly shuffled one.
-      The architecture batches of the search come from this (SPEC 1.5; quark0 builds a fresh shuffled iterator
-      every step, i.e. samples with replacement across steps; here each search image is used once per epoch).
+      The architecture batches of the search come from this by default (SPEC 1.5; each search image is used once
+      per epoch).
+    * ``loader.sample()``: quark0's architecture batch, ``next(iter(valid_queue))`` every step: the first batch of a
+      fresh shuffled order, i.e. distinct images within a batch, drawn with replacement across steps; it leaves the
+      stream of ``next()`` where it is.
 
     ``seed`` (int or :class:`torch.Generator`, used as is) drives everything random. The default CPU generator
     makes the batches the same on every device; a generator passed in may live on the device instead.
@@ -149,6 +152,13 @@ class DeviceLoader:
         return self._make_batch(idx)
 
     __next__ = next
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``batch_size`` distinct images drawn afresh (the first batch of a new shuffled order), independently of
+        every earlier batch: quark0's ``next(iter(valid_queue))``."""
+        gen = self.generator
+        idx = torch.randperm(self.num_samples, generator=gen, device=gen.device)[: self.batch_size]
+        return self._make_batch(idx.to(self.device))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._epoch_done():

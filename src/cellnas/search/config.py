@@ -55,6 +55,9 @@ class SearchConfig:
     order: int = 1
     hvp: str = "fd"
     mode: str = "bilevel"
+    # architecture batches: "stream" (each search image once per epoch) or "fresh" (quark0: a new shuffled
+    # iterator every step, so batches are drawn with replacement across steps); SPEC 1.5
+    search_batches: str = "stream"
     lr: float = 0.025
     lr_min: float = 0.001
     momentum: float = 0.9
@@ -95,6 +98,8 @@ class SearchConfig:
         need(self.order in (1, 2), f"--order must be 1 or 2, got {self.order}")
         need(self.hvp in ("fd", "exact"), f"--hvp must be 'fd' or 'exact', got {self.hvp!r}")
         need(self.mode in ("bilevel", "single-level"), f"--mode must be bilevel or single-level, got {self.mode!r}")
+        need(self.search_batches in ("stream", "fresh"),
+             f"--search-batches must be stream or fresh, got {self.search_batches!r}")  # fmt: skip
         need(not (self.mode == "single-level" and self.order == 2), "--order 2 needs --mode bilevel")
         need(self.hvp == "fd" or self.order == 2,
              f"--hvp {self.hvp} needs --order 2 (first order computes no Hessian-vector product)")  # fmt: skip

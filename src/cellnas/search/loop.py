@@ -215,7 +215,7 @@ class _Search:
                 self.wiring.end()
             search_loss, search_logits, y_v = loss.detach(), logits.detach(), y_t
         else:
-            x_v, y_v = self.valid_loader.next()
+            x_v, y_v = self.valid_loader.sample() if cfg.search_batches == "fresh" else self.valid_loader.next()
             if self.wiring:
                 self.wiring.begin("search")
             if self.arch_frozen:  # --arch-warmup: the search loss is still measured, α stays
