@@ -7,7 +7,16 @@ and exits non-zero, without a traceback (``--debug`` shows it).
 
 from __future__ import annotations
 
-__all__ = ["CellnasError", "GenotypeError", "FormatError", "DataError", "RunError", "unknown_name"]
+__all__ = [
+    "CellnasError",
+    "GenotypeError",
+    "FormatError",
+    "DataError",
+    "RunError",
+    "unknown_name",
+    "check_seed",
+    "check_finite",
+]
 
 
 class CellnasError(Exception):
@@ -35,3 +44,21 @@ def unknown_name(kind: str, name: str, valid) -> CellnasError:
     choices = ", ".join(sorted(valid))
     err = CellnasError(f"unknown {kind} {name!r}; valid choices: {choices}")
     return err
+
+
+def check_seed(value: int, flag: str = "--seed") -> int:
+    """``value`` when NumPy and torch accept it as a seed (0 <= value < 2**32), else a :class:`CellnasError` naming
+    ``flag`` (instead of NumPy's traceback)."""
+    if isinstance(value, bool) or not 0 <= int(value) < 2**32:
+        raise CellnasError(f"{flag} must be >= 0 and < 2**32, got {value}")
+    return int(value)
+
+
+def check_finite(value: float, flag: str) -> float:
+    """``value`` when it is a finite number, else a :class:`CellnasError` naming ``flag`` (NaN and infinities compare
+    false with everything, so range checks let them through)."""
+    import math
+
+    if not math.isfinite(value):
+        raise CellnasError(f"{flag} must be a finite number, got {value}")
+    return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from cellnas.errors import CellnasError
+from cellnas.errors import CellnasError, check_seed
 
 DEFAULT_N = 10
 #: constraints whose sampler has the quirk, and whose constraint set has a residual link (SPEC 5.4)
@@ -128,8 +128,7 @@ def run(args) -> int:
     seed = 0 if args.seed is None else args.seed
     if n < 1:
         raise CellnasError(f"-n must be at least 1, got {n}")
-    if not 0 <= seed < 2**32:
-        raise CellnasError(f"--seed must be >= 0 and < 2**32, got {seed}")
+    check_seed(seed)
     out = None if args.output is None else output_dir(args.output)  # before sampling: a bad -o fails at once
     genotypes = sample(args.constraint, n, seed, quirk=not args.no_quirk)
     if out is None:
