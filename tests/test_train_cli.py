@@ -368,3 +368,13 @@ def test_out_left_with_only_a_lock_file_counts_as_empty(tmp_path):
     (out / ".lock").write_text("12345")  # a start killed before it wrote anything
     assert main(["train", "DARTS_V2", *DIGITS, "--epochs", "1", "--steps-per-epoch", "1", "--out", str(out)]) == 0
     assert (out / "final.pt").is_file()
+
+
+@pytest.mark.parametrize("argv", [["info", "{run}"], ["draw", "{run}", "-o", "{tmp}/cell.png"],
+                                  ["convert", "{run}", "--to", "darts"]])  # fmt: skip
+def test_every_reader_of_an_unfinished_search_warns_once(tmp_path, caplog, argv):
+    search = _fake_search_run(tmp_path / "search", None, dataset="digits", epochs=4, reached=2)
+    with caplog.at_level("INFO"):
+        assert main([a.format(run=search, tmp=tmp_path) for a in argv]) == 0
+    warned = [r.getMessage() for r in caplog.records if "unfinished search" in r.getMessage()]
+    assert len(warned) == 1 and "epoch 2 of 4" in warned[0], warned

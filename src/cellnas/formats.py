@@ -421,6 +421,11 @@ def load_genotype(spec: str | os.PathLike | Genotype) -> Genotype:
         candidate = path / "genotype.json"
         if not candidate.is_file():
             raise FormatError(f"directory {path} holds no genotype.json (is it a finished cellnas run?)")
+        from cellnas.runs import search_run
+
+        run = search_run(path)
+        if run is not None:  # its genotype.json is rewritten every epoch: say so when the search did not finish
+            run.warn_if_unfinished()
         path = candidate
     if path.is_file():
         try:

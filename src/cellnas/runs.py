@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ __all__ = [
     "write_meta",
     "append_metrics",
     "read_metrics",
+    "SearchRun",
+    "search_run",
     "git_commit",
     "now_iso",
     "position",
@@ -423,3 +426,78 @@ def remove_if_empty(path: Path) -> None:
             path.rmdir()
     except OSError:
         pass
+
+
+#: Keys of a search config that a training config lacks: a config.json with them is a search's.
+_SEARCH_KEYS = ("arch_lr", "train_portion")
+
+
+_WARNED_UNFINISHED: set[tuple[str, int]] = set()
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """What a search run directory says about itself: ``meta.json`` (``"kind": "search"``), ``config.json`` (its
+    ``dataset``, ``data_dir``, ``epochs``) and ``metrics.jsonl`` (one line per finished epoch). ``genotype.json`` is
+    rewritten after every epoch, so the cell of an unfinished search is not its result."""
+
+    path: Path
+    dataset: str
+    data_dir: str | None
+    epochs: int
+    epochs_done: int
+
+    @property
+    def finished(self) -> bool:
+        return self.epochs_done >= self.epochs
+
+    def warn_if_unfinished(self) -> None:
+        """Warn that ``genotype.json`` is the cell of an unfinished search, and how to finish it (once per run
+        directory and state in a process: every command that reads the genotype calls this)."""
+        key = (str(self.path.resolve()), self.epochs_done)
+        if self.finished or key in _WARNED_UNFINISHED:
+            return
+        _WARNED_UNFINISHED.add(key)
+        logging.getLogger(__name__).warning(
+            "%s is an unfinished search (epoch %d of %d): its genotype.json is the cell derived after epoch %d, "
+            "not the search's result; finish it with `cellnas search --resume %s`",
+            self.path, self.epochs_done, self.epochs, self.epochs_done, self.path,
+        )  # fmt: skip
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def search_run(genotype) -> SearchRun | None:
+    """The :class:`SearchRun` of ``genotype`` when it names a search run directory, else ``None``.
+
+    A directory is a search's when its ``meta.json`` says ``"kind": "search"``, or (without a readable
+    ``meta.json``) when its ``config.json`` is a search config.
+    """
+    if not isinstance(genotype, (str, os.PathLike)):
+        return None
+    path = Path(genotype)
+    try:
+        if not path.is_dir():
+            return None
+    except (OSError, ValueError):  # DARTS text too long for a path, and the like
+        return None
+    config = _read_json(path / "config.json")
+    meta = _read_json(path / "meta.json")
+    if config is None or not isinstance(config.get("dataset"), str):
+        return None
+    if meta is not None and meta.get("kind") != "search":
+        return None
+    if meta is None and not all(k in config for k in _SEARCH_KEYS):
+        return None
+    epochs_done = 1 + max((int(r["epoch"]) for r in read_metrics(path) if isinstance(r.get("epoch"), int)),
+                          default=-1)  # fmt: skip
+    epochs = config.get("epochs")
+    epochs = int(epochs) if isinstance(epochs, int) else epochs_done
+    data_dir = config.get("data_dir")
+    return SearchRun(path, config["dataset"], data_dir if isinstance(data_dir, str) else None, epochs, epochs_done)
