@@ -122,12 +122,41 @@ def test_search_with_recording_then_the_wiring_study(tmp_path, capsys):
         cost = rec[-1]["wiring_cost"]
         phases = {"train"} if mode == "single-level" else {"train", "search"}
         assert {p for p, c in cost.items() if c["normal"]["count"]} == phases
+        # wiring.npz: the per-cell costs add up to the summed cost of metrics.jsonl (rounded to 6 decimals there)
+        arrays = np.load(out / "wiring.npz")
+        assert arrays["layers_normal"].tolist() == [0, 1, 2]
+        for phase in ("train", "search"):
+            per_cell = arrays[f"cell_cost_{phase}_normal"]
+            assert per_cell.shape == (2, 3, 5, 8)  # epochs, cells, edges, ops
+            if phase not in phases:
+                assert np.isnan(per_cell).all() and np.all(arrays[f"output_samples_{phase}"] == 0)
+                continue
+            for epoch, m in enumerate(rec):
+                summed = np.asarray(m["wiring_cost"][phase]["normal"]["mean"])
+                np.testing.assert_allclose(per_cell[epoch].sum(0), summed, atol=1e-6)
+            # the correct/wrong split agrees with the loop's own accuracy of the same batches
+            samples = arrays[f"output_samples_{phase}"]
+            acc = [m["search_acc" if phase == "search" else "train_acc"] for m in rec]
+            np.testing.assert_allclose(samples[:, 0] / samples.sum(1), acc)
+            assert np.all(samples.sum(1) == 32) and np.all(arrays[f"output_cost_{phase}"][:, 0] <= 0)
     assert main(["analyze", "wiring", *runs, "--out", str(tmp_path / "fig")]) == 0
     summary = json.loads((tmp_path / "fig" / "wiring_summary.json").read_text())
     assert [s["mode"] for s in summary] == ["bilevel", "single-level"]
     assert len(summary[0]["cells"]["normal"]["edges"]) == 5
     assert "cost" in summary[0] and summary[0]["cost"]["first_epoch"]["train"]["normal"]["none"] == 0
-    for name in ("wiring_growth.png", "wiring_edges_normal_bilevel.png", "wiring_cost_single-level.png"):
+    for s in summary:  # the per-cell cost per op sums to the summed one, cell by cell
+        for when in ("first_epoch", "last_epoch"):
+            for phase, cells in s["cell_cost"][when].items():
+                for op, per_cell in cells["normal"].items():
+                    assert sum(per_cell) == pytest.approx(s["cost"][when][phase]["normal"][op], abs=1e-6)
+    assert summary[0]["cell_cost"]["layers"] == {"normal": [0, 1, 2]} and summary[0]["cell_cost"]["epochs"] == [1, 2]
+    assert set(summary[0]["output_cost"]) == {"epochs", "train", "search"}
+    assert set(summary[1]["output_cost"]) == {"epochs", "train"}
+    train = summary[1]["output_cost"]["train"]
+    assert train["all"]["samples"] == [32, 32] and set(train) == {"correct", "wrong", "all"}
+    assert all(c <= 0 for c in train["correct"]["cost"] if c is not None)
+    for name in ("wiring_growth.png", "wiring_edges_normal_bilevel.png", "wiring_cost_single-level.png",
+                 "wiring_cell_cost_normal_bilevel.png", "wiring_output_cost_single-level.png"):  # fmt: skip
         assert (tmp_path / "fig" / name).is_file()
 
 
@@ -208,6 +237,7 @@ def test_wiring_figures_of_one_run_are_named_without_a_suffix(wiring_runs, capsy
     run = wiring_runs / "a" / "run"
     assert main(["analyze", "wiring", str(run)]) == 0
     assert _written(capsys, run / "wiring") == {"wiring_edges_normal.png", "wiring_cost.png", "wiring_growth.png",
+                                                "wiring_cell_cost_normal.png", "wiring_output_cost.png",
                                                 "wiring_summary.json"}  # fmt: skip
     out = wiring_runs / "one-b"
     assert main(["analyze", "wiring", str(wiring_runs / "b" / "run"), "--out", str(out)]) == 0
@@ -226,6 +256,7 @@ def test_wiring_figures_of_two_runs_carry_each_run_name(wiring_runs, tmp_path, c
     assert main(["analyze", "wiring", *map(str, named), "--out", str(tmp_path / "fig")]) == 0
     assert _written(capsys, tmp_path / "fig") == {
         "wiring_edges_normal_bilevel.png", "wiring_cost_bilevel.png",
+        "wiring_cell_cost_normal_bilevel.png", "wiring_output_cost_bilevel.png",
         "wiring_edges_normal_single.png", "wiring_edges_reduce_single.png",
         "wiring_growth.png", "wiring_summary.json",
     }  # fmt: skip
@@ -233,6 +264,7 @@ def test_wiring_figures_of_two_runs_carry_each_run_name(wiring_runs, tmp_path, c
     assert main(["analyze", "wiring", str(a), str(b), "--out", str(tmp_path / "same")]) == 0
     assert _written(capsys, tmp_path / "same") == {
         "wiring_edges_normal_1-run.png", "wiring_cost_1-run.png",
+        "wiring_cell_cost_normal_1-run.png", "wiring_output_cost_1-run.png",
         "wiring_edges_normal_2-run.png", "wiring_edges_reduce_2-run.png",
         "wiring_growth.png", "wiring_summary.json",
     }  # fmt: skip
@@ -244,3 +276,169 @@ def test_wiring_out_that_is_a_file_is_a_one_line_error(wiring_runs, tmp_path, ca
     (tmp_path / "g.txt").write_text("")
     assert main(["analyze", "wiring", str(wiring_runs / "a" / "run"), "--out", str(tmp_path / "g.txt")]) == 2
     assert "cellnas analyze: error: --out" in capsys.readouterr().err
+
+
+# -- per-cell costs and the output-level cost (SPEC 4 (d)) ----------------------------------------------------------
+
+
+def _per_cell_leaves(net, x, y):
+    """Independent per-cell costs: every cell reads its own leaf copy of Z; C_cell = dL_sum/dZ_cell."""
+    leaves, handles = [], []
+    for cell in net.cells:
+        alphas = net.alphas_reduce if cell.reduction else net.alphas_normal
+        z = F.softmax(alphas.detach(), -1).requires_grad_()
+        leaves.append((cell.reduction, z))
+        handles.append(cell.register_forward_pre_hook(lambda m, args, z=z: (args[0], args[1], z, *args[3:])))
+    F.cross_entropy(net(x), y, reduction="sum").backward()
+    for h in handles:
+        h.remove()
+    return {kind: [z.grad.numpy() for r, z in leaves if ("reduce" if r else "normal") == kind]
+            for kind in ("normal", "reduce")}  # fmt: skip
+
+
+def test_per_cell_costs_are_each_cells_gradient_and_add_up_to_the_summed_cost():
+    net = SearchNetwork(C=3, num_classes=4, layers=5, space=SearchSpace(n_nodes=2), in_channels=1, seed=0).double()
+    with torch.no_grad():
+        for a in net.arch_parameters():
+            a.normal_(0, 0.3)
+    model = ControlledSupernet(net).double()
+    recorder = CostRecorder(model)
+    assert recorder.cell_layers == {"normal": [0, 2, 4], "reduce": [1, 3]}
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 1, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 4, (6,), generator=g)
+    recorder.begin("search")
+    F.cross_entropy(model(x), y).backward()
+    recorder.end()
+    expected = _per_cell_leaves(net, x, y)
+    for kind in ("normal", "reduce"):
+        per_cell = recorder.cell_sums[("search", kind)]
+        assert per_cell.shape == (len(recorder.cell_layers[kind]), 5, 8)
+        np.testing.assert_allclose(per_cell, np.stack(expected[kind]), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(per_cell.sum(0), recorder.sums[("search", kind)], rtol=1e-9, atol=1e-12)
+        assert not np.allclose(per_cell[0], per_cell[-1])  # the cells do not share one cost
+    assert np.all(recorder.cell_sums[("train", "normal")] == 0)
+
+
+def test_output_cost_is_the_derivative_of_the_scaled_cross_entropy():
+    from cellnas.search.wiring import output_cost
+
+    logits = torch.tensor([[3.0, 0.5, -1.0], [0.2, 0.1, 2.0], [1.0, 1.2, 0.9], [-2.0, 4.0, 0.0], [0.0, 0.0, 0.1]],
+                          dtype=torch.float64)  # fmt: skip
+    labels = torch.tensor([0, 0, 1, 2, 2])  # correct: samples 0, 2, 4
+    # independent: d CE(s_b z_b)/ds_b at s = 1, one scale per sample
+    s = torch.ones(5, 1, dtype=torch.float64, requires_grad=True)
+    F.cross_entropy(s * logits, labels, reduction="sum").backward()
+    got = output_cost(logits, labels)
+    np.testing.assert_allclose(got["cost"].numpy(), s.grad.squeeze(1).numpy(), rtol=1e-12, atol=1e-14)
+    assert got["correct"].tolist() == [True, False, True, False, True]
+    assert torch.all(got["cost"][got["correct"]] <= 0)
+    assert got["cost"][1] > 0 and got["cost"][3] > 0  # confidently wrong: positive cost
+    np.testing.assert_allclose(got["loss"].numpy(), F.cross_entropy(logits, labels, reduction="none").numpy())
+    np.testing.assert_allclose(got["cost"].numpy(), (got["loss"] - got["entropy"]).numpy(), atol=1e-12)
+    # random logits: the sign rule holds for every correct sample
+    z, t = torch.randn(200, 10, generator=torch.Generator().manual_seed(0)), torch.randint(0, 10, (200,))
+    r = output_cost(z, t)
+    assert r["correct"].any() and (~r["correct"]).any() and torch.all(r["cost"][r["correct"]] <= 0)
+
+
+def test_output_statistics_are_split_by_correctness_per_phase():
+    _, model = _tiny()
+    recorder = CostRecorder(model)
+    logits = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 3.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 2, 0])  # correct, wrong, correct
+    recorder.begin("search")
+    recorder.end(logits, labels)
+    recorder.begin("train")
+    recorder.end(logits[1:], labels[1:])  # wrong, correct
+    ce = F.cross_entropy(logits, labels, reduction="none").numpy()
+    p = F.softmax(logits, 1)
+    cost = ((p * logits).sum(1) - logits[torch.arange(3), labels]).numpy()
+    search_sums = recorder.output_sums["search"]  # rows: correct, wrong; columns: samples, cost, loss, entropy
+    np.testing.assert_allclose(search_sums[:, :3], [[2, cost[0] + cost[2], ce[0] + ce[2]], [1, cost[1], ce[1]]])
+    np.testing.assert_allclose(recorder.output_sums["train"][:, :3], [[1, cost[2], ce[2]], [1, cost[1], ce[1]]])
+    recorder.epoch_summary()
+    arrays = recorder.arrays()
+    np.testing.assert_array_equal(arrays["output_samples_search"], [[2, 1]])
+    np.testing.assert_allclose(arrays["output_cost_search"], [[(cost[0] + cost[2]) / 2, cost[1]]])
+    np.testing.assert_allclose(arrays["output_loss_train"], [[ce[2], ce[1]]])
+    assert arrays["cell_cost_train_normal"].shape == (1, 1, 5, 8) and np.isnan(arrays["cell_cost_train_normal"]).all()
+
+
+def test_a_run_without_wiring_arrays_is_analysed_as_before(wiring_runs, tmp_path, capsys):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(wiring_runs / "a" / "run", old, ignore=shutil.ignore_patterns("wiring", "wiring.npz"))
+    assert main(["analyze", "wiring", str(old)]) == 0
+    assert _written(capsys, old / "wiring") == {"wiring_edges_normal.png", "wiring_cost.png", "wiring_growth.png",
+                                                "wiring_summary.json"}  # fmt: skip
+    before = json.loads((old / "wiring" / "wiring_summary.json").read_text())
+    assert main(["analyze", "wiring", str(wiring_runs / "a" / "run"), "--out", str(tmp_path / "new")]) == 0
+    after = json.loads((tmp_path / "new" / "wiring_summary.json").read_text())
+    assert {k: v for k, v in after.items() if k not in ("cell_cost", "output_cost", "run")} == {
+        k: v for k, v in before.items() if k != "run"
+    }
+    assert "cell_cost" in after and "output_cost" in after and "cell_cost" not in before
+
+
+RESUMED = dict(record_wiring=True, epochs=2, checkpoint_every=1, **{**ABLATED, "steps_per_epoch": 2})
+
+
+def _crash_then_resume(out, monkeypatch, crash_at: int, strip_new_state: bool = False) -> None:
+    """A run with costs recorded that crashes when step ``crash_at`` starts, then ``--resume``; with
+    ``strip_new_state`` its checkpoint is first made to look like one written before the per-cell records."""
+    from cellnas.search import loop as search_loop
+
+    real_step = search_loop._Search.step
+
+    def crashing_step(self, lr):
+        if self.global_step == crash_at:
+            raise RuntimeError("simulated crash")
+        return real_step(self, lr)
+
+    monkeypatch.setattr(search_loop._Search, "step", crashing_step)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        search(out=out, **RESUMED)
+    monkeypatch.setattr(search_loop._Search, "step", real_step)
+    if strip_new_state:
+        state = torch.load(out / "checkpoint.pt", weights_only=False)
+        state["wiring"] = {k: state["wiring"][k] for k in ("sums", "counts", "history")}
+        torch.save(state, out / "checkpoint.pt")
+    search(resume=out)
+
+
+@pytest.fixture(scope="module")
+def recorded_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wiring-ref") / "run"
+    search(out=out, **RESUMED)
+    return out
+
+
+def _wiring_records(run_dir):
+    metrics = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    return [m["wiring_cost"] for m in metrics], dict(np.load(run_dir / "wiring.npz"))
+
+
+@pytest.mark.parametrize("crash_at", [1, 2], ids=["mid-epoch", "epoch-boundary"])
+def test_recorded_costs_of_a_resumed_run_are_bit_identical(recorded_reference, tmp_path, monkeypatch, crash_at):
+    _crash_then_resume(tmp_path / "run", monkeypatch, crash_at)
+    (cost_a, arrays_a), (cost_b, arrays_b) = _wiring_records(recorded_reference), _wiring_records(tmp_path / "run")
+    assert cost_a == cost_b and arrays_a.keys() == arrays_b.keys()
+    for k in arrays_a:
+        np.testing.assert_array_equal(arrays_a[k], arrays_b[k], err_msg=k)
+    assert np.isfinite(arrays_a["cell_cost_train_normal"]).all()
+
+
+@pytest.mark.parametrize("crash_at", [1, 2], ids=["mid-epoch", "epoch-boundary"])
+def test_a_checkpoint_without_per_cell_records_still_resumes(recorded_reference, tmp_path, monkeypatch, crash_at):
+    _crash_then_resume(tmp_path / "run", monkeypatch, crash_at, strip_new_state=True)
+    (cost_a, arrays_a), (cost_b, arrays_b) = _wiring_records(recorded_reference), _wiring_records(tmp_path / "run")
+    assert cost_a == cost_b  # the summed costs as they always were
+    for name in ("cell_cost_train_normal", "output_cost_train", "output_samples_search"):
+        assert arrays_b[name].shape == arrays_a[name].shape
+        assert np.isnan(arrays_b[name][0]).all()  # the epoch the old checkpoint had (partly) run: unknown
+        np.testing.assert_array_equal(arrays_b[name][1:], arrays_a[name][1:])  # then recorded as usual
+    assert main(["analyze", "wiring", str(tmp_path / "run"), "--out", str(tmp_path / "fig")]) == 0
+    summary = json.loads((tmp_path / "fig" / "wiring_summary.json").read_text())
+    assert summary["cell_cost"]["epochs"] == [2, 2]
+    assert summary["output_cost"]["train"]["correct"]["cost"][0] is None

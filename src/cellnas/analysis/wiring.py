@@ -13,7 +13,13 @@ of the paper:
 
 The cost view: SPEC 4's C_ij^k means per op, early vs late in training (the paper's Fig. 4 form).
 Under the softmax relaxation dL/dα^k = p^k (C^k - Σ_m p^m C^m), so an op gains weight exactly
-when its cost is below the p-weighted mean cost of its edge; C(none) = 0.
+when its cost is below the p-weighted mean cost of its edge; C(none) = 0. Runs recorded with the
+per-cell costs (``wiring.npz``) also give them per cell position, the summed cost being their sum
+(which cells drive the shared α, and does the sign of the cost depend on depth?), and the
+output-level cost of SPEC 4 (d) per epoch for correctly and wrongly classified samples, beside the
+loss and the prediction entropy. Per sample the three are tied: cost = loss - entropy
+(-z_y + Σ p_i z_i = (logsumexp z - z_y) - (logsumexp z - Σ p_i z_i)), so a correct sample's loss
+never exceeds its entropy. Run directories without ``wiring.npz`` are analysed as before.
 
 **The selection margin** (the paper's exact rule is unknown, SPEC 4). With the DARTS
 initialisation (α = 1e-3 · N(0, 1)) every op starts at softmax ≈ 1/|ops|, and the largest of
@@ -66,6 +72,8 @@ def selection_times(history: np.ndarray, times: np.ndarray, ops, margin: float =
 
 
 def load_run(run_dir: str | Path) -> dict:
+    """A search run directory's records: softmax(α) history, config, metrics and (``wiring``, None when absent)
+    the arrays of ``wiring.npz``."""
     run_dir = Path(run_dir)
     if not (run_dir / "alphas_history.npz").is_file():
         raise RunError(f"{run_dir} is not a search run directory (no alphas_history.npz)")
@@ -77,7 +85,10 @@ def load_run(run_dir: str | Path) -> dict:
             metrics.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-    return {"dir": run_dir, "history": hist, "config": config, "metrics": metrics}
+    # the per-cell costs and output-level statistics of --record-wiring (search.wiring.CostRecorder.arrays)
+    wiring = run_dir / "wiring.npz"
+    arrays = dict(np.load(wiring)) if wiring.is_file() else None
+    return {"dir": run_dir, "history": hist, "config": config, "metrics": metrics, "wiring": arrays}
 
 
 def wiring_summary(run: dict, margin: float = DEFAULT_MARGIN) -> dict:
@@ -125,6 +136,13 @@ def wiring_summary(run: dict, margin: float = DEFAULT_MARGIN) -> dict:
     if costs:
         out["cost"] = {"first_epoch": _cost_per_op(costs[0], ops), "last_epoch": _cost_per_op(costs[-1], ops),
                        "epochs": len(costs)}  # fmt: skip
+    if run.get("wiring") is not None:
+        cell_cost = _cell_cost(run["wiring"], ops, cell_types)
+        if cell_cost is not None:
+            out["cell_cost"] = cell_cost
+        output_cost = _output_cost(run["wiring"])
+        if output_cost is not None:
+            out["output_cost"] = output_cost
     return out
 
 
@@ -146,3 +164,66 @@ def _cost_per_op(epoch_cost: dict, ops: list[str]) -> dict:
             mean = np.asarray(stats["mean"]).mean(0)
             out.setdefault(phase, {})[cell] = {op: float(v) for op, v in zip(ops, mean)}
     return out
+
+
+_PHASES = ("search", "train")
+
+
+def _cell_cost(arrays: dict, ops: list[str], cell_types) -> dict | None:
+    """The per-cell cost (SPEC 4), mean over edges, at the first and the last recorded epoch.
+
+    -> ``{"layers": {cell: [network position]}, "epochs": [first, last] (counted from 1),
+    "first_epoch"|"last_epoch": {phase: {cell: {op: [cost per cell]}}}}``; None when nothing was recorded.
+    """
+    per_op = {}
+    for p in _PHASES:
+        for c in cell_types:
+            a = arrays.get(f"cell_cost_{p}_{c}")
+            if a is not None and a.ndim == 4 and a.shape[1] > 0 and np.isfinite(a).any():
+                per_op[(p, c)] = a.mean(2)  # (T, cells, E, O) -> (T, cells, O)
+    if not per_op:
+        return None
+    # an epoch counts when some phase recorded it (NaN: a phase without steps, or an epoch of an older checkpoint)
+    recorded = np.flatnonzero(np.any([np.isfinite(v).all((1, 2)) for v in per_op.values()], axis=0))
+    first, last = int(recorded[0]), int(recorded[-1])
+    epoch = arrays["epoch"]
+    out: dict = {
+        "layers": {c: arrays[f"layers_{c}"].tolist() for c in cell_types},
+        "epochs": [int(epoch[first]) + 1, int(epoch[last]) + 1],
+        "first_epoch": {},
+        "last_epoch": {},
+    }
+    for (p, c), v in per_op.items():
+        for name, t in (("first_epoch", first), ("last_epoch", last)):
+            if np.isfinite(v[t]).all():
+                out[name].setdefault(p, {})[c] = {op: v[t, :, k].tolist() for k, op in enumerate(ops)}
+    return out
+
+
+def _output_cost(arrays: dict) -> dict | None:
+    """The output-level cost, loss and entropy (SPEC 4 (d)) per epoch, for correct, wrong and all samples.
+
+    -> ``{"epochs": [1..T], phase: {"correct"|"wrong"|"all": {"samples"|"cost"|"loss"|"entropy": [per epoch]}}}``;
+    a phase without samples is left out, an epoch without a value is None.
+    """
+    groups = [str(g) for g in arrays.get("output_groups", ("correct", "wrong"))]
+    out: dict = {"epochs": (arrays["epoch"] + 1).tolist()}
+    for p in _PHASES:
+        samples = arrays.get(f"output_samples_{p}")
+        if samples is None or not np.nansum(samples) > 0:
+            continue
+        stats = {name: arrays[f"output_{name}_{p}"] for name in ("cost", "loss", "entropy")}
+        phase = {}
+        for g, name in enumerate(groups):
+            phase[name] = {"samples": _listed(samples[:, g]), **{k: _listed(v[:, g]) for k, v in stats.items()}}
+        total = samples.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            phase["all"] = {"samples": _listed(total),
+                            **{k: _listed(np.nansum(v * samples, 1) / total) for k, v in stats.items()}}  # fmt: skip
+        out[p] = phase
+    return out if len(out) > 1 else None
+
+
+def _listed(values: np.ndarray) -> list[float | None]:
+    """JSON numbers: NaN (not recorded) as None."""
+    return [float(v) if np.isfinite(v) else None for v in values]

@@ -1,4 +1,5 @@
-"""Figures of the wiring evolution (Xie et al., AISTATS 2021): edges, growth, cost per op."""
+"""Figures of the wiring evolution (Xie et al., AISTATS 2021; SPEC 4): edges, growth, cost per op and per cell,
+output-level cost."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cellnas.plots.cells import OP_COLOURS, save_figure  # noqa: E402
 
-__all__ = ["plot_edges", "plot_growth", "plot_costs"]
+__all__ = ["plot_edges", "plot_growth", "plot_costs", "plot_cell_costs", "plot_output_costs"]
 
 
 def plot_edges(run: dict, summary: dict, cell: str, path: Path) -> Path:
@@ -87,4 +89,73 @@ def plot_costs(summary: dict, path: Path) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle("cost per op (negative: the op lowers the loss and gains weight against `none`)", fontsize=10)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_cell_costs(summary: dict, cell: str, path: Path) -> Path:
+    """The cost per op (mean over edges) of every cell of one type against its network position, at the first and
+    the last recorded epoch (rows), per phase (columns); SPEC 4's per-(cell, edge, op) cost. Summed over the
+    cells, each op's points give its bar in :func:`plot_costs`."""
+    cc = summary["cell_cost"]
+    layers = cc["layers"][cell]
+    phases = sorted(p for p in cc["last_epoch"] if cell in cc["last_epoch"][p])
+    first_n, last_n = cc["epochs"]
+    rows = [("first_epoch", f"epoch {first_n}"), ("last_epoch", f"epoch {last_n}")]
+    fig, axes = plt.subplots(2, len(phases), figsize=(6.5 * len(phases), 6.4), squeeze=False, sharex=True)
+    for col, phase in enumerate(phases):
+        for row, (key, when) in enumerate(rows):
+            ax = axes[row][col]
+            per_op = cc[key].get(phase, {}).get(cell, {})
+            for op, values in per_op.items():
+                if op == "none":  # C(none) = 0: the zero line
+                    continue
+                ax.plot(layers, values, marker="o", ms=3, color=OP_COLOURS.get(op, "#333333"), label=op)
+            ax.axhline(0, color="k", lw=0.6)
+            ax.set(ylabel="mean cost C = dL/dZ", title=f"{cell} cells, {phase} batches, {when}")
+            ax.grid(alpha=0.3)
+        axes[1][col].set_xlabel("cell position in the network (0: the first cell, after the stem)")
+        axes[1][col].set_xticks(layers)
+    h, lab = axes[0][0].get_legend_handles_labels()
+    fig.legend(h, lab, loc="lower center", ncol=min(len(lab), 7), fontsize=8, frameon=False)
+    fig.suptitle(f"cost per op in each {cell} cell (mean over edges; `none`: 0 = the black line; negative: the op "
+                 "lowers the loss there)", fontsize=10)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    return save_figure(fig, path)
+
+
+_GROUP_STYLE = {"correct": ("#2ca02c", "-"), "wrong": ("#d62728", "-"), "all": ("#555555", "--")}
+
+
+def plot_output_costs(summary: dict, path: Path) -> Path:
+    """Output-level cost, loss and entropy over epochs, correct vs wrong samples (SPEC 4 (d), the appendix's
+    "cost vs loss vs entropy"), one row per phase."""
+    oc = summary["output_cost"]
+    epochs = oc["epochs"]
+    phases = [p for p in ("train", "search") if p in oc]
+    titles = {"cost": "output cost  -z_y + Σ softmax(z)_i z_i", "loss": "cross-entropy loss",
+              "entropy": "prediction entropy (nats)"}  # fmt: skip
+    fig, axes = plt.subplots(len(phases), 3, figsize=(14, 3.4 * len(phases)), squeeze=False, sharex=True)
+    for row, phase in enumerate(phases):
+        samples = oc[phase]
+        wrong = [w / a if w is not None and a else None for w, a in zip(samples["wrong"]["samples"],
+                                                                        samples["all"]["samples"])]  # fmt: skip
+        share = [f"{w:.0%}" for w in wrong if w is not None]
+        for col, stat in enumerate(("cost", "loss", "entropy")):
+            ax = axes[row][col]
+            for group, (colour, ls) in _GROUP_STYLE.items():
+                values = np.array([np.nan if v is None else v for v in samples[group][stat]], dtype=float)
+                ax.plot(epochs, values, ls, color=colour, marker="o", ms=3, label=f"{group} samples")
+            if stat == "cost":
+                ax.axhline(0, color="k", lw=0.6)
+            ax.set_title(titles[stat], fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+        axes[row][0].set_ylabel(f"{phase} batches\n(wrong: {share[0]} -> {share[-1]})" if share else f"{phase} batches")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    h, lab = axes[0][0].get_legend_handles_labels()
+    fig.legend(h, lab, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle("output-level cost vs loss vs entropy, epoch means (per sample cost = loss - entropy; <= 0 when "
+                 "correct)", fontsize=10)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
     return save_figure(fig, path)

@@ -212,7 +212,7 @@ class _Search:
             if not self.arch_frozen:
                 self.a_optimizer.step()
             if self.wiring:
-                self.wiring.end()
+                self.wiring.end(logits, y_t)
             search_loss, search_logits, y_v = loss.detach(), logits.detach(), y_t
         else:
             x_v, y_v = self.valid_loader.sample() if cfg.search_batches == "fresh" else self.valid_loader.next()
@@ -226,7 +226,7 @@ class _Search:
                 search_loss, search_logits = self.architect.step(x_t, y_t, x_v, y_v, eta=lr)
             self._check(search_loss, "search (architecture) loss")
             if self.wiring:
-                self.wiring.end()
+                self.wiring.end(search_logits, y_v)
             self.w_optimizer.zero_grad(set_to_none=True)
             if self.wiring:
                 self.wiring.begin("train")
@@ -235,7 +235,7 @@ class _Search:
             self._check(loss, "training loss")
             loss.backward()
             if self.wiring:
-                self.wiring.end()
+                self.wiring.end(logits, y_t)
         torch.nn.utils.clip_grad_norm_(model.weight_parameters(), cfg.grad_clip)
         self.w_optimizer.step()
         for a in model.arch_parameters():
@@ -390,6 +390,7 @@ class _Search:
             if self.wiring:
                 record["wiring_cost"] = self.wiring.epoch_summary()
                 self.wiring.reset_epoch()
+                self.wiring.write(self.run_dir)
             if bar is not None:
                 bar.clear()
             log.info(

@@ -6,9 +6,18 @@
 * :class:`CostRecorder` records the **cost** of SPEC 4: for edge (i, j) and op k,
   C_ij^k = dL/dZ_ij^k = <dL/dx_j, o_k(x_i)>, summed over the batch (the loss is the batch mean,
   so the gradient is multiplied by the batch size). C(none) = 0 by construction. All cells of one
-  type share Z, so the recorded cost is summed over the cells of that type. Costs are accumulated
-  per phase ("search": the architecture step on search batches; "train": the weight step) and
-  averaged per epoch.
+  type share Z, so the cost of Z itself is summed over the cells of that type; the recorder also
+  keeps it **per cell**, as the reference's ``normal_weights_tensor`` (layers x edges x ops) does:
+  each cell reads Z through its own view, whose gradient is that cell's share (the shares add up to
+  the summed cost). Beside it, the **output-level cost** of the DARTS analysis (SPEC 4 (d),
+  ``model_search_cost.py``): per sample c = -z_y + Σ_i softmax(z)_i z_i = d CE(s·z)/ds at s = 1,
+  with the loss and the prediction entropy, split by correctly and wrongly classified samples
+  (:func:`output_cost`). Everything is accumulated per phase ("search": the architecture step on
+  search batches; "train": the weight step) and averaged per epoch, from the gradients and logits
+  the step computes anyway: no extra pass.
+
+The per-epoch means of the summed cost go into ``metrics.jsonl`` (``wiring_cost``); the per-cell
+costs and the output-level statistics into ``wiring.npz`` (:meth:`CostRecorder.arrays`).
 
 Recording needs first-order or single-level search: the second-order step runs several extra
 passes (virtual step, finite differences) whose costs have no place in the analysis.
@@ -16,7 +25,10 @@ passes (virtual step, finite differences) whose costs have no place in the analy
 
 from __future__ import annotations
 
+import io
 import logging
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,12 +37,16 @@ from torch import nn
 
 from cellnas.errors import CellnasError
 from cellnas.genotype import Genotype, edge_pairs, searched_cell_types
+from cellnas.runs import atomic_write_bytes
 
-__all__ = ["ControlledSupernet", "CostRecorder", "parse_edge"]
+__all__ = ["ControlledSupernet", "CostRecorder", "WIRING_ARRAYS", "output_cost", "parse_edge"]
 
 log = logging.getLogger(__name__)
 
 _FIX_LOGIT = 1e4  # α logit that makes a fixed edge's op win the derivation outright
+
+#: the per-cell costs and output-level statistics of a run with ``--record-wiring`` (:meth:`CostRecorder.arrays`)
+WIRING_ARRAYS = "wiring.npz"
 
 
 def parse_edge(text: str | int, n_nodes: int) -> int:
@@ -166,10 +182,36 @@ class ControlledSupernet(nn.Module):
         return derive(logits["normal"], logits["reduce"], self.space)
 
 
+def output_cost(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per sample, the output-level cost of SPEC 4 (d) and what it is plotted against.
+
+    ``cost`` = -z_y + Σ_i softmax(z)_i z_i = d CE(s·z)/ds at s = 1 (``model_search_cost.py``): it is <= 0
+    when z_y is the largest logit (the mean of z under softmax(z) cannot exceed its maximum) and can be > 0
+    for a misclassified sample. ``loss``: the cross-entropy; ``entropy``: of softmax(z), in nats; ``correct``:
+    argmax z == y, the loop's accuracy rule. Computed in the logits' dtype (at least float32).
+    """
+    z = logits.detach()
+    if z.dtype in (torch.float16, torch.bfloat16):
+        z = z.float()
+    log_p = F.log_softmax(z, dim=1)
+    p = log_p.exp()
+    y = labels.view(-1, 1)
+    return {
+        "cost": (p * z).sum(1) - z.gather(1, y).squeeze(1),
+        "loss": -log_p.gather(1, y).squeeze(1),
+        "entropy": -(p * log_p).sum(1),
+        "correct": z.argmax(1) == labels,
+    }
+
+
 class CostRecorder:
-    """Accumulates C = dL/dZ per phase and cell type over an epoch (see the module docstring)."""
+    """Accumulates C = dL/dZ per phase and cell type over an epoch, per cell too, and the output-level cost
+    (see the module docstring)."""
 
     PHASES = ("search", "train")
+    #: the two rows and the four columns of an output-level record (:meth:`arrays`)
+    OUTPUT_GROUPS = ("correct", "wrong")
+    OUTPUT_STATS = ("samples", "cost", "loss", "entropy")
 
     def __init__(self, model: ControlledSupernet) -> None:
         self.model = model
@@ -178,17 +220,33 @@ class CostRecorder:
         space = model.space
         self.shape = (space.n_edges, space.n_ops)
         self.cell_types = searched_cell_types(model.all_normal)
+        # the network position of every cell of each type, in the order of the per-cell arrays
+        kinds = ["reduce" if cell.reduction else "normal" for cell in model.net.cells]
+        self.cell_layers = {c: [i for i, k in enumerate(kinds) if k == c] for c in self.cell_types}
+        for i, (cell, kind) in enumerate(zip(model.net.cells, kinds)):
+            if kind in self.cell_layers:
+                cell.register_forward_pre_hook(self._cell_hook(kind, self.cell_layers[kind].index(i)))
+        self._pending: list[tuple[tuple[str, str], int, torch.Tensor, int]] = []
         self.reset_epoch()
         self.history: list[dict] = []
+        self.cell_history: list[dict] = []  # per epoch: {(phase, cell type): (cells, edges, ops) mean cost}
+        self.output_history: list[dict] = []  # per epoch: {phase: (groups, stats) samples and means}
 
     def reset_epoch(self) -> None:
         self.sums = {(p, c): np.zeros(self.shape) for p in self.PHASES for c in self.cell_types}
         self.counts = {(p, c): 0 for p in self.PHASES for c in self.cell_types}
+        self.cell_sums = {(p, c): np.zeros((len(self.cell_layers[c]), *self.shape))
+                          for p in self.PHASES for c in self.cell_types}  # fmt: skip
+        self.output_sums = {p: np.zeros((len(self.OUTPUT_GROUPS), len(self.OUTPUT_STATS))) for p in self.PHASES}
 
     def begin(self, phase: str) -> None:
         self.phase = phase
 
-    def end(self) -> None:
+    def end(self, logits: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> None:
+        """Close the phase; ``logits`` and ``labels`` of its batch add to the output-level statistics."""
+        self._flush()
+        if logits is not None and self.phase is not None:
+            self.record_outputs(logits, labels)
         self.phase = None
 
     def hook(self, cell_type: str, weights: torch.Tensor, batch: int) -> None:
@@ -202,17 +260,114 @@ class CostRecorder:
 
         weights.register_hook(record)
 
+    def _cell_hook(self, cell_type: str, position: int) -> Callable:
+        """A forward pre-hook for one cell: hands the cell its own view of Z, whose gradient is its cost."""
+
+        def pre_hook(cell: nn.Module, args: tuple) -> tuple | None:
+            s0, _, weights, *_ = args
+            if self.phase is None or not torch.is_grad_enabled() or weights is None or not weights.requires_grad:
+                return None
+            view = weights.view_as(weights)
+            key, batch = (self.phase, cell_type), s0.shape[0]
+            # kept on the device until the phase ends: one transfer per step, not one per cell
+            view.register_hook(lambda grad: self._pending.append((key, position, grad.detach(), batch)))
+            return (args[0], args[1], view, *args[3:])
+
+        return pre_hook
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        grads = torch.stack([g for _, _, g, _ in self._pending]).cpu().double().numpy()
+        for (key, position, _, batch), g in zip(self._pending, grads):
+            self.cell_sums[key][position] += g * batch
+        self._pending = []
+
+    def record_outputs(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add one batch to the output-level sums of the current phase (:func:`output_cost`)."""
+        c = output_cost(logits, labels)
+        rows = []
+        for mask in (c["correct"], ~c["correct"]):
+            m = mask.to(c["cost"].dtype)
+            rows.append(torch.stack([m.sum(), (c["cost"] * m).sum(), (c["loss"] * m).sum(), (c["entropy"] * m).sum()]))
+        self.output_sums[self.phase] += torch.stack(rows).cpu().double().numpy()
+
     def epoch_summary(self) -> dict:
-        """Mean cost per (edge, op) of this epoch, per phase and cell type; also kept in :attr:`history`."""
+        """Mean cost per (edge, op) of this epoch, per phase and cell type; also kept in :attr:`history`.
+
+        The per-cell means and the output-level statistics of the epoch go to :attr:`cell_history` and
+        :attr:`output_history` (written by :meth:`write`)."""
+        self._flush()
         out = {}
         for (p, c), s in self.sums.items():
             n = self.counts[(p, c)]
             out.setdefault(p, {})[c] = {"mean": (s / n).round(6).tolist() if n else None, "count": n}
         self.history.append(out)
+        # the per-cell means divide by the same count, so that they add up to the summed mean
+        self.cell_history.append({key: s / self.counts[key] if self.counts[key] else np.full(s.shape, np.nan)
+                                  for key, s in self.cell_sums.items()})  # fmt: skip
+        outputs = {}
+        for p, s in self.output_sums.items():
+            stats = np.full(s.shape, np.nan)
+            stats[:, 0] = s[:, 0]
+            seen = s[:, 0] > 0
+            stats[seen, 1:] = s[seen, 1:] / s[seen, :1]
+            outputs[p] = stats
+        self.output_history.append(outputs)
         return out
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The per-epoch records as the arrays of ``wiring.npz`` (T epochs, E edges, O ops, n_c cells of type c):
+
+        * ``epoch`` (T,): the epoch index, as ``metrics.jsonl`` counts it; ``ops`` (O,);
+        * ``layers_<cell>`` (n_c,): the network position of each cell of the type;
+        * ``cell_cost_<phase>_<cell>`` (T, n_c, E, O): the epoch's mean cost C per cell, edge and op; summed over
+          the cells it is the ``wiring_cost`` mean of ``metrics.jsonl``; NaN where the phase saw no step;
+        * ``output_<stat>_<phase>`` (T, 2), stat in :attr:`OUTPUT_STATS`, columns :attr:`OUTPUT_GROUPS`
+          (``output_groups``): the number of samples, then the mean output-level cost, loss and entropy.
+
+        Epochs recorded before the recorder kept these (a resumed older checkpoint) are NaN.
+        """
+        T = len(self.cell_history)
+        out = {"epoch": np.arange(T, dtype=np.int64), "ops": np.array(self.model.space.ops),
+               "output_groups": np.array(self.OUTPUT_GROUPS)}  # fmt: skip
+        for c in self.cell_types:
+            out[f"layers_{c}"] = np.asarray(self.cell_layers[c], dtype=np.int64)
+        for p in self.PHASES:
+            for c in self.cell_types:
+                empty = np.zeros((0, len(self.cell_layers[c]), *self.shape))
+                out[f"cell_cost_{p}_{c}"] = np.stack([h[(p, c)] for h in self.cell_history]) if T else empty
+            stats = np.stack([h[p] for h in self.output_history]) if T else np.zeros((0, 2, len(self.OUTPUT_STATS)))
+            for k, name in enumerate(self.OUTPUT_STATS):
+                out[f"output_{name}_{p}"] = stats[:, :, k]  # (T, groups)
+        return out
+
+    def write(self, run_dir: str | Path) -> Path:
+        """Write :meth:`arrays` to ``run_dir/wiring.npz`` (atomically)."""
+        buf = io.BytesIO()
+        np.savez(buf, **self.arrays())
+        return atomic_write_bytes(Path(run_dir) / WIRING_ARRAYS, buf.getvalue())
+
     def state_dict(self) -> dict:
-        return {"sums": self.sums, "counts": self.counts, "history": self.history}
+        self._flush()
+        return {"sums": self.sums, "counts": self.counts, "history": self.history, "cell_sums": self.cell_sums,
+                "cell_history": self.cell_history, "output_sums": self.output_sums,
+                "output_history": self.output_history}  # fmt: skip
 
     def load_state_dict(self, s: dict) -> None:
         self.sums, self.counts, self.history = s["sums"], s["counts"], s["history"]
+        if "cell_sums" in s:
+            self.cell_sums, self.cell_history = s["cell_sums"], s["cell_history"]
+            self.output_sums, self.output_history = s["output_sums"], s["output_history"]
+            return
+        # a checkpoint from before the per-cell and output-level records: the epochs it finished have none
+        # (NaN), nor has the epoch it stopped in, if it stopped mid-epoch
+        self.reset_epoch()
+        self.sums, self.counts = s["sums"], s["counts"]
+        nan_cells = {key: np.full(v.shape, np.nan) for key, v in self.cell_sums.items()}
+        nan_outputs = {p: np.full(v.shape, np.nan) for p, v in self.output_sums.items()}
+        self.cell_history = [dict(nan_cells) for _ in self.history]
+        self.output_history = [dict(nan_outputs) for _ in self.history]
+        if any(self.counts.values()):
+            self.cell_sums = {key: v.copy() for key, v in nan_cells.items()}
+            self.output_sums = {p: v.copy() for p, v in nan_outputs.items()}

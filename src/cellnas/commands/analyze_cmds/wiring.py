@@ -27,6 +27,13 @@ def register(sub, formatter) -> None:
             "  wiring_cost.png          mean cost C = dL/dZ per op, first vs last epoch (needs a search run\n"
             "                           with --record-wiring); C(none) = 0, so an op beats `none` only where\n"
             "                           its cost is negative;\n"
+            "  wiring_cell_cost_<cell>.png\n"
+            "                           the same cost per op in each cell of the type, against the cell's\n"
+            "                           position in the network, first vs last epoch (wiring_cost.png is\n"
+            "                           their sum; needs wiring.npz, written by --record-wiring);\n"
+            "  wiring_output_cost.png   the output-level cost -z_y + Σ softmax(z)_i z_i, the loss and the\n"
+            "                           prediction entropy per epoch, correct vs wrong samples (cost = loss -\n"
+            "                           entropy per sample, <= 0 when correct; needs wiring.npz);\n"
             "  wiring_summary.json      the numbers behind the figures.\n"
             "With two runs the per-run figures end in the run directory's name (wiring_edges_normal_bilevel.png,\n"
             "wiring_cost_single.png), or in _1-NAME and _2-NAME when both directories have the same name.\n\n"
@@ -51,7 +58,7 @@ def register(sub, formatter) -> None:
 def run(args) -> int:
     from cellnas.analysis.wiring import load_run, wiring_summary
     from cellnas.errors import CellnasError
-    from cellnas.plots.wiring import plot_costs, plot_edges, plot_growth
+    from cellnas.plots.wiring import plot_cell_costs, plot_costs, plot_edges, plot_growth, plot_output_costs
     from cellnas.runs import atomic_write_json
 
     if not (math.isfinite(args.margin) and 0 <= args.margin < 1):
@@ -75,6 +82,11 @@ def run(args) -> int:
             written.append(plot_edges(r, s, cell, out / f"wiring_edges_{cell}{suffix}.png"))
         if "cost" in s:
             written.append(plot_costs(s, out / f"wiring_cost{suffix}.png"))
+        for cell in s.get("cell_cost", {}).get("layers", {}):
+            if any(cell in cells for cells in s["cell_cost"]["last_epoch"].values()):
+                written.append(plot_cell_costs(s, cell, out / f"wiring_cell_cost_{cell}{suffix}.png"))
+        if "output_cost" in s:
+            written.append(plot_output_costs(s, out / f"wiring_output_cost{suffix}.png"))
     written.append(plot_growth(pairs, out / "wiring_growth.png"))
     summaries = [s for _, s in pairs]
     written.append(atomic_write_json(out / "wiring_summary.json", summaries if len(summaries) > 1 else summaries[0]))
@@ -90,5 +102,11 @@ def run(args) -> int:
                   f"above `none` from the start: {' '.join(info['selected_at_start']) or '-'}; grown in order: "
                   f"{' '.join(info['growth_order']) or '-'}"
                   + (f"; {first:.0%} of the first half leave an input node" if first is not None else ""))
+        for phase, groups in s.get("output_cost", {}).items():
+            if phase == "epochs":
+                continue
+            last = {g: groups[g]["cost"][-1] for g in ("correct", "wrong", "all")}
+            print(f"  output cost, {phase} batches, last epoch: "
+                  + ", ".join(f"{g} {v:+.3f}" if v is not None else f"{g} -" for g, v in last.items()))
     print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
     return 0
