@@ -144,7 +144,13 @@ def test_width_family_can_keep_the_reduction_cell():
 
 
 def test_width_family_reports_a_bin_it_cannot_fill():
-    with pytest.raises(CellnasError, match="4.5c"):
+    # 1c is a possible width (144 wirings) but rare: 50 candidates do not hold 3 of them
+    with pytest.raises(CellnasError, match=r"distinct re-wirings? of width 1c among 50 candidates"):
+        width_family(get_genotype("DARTS_V2"), widths=(2.0, 1.0), max_tries=50)
+
+
+def test_width_family_refuses_a_width_no_rewiring_has_before_drawing():
+    with pytest.raises(CellnasError, match="4.5 is not a possible width.*1, 1.5, 2, 2.5, 3, 3.5, 4"):
         width_family(get_genotype("DARTS_V2"), widths=(2.0, 4.5), max_tries=300)
 
 

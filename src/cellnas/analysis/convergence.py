@@ -76,7 +76,13 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "genotype"
 
 
+_SEED_DIR = re.compile(r"seed-\d+")
+
+
 def _name_of(spec: str) -> str:
+    """The zoo name, the file's stem or the run directory's name; a ``seed-S`` run directory (of a study or of
+    ``cellnas train --seeds``) is named after the directory above it, which names the genotype (``conv/c1/seed-0`` ->
+    ``c1``), since every seed of a genotype has the same ``seed-S`` names."""
     from cellnas.zoo import ALIASES, ZOO
 
     lookup = {k.lower(): k for k in list(ZOO) + list(ALIASES)}
@@ -84,7 +90,8 @@ def _name_of(spec: str) -> str:
     if spec.lower() in lookup and not path.exists():
         return ALIASES.get(lookup[spec.lower()], lookup[spec.lower()])
     if path.is_dir():
-        return path.name
+        path = path.resolve()
+        return path.parent.name if _SEED_DIR.fullmatch(path.name) and path.parent.name else path.name
     if path.is_file():
         return path.stem
     return "genotype"
@@ -109,8 +116,9 @@ def _from_index(folder: Path) -> list[Entry]:
 def expand_genotypes(specs: list[str]) -> list[Entry]:
     """Resolve GENOTYPE arguments into named entries (see the module docstring).
 
-    Names are the zoo name, the file stem, the run directory's name or the variant's name; a genotype listed twice
-    is kept once, and two different genotypes with the same name get ``-2``, ``-3``... suffixes.
+    Names are the zoo name, the file stem, the run directory's name (the parent's for a ``seed-S`` directory) or the
+    variant's name; a genotype listed twice under one name is kept once, and two different genotypes with the same
+    name get ``-2``, ``-3``... suffixes.
     """
     from cellnas.analysis.topology import topology
     from cellnas.formats import load_genotype

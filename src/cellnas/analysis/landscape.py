@@ -22,7 +22,8 @@ identical to an uninterrupted one. :func:`plane_grid` is the generic engine; gra
 Also: the 1-D landscape along ``d1`` (its values equal the ``b = 0`` row of the 2-D grid) and the linear
 interpolation ``theta(t) = (1 - t) theta_A + t theta_B`` between two trained networks (Goodfellow et al. 2015; Li
 et al.'s ``--model_file2``), which moves every floating-point entry of the state dict, BN running statistics
-included, and normalises nothing.
+included, and normalises nothing, except that running variances are clamped at 0 where extrapolation (t outside
+[0, 1]) makes them negative (:func:`interpolation`).
 
 >>> import torch
 >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
@@ -119,7 +120,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     run), a ``final.pt`` or a ``checkpoint.pt``. ``meta`` holds ``source`` (the file read), ``kind`` (``final`` or
     ``checkpoint``), ``network`` (constructor arguments), ``dataset`` (name, image_size, mean, std, num_classes,
     in_channels; mean/std are ``None`` for a checkpoint, which does not record them), ``config`` (the training
-    config) and ``epoch`` (epochs trained). Drop-path is switched off.
+    config), ``epoch`` (epochs completed) and, for a checkpoint, ``step_in_epoch`` (steps done of the next epoch: a
+    checkpoint taken mid-epoch 2 has ``epoch`` 1). Drop-path is switched off.
     """
     from cellnas.network import build_network
 
@@ -155,12 +157,31 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         meta = {"source": str(source), "kind": "checkpoint", "network": network,
                 "dataset": {"name": cfg["dataset"], "image_size": cfg.get("image_size"), "mean": None, "std": None,
                             "num_classes": num_classes, "in_channels": in_channels},
-                "config": cfg, "epoch": int(state.get("epoch", 0))}  # fmt: skip
-        log.warning("%s has no final.pt: using the checkpoint of an unfinished run (%d epochs)", source.parent,
-                    meta["epoch"])  # fmt: skip
+                "config": cfg, "epoch": int(state.get("epoch", 0)),
+                "step_in_epoch": int(state.get("step_in_epoch", 0))}  # fmt: skip
+        log.warning("%s has no final.pt: using the checkpoint of an unfinished run, taken %s", source.parent,
+                    _checkpoint_position(state))  # fmt: skip
     if hasattr(model, "drop_path_prob"):
         model.drop_path_prob = 0.0
     return model, genotype, meta
+
+
+def _checkpoint_position(state: dict) -> str:
+    """Where a train checkpoint was taken, as the training progress lines count it ("after step 3/23 of epoch
+    2/2", "after epoch 1/2"): ``epoch`` counts the epochs done, so a mid-epoch checkpoint is in epoch ``epoch + 1``."""
+    from cellnas.runs import position
+
+    epoch, step = int(state.get("epoch", 0)), int(state.get("step_in_epoch", 0))
+    epochs = state.get("config", {}).get("epochs", "?")
+    loader = state.get("train_loader") or {}
+    try:  # the loader's length (cellnas.data.loader), capped by --steps-per-epoch as the training loop caps it
+        n, b = int(loader["num_samples"]), int(loader["batch_size"])
+        steps = n // b if loader.get("drop_last") else -(-n // b)
+        cap = state.get("config", {}).get("steps_per_epoch")
+        steps = min(steps, int(cap)) if cap else steps
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        steps = "?"
+    return position(epoch, step, steps, epochs)
 
 
 # ------------------------------------------------------------------------------------------- evaluation data
@@ -323,9 +344,12 @@ def fingerprint(tensors: Sequence[torch.Tensor]) -> str:
 
 
 def axis(lo: float, hi: float, num: int) -> np.ndarray:
-    """``np.linspace(lo, hi, num)``, the reference's ``--x=lo:hi:num``."""
+    """``np.linspace(lo, hi, num)``, the reference's ``--x=lo:hi:num``; ``lo``, ``hi`` and ``hi - lo`` must be finite
+    (an infinite range gives a grid of NaN points)."""
     if num < 1:
         raise CellnasError(f"the grid resolution must be >= 1, got {num}")
+    if not all(np.isfinite(v) for v in (lo, hi, float(hi) - float(lo))):
+        raise CellnasError(f"the range must have finite bounds, got {lo}:{hi}")
     if num > 1 and not hi > lo:
         raise CellnasError(f"the range must have lo < hi, got {lo}:{hi}")
     return np.linspace(float(lo), float(hi), int(num))
@@ -502,7 +526,9 @@ def _logits(out):
 def evaluate_batches(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` (as it is: call ``eval()`` first) over ``batches``.
 
-    The model may return logits or ``(logits, aux)`` as the cellnas networks do.
+    The model may return logits or ``(logits, aux)`` as the cellnas networks do. Where the loss is not finite (NaN or
+    infinite logits, e.g. far out on a landscape) the accuracy is NaN too: the argmax of NaN logits is an arbitrary
+    class, which would read as a chance-level accuracy that was never measured.
     """
     total, correct, loss = 0, 0, 0.0
     for x, y in batches:
@@ -510,7 +536,8 @@ def evaluate_batches(model: nn.Module, batches: Sequence[tuple[torch.Tensor, tor
         loss += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
         total += int(y.numel())
-    return loss / max(total, 1), correct / max(total, 1)
+    loss /= max(total, 1)
+    return loss, (correct / max(total, 1) if np.isfinite(loss) else float("nan"))
 
 
 @contextlib.contextmanager
@@ -584,6 +611,10 @@ def _float_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
 
 
+RUNNING_VAR = "running_var"
+"""The state-dict suffix of BatchNorm's running variance, the one entry that must stay non-negative."""
+
+
 def interpolation(
     model_a: nn.Module,
     model_b: nn.Module,
@@ -591,6 +622,7 @@ def interpolation(
     *,
     ts: np.ndarray | None = None,
     evaluate: Callable[[], dict[str, float]] | None = None,
+    clamp_variances: bool = True,
     config: dict | None = None,
     path: str | Path | None = None,
     save_every: int | None = None,
@@ -602,6 +634,13 @@ def interpolation(
     Every floating-point state-dict entry moves (weights and BN running statistics, Li et al.'s
     ``dir_type=states``), without normalisation; ``model_a`` is evaluated and restored afterwards. Both networks
     must have the same architecture.
+
+    **Running variances are clamped at 0** (``clamp_variances``, the default): for t in [0, 1] the interpolated
+    variance is a convex combination of two variances and never negative, but extrapolating (t < 0 or t > 1) makes
+    some negative, and BN then takes the square root of a negative number: NaN losses and a meaningless accuracy.
+    Clamping is the projection onto the valid variances (BN's ``eps`` keeps the division finite), changes nothing
+    inside [0, 1], and is recorded in the grid's config (``bn_running_var``); the array ``clamped_variances`` counts
+    the running-variance entries clamped at each point. Li et al.'s code does not clamp.
     """
     sa, sb = _float_state(model_a), _float_state(model_b)
     if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
@@ -617,7 +656,20 @@ def interpolation(
             loss, acc = evaluate_batches(model_a, batches)
             return {"losses": loss, "accuracies": acc}
 
-    cfg = {"kind": "interpolate", **(config or {})}
+    # the state dict's tensors share storage with the buffers, so clamping them clamps what BN reads
+    variances = [sa[k] for k in sa if k.rsplit(".", 1)[-1] == RUNNING_VAR] if clamp_variances else []
+    measure = evaluate
+
+    def evaluate_clamped() -> dict[str, float]:
+        with torch.no_grad():
+            clamped = sum(int((v < 0).sum()) for v in variances)
+            for v in variances:
+                v.clamp_(min=0.0)
+        return {**measure(), "clamped_variances": float(clamped)}
+
+    cfg = {"kind": "interpolate", "bn_running_var": "clamped at 0" if clamp_variances else "as interpolated",
+           **(config or {})}  # fmt: skip
     with _eval_mode(model_a):
-        return plane_grid(evaluate, targets, [direction], ts, None, config=cfg, path=path, save_every=save_every,
-                          restart=restart, progress=progress, desc="interpolation")  # fmt: skip
+        return plane_grid(evaluate_clamped if clamp_variances else evaluate, targets, [direction], ts, None,
+                          config=cfg, path=path, save_every=save_every, restart=restart, progress=progress,
+                          desc="interpolation")  # fmt: skip

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from cellnas.analysis.topology import cell_depth, cell_width
-from cellnas.errors import CellnasError, GenotypeError
+from cellnas.errors import CellnasError, GenotypeError, check_seed
 from cellnas.genotype import CELL_TYPES, PRIMITIVES, Cell, Genotype
 
-__all__ = ["random_ops", "random_conn", "widest", "width_family", "Variant", "DEFAULT_WIDTHS"]
+__all__ = ["random_ops", "random_conn", "widest", "width_family", "possible_widths", "wirings_of_width", "Variant",
+           "DEFAULT_WIDTHS"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,9 @@ def random_ops(genotype: Genotype, seed: int) -> Genotype:
     Reference: ``np.random.seed(seed)``; ``choice(7, num_ops)`` for the normal cell, then
     ``choice(7, num_ops)`` for the reduction cell; op := ``PRIMITIVES[1 + idx]``. ``num_ops`` is
     the number of (op, input) pairs of the cell (8 for DARTS/SNAS, 10 for ENAS/NASNet/AmoebaNet).
-    Seeds 1..10 give the paper's ``*_OPS1..10``.
+    Seeds 1..10 give the paper's ``*_OPS1..10``; a seed must be in [0, 2**32) as NumPy's.
     """
-    rs = np.random.RandomState(seed)
+    rs = np.random.RandomState(check_seed(seed, "seed"))
     k = genotype.k
     draws = {name: rs.choice(len(PRIMITIVES) - 1, len(genotype.cell(name).pairs)) for name in CELL_TYPES}
     cells = {}
@@ -85,9 +86,9 @@ def random_conn(genotype: Genotype, seed: int) -> Genotype:
     cell's input := ``choice(states)``, then the reduction cell's input := ``choice(states)``
     (interleaved); after every odd i (every k-th pair in general) the next node id joins
     ``states``. The two inputs of a node **may coincide** (valid for training, not encodable in
-    NAS-Bench-301). Seeds 1..10 give the paper's ``*_CONN1..10``.
+    NAS-Bench-301). Seeds 1..10 give the paper's ``*_CONN1..10``; a seed must be in [0, 2**32) as NumPy's.
     """
-    rs = np.random.RandomState(seed)
+    rs = np.random.RandomState(check_seed(seed, "seed"))
     k = genotype.k
     n, r = genotype.normal, genotype.reduce
     src_n, src_r = _conn_draws(rs, len(n.pairs), len(r.pairs), k)
@@ -120,6 +121,73 @@ def widest(genotype: Genotype) -> Genotype:
     if genotype.k != 2:
         raise GenotypeError(f"widest() needs cells with 2 inputs per node, got k={genotype.k}")
     return Genotype(normal=_widest_cell(genotype.normal), reduce=_widest_cell(genotype.reduce))
+
+
+def wirings_of_width(n_nodes: int, k: int = 2) -> dict[float, int]:
+    """How many input lists :func:`random_conn` can draw for a cell of ``n_nodes`` intermediate nodes with ``k``
+    inputs each, by normal-cell width (units of c): ``{width: count}``, every possible width present.
+
+    Node ``j`` (0-based) draws each of its ``k`` inputs from the 2 cell inputs or the ``j`` earlier nodes, and adds
+    (inputs from the cell inputs) / k to the width (SPEC 3.1), so the count is the coefficient of ``x^m`` in
+    ``prod_j (2x + j)^k`` for width ``m / k``. Node 0 reads only cell inputs: widths run from 1 to ``n_nodes`` in
+    steps of ``1/k``.
+
+    >>> wirings_of_width(2)
+    {1.0: 4, 1.5: 16, 2.0: 16}
+    """
+    poly = np.array([1], dtype=object)  # exact integer coefficients, lowest power first
+    for j in range(n_nodes):
+        for _ in range(k):
+            poly = np.convolve(poly, np.array([j, 2], dtype=object))
+    return {m / k: int(c) for m, c in enumerate(poly) if c}
+
+
+def possible_widths(n_nodes: int, k: int = 2) -> list[float]:
+    """The normal-cell widths a re-wiring of a cell with ``n_nodes`` intermediate nodes can have: 1, 1 + 1/k, ...,
+    ``n_nodes`` (units of c); see :func:`wirings_of_width`.
+
+    >>> possible_widths(4)
+    [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
+    """
+    return sorted(wirings_of_width(n_nodes, k))
+
+
+def _format_widths(widths: list[float]) -> str:
+    return ", ".join(f"{w:g}" for w in widths)
+
+
+def check_family(
+    genotype: Genotype, widths: tuple[float, ...], per_bin: int, seed: int, max_tries: int
+) -> None:
+    """Refuse a :func:`width_family` request that cannot succeed, naming the valid values (CLI flag names), before
+    any candidate is drawn: widths a re-wiring of this cell cannot have (or fewer distinct re-wirings than
+    ``per_bin``), ``per_bin`` or ``max_tries`` below 1, seeds outside NumPy's [0, 2**32)."""
+    n_nodes, k = len(genotype.normal.nodes), genotype.k
+    counts = wirings_of_width(n_nodes, k)
+    valid = sorted(counts)
+    if per_bin < 1:
+        raise CellnasError(f"--per-bin must be >= 1 (variants per width), got {per_bin}")
+    if max_tries < 1:
+        raise CellnasError(f"--max-tries must be >= 1 (candidate seeds to draw), got {max_tries}")
+    check_seed(seed, "--seed")
+    if seed + max_tries - 1 >= 2**32:
+        raise CellnasError(f"--seed {seed} + --max-tries {max_tries} run past the last seed 2**32 - 1; lower one")
+    if not widths:
+        raise CellnasError(f"--widths names no width; possible widths: {_format_widths(valid)}")
+    if len(set(widths)) != len(widths):
+        raise CellnasError(f"--widths {','.join(f'{w:g}' for w in widths)} names a width twice")
+    step = f"1/{k}" if k != 2 else "0.5"
+    for w in widths:
+        match = [v for v in valid if abs(v - w) < 1e-9]
+        if not match:
+            raise CellnasError(
+                f"--widths: {w:g} is not a possible width of a cell with {n_nodes} intermediate nodes; possible "
+                f"widths (units of c): {_format_widths(valid)} (1 to {n_nodes} in steps of {step})"
+            )
+        if counts[match[0]] < per_bin:
+            raise CellnasError(f"--per-bin {per_bin}: a cell with {n_nodes} intermediate nodes has only "
+                               f"{counts[match[0]]} distinct wirings {w:g}c wide; lower --per-bin or drop "
+                               f"{w:g} from --widths")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -170,8 +238,11 @@ def width_family(
 
     This is a **re-creation**: the paper's exact twelve genotypes are unpublished (SPEC 3.2
     UNKNOWN), so the members are not the paper's cells, only the same construction and binning.
-    Raises :class:`CellnasError` when a bin cannot be filled within ``max_tries`` candidates.
+    Raises :class:`CellnasError` for an impossible request (:func:`check_family`: a width no re-wiring has, e.g. 5c
+    for 4 nodes, see :func:`possible_widths`) and when a bin cannot be filled within ``max_tries`` candidates.
     """
+    widths = tuple(float(w) for w in widths)
+    check_family(genotype, widths, per_bin, seed, max_tries)
     k = genotype.k
     n_normal, n_reduce = len(genotype.normal.pairs), len(genotype.reduce.pairs)
     bins: dict[float, list[tuple[int, int]]] = {float(w): [] for w in widths}  # (seed, depth)
@@ -185,14 +256,15 @@ def width_family(
         seen.add(tuple(sources))
         w, d = _width_depth(sources, k, genotype.normal.concat)
         for target, members in bins.items():
-            if abs(w - target) < 1e-9:
+            if abs(w - target) < 1e-9:  # widths are multiples of 1/k: exact in binary for k = 2
                 members.append((s, d))
     family: list[Variant] = []
     for target, members in bins.items():
         if len(members) < per_bin:
+            plural = "s" if len(members) != 1 else ""
             raise CellnasError(
-                f"only {len(members)} distinct re-wirings of width {target:g}c among {max_tries} candidates "
-                f"(seeds {seed}..{seed + max_tries - 1}); {per_bin} needed. Raise max_tries or choose other widths"
+                f"only {len(members)} distinct re-wiring{plural} of width {target:g}c among {max_tries} candidates "
+                f"(seeds {seed}..{seed + max_tries - 1}); {per_bin} needed. Raise --max-tries, or lower --per-bin"
             )
         # round-robin over depths, deepest first, lowest seed first within a depth
         by_depth: dict[int, list[int]] = {}

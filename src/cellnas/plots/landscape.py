@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cellnas.plots.cells import save_figure  # noqa: E402
 
@@ -81,9 +82,11 @@ def plot_surface(
     fig = plt.figure(figsize=(6.4, 5))
     ax = fig.add_subplot(projection="3d")
     ax.plot_surface(X, Y, np.ma.masked_invalid(z), cmap="coolwarm", linewidth=0, antialiased=True)
-    ax.set_xlabel(r"$\alpha$")
-    ax.set_ylabel(r"$\beta$")
+    ax.set_xlabel(r"$\alpha$ ($d_1$)")
+    ax.set_ylabel(r"$\beta$ ($d_2$)")
     ax.set_zlabel(zlabel, labelpad=12)
+    ax.xaxis.set_major_locator(MaxNLocator(5))  # the default 9 ticks overlap on the tilted axes
+    ax.yaxis.set_major_locator(MaxNLocator(5))
     ax.zaxis.get_offset_text().set_x(1.1)  # keep a "1e8" scale clear of the label
     if title:
         ax.set_title(title)
@@ -92,22 +95,45 @@ def plot_surface(
 
 def plot_1d(
     xs, losses, accuracies, path: str | Path, *, xlabel: str = r"$\alpha$ (direction $d_1$)",
-    title: str | None = None, log_loss: bool = False,
+    title: str | None = None, log_loss: bool | None = None,
+    marks: Sequence[tuple[float, str]] = ((0.0, r"$\theta^*$"),),
 ) -> Path:  # fmt: skip
-    """Loss (left axis) and accuracy % (right axis) along a line, as Li et al.'s ``plot_1d_loss_err``."""
+    """Loss (left axis) and accuracy % (right axis) along a line, as Li et al.'s ``plot_1d_loss_err``.
+
+    ``log_loss``: a log loss axis; ``None`` (default) chooses it when the finite losses span more than two decades
+    (far from the trained weights the loss explodes and would flatten the rest of the curve). Points without a
+    finite loss have no accuracy either: both are left blank and the figure says how many there are. ``marks``:
+    dotted vertical lines with labels at the networks themselves (theta* at 0; t = 0 and 1 of an interpolation).
+    """
+    xs = np.asarray(xs, dtype=float)
+    losses = np.asarray(losses, dtype=float)
+    bad = ~np.isfinite(losses)
+    finite = losses[~bad]
+    if log_loss is None:
+        log_loss = bool(finite.size and finite.min() > 0 and finite.max() / finite.min() > 100.0)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(xs, losses, "b-", lw=1.5, label="loss")
+    ax.plot(xs, np.where(bad, np.nan, losses), "b-", lw=1.5, marker="." if len(xs) <= 25 else None, label="loss")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("loss", color="b")
+    ax.set_ylabel("loss (log scale)" if log_loss else "loss", color="b")
     if log_loss:
         ax.set_yscale("log")
     ax.tick_params(axis="y", labelcolor="b")
+    for x, label in marks:
+        if xs.size and xs.min() <= x <= xs.max():
+            ax.axvline(x, color="0.5", ls=":", lw=1)
+            ax.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -12),
+                        textcoords="offset points", fontsize=9, color="0.3")  # fmt: skip
     if accuracies is not None:
+        acc = 100.0 * np.asarray(accuracies, dtype=float)
         ax2 = ax.twinx()
-        ax2.plot(xs, 100.0 * np.asarray(accuracies, dtype=float), "r--", lw=1.2, label="accuracy")
+        ax2.plot(xs, np.where(bad, np.nan, acc), "r--", lw=1.2, marker="." if len(xs) <= 25 else None,
+                 label="accuracy")  # fmt: skip
         ax2.set_ylabel("accuracy (%)", color="r")
         ax2.set_ylim(0, 100)
         ax2.tick_params(axis="y", labelcolor="r")
+    if bad.any():
+        ax.text(0.5, 0.02, f"no finite loss at {int(bad.sum())} of {bad.size} points (left blank)",
+                transform=ax.transAxes, ha="center", fontsize=8, color="k")  # fmt: skip
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
@@ -128,6 +154,8 @@ def plot_compare(
     for ax, (label, xs, ys, z) in zip(axes.flat, panels):
         _contour_on(ax, xs, ys, z, levels)
         ax.set_title(label, fontsize=10)
+        ax.set_xlabel(r"$\alpha$ (direction $d_1$)")
+        ax.set_ylabel(r"$\beta$ (direction $d_2$)")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle(title or f"loss contours (levels {levels[0]:g}:{levels[-1]:g} step "

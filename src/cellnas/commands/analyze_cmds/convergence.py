@@ -77,24 +77,28 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     if not args.dataset:
         raise CellnasError("--dataset is required (digits, cifar10, cifar100 or imagefolder:PATH)")
+    seeds = parse_seeds(args.seeds, "--seeds")
     overrides = {k: getattr(args, k) for k in CONFIG_FLAGS if k not in _SKIP and k not in ("dataset", "epochs")}
     cfg = protocol(args.dataset, epochs=args.epochs, preset=args.preset, progress=args.progress, **overrides)
     entries = expand_genotypes(args.genotypes)
-    seeds = parse_seeds(args.seeds)
     t0 = time.perf_counter()
     result = run_convergence(entries, cfg, out=args.out, seeds=seeds)
     seconds = time.perf_counter() - t0
     c = curves(result.runs)
     widths = {e.name: e.info.get("width") for e in entries}
+    depths = {e.name: e.info.get("depth") for e in entries}
+    base = next((e.name for e in entries if e.info.get("base")), None)
     out = Path(args.out)
     groups = width_groups(entries)
     titles = None
     if groups:
         titles = [f"width {widths[g[-1]]:g}c" for g in groups]
-    plot_convergence(c, out / "convergence.png", key=args.metric, groups=groups, widths=widths, titles=titles)
-    plot_all_curves(c, out / "curves.png", widths=widths,
-                    title=f"{cfg.dataset}: {cfg.layers} cells, C={cfg.channels}, {cfg.epochs} epochs, "
-                          f"seeds {','.join(map(str, seeds))}")  # fmt: skip
+    plot_convergence(c, out / "convergence.png", key=args.metric, groups=groups, widths=widths, titles=titles,
+                     depths=depths, base=base)  # fmt: skip
+    plot_all_curves(c, out / "curves.png", widths=widths, depths=depths, base=base,
+                    title=f"{cfg.dataset}: {cfg.layers} cells, C={cfg.channels}, {cfg.epochs} "
+                          f"epoch{'s' if cfg.epochs != 1 else ''}, seed{'s' if len(seeds) != 1 else ''} "
+                          f"{','.join(map(str, seeds))}")  # fmt: skip
     print(f"{'genotype':<22} {'width':>6} {'depth':>5}  {'test loss':>17}  {'test acc %':>15}")
     for e in entries:
         last = {k: (v["mean"][-1], v["std"][-1]) for k, v in c[e.name].items()}

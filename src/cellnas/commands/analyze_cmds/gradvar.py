@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
-from cellnas.errors import CellnasError
+from cellnas.errors import CellnasError, check_seed
 
 __all__ = ["register", "run"]
 
@@ -40,7 +40,7 @@ def register(sub, formatter) -> None:
                    help="per-parameter: divide by the number of parameters that get a gradient")  # fmt: skip
     p.add_argument("--bn", choices=BN_MODES, default=DEFAULTS["bn"], help="BN mode while differentiating")
     p.add_argument("--grid", action="store_true", help="also over the filter-normalised plane (3-D surface)")
-    p.add_argument("--log-z", action="store_true", help="surface of log10 of the variance")
+    p.add_argument("--log-z", action="store_true", help="with --grid: surface of log10 of the variance")
     p.set_defaults(func=run)
 
 
@@ -62,8 +62,12 @@ def run(args) -> int:
         raise CellnasError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.batches < 2:
         raise CellnasError(f"--batches must be >= 2 for a variance, got {args.batches}")
+    check_seed(args.batch_seed, "--batch-seed")
+    if args.log_z and not args.grid:
+        raise CellnasError("--log-z applies to the surface of --grid only: add --grid, or leave it out")
     plane_args_without(args, "--grid")
     if args.grid:
+        check_seed(args.seed, "--seed")
         if args.resolution < 2:
             raise CellnasError(f"--resolution must be >= 2, got {args.resolution}")
         if args.save_every is not None and args.save_every < 1:

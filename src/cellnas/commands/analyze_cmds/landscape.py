@@ -3,11 +3,15 @@ Li et al. 2018; SPEC 3.4), 1-D slices, interpolation between two networks and si
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from cellnas.commands.analyze import check_output_dir
-from cellnas.errors import CellnasError
+from cellnas.errors import CellnasError, check_finite, check_seed
 
 __all__ = ["register", "run", "add_source_args", "add_plane_args", "parse_range", "prepare", "default_output",
            "label_of"]  # fmt: skip
@@ -25,6 +29,8 @@ def parse_range(text: str | None, default: tuple[float, float] = (-1.0, 1.0)) ->
             lo = -hi
     except ValueError:
         raise CellnasError(f"--range {text!r}: expected R (for -R:R) or LO:HI, e.g. 1 or -0.5:1.5") from None
+    if not all(math.isfinite(v) for v in (lo, hi, hi - lo)):  # NaN compares false with everything: check it first
+        raise CellnasError(f"--range {text!r}: LO, HI and HI - LO must be finite numbers, e.g. 1 or -0.5:1.5")
     if not hi > lo:
         raise CellnasError(f"--range {text!r}: LO must be below HI")
     return lo, hi
@@ -44,6 +50,11 @@ def add_source_args(p) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar (default: a progress bar is shown)")
 
+
+#: Li et al.'s contour levels (SPEC 3.4; :data:`cellnas.plots.landscape.LEVELS`, not imported here to keep matplotlib
+#: out of the command line's start-up); the options default to None so that one given with --1d or --interpolate,
+#: which draw no contours, is refused instead of ignored.
+LEVEL_DEFAULTS = {"vmin": 0.1, "vmax": 10.0, "vlevel": 0.5}
 
 #: The options of :func:`add_plane_args` and their defaults (``gradvar`` resolves them only with ``--grid``).
 PLANE_DEFAULTS = {"range": None, "resolution": 51, "seed": 123, "save_every": None, "restart": False}
@@ -90,8 +101,9 @@ def register(sub, formatter) -> None:
             "Writes landscape.npz (resumable: a killed run continues where it stopped), contour.png (levels\n"
             "0.1:10 step 0.5, the paper's) and surface.png.\n"
             "  --1d             the 1-D landscape along d1: landscape_1d.npz, slice_1d.png\n"
-            "  --interpolate B  theta(t) = (1-t) theta_A + t theta_B (weights and BN statistics): interpolate.npz,\n"
-            "                   interpolate.png\n"
+            "  --interpolate B  theta(t) = (1-t) theta_A + t theta_B (weights and BN statistics), t in -0.5:1.5 by\n"
+            "                   default: interpolate.npz, interpolate.png. BN running variances are clamped at 0\n"
+            "                   where extrapolating (t < 0 or t > 1) makes them negative (recorded in the file)\n"
             "  --compare R2 ..  also the landscapes of R2 ... (same settings) and compare.png with shared levels\n\n"
             "examples: cellnas analyze landscape runs/train-x --resolution 21 --subset 200\n"
             "          cellnas analyze landscape runs/a --compare runs/b runs/c --resolution 11"
@@ -106,9 +118,9 @@ def register(sub, formatter) -> None:
     p.add_argument("--1d", dest="one_d", action="store_true", help="the 1-D landscape along d1 only")
     p.add_argument("--interpolate", metavar="B", help="interpolate linearly towards this run or final.pt")
     p.add_argument("--compare", nargs="+", metavar="RUN", default=[], help="more runs to compare, with shared levels")
-    p.add_argument("--vmin", type=float, default=0.1, help="lowest contour level")
-    p.add_argument("--vmax", type=float, default=10.0, help="contour levels stop below this")
-    p.add_argument("--vlevel", type=float, default=0.5, help="contour level step")
+    p.add_argument("--vmin", type=float, help=f"lowest contour level (default: {LEVEL_DEFAULTS['vmin']:g})")
+    p.add_argument("--vmax", type=float, help=f"contour levels stop below this (default: {LEVEL_DEFAULTS['vmax']:g})")
+    p.add_argument("--vlevel", type=float, help=f"contour level step (default: {LEVEL_DEFAULTS['vlevel']:g})")
     p.set_defaults(func=run)
 
 
@@ -159,9 +171,25 @@ def _eval_batches(args, meta, data, device):
 def _check_levels(args):
     from cellnas.plots.landscape import contour_levels
 
+    given = [f"--{k}" for k in LEVEL_DEFAULTS if getattr(args, k) is not None]
+    if given and (args.one_d or args.interpolate):
+        raise CellnasError(f"{', '.join(given)} set{'s' if len(given) == 1 else ''} the contour levels of the 2-D "
+                           f"landscape, which {'--1d' if args.one_d else '--interpolate'} does not draw: leave "
+                           f"{'it' if len(given) == 1 else 'them'} out")  # fmt: skip
+    for flag, default in LEVEL_DEFAULTS.items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, default)
+        check_finite(getattr(args, flag), f"--{flag}")
     if not (args.vlevel > 0 and args.vmax > args.vmin):
         raise CellnasError("contour levels need --vlevel > 0 and --vmax > --vmin")
+    if (args.vmax - args.vmin) / args.vlevel > MAX_LEVELS:
+        raise CellnasError(f"--vmin {args.vmin:g} --vmax {args.vmax:g} --vlevel {args.vlevel:g} give more than "
+                           f"{MAX_LEVELS} contour levels; raise --vlevel")  # fmt: skip
     return contour_levels(args.vmin, args.vmax, args.vlevel)
+
+
+#: More contour levels than this draw an unreadable figure (and a tiny --vlevel would exhaust the memory).
+MAX_LEVELS = 1000
 
 
 def _grid_2d(args, path: str, out: Path):
@@ -194,6 +222,7 @@ def run(args) -> int:
             raise CellnasError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     if sum(bool(x) for x in (args.one_d, args.interpolate, args.compare)) > 1:
         raise CellnasError("choose one of --1d, --interpolate and --compare")
+    check_seed(args.seed, "--seed")
     levels = _check_levels(args)
     parse_range(args.range)  # a bad --range fails before the network is loaded
     source = resolve_source(args.run)
@@ -211,8 +240,13 @@ def run(args) -> int:
                              progress=args.progress)  # fmt: skip
         seconds = time.perf_counter() - t0
         P.plot_1d(grid.xs, grid["losses"][0], grid["accuracies"][0], out / "interpolate.png",
-                  xlabel=r"$t$ ($\theta_A \to \theta_B$)",
-                  title=f"{label} (t=0) to {label_of(resolve_source(args.interpolate))} (t=1)")  # fmt: skip
+                  xlabel=r"$t$ ($\theta_A \to \theta_B$)", marks=((0.0, r"$\theta_A$"), (1.0, r"$\theta_B$")),
+                  title=f"{label} (t=0) to {label_of(resolve_source(args.interpolate))} (t=1), "
+                        f"{grid.config['split']} set")  # fmt: skip
+        clamped = int(np.count_nonzero(grid["clamped_variances"]))
+        if clamped:
+            print(f"{clamped} of {grid.done.size} points extrapolate BN running variances below 0: clamped at 0 "
+                  "(see interpolate.npz: clamped_variances)", file=sys.stderr)  # fmt: skip
         _report(grid, out, ["interpolate.npz", "interpolate.png"], seconds)
         return 0
     if args.one_d:
@@ -225,7 +259,7 @@ def run(args) -> int:
                               restart=args.restart, progress=args.progress)  # fmt: skip
         seconds = time.perf_counter() - t0
         P.plot_1d(grid.xs, grid["losses"][0], grid["accuracies"][0], out / "slice_1d.png",
-                  title=f"{label}: 1-D landscape (seed {args.seed})")  # fmt: skip
+                  title=f"{label}: 1-D landscape ({grid.config['split']} set, seed {args.seed})")  # fmt: skip
         _report(grid, out, ["landscape_1d.npz", "slice_1d.png"], seconds)
         return 0
     _, grid, seconds, (loss0, acc0) = _grid_2d(args, args.run, out)
@@ -243,7 +277,10 @@ def run(args) -> int:
             seconds += other_seconds
             print(f"{other_label:<24} {other_out / 'landscape.npz'}")
             panels.append((other_label, other_grid.xs, other_grid.ys, other_grid["losses"]))
-        P.plot_compare(panels, out / "compare.png", levels=levels)
+        step = (levels[1] - levels[0]) if len(levels) > 1 else 0
+        P.plot_compare(panels, out / "compare.png", levels=levels,
+                       title=f"{grid.config['split']} loss contours, seed {args.seed} (levels {levels[0]:g}:"
+                             f"{levels[-1]:g} step {step:g})")  # fmt: skip
         files.append("compare.png")
     print(f"{label:<24} loss at theta* {loss0:.4f}, accuracy {acc0:.4f}")
     _report(grid, out, files, seconds)
@@ -251,8 +288,13 @@ def run(args) -> int:
 
 
 def _report(grid, out: Path, files: list[str], seconds: float) -> None:
-    import sys
-
     n = grid.done.size
+    bad = ~np.isfinite(grid["losses"])
+    if bad.any():
+        columns = grid.xs[bad.any(axis=0)]
+        where = ", ".join(f"{x:g}" for x in columns[:8]) + (", ..." if len(columns) > 8 else "")
+        coord = "t" if grid.config.get("kind") == "interpolate" else "alpha"
+        print(f"warning: no finite loss at {int(bad.sum())} of {n} points ({coord} = {where}): left blank in the "
+              "figures, with their accuracy", file=sys.stderr)  # fmt: skip
     print(f"{n} points ({grid.config.get('n_images', '?')} images each) in {seconds:.1f} s; wrote "
           f"{', '.join(files)} to {out}", file=sys.stderr)  # fmt: skip

@@ -6,25 +6,43 @@ import json
 import sys
 
 from cellnas.commands.analyze import output_dir
-from cellnas.errors import CellnasError
+from cellnas.errors import CellnasError, check_seed
+
+__all__ = ["KINDS", "DEFAULTS", "APPLIES_TO", "parse_seeds", "register", "run"]
 
 KINDS = ("family", "random_ops", "random_conn", "widest")
 
+#: Defaults of the options that apply to some kinds only; they default to None so that a given one can be told
+#: from the default (and refused where it would be ignored), and are filled in from here.
+DEFAULTS = {"seeds": "1-10", "seed": 0, "widths": "2,2.5,3,3.5", "per_bin": 3, "max_tries": 2000, "keep_reduce": False}
 
-def parse_seeds(text: str) -> list[int]:
-    """'1-10' -> 1..10; '1,4,7' -> [1, 4, 7]; ranges and lists combine ('1-3,8'). Seeds are >= 0."""
-    seeds: list[int] = []
+#: The kinds each of those options applies to.
+APPLIES_TO = {"seeds": ("random_ops", "random_conn"), "seed": ("family",), "widths": ("family",),
+              "per_bin": ("family",), "max_tries": ("family",), "keep_reduce": ("family",)}  # fmt: skip
+
+
+def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
+    """'1-10' -> 1..10; '1,4,7' -> [1, 4, 7]; ranges and lists combine ('1-3,8'). Seeds are in [0, 2**32), as NumPy's
+    and torch's; a bad one is a :class:`CellnasError` naming ``flag``."""
+    parts: list[tuple[int, int]] = []
     try:
         for part in filter(None, (x.strip() for x in text.split(","))):
             lo, _, hi = part.partition("-")
             first, last = int(lo), int(hi or lo)
             if first < 0 or last < first:
                 raise ValueError
-            seeds += range(first, last + 1)
+            parts.append((first, last))
     except ValueError:
-        raise CellnasError(f"--seeds {text!r}: expected non-negative seeds such as '1-10' or '1,2,5'") from None
-    if not seeds:
-        raise CellnasError(f"--seeds {text!r} names no seed")
+        raise CellnasError(f"{flag} {text!r}: expected non-negative seeds such as '1-10' or '1,2,5'") from None
+    if not parts:
+        raise CellnasError(f"{flag} {text!r} names no seed")
+    for _, last in parts:  # before a range is expanded: '0-99999999999' must not fill the memory first
+        check_seed(last, flag)
+    seeds = [s for first, last in parts for s in range(first, last + 1)]
+    if len(set(seeds)) != len(seeds):
+        seen: set[int] = set()
+        twice = next(s for s in seeds if s in seen or seen.add(s))
+        raise CellnasError(f"{flag} {text!r} names seed {twice} twice; give each seed once")
     return seeds
 
 
@@ -55,11 +73,13 @@ def register(sub, formatter) -> None:
     p.add_argument("genotype", metavar="GENOTYPE", help="zoo name, genotype file, run directory or DARTS text")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory (created if missing)")
     p.add_argument("--kind", choices=KINDS, default="family", help="which variants")
-    p.add_argument("--seeds", default="1-10", help="seeds for random_ops/random_conn, e.g. 1-10 or 1,3,5")
-    p.add_argument("--seed", type=int, default=0, help="first candidate seed of the width family")
-    p.add_argument("--widths", default="2,2.5,3,3.5", help="family: normal-cell widths in units of c")
-    p.add_argument("--per-bin", type=int, default=3, help="family: variants per width")
-    p.add_argument("--max-tries", type=int, default=2000, help="family: candidate seeds to try")
+    d = DEFAULTS
+    p.add_argument("--seeds", help=f"random_ops/random_conn: seeds, e.g. 1-10 or 1,3,5 (default: {d['seeds']})")
+    p.add_argument("--seed", type=int, help=f"family: first candidate seed (default: {d['seed']})")
+    p.add_argument("--widths", help="family: normal-cell widths in units of c, from 1 to the number of intermediate "
+                   f"nodes in steps of 0.5 (default: {d['widths']})")  # fmt: skip
+    p.add_argument("--per-bin", type=int, help=f"family: variants per width (default: {d['per_bin']})")
+    p.add_argument("--max-tries", type=int, help=f"family: candidate seeds to try (default: {d['max_tries']})")
     p.add_argument("--keep-reduce", action="store_true", help="family: keep the reduction cell (default: re-wire it)")
     p.set_defaults(func=run)
 
@@ -85,6 +105,31 @@ def _published_adapt(name: str) -> tuple[str, object] | None:
     return (adapt, ZOO[adapt]) if adapt in ZOO else None
 
 
+def _options_of_kind(args) -> None:
+    """Refuse an option that does not apply to ``--kind`` (it would be silently ignored); fill in the defaults of
+    the ones that apply."""
+    for key, kinds in APPLIES_TO.items():
+        given = getattr(args, key) not in (None, False)
+        if given and args.kind not in kinds:
+            flag = f"--{key.replace('_', '-')}"
+            hint = {"seeds": " (the family's first candidate seed is --seed)",
+                    "seed": " (random_ops/random_conn take --seeds)"}.get(key, "")  # fmt: skip
+            raise CellnasError(f"{flag} applies to --kind {' and '.join(kinds)} only, not {args.kind}: leave it "
+                               f"out{hint}")  # fmt: skip
+        if getattr(args, key) is None:
+            setattr(args, key, DEFAULTS[key])
+
+
+def _figure_title(name: str, args, n: int) -> str:
+    """What variants.png shows: the normal cells only, though most kinds change the reduction cell too."""
+    what = {"family": "width family (random_conn re-wirings)", "random_ops": "random_ops variants",
+            "random_conn": "random_conn variants", "widest": "widest re-wiring"}[args.kind]  # fmt: skip
+    reduce = {"family": "reduction cells kept" if args.keep_reduce else "reduction cells re-wired too",
+              "random_ops": "reduction cells' ops redrawn too", "random_conn": "reduction cells re-wired too",
+              "widest": "reduction cell made widest too"}[args.kind]  # fmt: skip
+    return f"{name}: {what}, {n} variant{'s' if n != 1 else ''} (normal cells shown; {reduce})"
+
+
 def run(args) -> int:
     from cellnas.analysis import variants as V
     from cellnas.analysis.topology import topology
@@ -92,6 +137,7 @@ def run(args) -> int:
     from cellnas.plots.variants import plot_cell_grid
     from cellnas.runs import atomic_write_text
 
+    _options_of_kind(args)
     if args.kind == "family":
         try:
             widths = tuple(float(w) for w in args.widths.split(","))
@@ -100,10 +146,10 @@ def run(args) -> int:
     seeds = parse_seeds(args.seeds) if args.kind in ("random_ops", "random_conn") else []
     base = load_genotype(args.genotype)
     name = _base_name(args.genotype)
-    out = output_dir(args.output)
 
     items: list[tuple[str, object, int | None]] = []  # (name, genotype, seed)
     if args.kind == "family":
+        # checks the request first (V.check_family), then searches: nothing is written unless it succeeds
         family = V.width_family(base, widths=widths, per_bin=args.per_bin, seed=args.seed,
                                 max_tries=args.max_tries, rewire_reduce=not args.keep_reduce)  # fmt: skip
         items = [(v.name, v.genotype, v.seed) for v in family]
@@ -117,6 +163,7 @@ def run(args) -> int:
         # named after Shu et al.'s published cell only when it is that cell (ENAS's differs in one edge)
         label = f"{name}_ADAPT" if published is not None and published[1] == wide else f"{name}_WIDEST"
         items = [(label, wide, None)]
+    out = output_dir(args.output)
 
     def entry(label, g, seed):
         file = f"{label}.json"
@@ -145,8 +192,10 @@ def run(args) -> int:
         index["family"] = {"widths": args.widths, "per_bin": args.per_bin, "seed": args.seed,
                            "max_tries": args.max_tries, "rewire_reduce": not args.keep_reduce}  # fmt: skip
     atomic_write_text(out / "index.json", json.dumps(index, indent=2) + "\n")
-    cells = [(name, base.normal)] + [(label, g.normal) for label, g, _ in items]
-    plot_cell_grid(cells, out / "variants.png", title=f"{name}: {args.kind} variants (normal cells)")
+    cells = [(f"{name} (base)", base.normal)]
+    cells += [(label if seed is None or args.kind != "family" else f"{label} (seed {seed})", g.normal)
+              for label, g, seed in items]  # fmt: skip
+    plot_cell_grid(cells, out / "variants.png", title=_figure_title(name, args, len(items)))
     for e in index["variants"]:
         print(f"{e['name']:<20} width {e['width']:g}c  depth {e['depth']}  {e['file']}")
     print(f"wrote {len(items)} variants, index.json and variants.png to {out}", file=sys.stderr)
