@@ -1,6 +1,8 @@
 """Wiring evolution (Xie et al. 2021): the recorded cost, edge ablations, selection times, the study command."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,6 +146,15 @@ def test_search_with_recording_then_the_wiring_study(tmp_path, capsys):
     assert [s["mode"] for s in summary] == ["bilevel", "single-level"]
     assert len(summary[0]["cells"]["normal"]["edges"]) == 5
     assert "cost" in summary[0] and summary[0]["cost"]["first_epoch"]["train"]["normal"]["none"] == 0
+    for s, run in zip(summary, runs):  # no ablations: every edge is averaged, per epoch too, and none is marked
+        assert all("ablation" not in e for e in s["cells"]["normal"]["edges"]) and "fixed_edges" not in s["cost"]
+        metrics = [json.loads(line) for line in open(Path(run) / "metrics.jsonl")]
+        means = [np.asarray(m["wiring_cost"]["train"]["normal"]["mean"]) for m in metrics]
+        per_epoch = s["cost"]["per_epoch"]
+        assert per_epoch["epochs"] == [1, 2]
+        for k, op in enumerate(s["ops"]):
+            np.testing.assert_allclose(per_epoch["train"]["normal"][op], [m[:, k].mean() for m in means])
+            assert per_epoch["train"]["normal"][op][-1] == s["cost"]["last_epoch"]["train"]["normal"][op]
     for s in summary:  # the per-cell cost per op sums to the summed one, cell by cell
         for when in ("first_epoch", "last_epoch"):
             for phase, cells in s["cell_cost"][when].items():
@@ -156,7 +167,8 @@ def test_search_with_recording_then_the_wiring_study(tmp_path, capsys):
     assert train["all"]["samples"] == [32, 32] and set(train) == {"correct", "wrong", "all"}
     assert all(c <= 0 for c in train["correct"]["cost"] if c is not None)
     for name in ("wiring_growth.png", "wiring_edges_normal_bilevel.png", "wiring_cost_single-level.png",
-                 "wiring_cell_cost_normal_bilevel.png", "wiring_output_cost_single-level.png"):  # fmt: skip
+                 "wiring_cost_epochs_bilevel.png", "wiring_cell_cost_normal_bilevel.png",
+                 "wiring_output_cost_single-level.png"):  # fmt: skip
         assert (tmp_path / "fig" / name).is_file()
 
 
@@ -237,8 +249,8 @@ def test_wiring_figures_of_one_run_are_named_without_a_suffix(wiring_runs, capsy
     run = wiring_runs / "a" / "run"
     assert main(["analyze", "wiring", str(run)]) == 0
     assert _written(capsys, run / "wiring") == {"wiring_edges_normal.png", "wiring_cost.png", "wiring_growth.png",
-                                                "wiring_cell_cost_normal.png", "wiring_output_cost.png",
-                                                "wiring_summary.json"}  # fmt: skip
+                                                "wiring_cost_epochs.png", "wiring_cell_cost_normal.png",
+                                                "wiring_output_cost.png", "wiring_summary.json"}  # fmt: skip
     out = wiring_runs / "one-b"
     assert main(["analyze", "wiring", str(wiring_runs / "b" / "run"), "--out", str(out)]) == 0
     # no --record-wiring: no cost figure; a reduction cell: its own edge figure
@@ -247,15 +259,13 @@ def test_wiring_figures_of_one_run_are_named_without_a_suffix(wiring_runs, capsy
 
 
 def test_wiring_figures_of_two_runs_carry_each_run_name(wiring_runs, tmp_path, capsys):
-    import shutil
-
     a, b = wiring_runs / "a" / "run", wiring_runs / "b" / "run"
     named = {tmp_path / "bilevel": a, tmp_path / "single": b}
     for copy, run in named.items():
         shutil.copytree(run, copy, ignore=shutil.ignore_patterns("wiring"))
     assert main(["analyze", "wiring", *map(str, named), "--out", str(tmp_path / "fig")]) == 0
     assert _written(capsys, tmp_path / "fig") == {
-        "wiring_edges_normal_bilevel.png", "wiring_cost_bilevel.png",
+        "wiring_edges_normal_bilevel.png", "wiring_cost_bilevel.png", "wiring_cost_epochs_bilevel.png",
         "wiring_cell_cost_normal_bilevel.png", "wiring_output_cost_bilevel.png",
         "wiring_edges_normal_single.png", "wiring_edges_reduce_single.png",
         "wiring_growth.png", "wiring_summary.json",
@@ -263,7 +273,7 @@ def test_wiring_figures_of_two_runs_carry_each_run_name(wiring_runs, tmp_path, c
     # two runs in directories of one name: numbered in the order given, so no figure overwrites another
     assert main(["analyze", "wiring", str(a), str(b), "--out", str(tmp_path / "same")]) == 0
     assert _written(capsys, tmp_path / "same") == {
-        "wiring_edges_normal_1-run.png", "wiring_cost_1-run.png",
+        "wiring_edges_normal_1-run.png", "wiring_cost_1-run.png", "wiring_cost_epochs_1-run.png",
         "wiring_cell_cost_normal_1-run.png", "wiring_output_cost_1-run.png",
         "wiring_edges_normal_2-run.png", "wiring_edges_reduce_2-run.png",
         "wiring_growth.png", "wiring_summary.json",
@@ -365,13 +375,11 @@ def test_output_statistics_are_split_by_correctness_per_phase():
 
 
 def test_a_run_without_wiring_arrays_is_analysed_as_before(wiring_runs, tmp_path, capsys):
-    import shutil
-
     old = tmp_path / "old"
     shutil.copytree(wiring_runs / "a" / "run", old, ignore=shutil.ignore_patterns("wiring", "wiring.npz"))
     assert main(["analyze", "wiring", str(old)]) == 0
     assert _written(capsys, old / "wiring") == {"wiring_edges_normal.png", "wiring_cost.png", "wiring_growth.png",
-                                                "wiring_summary.json"}  # fmt: skip
+                                                "wiring_cost_epochs.png", "wiring_summary.json"}  # fmt: skip
     before = json.loads((old / "wiring" / "wiring_summary.json").read_text())
     assert main(["analyze", "wiring", str(wiring_runs / "a" / "run"), "--out", str(tmp_path / "new")]) == 0
     after = json.loads((tmp_path / "new" / "wiring_summary.json").read_text())
@@ -442,3 +450,179 @@ def test_a_checkpoint_without_per_cell_records_still_resumes(recorded_reference,
     summary = json.loads((tmp_path / "fig" / "wiring_summary.json").read_text())
     assert summary["cell_cost"]["epochs"] == [2, 2]
     assert summary["output_cost"]["train"]["correct"]["cost"][0] is None
+
+
+# -- edge ablations in the analysis (SPEC 4 (c)), the cost per epoch (Fig. 10b), notes, legend, devices ------------
+
+ABLATION = dict(remove_edges={"normal": ["0-2", "0-3"]}, fix_edges={"normal": {"1-2": "sep_conv_5x5"}})
+
+
+@pytest.fixture(scope="module")
+def ablated_run(tmp_path_factory):
+    """The paper's ablation of the minimal cell (SPEC 4 (c)), tiny: 0-2 and 0-3 removed, 1-2 fixed, costs recorded."""
+    out = tmp_path_factory.mktemp("ablated") / "run"
+    search(out=out, record_wiring=True, epochs=2, **ABLATION, **{**ABLATED, "steps_per_epoch": 2})
+    return out
+
+
+def _capture_figures(monkeypatch) -> dict:
+    """The figures `analyze wiring` saves, by file name (saved as usual too), to read what they show."""
+    import cellnas.plots.wiring as plots
+
+    figures, real = {}, plots.save_figure
+
+    def save(fig, path, *args, **kwargs):
+        figures[Path(path).name] = fig
+        return real(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "save_figure", save)
+    return figures
+
+
+def test_an_ablated_run_is_analysed_through_the_op_weights_it_used(ablated_run, tmp_path, monkeypatch, capsys):
+    figures = _capture_figures(monkeypatch)
+    assert main(["analyze", "wiring", str(ablated_run), "--out", str(tmp_path / "fig")]) == 0
+    s = json.loads((tmp_path / "fig" / "wiring_summary.json").read_text())
+    cell = s["cells"]["normal"]
+    edges = {e["edge"]: e for e in cell["edges"]}
+    assert cell["removed_edges"] == ["0-2", "0-3"] and cell["fixed_edges"] == {"1-2": "sep_conv_5x5"}
+    assert cell["free_edges"] == ["1-3", "2-3"] and cell["live_edges"] == 3
+    for name in ("0-2", "0-3"):  # no op, never selected
+        assert edges[name]["ablation"] == "removed"
+        assert edges[name]["final_best_op"] is None and edges[name]["selected_at"] is None
+    # the fixed edge reports the op the network used, the derived genotype's, not its (ignored) α's strongest
+    geno = json.loads((ablated_run / "genotype.json").read_text())
+    assert ["sep_conv_5x5", 1] in geno["normal"]["nodes"][0]
+    assert edges["1-2"]["ablation"] == "fixed" and edges["1-2"]["final_best_op"] == "sep_conv_5x5"
+    assert edges["1-2"]["selected_at"] == s["times"][0] and edges["1-2"]["final_none"] == 0
+    assert edges["1-3"]["ablation"] is None and edges["2-3"]["ablation"] is None
+    assert "1-2" in cell["selected_at_start"]
+    assert not {"0-2", "0-3"} & {*cell["selected_at_start"], *cell["growth_order"]}
+    # with no margin the chance lead of the initialisation counts; still never on a removed edge
+    capsys.readouterr()
+    assert main(["analyze", "wiring", str(ablated_run), "--margin", "0", "--json", "--out", str(tmp_path / "m0")]) == 0
+    m0 = json.loads(capsys.readouterr().out)["cells"]["normal"]
+    assert all(1 <= n <= 3 for n in m0["selected_count"])
+    assert [e["selected_at"] for e in m0["edges"] if e["ablation"] == "removed"] == [None, None]
+    # every figure says the run is ablated; the edge panels of ablated edges draw no α
+    assert set(figures) == {"wiring_edges_normal.png", "wiring_cost.png", "wiring_cost_epochs.png", "wiring_growth.png",
+                            "wiring_cell_cost_normal.png", "wiring_output_cost.png"}  # fmt: skip
+    for name, fig in figures.items():
+        assert "removed 0-2, 0-3" in fig.get_suptitle() and "fixed 1-2=sep_conv_5x5" in fig.get_suptitle(), name
+    panels = {ax.get_title(): ax for ax in figures["wiring_edges_normal.png"].axes}
+    for title in ("0-2 (input): removed", "0-3 (input): removed", "1-2 (input): sep_conv_5x5 (fixed)"):
+        assert not panels[title].get_lines(), title
+    assert panels["1-3 (input): " + edges["1-3"]["final_best_op"]].get_lines()
+
+
+def test_an_ablated_runs_costs_average_the_free_edges_and_give_the_fixed_op_apart(ablated_run, tmp_path, capsys):
+    assert main(["analyze", "wiring", str(ablated_run), "--out", str(tmp_path / "fig")]) == 0
+    s = json.loads((tmp_path / "fig" / "wiring_summary.json").read_text())
+    ops, k = s["ops"], s["ops"].index("sep_conv_5x5")
+    free = [3, 4]  # 1-3, 2-3 (edge order 0-2, 1-2, 0-3, 1-3, 2-3)
+    metrics = [json.loads(line) for line in open(ablated_run / "metrics.jsonl")]
+    for phase in ("search", "train"):
+        means = [np.asarray(m["wiring_cost"][phase]["normal"]["mean"]) for m in metrics]
+        assert np.abs(means[-1][[0, 2]]).sum() > 0  # the recorder logs a (counterfactual) cost on removed edges too
+        for when, m in (("first_epoch", means[0]), ("last_epoch", means[-1])):
+            np.testing.assert_allclose(list(s["cost"][when][phase]["normal"].values()), m[free].mean(0), atol=1e-12)
+        fixed_cost = [m[1, k] for m in means]  # edge 1-2, the fixed op
+        assert s["cost"]["fixed_edges"][phase]["normal"] == {"1-2": {"op": "sep_conv_5x5", "cost": fixed_cost}}
+        for when in ("first_epoch", "last_epoch"):  # per cell: the same edges, adding up to the summed cost
+            per_cell = s["cell_cost"][when][phase]["normal"]
+            for op in ops:
+                assert sum(per_cell[op]) == pytest.approx(s["cost"][when][phase]["normal"][op], abs=1e-6)
+            fixed = s["cell_cost"]["fixed_edges"][when][phase]["normal"]["1-2"]
+            assert fixed["op"] == "sep_conv_5x5"
+            assert sum(fixed["cost"]) == pytest.approx(s["cost"]["fixed_edges"][phase]["normal"]["1-2"]["cost"][
+                0 if when == "first_epoch" else -1], abs=1e-6)  # fmt: skip
+
+
+def test_the_cost_per_epoch_figure_draws_the_fixed_op_and_the_free_edges_ops(ablated_run, tmp_path, monkeypatch):
+    """SPEC 4 (c), the paper's Fig. 10b: the cost of the fixed edge's op and of the others, over epochs."""
+    figures = _capture_figures(monkeypatch)
+    assert main(["analyze", "wiring", str(ablated_run), "--out", str(tmp_path / "fig")]) == 0
+    s = json.loads((tmp_path / "fig" / "wiring_summary.json").read_text())
+    assert s["cost"]["per_epoch"]["epochs"] == [1, 2]
+    axes = figures["wiring_cost_epochs.png"].axes
+    assert sorted(ax.get_title() for ax in axes) == [
+        "normal cell, search batches (mean over free edges 1-3, 2-3)",
+        "normal cell, train batches (mean over free edges 1-3, 2-3)",
+    ]
+    for ax in axes:
+        phase = "search" if "search" in ax.get_title() else "train"
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        fixed = lines["1-2 fixed: sep_conv_5x5"]
+        assert list(fixed.get_xdata()) == [1, 2]
+        np.testing.assert_array_equal(fixed.get_ydata(), s["cost"]["fixed_edges"][phase]["normal"]["1-2"]["cost"])
+        for op in s["ops"][1:]:
+            np.testing.assert_array_equal(lines[op].get_ydata(), s["cost"]["per_epoch"][phase]["normal"][op])
+        assert "none" not in lines  # C(none) = 0: the black zero line
+
+
+def test_a_run_without_recorded_costs_says_which_figures_need_record_wiring(wiring_runs, tmp_path, capsys):
+    plain = wiring_runs / "b" / "run"
+    assert main(["analyze", "wiring", str(plain), "--json", "--out", str(tmp_path / "plain")]) == 0
+    out, err = capsys.readouterr()
+    json.loads(out)  # the note keeps stdout JSON
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and f"{plain} was searched without --record-wiring" in notes[0]
+    for name in ("wiring_cost.png", "wiring_cost_epochs.png", "wiring_cell_cost_<cell>.png", "wiring_output_cost.png"):
+        assert name in notes[0]
+    assert "search again with --record-wiring" in notes[0]
+    # recorded before wiring.npz existed: the two figures that need it are named
+    old = tmp_path / "old"
+    shutil.copytree(wiring_runs / "a" / "run", old, ignore=shutil.ignore_patterns("wiring", "wiring.npz"))
+    assert main(["analyze", "wiring", str(old), "--out", str(tmp_path / "o")]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "no wiring.npz" in notes[0] and "wiring_output_cost.png" in notes[0]
+    assert main(["analyze", "wiring", str(wiring_runs / "a" / "run"), "--out", str(tmp_path / "a")]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_the_cost_legend_shows_what_tells_the_epochs_apart(wiring_runs, tmp_path, monkeypatch):
+    """Bars are coloured per op: the legend's swatches show the epochs' own mark (hatching), not a colour."""
+    figures = _capture_figures(monkeypatch)
+    assert main(["analyze", "wiring", str(wiring_runs / "a" / "run"), "--out", str(tmp_path / "fig")]) == 0
+    for ax in figures["wiring_cost.png"].axes:
+        legend = ax.get_legend()
+        first, last = ax.containers  # the bars of the first and of the last epoch
+        assert "op" in legend.get_title().get_text()
+        handles = legend.legend_handles
+        assert handles[0].get_hatch() != handles[1].get_hatch()
+        for bars, handle in ((first, handles[0]), (last, handles[1])):
+            assert {bar.get_hatch() for bar in bars} == {handle.get_hatch()}
+            assert len({bar.get_facecolor() for bar in bars}) > 1  # coloured per op, as the legend title says
+
+
+class _NoFloat64(torch.Tensor):
+    """A gradient as a device without float64 (Apple MPS) gives it: no float64 on the device, plain after .cpu()."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.double or (func is torch.Tensor.to and torch.float64 in (*args[1:], *kwargs.values())):
+            raise TypeError("Cannot convert a MPS Tensor to float64 dtype as the MPS framework doesn't support float64")
+        if func is torch.Tensor.cpu:
+            with torch._C.DisableTorchFunctionSubclass():
+                return args[0].clone()
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def test_the_summed_cost_hook_moves_to_the_cpu_before_float64():
+    _, model = _tiny()
+    recorder = CostRecorder(model)
+    hooks = []
+
+    class _Weights:  # stands in for Z: keeps the hook the recorder registers
+        requires_grad = True
+
+        def register_hook(self, fn):
+            hooks.append(fn)
+
+    recorder.begin("train")
+    recorder.hook("normal", _Weights(), 4)
+    grad = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))  # float32, as on a GPU
+    hooks[0](grad.as_subclass(_NoFloat64))
+    np.testing.assert_array_equal(recorder.sums[("train", "normal")], grad.double().numpy() * 4)  # bit-identical
+    assert recorder.counts[("train", "normal")] == 1

@@ -35,6 +35,7 @@ __all__ = [
     "Genotype",
     "CELL_TYPES",
     "edge_pairs",
+    "parse_edge",
     "as_int",
 ]
 
@@ -42,6 +43,27 @@ def edge_pairs(n_nodes: int) -> list[tuple[int, int]]:
     """The edges ``(source, destination)`` of a supernet cell in α-row order (SPEC 1.3: node j reads nodes
     0 .. j-1; rows 0-1 lead to node 2, rows 2-4 to node 3, ...)."""
     return [(i, j) for j in range(2, n_nodes + 2) for i in range(j)]
+
+
+def parse_edge(text: str | int, n_nodes: int) -> int:
+    """An edge as its α row: an index ``5`` or ``'i-j'`` (source i, destination j; SPEC 1.3 order)."""
+    pairs = edge_pairs(n_nodes)
+    n_edges = len(pairs)
+    if isinstance(text, int) or str(text).isdigit():
+        e = int(text)
+    else:
+        try:
+            i, j = (int(t) for t in str(text).replace("->", "-").split("-"))
+        except ValueError:
+            raise GenotypeError(
+                f"edge {text!r} must be an index 0..{n_edges - 1} or 'i-j' (source-destination)"
+            ) from None
+        if not (2 <= j < n_nodes + 2 and 0 <= i < j):
+            raise GenotypeError(f"edge {text!r}: no such edge in a cell with {n_nodes} intermediate nodes")
+        e = pairs.index((i, j))
+    if not 0 <= e < n_edges:
+        raise GenotypeError(f"edge {text!r} out of range 0..{n_edges - 1}")
+    return e
 
 
 #: The 8 DARTS candidate operations, in the canonical order of quark0/darts (SPEC 1.1).

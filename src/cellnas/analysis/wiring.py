@@ -19,7 +19,18 @@ per-cell costs (``wiring.npz``) also give them per cell position, the summed cos
 output-level cost of SPEC 4 (d) per epoch for correctly and wrongly classified samples, beside the
 loss and the prediction entropy. Per sample the three are tied: cost = loss - entropy
 (-z_y + Σ p_i z_i = (logsumexp z - z_y) - (logsumexp z - Σ p_i z_i)), so a correct sample's loss
-never exceeds its entropy. Run directories without ``wiring.npz`` are analysed as before.
+never exceeds its entropy. Run directories without ``wiring.npz`` are analysed as before. The mean cost
+per op is also given at every epoch (``cost.per_epoch``), the form of the paper's ablation figure (Fig. 10b).
+
+**Edge ablations** (SPEC 4 (c); ``--remove-edge`` / ``--fix-edge``, read from the run's ``config.json``):
+the search ran with the op weights Z of :class:`~cellnas.search.wiring.ControlledSupernet`, all 0 on a
+removed edge and one-hot on a fixed one, whatever α says there. The analysis reads the edges through the
+same Z: a removed edge is never selected, has no op and no place in the counts; a fixed edge carries its
+fixed op and counts as selected from the start (its Z leads ``none`` by 1). The recorder still logs a cost
+for every op of an ablated edge (<dL/dx_j, o_k(x_i)> exists even where Z = 0), but only the fixed op's
+is the cost of something the network computes: the mean cost per op is taken over the *free* edges
+(neither removed nor fixed, their α learnt), and the fixed op's cost on a fixed edge is reported apart.
+Runs without ablations are analysed as before (every edge is free).
 
 **The selection margin** (the paper's exact rule is unknown, SPEC 4). With the DARTS
 initialisation (α = 1e-3 · N(0, 1)) every op starts at softmax ≈ 1/|ops|, and the largest of
@@ -37,10 +48,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cellnas.errors import RunError
-from cellnas.genotype import edge_pairs, searched_cell_types
+from cellnas.errors import GenotypeError, RunError
+from cellnas.genotype import edge_pairs, parse_edge, searched_cell_types
 
-__all__ = ["DEFAULT_MARGIN", "selected_mask", "selection_times", "wiring_summary", "load_run"]
+__all__ = ["DEFAULT_MARGIN", "ablated_weights", "run_ablations", "selected_mask", "selection_times",
+           "wiring_summary", "load_run"]
 
 #: softmax(α) by which an edge's strongest op must beat ``none`` to count as selected (module docstring)
 DEFAULT_MARGIN = 0.001
@@ -63,12 +75,58 @@ def selected_mask(history: np.ndarray, ops, margin: float = DEFAULT_MARGIN) -> n
 def selection_times(history: np.ndarray, times: np.ndarray, ops, margin: float = DEFAULT_MARGIN) -> list[float | None]:
     """Per edge, the first time its strongest non-``none`` op overtakes ``none`` by more than ``margin``
     (None: never). With no ``none`` op every edge is selected from the start."""
-    selected = selected_mask(history, ops, margin)
+    return _first_times(selected_mask(history, ops, margin), times)
+
+
+def _first_times(selected: np.ndarray, times: np.ndarray) -> list[float | None]:
+    """Per edge (column of ``selected``, T x edges), the first time it is True (None: never)."""
     out = []
-    for e in range(history.shape[1]):
+    for e in range(selected.shape[1]):
         hits = np.flatnonzero(selected[:, e])
         out.append(float(times[hits[0]]) if hits.size else None)
     return out
+
+
+def _edge_row(edge: str | int, n_nodes: int) -> int:
+    """An edge of ``config.json``'s ablations as its α row (:func:`~cellnas.genotype.parse_edge`, which checked it
+    when the run started)."""
+    try:
+        return parse_edge(edge, n_nodes)
+    except GenotypeError as exc:
+        raise RunError(f"config.json ablates an edge this run's cells lack: {exc}") from None
+
+
+def run_ablations(cfg: dict) -> dict[str, dict]:
+    """The edge ablations of a search run (SPEC 4 (c)), from ``config.json``'s ``remove_edges`` and ``fix_edges``.
+
+    -> ``{cell: {"removed": [edge row, ...], "fixed": {edge row: op}}}`` for the cell types that have one; ``{}``
+    for a run without ablations (also one from before ``--remove-edge`` / ``--fix-edge``).
+    """
+    n_nodes = int(cfg["nodes"])
+    out: dict[str, dict] = {}
+    for c, edges in (cfg.get("remove_edges") or {}).items():
+        if edges:
+            out.setdefault(c, {"removed": [], "fixed": {}})["removed"] = sorted(_edge_row(e, n_nodes) for e in edges)
+    for c, mapping in (cfg.get("fix_edges") or {}).items():
+        if mapping:
+            out.setdefault(c, {"removed": [], "fixed": {}})["fixed"] = {
+                _edge_row(e, n_nodes): str(op) for e, op in mapping.items()
+            }
+    return out
+
+
+def ablated_weights(history: np.ndarray, ops, ablation: dict | None) -> np.ndarray:
+    """The op weights Z the search network used (``ControlledSupernet.mixing_weights``, SPEC 4 (c)): softmax(α)
+    ``history`` (T, edges, ops) with a removed edge's row all 0 and a fixed edge's row one-hot on its op."""
+    if not ablation:
+        return history
+    ops = list(ops)
+    z = np.array(history, dtype=float, copy=True)
+    z[:, ablation["removed"]] = 0.0
+    for e, op in ablation["fixed"].items():
+        z[:, e] = 0.0
+        z[:, e, ops.index(op)] = 1.0
+    return z
 
 
 def load_run(run_dir: str | Path) -> dict:
@@ -99,6 +157,11 @@ def wiring_summary(run: dict, margin: float = DEFAULT_MARGIN) -> dict:
     times = hist["epoch"]
     edges = edge_pairs(n_nodes)
     cell_types = searched_cell_types(bool(cfg.get("all_normal")))
+    ablations = run_ablations(cfg)
+    no_ablation = {"removed": [], "fixed": {}}
+    # the edges whose α the search learnt: the cost means average over these (module docstring)
+    free = {c: [e for e in range(len(edges)) if e not in ablations.get(c, no_ablation)["removed"]
+                and e not in ablations.get(c, no_ablation)["fixed"]] for c in cell_types}  # fmt: skip
     out: dict = {
         "run": str(run["dir"]),
         "mode": cfg.get("mode", "bilevel"),
@@ -109,41 +172,79 @@ def wiring_summary(run: dict, margin: float = DEFAULT_MARGIN) -> dict:
         "cells": {},
     }
     for c in cell_types:
-        h = hist[c]
-        sel = selection_times(h, times, ops, margin)
+        ablation = ablations.get(c, no_ablation)
+        removed = ablation["removed"]
+        h = ablated_weights(hist[c], ops, ablations.get(c))  # the Z the network used
+        mask = selected_mask(h, ops, margin)
+        mask[:, removed] = False  # also without a `none` op, where every edge counts as selected
+        sel = _first_times(mask, times)
         k_none = ops.index("none") if "none" in ops else None
-        count = [int(n) for n in selected_mask(h, ops, margin).sum(1)]
+        count = [int(n) for n in mask.sum(1)]
+        # the pattern is the free edges': a fixed edge is selected throughout by construction
+        free_count = [int(n) for n in mask[:, free[c]].sum(1)]
         # edges above `none` already at the first record were not grown: listed apart
         order = sorted((t, e) for e, t in enumerate(sel) if t is not None and t > times[0])
         out["cells"][c] = {
-            "edges": [
-                {"edge": f"{i}-{j}", "from_input": i < 2, "selected_at": sel[e],
-                 "final_none": float(h[-1, e, k_none]) if k_none is not None else None,
-                 "final_best_op": ops[int(np.argmax(np.where(np.arange(len(ops)) == k_none, -1, h[-1, e])))]}
-                for e, (i, j) in enumerate(edges)
-            ],  # fmt: skip
+            "edges": [_edge_record(e, i, j, h, sel, ops, k_none, ablation, bool(ablations))
+                      for e, (i, j) in enumerate(edges)],  # fmt: skip
             "selected_count": count,
             "selected_at_start": [f"{i}-{j}" for e, (i, j) in enumerate(edges) if sel[e] == times[0]],
             "growth_order": [f"{edges[e][0]}-{edges[e][1]}" for _, e in order],
             "input_edges_first": _inputs_first([edges[e] for _, e in order]),
-            "pattern": "grow" if count and count[0] <= count[-1] and count[-1] > 0 else
-                       ("none selected" if count and count[-1] == 0 else "prune"),  # fmt: skip
+            "pattern": _pattern(free_count),
         }
         topo = [m.get("topology", {}).get(c) for m in metrics]
         out["cells"][c]["derived_width"] = [t["width"] if t else None for t in topo]
         out["cells"][c]["derived_depth"] = [t["depth"] if t else None for t in topo]
-    costs = [m["wiring_cost"] for m in metrics if "wiring_cost" in m]
-    if costs:
-        out["cost"] = {"first_epoch": _cost_per_op(costs[0], ops), "last_epoch": _cost_per_op(costs[-1], ops),
-                       "epochs": len(costs)}  # fmt: skip
+        if ablations:
+            out["cells"][c].update({
+                "removed_edges": [_name(edges, e) for e in removed],
+                "fixed_edges": {_name(edges, e): op for e, op in sorted(ablation["fixed"].items())},
+                "live_edges": len(edges) - len(removed),
+                "free_edges": [_name(edges, e) for e in free[c]],
+            })  # fmt: skip
+    recorded = [m for m in metrics if "wiring_cost" in m]
+    if recorded:
+        costs = [m["wiring_cost"] for m in recorded]
+        out["cost"] = {"first_epoch": _cost_per_op(costs[0], ops, free),
+                       "last_epoch": _cost_per_op(costs[-1], ops, free),
+                       "epochs": len(costs),
+                       "per_epoch": _cost_per_epoch(recorded, ops, free)}  # fmt: skip
+        if any(a["fixed"] for a in ablations.values()):
+            out["cost"]["fixed_edges"] = _fixed_cost_per_epoch(costs, ops, edges, ablations)
     if run.get("wiring") is not None:
-        cell_cost = _cell_cost(run["wiring"], ops, cell_types)
+        cell_cost = _cell_cost(run["wiring"], ops, cell_types, free, ablations, edges)
         if cell_cost is not None:
             out["cell_cost"] = cell_cost
         output_cost = _output_cost(run["wiring"])
         if output_cost is not None:
             out["output_cost"] = output_cost
     return out
+
+
+def _name(edges: list[tuple[int, int]], e: int) -> str:
+    return "{}-{}".format(*edges[e])
+
+
+def _edge_record(e: int, i: int, j: int, z: np.ndarray, sel: list, ops: list[str], k_none: int | None,
+                 ablation: dict, ablated_run: bool) -> dict:
+    """One edge of the summary, read through the op weights ``z`` the network used (:func:`ablated_weights`):
+    a fixed edge's best op is its fixed op; a removed edge has none, and is never selected."""
+    record = {"edge": f"{i}-{j}", "from_input": i < 2, "selected_at": sel[e],
+              "final_none": float(z[-1, e, k_none]) if k_none is not None else None,
+              "final_best_op": ops[int(np.argmax(np.where(np.arange(len(ops)) == k_none, -1, z[-1, e])))]}  # fmt: skip
+    if e in ablation["removed"]:
+        record.update(final_none=None, final_best_op=None)
+    if ablated_run:  # older summaries keep their keys
+        record["ablation"] = "removed" if e in ablation["removed"] else "fixed" if e in ablation["fixed"] else None
+    return record
+
+
+def _pattern(count: list[int]) -> str:
+    """Grow, prune or none selected, from the number of selected edges over time."""
+    if count and count[0] <= count[-1] and count[-1] > 0:
+        return "grow"
+    return "none selected" if count and count[-1] == 0 else "prune"
 
 
 def _inputs_first(order: list[tuple[int, int]]) -> float | None:
@@ -154,37 +255,78 @@ def _inputs_first(order: list[tuple[int, int]]) -> float | None:
     return sum(i < 2 for i, _ in head) / len(head)
 
 
-def _cost_per_op(epoch_cost: dict, ops: list[str]) -> dict:
-    """Mean over edges of the per-(edge, op) mean cost, per phase and cell type -> {phase: {cell: {op: c}}}."""
+def _cost_per_op(epoch_cost: dict, ops: list[str], free: dict[str, list[int]]) -> dict:
+    """Mean over a cell's free edges (all edges without ablations) of the per-(edge, op) mean cost, per phase and
+    cell type -> {phase: {cell: {op: c}}}; a cell with no free edge is left out."""
     out: dict = {}
     for phase, cells in epoch_cost.items():
         for cell, stats in cells.items():
-            if stats.get("mean") is None:
+            if stats.get("mean") is None or not free.get(cell):
                 continue
-            mean = np.asarray(stats["mean"]).mean(0)
+            mean = np.asarray(stats["mean"])[free[cell]].mean(0)
             out.setdefault(phase, {})[cell] = {op: float(v) for op, v in zip(ops, mean)}
+    return out
+
+
+def _cost_per_epoch(recorded: list[dict], ops: list[str], free: dict[str, list[int]]) -> dict:
+    """The mean cost per op over the free edges at every recorded epoch (SPEC 4 (c), the paper's Fig. 10b).
+
+    -> ``{"epochs": [epoch, counted from 1], phase: {cell: {op: [c per epoch]}}}``; None at an epoch where the phase
+    took no step; a phase without any is left out.
+    """
+    per_epoch = [_cost_per_op(m["wiring_cost"], ops, free) for m in recorded]
+    out: dict = {"epochs": [int(m.get("epoch", t)) + 1 for t, m in enumerate(recorded)]}
+    for phase in _PHASES:
+        cells = {c for p in per_epoch for c in p.get(phase, {})}
+        for cell in sorted(cells):
+            out.setdefault(phase, {})[cell] = {
+                op: [p[phase][cell][op] if cell in p.get(phase, {}) else None for p in per_epoch] for op in ops
+            }
+    return out
+
+
+def _fixed_cost_per_epoch(costs: list[dict], ops: list[str], edges: list[tuple[int, int]],
+                          ablations: dict[str, dict]) -> dict:
+    """The cost of each fixed edge's op at every recorded epoch (the op the network computes there; SPEC 4 (c)).
+
+    -> ``{phase: {cell: {"i-j": {"op": op, "cost": [c per epoch, None without a step]}}}}``.
+    """
+    out: dict = {}
+    for phase in _PHASES:
+        for cell, ablation in ablations.items():
+            rows = [(m.get(phase) or {}).get(cell, {}).get("mean") for m in costs]
+            if not ablation["fixed"] or all(r is None for r in rows):
+                continue
+            out.setdefault(phase, {})[cell] = {
+                _name(edges, e): {"op": op, "cost": [None if r is None else float(np.asarray(r)[e, ops.index(op)])
+                                                     for r in rows]}
+                for e, op in sorted(ablation["fixed"].items())
+            }  # fmt: skip
     return out
 
 
 _PHASES = ("search", "train")
 
 
-def _cell_cost(arrays: dict, ops: list[str], cell_types) -> dict | None:
-    """The per-cell cost (SPEC 4), mean over edges, at the first and the last recorded epoch.
+def _cell_cost(arrays: dict, ops: list[str], cell_types, free: dict[str, list[int]],
+               ablations: dict[str, dict], edges: list[tuple[int, int]]) -> dict | None:
+    """The per-cell cost (SPEC 4), mean over the free edges, at the first and the last recorded epoch.
 
     -> ``{"layers": {cell: [network position]}, "epochs": [first, last] (counted from 1),
-    "first_epoch"|"last_epoch": {phase: {cell: {op: [cost per cell]}}}}``; None when nothing was recorded.
+    "first_epoch"|"last_epoch": {phase: {cell: {op: [cost per cell]}}}}``, and in a run with fixed edges
+    ``"fixed_edges": {"first_epoch"|"last_epoch": {phase: {cell: {"i-j": {"op": op, "cost": [per cell]}}}}}``
+    (the fixed op's cost on that edge); None when nothing was recorded.
     """
-    per_op = {}
+    recorded_arrays = {}
     for p in _PHASES:
         for c in cell_types:
             a = arrays.get(f"cell_cost_{p}_{c}")
             if a is not None and a.ndim == 4 and a.shape[1] > 0 and np.isfinite(a).any():
-                per_op[(p, c)] = a.mean(2)  # (T, cells, E, O) -> (T, cells, O)
-    if not per_op:
+                recorded_arrays[(p, c)] = a  # (T, cells, E, O)
+    if not recorded_arrays:
         return None
     # an epoch counts when some phase recorded it (NaN: a phase without steps, or an epoch of an older checkpoint)
-    recorded = np.flatnonzero(np.any([np.isfinite(v).all((1, 2)) for v in per_op.values()], axis=0))
+    recorded = np.flatnonzero(np.any([np.isfinite(a).all((1, 2, 3)) for a in recorded_arrays.values()], axis=0))
     first, last = int(recorded[0]), int(recorded[-1])
     epoch = arrays["epoch"]
     out: dict = {
@@ -193,10 +335,22 @@ def _cell_cost(arrays: dict, ops: list[str], cell_types) -> dict | None:
         "first_epoch": {},
         "last_epoch": {},
     }
-    for (p, c), v in per_op.items():
+    fixed_out: dict = {"first_epoch": {}, "last_epoch": {}}
+    for (p, c), a in recorded_arrays.items():
         for name, t in (("first_epoch", first), ("last_epoch", last)):
-            if np.isfinite(v[t]).all():
-                out[name].setdefault(p, {})[c] = {op: v[t, :, k].tolist() for k, op in enumerate(ops)}
+            if not np.isfinite(a[t]).all():
+                continue
+            if free.get(c):
+                per_op = a[t][:, free[c]].mean(1)  # (cells, E, O) -> (cells, O)
+                out[name].setdefault(p, {})[c] = {op: per_op[:, k].tolist() for k, op in enumerate(ops)}
+            fixed = ablations.get(c, {}).get("fixed", {})
+            if fixed:
+                fixed_out[name].setdefault(p, {})[c] = {
+                    _name(edges, e): {"op": op, "cost": a[t][:, e, ops.index(op)].tolist()}
+                    for e, op in sorted(fixed.items())
+                }
+    if any(fixed_out.values()):
+        out["fixed_edges"] = fixed_out
     return out
 
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cellnas.errors import CellnasError
-from cellnas.genotype import Genotype, edge_pairs, searched_cell_types
+from cellnas.genotype import Genotype, edge_pairs, parse_edge, searched_cell_types
 from cellnas.runs import atomic_write_bytes
 
 __all__ = ["ControlledSupernet", "CostRecorder", "WIRING_ARRAYS", "output_cost", "parse_edge"]
@@ -47,27 +47,6 @@ _FIX_LOGIT = 1e4  # α logit that makes a fixed edge's op win the derivation out
 
 #: the per-cell costs and output-level statistics of a run with ``--record-wiring`` (:meth:`CostRecorder.arrays`)
 WIRING_ARRAYS = "wiring.npz"
-
-
-def parse_edge(text: str | int, n_nodes: int) -> int:
-    """An edge as its α row: an index ``5`` or ``'i-j'`` (source i, destination j; SPEC 1.3 order)."""
-    pairs = edge_pairs(n_nodes)
-    n_edges = len(pairs)
-    if isinstance(text, int) or str(text).isdigit():
-        e = int(text)
-    else:
-        try:
-            i, j = (int(t) for t in str(text).replace("->", "-").split("-"))
-        except ValueError:
-            raise CellnasError(
-                f"edge {text!r} must be an index 0..{n_edges - 1} or 'i-j' (source-destination)"
-            ) from None
-        if not (2 <= j < n_nodes + 2 and 0 <= i < j):
-            raise CellnasError(f"edge {text!r}: no such edge in a cell with {n_nodes} intermediate nodes")
-        e = pairs.index((i, j))
-    if not 0 <= e < n_edges:
-        raise CellnasError(f"edge {text!r} out of range 0..{n_edges - 1}")
-    return e
 
 
 class ControlledSupernet(nn.Module):
@@ -255,7 +234,8 @@ class CostRecorder:
         key = (self.phase, cell_type)
 
         def record(grad: torch.Tensor) -> None:
-            self.sums[key] += grad.detach().double().cpu().numpy() * batch
+            # to the CPU first: some devices (Apple MPS) have no float64; float32 -> float64 is exact either way
+            self.sums[key] += grad.detach().cpu().double().numpy() * batch
             self.counts[key] += 1
 
         weights.register_hook(record)

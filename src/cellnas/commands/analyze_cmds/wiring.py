@@ -1,4 +1,5 @@
-"""``cellnas analyze wiring RUN_DIR [RUN_DIR2]``: the wiring evolution of a search (Xie et al., AISTATS 2021)."""
+"""``cellnas analyze wiring RUN_DIR [RUN_DIR2]``: the wiring evolution of a search (Xie et al., AISTATS 2021;
+SPEC 4), edge ablations (SPEC 4 (c)) included."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def register(sub, formatter) -> None:
             "  wiring_cost.png          mean cost C = dL/dZ per op, first vs last epoch (needs a search run\n"
             "                           with --record-wiring); C(none) = 0, so an op beats `none` only where\n"
             "                           its cost is negative;\n"
+            "  wiring_cost_epochs.png   the same cost per op at every epoch (the paper's ablation figure 10b;\n"
+            "                           needs --record-wiring);\n"
             "  wiring_cell_cost_<cell>.png\n"
             "                           the same cost per op in each cell of the type, against the cell's\n"
             "                           position in the network, first vs last epoch (wiring_cost.png is\n"
@@ -35,6 +38,11 @@ def register(sub, formatter) -> None:
             "                           prediction entropy per epoch, correct vs wrong samples (cost = loss -\n"
             "                           entropy per sample, <= 0 when correct; needs wiring.npz);\n"
             "  wiring_summary.json      the numbers behind the figures.\n"
+            "A run searched with edge ablations (--remove-edge, --fix-edge; read from its config.json) is analysed\n"
+            "through the op weights it used: a removed edge has no op, is never selected and is left out of the\n"
+            "counts; a fixed edge has its fixed op and is selected throughout. The cost means are over the free\n"
+            "edges (neither removed nor fixed), and each fixed edge's op is drawn apart. Every figure names the\n"
+            "ablations in its title.\n"
             "With two runs the per-run figures end in the run directory's name (wiring_edges_normal_bilevel.png,\n"
             "wiring_cost_single.png), or in _1-NAME and _2-NAME when both directories have the same name.\n\n"
             "example:\n"
@@ -58,7 +66,14 @@ def register(sub, formatter) -> None:
 def run(args) -> int:
     from cellnas.analysis.wiring import load_run, wiring_summary
     from cellnas.errors import CellnasError
-    from cellnas.plots.wiring import plot_cell_costs, plot_costs, plot_edges, plot_growth, plot_output_costs
+    from cellnas.plots.wiring import (
+        plot_cell_costs,
+        plot_cost_epochs,
+        plot_costs,
+        plot_edges,
+        plot_growth,
+        plot_output_costs,
+    )
     from cellnas.runs import atomic_write_json
 
     if not (math.isfinite(args.margin) and 0 <= args.margin < 1):
@@ -82,12 +97,17 @@ def run(args) -> int:
             written.append(plot_edges(r, s, cell, out / f"wiring_edges_{cell}{suffix}.png"))
         if "cost" in s:
             written.append(plot_costs(s, out / f"wiring_cost{suffix}.png"))
+            written.append(plot_cost_epochs(s, out / f"wiring_cost_epochs{suffix}.png"))
         for cell in s.get("cell_cost", {}).get("layers", {}):
             if any(cell in cells for cells in s["cell_cost"]["last_epoch"].values()):
                 written.append(plot_cell_costs(s, cell, out / f"wiring_cell_cost_{cell}{suffix}.png"))
         if "output_cost" in s:
             written.append(plot_output_costs(s, out / f"wiring_output_cost{suffix}.png"))
     written.append(plot_growth(pairs, out / "wiring_growth.png"))
+    for r, s in pairs:
+        note = _missing_records(r, s)
+        if note:
+            print(note, file=sys.stderr)
     summaries = [s for _, s in pairs]
     written.append(atomic_write_json(out / "wiring_summary.json", summaries if len(summaries) > 1 else summaries[0]))
     if args.json:
@@ -96,9 +116,14 @@ def run(args) -> int:
     for s in summaries:
         print(f"{s['run']} ({s['mode']}):")
         for cell, info in s["cells"].items():
+            if "live_edges" in info:
+                fixed = " ".join(f"{e}={op}" for e, op in info["fixed_edges"].items())
+                print(f"  {cell}: ablated: removed {' '.join(info['removed_edges']) or '-'}; fixed {fixed or '-'} "
+                      f"(counted as selected throughout); costs averaged over {' '.join(info['free_edges']) or '-'}")
             counts = info["selected_count"]
             first = info["input_edges_first"]
-            print(f"  {cell}: selected edges {counts[0]} -> {counts[-1]} ({info['pattern']}); "
+            pattern = f"free edges: {info['pattern']}" if "live_edges" in info else info["pattern"]
+            print(f"  {cell}: selected edges {counts[0]} -> {counts[-1]} ({pattern}); "
                   f"above `none` from the start: {' '.join(info['selected_at_start']) or '-'}; grown in order: "
                   f"{' '.join(info['growth_order']) or '-'}"
                   + (f"; {first:.0%} of the first half leave an input node" if first is not None else ""))
@@ -110,3 +135,15 @@ def run(args) -> int:
                   + ", ".join(f"{g} {v:+.3f}" if v is not None else f"{g} -" for g, v in last.items()))
     print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
     return 0
+
+
+def _missing_records(run: dict, summary: dict) -> str | None:
+    """A one-line note naming the figures a run's records cannot give, and how to get them (None: all there)."""
+    if "cost" not in summary:
+        return (f"note: {run['dir']} was searched without --record-wiring: wiring_cost.png, wiring_cost_epochs.png, "
+                "wiring_cell_cost_<cell>.png and wiring_output_cost.png need its cost records; search again with "
+                "--record-wiring (first-order or single-level) to get them")  # fmt: skip
+    if run.get("wiring") is None:
+        return (f"note: {run['dir']} has no wiring.npz (recorded by an older cellnas): wiring_cell_cost_<cell>.png "
+                "and wiring_output_cost.png need it; search again with --record-wiring to get them")  # fmt: skip
+    return None
