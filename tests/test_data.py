@@ -290,14 +290,21 @@ def test_digits_resized():
     assert ds.train_x.shape == (1438, 1, 16, 16) and ds.image_size == 16 and ds.default_crop_padding == 2
 
 
+def _tested_and_trained_in_every_class(ds, per_class: int) -> bool:
+    tested, trained = torch.bincount(ds.test_y, minlength=ds.num_classes), torch.bincount(ds.train_y)
+    return bool((tested >= 1).all() and (trained >= 1).all() and (tested + trained == per_class).all())
+
+
 def test_imagefolder_split_per_class(tmp_path):
     _png_folder(tmp_path)
     ds = get_dataset(f"imagefolder:{tmp_path}")
     assert ds.classes == ["cat", "dog", "emu"] and ds.num_classes == 3 and ds.in_channels == 3
-    assert ds.train_x.shape == (12, 3, 32, 32) and ds.test_x.shape == (3, 3, 32, 32)
-    assert torch.bincount(ds.test_y).tolist() == [1, 1, 1] and torch.bincount(ds.train_y).tolist() == [4, 4, 4]
+    assert ds.n_train + ds.n_test == 15 and ds.train_x.shape[1:] == ds.test_x.shape[1:] == (3, 32, 32)
+    assert _tested_and_trained_in_every_class(ds, per_class=5)
+    assert ds.split["rule"] == "hash-v1" and (ds.split["n_train"], ds.split["n_test"]) == (ds.n_train, ds.n_test)
     again = get_dataset(f"imagefolder:{tmp_path}", image_size=8)
-    assert again.train_x.shape == (12, 3, 8, 8) and torch.equal(again.test_y, ds.test_y)
+    assert again.train_x.shape == (ds.n_train, 3, 8, 8) and torch.equal(again.test_y, ds.test_y)
+    assert again.split == ds.split
 
 
 def test_imagefolder_uses_train_and_test_subfolders(tmp_path):
@@ -305,6 +312,7 @@ def test_imagefolder_uses_train_and_test_subfolders(tmp_path):
     _png_folder(tmp_path / "val", classes=("cat", "emu"), per_class=2)
     ds = get_dataset(f"imagefolder:{tmp_path}")
     assert (ds.n_train, ds.n_test) == (9, 4) and ds.test_y.tolist() == [0, 0, 2, 2]
+    assert ds.split["rule"] == "folders" and ds.split["test_folder"] == "val" and ds.split["n_test"] == 4
 
 
 def test_imagefolder_errors_name_the_problem(tmp_path):
@@ -328,10 +336,13 @@ def test_imagefolder_errors_name_the_problem(tmp_path):
 
 
 def test_imagefolder_train_alone_is_split_and_never_read_as_one_class(tmp_path):
-    """PATH/train/<class> without test/ or val/: the classes of train/, split 20 % per class (not one class 'train')."""
+    """PATH/train/<class> without test/ or val/: the classes of train/, split per class (not one class 'train')."""
     _png_folder(tmp_path / "train")
     ds = get_dataset(f"imagefolder:{tmp_path}")
-    assert ds.classes == ["cat", "dog", "emu"] and (ds.n_train, ds.n_test) == (12, 3)
+    assert ds.classes == ["cat", "dog", "emu"] and _tested_and_trained_in_every_class(ds, per_class=5)
+    flat = tmp_path / "flat"
+    shutil.copytree(tmp_path / "train", flat)
+    assert get_dataset(f"imagefolder:{flat}").split == ds.split  # split as if train/ were the root
     one = tmp_path / "one"
     _png_folder(one / "train", classes=("cat",))
     with pytest.raises(DataError, match="at least two"):
@@ -357,7 +368,7 @@ def test_imagefolder_class_named_like_a_split_is_a_class(tmp_path, named):
     _png_folder(tmp_path, classes=("cat", "dog", named), per_class=5)
     ds = get_dataset(f"imagefolder:{tmp_path}")
     assert ds.classes == sorted(["cat", "dog", named]) and ds.num_classes == 3
-    assert (ds.n_train, ds.n_test) == (12, 3) and torch.bincount(ds.test_y).tolist() == [1, 1, 1]
+    assert _tested_and_trained_in_every_class(ds, per_class=5)
 
 
 def test_imagefolder_refuses_split_folders_mixed_with_other_folders(tmp_path):

@@ -1,7 +1,8 @@
 """Datasets and the device-resident loader with batched augmentation (SPEC 1.5, 2.2).
 
 * :mod:`cellnas.data.datasets`: :class:`Dataset`, the registry (``get_dataset``, ``list_datasets``,
-  ``register_dataset``), digits and image folders; :mod:`cellnas.data.cifar`: CIFAR-10/100 files and downloads.
+  ``register_dataset``) and digits; :mod:`cellnas.data.cifar`: CIFAR-10/100 files and downloads;
+  :mod:`cellnas.data.imagefolder`: ``imagefolder:PATH``, its split rule and fingerprint, reading images.
 * :mod:`cellnas.data.augment`: :class:`Augment` and the batched crop/flip/normalise/cutout.
 * :mod:`cellnas.data.loader`: :class:`DeviceLoader`, :func:`search_split`, :func:`make_loaders`.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from cellnas.data.augment import Augment, augment_batch, cutout, normalize, random_crop_flip
 from cellnas.data.datasets import Dataset, get_dataset, list_datasets, register_dataset
+from cellnas.data.imagefolder import imagefolder_split, load_imagefolder, split_mismatch
 from cellnas.data.loader import DeviceLoader, Loaders, make_loaders, search_split
 
 __all__ = [
@@ -26,10 +28,13 @@ __all__ = [
     "augment_batch",
     "cutout",
     "get_dataset",
+    "imagefolder_split",
     "list_datasets",
+    "load_imagefolder",
     "make_loaders",
     "normalize",
     "random_crop_flip",
     "register_dataset",
     "search_split",
+    "split_mismatch",
 ]

@@ -6,7 +6,8 @@ applies on the device (SPEC 1.5, 2.2). Registered names:
 
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits (no download; for tests and quick runs);
 * ``cifar10``, ``cifar100``: the python-pickle releases, read from ``data_dir`` (see :mod:`cellnas.data.cifar`);
-* ``imagefolder:PATH``: one sub-folder per class of PNG/JPEG images.
+* ``imagefolder:PATH``: one sub-folder per class of images, each class split about 80/20 by a hash of each file's
+  path, or ``PATH/train/`` beside ``PATH/test/`` (see :mod:`cellnas.data.imagefolder`).
 
 >>> ds = get_dataset("digits")
 >>> ds.train_x.shape, ds.test_x.shape, ds.num_classes
@@ -34,11 +35,10 @@ __all__ = [
     "list_datasets",
     "register_dataset",
     "load_digits",
-    "load_imagefolder",
+    "stratified_split",
     "channel_stats",
     "resize_images",
     "DEFAULT_DATA_DIR",
-    "IMAGE_EXTENSIONS",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,14 +46,8 @@ log = logging.getLogger(__name__)
 DEFAULT_DATA_DIR = Path("data")
 """Where file-based datasets are looked for (and downloaded to) when no ``data_dir`` is given."""
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
-
 DIGITS_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
-IMAGEFOLDER_SEED = 0
-IMAGEFOLDER_TEST_FRACTION = 0.2
-IMAGEFOLDER_SPLITS = ("train", "test", "val")
-"""Sub-folder names of the split layout ``PATH/train`` + ``PATH/test`` (or ``PATH/val``) of an image folder."""
 
 
 def default_crop_padding_for(image_size: int) -> int:
@@ -72,7 +66,9 @@ class Dataset:
     ``int64`` class indices in ``[0, num_classes)``. ``mean``/``std`` are per-channel constants in [0, 1] units
     (pixel / 255) used for normalisation. ``default_crop_padding`` and ``default_flip`` are the augmentation
     defaults suited to the data (:func:`cellnas.data.make_loaders` uses them): digits use padding 1 and no
-    flips, because a mirrored digit is a different glyph (or none).
+    flips, because a mirrored digit is a different glyph (or none). ``split`` describes how a dataset whose split
+    can change with its files chose its test set (image folders: rule, counts and a fingerprint of the test files,
+    see :mod:`cellnas.data.imagefolder`), as plain JSON values; ``None`` for fixed releases.
     """
 
     name: str
@@ -88,6 +84,7 @@ class Dataset:
     classes: list[str] | None = field(default=None, repr=False)
     default_crop_padding: int = 4
     default_flip: bool = True
+    split: dict | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.mean = tuple(float(m) for m in self.mean)
@@ -147,6 +144,7 @@ def get_dataset(
     download: bool = False,
     image_size: int | None = None,
     train: bool = True,
+    split_rule: str | None = None,
 ) -> Dataset:
     """Load a dataset by name (SPEC 1.5, 2.2).
 
@@ -154,7 +152,8 @@ def get_dataset(
     archive whose official URL is known (CIFAR). ``image_size`` resizes the images (bilinear, antialiased;
     default: the native size, 32 for ``imagefolder:``). ``train=False`` says that only the test set is needed
     (``cellnas evaluate``): a loader that takes a ``train`` keyword (CIFAR) then reads no training files and
-    returns an empty training set; the others load everything. Unknown names raise a
+    returns an empty training set; the others load everything. ``split_rule``: the train/test split of an image
+    folder (:data:`cellnas.data.imagefolder.SPLIT_RULES`; default: the current rule). Unknown names raise a
     :class:`~cellnas.errors.CellnasError` listing the valid ones.
     """
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
@@ -164,7 +163,9 @@ def get_dataset(
         path = name.split(":", 1)[1]
         if not path:
             raise DataError("'imagefolder:' needs a directory: use --dataset imagefolder:PATH")
-        return load_imagefolder(path, image_size=image_size or 32)
+        from cellnas.data.imagefolder import load_imagefolder
+
+        return load_imagefolder(path, image_size=image_size or 32, **({"split_rule": split_rule} if split_rule else {}))
     if name not in _REGISTRY:
         raise unknown_name("dataset", name, [*_REGISTRY, "imagefolder:PATH"])
     loader_fn = _REGISTRY[name]
@@ -225,7 +226,7 @@ def _maybe_resize(ds: Dataset, image_size: int | None, recompute_stats: bool) ->
     test_x = resize_images(ds.test_x, image_size)
     mean, std = channel_stats(train_x) if recompute_stats else (ds.mean, ds.std)
     return Dataset(ds.name, train_x, ds.train_y, test_x, ds.test_y, ds.num_classes, ds.in_channels, image_size,
-                   mean, std, ds.classes, default_crop_padding_for(image_size), ds.default_flip)
+                   mean, std, ds.classes, default_crop_padding_for(image_size), ds.default_flip, ds.split)
 
 
 # --------------------------------------------------------------------------------------------- digits
@@ -252,166 +253,6 @@ def load_digits(*, data_dir: Path | None = None, download: bool = False, image_s
     ds = Dataset("digits", train_x, y[train_idx].contiguous(), test_x, y[test_idx].contiguous(), 10, 1, 8,
                  mean, std, [str(i) for i in range(10)], default_crop_padding=1, default_flip=False)
     return _maybe_resize(ds, image_size, recompute_stats=True)
-
-
-# --------------------------------------------------------------------------------------------- image folder
-
-
-def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-
-
-def _read_image(path: Path, size: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}; remove or replace the file") from exc
-    return arr.transpose(2, 0, 1)  # (H, W, 3) -> (3, H, W)
-
-
-def _read_images(files: list[tuple[Path, int]], size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    x = np.empty((len(files), 3, size, size), dtype=np.uint8)
-    for i, (path, _) in enumerate(files):
-        x[i] = _read_image(path, size)
-    y = np.array([c for _, c in files], dtype=np.int64)
-    return torch.from_numpy(x), torch.from_numpy(y)
-
-
-def load_imagefolder(path: str | Path, image_size: int = 32) -> Dataset:
-    """A directory of images with one sub-folder per class, read with Pillow as RGB and resized to
-    ``image_size`` x ``image_size`` (bilinear; the aspect ratio is not kept).
-
-    The split layout applies only when every sub-folder of ``PATH`` is ``train``, ``test`` or ``val``
-    (:data:`IMAGEFOLDER_SPLITS`): then ``PATH/train`` and ``PATH/test`` (or ``PATH/val``) are the split, and
-    ``PATH/train`` alone is split as below. Otherwise ``PATH`` holds the classes, even one named ``train``
-    (``cat/ dog/ train/``), each split deterministically, 20 % test (:func:`stratified_split`, seed 0). A mix
-    whose split-named folders hold class folders (``train/<class>/`` beside ``extras/``) is refused: no reading
-    of it is safe. Classes are the sorted sub-folder names, at least two; files with other extensions than
-    ``.png .jpg .jpeg .bmp`` are ignored. mean/std come from the training split.
-    """
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist or is not a directory; "
-                        "expected PATH/<class name>/<images> for --dataset imagefolder:PATH")
-    split_layout = _is_split_layout(root)
-    held_out = next((root / d for d in ("test", "val") if (root / d).is_dir()), None) if split_layout else None
-    has_train = split_layout and (root / "train").is_dir()
-    if held_out is not None and not has_train:
-        raise DataError(f"image folder {root} has {held_out.name}/ but no train/: give PATH/train/<class>/<images> "
-                        f"beside PATH/{held_out.name}/<class>/<images>, or PATH/<class>/<images> without a split")
-    if has_train and held_out is not None:
-        classes = _classes(root / "train")
-        unknown = sorted({d.name for d in _class_dirs(held_out)} - set(classes))
-        if unknown:
-            raise DataError(f"{held_out} has classes with no training folder in {root / 'train'}: {unknown}")
-        train_files = _labelled_files(root / "train", classes)
-        test_files = _labelled_files(held_out, classes, allow_empty=True)
-        if not test_files:
-            raise DataError(f"{held_out} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders; "
-                            f"add test images there or remove {held_out} to split {root / 'train'} instead")
-    else:
-        if has_train:  # train/ alone: its classes, split as if it were the root
-            log.info("%s has train/ but no test/ or val/: splitting train/ %d %% for testing", root,
-                     round(100 * IMAGEFOLDER_TEST_FRACTION))
-            root = root / "train"
-        classes = _classes(root)
-        files = _labelled_files(root, classes)
-        labels = np.array([c for _, c in files], dtype=np.int64)
-        train_idx, test_idx = stratified_split(labels, IMAGEFOLDER_TEST_FRACTION, IMAGEFOLDER_SEED)
-        train_files = [files[i] for i in train_idx]
-        test_files = [files[i] for i in test_idx]
-        _check_split(root, classes, labels)
-    log.info("reading %d training and %d test images from %s", len(train_files), len(test_files), root)
-    train_x, train_y = _read_images(train_files, image_size)
-    test_x, test_y = _read_images(test_files, image_size)
-    mean, std = channel_stats(train_x)
-    std = tuple(s if s > 0 else 1.0 for s in std)  # a constant channel would divide by zero
-    return Dataset(f"imagefolder:{root}", train_x, train_y, test_x, test_y, len(classes), 3, image_size,
-                   mean, std, classes, default_crop_padding_for(image_size), True)
-
-
-def _check_split(root: Path, classes: list[str], labels: np.ndarray) -> None:
-    """The per-class split holds out at least one image of every class with two or more (none of a class with one):
-    refuse an empty test set, warn about classes that are never tested."""
-    counts = np.bincount(labels, minlength=len(classes))
-    single = [name for name, n in zip(classes, counts) if n == 1]
-    pct = round(100 * IMAGEFOLDER_TEST_FRACTION)
-    if len(single) == len(classes):
-        raise DataError(
-            f"image folder {root} has one image per class, so its test split is empty: each class needs at least "
-            f"2 images ({pct} % of a class's images, at least one, are held out for testing), or give "
-            f"PATH/train/<class>/ beside PATH/test/<class>/"
-        )
-    if single:
-        names = ", ".join(single[:5]) + (f", ... ({len(single)} in all)" if len(single) > 5 else "")
-        log.warning("image folder %s: class%s %s %s a single image, used for training only (a class needs at least "
-                    "2 images to be tested)", root, "es" if len(single) > 1 else "", names,
-                    "have" if len(single) > 1 else "has")  # fmt: skip
-
-
-def _is_split_layout(root: Path) -> bool:
-    """Whether ``root`` is ``train/`` + ``test/`` (or ``val/``): only split names among its sub-folders.
-
-    Beside other folders, a split-named folder that holds images is a class (``cat/ dog/ train/``); one that
-    holds only class folders is a split mixed with strays, which is refused rather than guessed at.
-    """
-    folders = _class_dirs(root)
-    splits = [d for d in folders if d.name in IMAGEFOLDER_SPLITS]
-    others = [d for d in folders if d.name not in IMAGEFOLDER_SPLITS]
-    if not splits or not others:
-        return bool(splits)
-    nested = [d for d in splits if _class_dirs(d) and not any(_direct_images(d))]
-    if nested:
-        raise DataError(
-            f"image folder {root} mixes split folders ({_listing(nested)}) with other folders ({_listing(others)}): "
-            "use either PATH/train/<class>/<images> beside PATH/test/ or PATH/val/ and nothing else, or "
-            "PATH/<class>/<images> only"
-        )
-    return False
-
-
-def _direct_images(folder: Path):
-    return (p for p in folder.iterdir()
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-
-
-def _listing(folders: list[Path], most: int = 5) -> str:
-    names = [f"{d.name}/" for d in folders]
-    return ", ".join(names) if len(names) <= most else f"{', '.join(names[:most])}, ... ({len(names)} in all)"
-
-
-def _classes(root: Path) -> list[str]:
-    """The class names of an image folder: its sub-folders, sorted; at least two."""
-    classes = [d.name for d in _class_dirs(root)]
-    if len(classes) == 1:
-        raise DataError(f"image folder {root} has one class sub-folder ({classes[0]}); a classifier needs at least "
-                        f"two: expected {root}/<class name>/<images> with one folder per class")
-    return classes
-
-
-def _labelled_files(root: Path, classes: list[str], allow_empty: bool = False) -> list[tuple[Path, int]]:
-    if not classes:
-        raise DataError(f"image folder {root} has no class sub-folders; expected {root}/<class name>/<images>")
-    files: list[tuple[Path, int]] = []
-    for label, name in enumerate(classes):
-        folder = root / name
-        found = _image_files(folder) if folder.is_dir() else []
-        if not found and not allow_empty:
-            raise DataError(f"class folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
-                            "add images or remove the folder")
-        files.extend((p, label) for p in found)
-    return files
 
 
 # --------------------------------------------------------------------------------------------- CIFAR (lazy)

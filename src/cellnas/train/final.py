@@ -3,8 +3,11 @@
 ``final.pt`` holds the weights with everything needed to rebuild the network without any other file
 (the nanoGPT habit of checkpoints that carry their constructor arguments): the genotype as a native dict,
 the constructor arguments (network kind, C, layers, num_classes, in_channels, auxiliary), the dataset it was
-trained on with its normalisation constants, image size and class names (``classes``, ``None`` when the dataset
-has none; files written before it was recorded lack the key), the resolved training config, and the test
+trained on with its normalisation constants, image size, class names (``classes``, ``None`` when the dataset
+has none; files written before it was recorded lack the key) and, for an image folder, its train/test split
+(``split``: rule and a fingerprint of the test files, :attr:`cellnas.data.Dataset.split`; ``None`` for the fixed
+splits of CIFAR and digits; files written before it lack the key and were split by ``permutation-v0``), the
+resolved training config, and the test
 metrics recorded at the end of training. It is read with ``torch.load(weights_only=True)``: plain tensors and
 containers only, so loading a file cannot run code.
 
@@ -79,6 +82,7 @@ def save_final(
                 "std": list(dataset.std), "num_classes": int(dataset.num_classes),
                 "in_channels": int(dataset.in_channels),
                 "classes": None if dataset.classes is None else [str(c) for c in dataset.classes],
+                "split": dataset.split,
             },
             "config": config,
             "test": dict(test),
@@ -157,7 +161,8 @@ def evaluate(
     key = (name, None if data_dir is None else str(Path(data_dir).expanduser().resolve()), trained["image_size"])
     ds = None if datasets is None else datasets.get(key)
     if ds is None:
-        ds = get_dataset(name, data_dir=data_dir, download=download, image_size=trained["image_size"], train=False)
+        ds = get_dataset(name, data_dir=data_dir, download=download, image_size=trained["image_size"], train=False,
+                         split_rule=_split_rule(trained) if name == trained["name"] else None)  # fmt: skip
         if datasets is not None:
             datasets[key] = ds
     if ds.num_classes != trained["num_classes"] or ds.in_channels != trained["in_channels"]:
@@ -191,6 +196,21 @@ _WARNED_CLASSES: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
 def _names(classes: list[str], most: int = 10) -> str:
     shown = ", ".join(classes[:most])
     return shown if len(classes) <= most else f"{shown}, ... ({len(classes)} in all)"
+
+
+def _split_rule(trained: dict) -> str | None:
+    """The rule that split the image folder ``trained`` (``final.pt``'s ``dataset``) into train and test: the recorded
+    one, or ``permutation-v0`` for a ``final.pt`` written before splits were recorded (the rule of that time), so that
+    the network is tested on the images it was not trained on; ``None`` for other datasets and folder layouts."""
+    from cellnas.data.imagefolder import LEGACY_SPLIT_RULE, SPLIT_RULES
+
+    if not str(trained.get("name", "")).startswith("imagefolder:"):
+        return None
+    if "split" not in trained:
+        return LEGACY_SPLIT_RULE
+    split = trained["split"]
+    rule = split.get("rule") if isinstance(split, dict) else None
+    return rule if rule in SPLIT_RULES else None
 
 
 def _warn_if_other_classes(path, trained: list[str] | None, name: str, tested: list[str] | None) -> None:
