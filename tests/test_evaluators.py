@@ -9,7 +9,7 @@ import pytest
 from cellnas.analysis.sampling import sample
 from cellnas.archive import Archive
 from cellnas.errors import CellnasError, DataError, FormatError
-from cellnas.evaluators import Evaluator, create_evaluator, evaluate_batch, list_evaluators
+from cellnas.evaluators import BatchInterrupted, Evaluator, create_evaluator, evaluate_batch, list_evaluators
 from cellnas.evaluators.executor import ProcessExecutor, SerialExecutor
 from cellnas.evaluators.nb301 import NB301Evaluator
 from cellnas.evaluators.surrogate import SurrogateEvaluator, SurrogateModel, encode, feature_names, fit_surrogate
@@ -63,9 +63,11 @@ def test_batch_skips_what_the_archive_has_and_resumes_an_interrupted_batch(tmp_p
     archive = Archive(tmp_path / "a.sqlite")
     gs = sample("none", 12, seed=5)
     first = Counting(stop_after=5)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(BatchInterrupted, match="interrupted: 5 new evaluations with counting committed to .*, 7 of "
+                                               "12 not evaluated"):  # fmt: skip
         evaluate_batch(first, gs, archive=archive, executor=SerialExecutor())
     assert archive.count("counting") == 5  # each result was committed as it arrived
+    assert archive.failures() == []  # the interrupted evaluation is no failure
     second = Counting()
     report = evaluate_batch(second, gs + gs[:3], archive=archive, executor=SerialExecutor())
     assert second.calls == 7 and len(report.new) == 7 and len(report.reused) == 5
@@ -252,8 +254,10 @@ def test_surrogate_check_refuses_cells_it_cannot_encode():
 
 def test_batch_refuses_a_negative_seed_and_reports_when_everything_failed(tmp_path):
     gs = sample("none", 3, seed=0)
-    with pytest.raises(CellnasError, match="must be >= 0, got -1"):
+    with pytest.raises(CellnasError, match=r"--eval-seed\) must be >= 0 and < 2\*\*32, got -1"):
         evaluate_batch(SyntheticEvaluator(), gs, seed=-1)
+    with pytest.raises(CellnasError, match="got 4294967296"):
+        evaluate_batch(SyntheticEvaluator(), gs, seed=2**32)
     ev = Counting(bad={g.content_hash() for g in gs})
     report = evaluate_batch(ev, gs)
     assert report.all_failed

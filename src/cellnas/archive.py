@@ -51,6 +51,7 @@ from cellnas.runs import now_iso
 
 __all__ = [
     "DEFAULT_PATH",
+    "DERIVED_SOURCES",
     "METRIC_COLUMNS",
     "SORT_KEYS",
     "Record",
@@ -67,6 +68,13 @@ SCHEMA_VERSION = 2
 
 #: Metrics with their own column (errors are fractions: 0.0276 = 2.76 %); others go to ``extra``.
 METRIC_COLUMNS: tuple[str, ...] = ("test_error", "val_error", "params", "seconds")
+#: Sources (prefixes) of the rows that ``cellnas analyze importance`` and ``cellnas analyze ablate`` store: OI
+#: neighbours, ablation variants (and the cells those commands were given). They are perturbations of a population,
+#: not members of it (SPEC 5.1: the population is the evaluated set), so ``ranked``/``top`` can leave them out
+#: (``include_derived=False``): otherwise every OI study would add its neighbours to the next study's population.
+DERIVED_SOURCES: tuple[str, ...] = ("analyze-importance", "analyze-ablate")
+#: The SQL condition "not a derived row" (parameters: the length and text of each of :data:`DERIVED_SOURCES`).
+_NOT_DERIVED = "(source IS NULL OR NOT (" + " OR ".join(["substr(source, 1, ?) = ?"] * len(DERIVED_SOURCES)) + "))"
 #: What ``records(sort=...)`` accepts (``-key`` or ``key:desc`` for descending).
 SORT_KEYS: tuple[str, ...] = METRIC_COLUMNS + ("hash", "protocol", "seed", "created_at", "updated_at")
 
@@ -204,6 +212,19 @@ def _architecture_hashes(conn: sqlite3.Connection) -> list[tuple[str, int]]:
         except (ValueError, FormatError, GenotypeError):
             out.append((h, rowid))
     return out
+
+
+def _row(g: Genotype, protocol: str, metrics: dict, seed: int, config: dict | None, source: str | None,
+         now: str) -> list:  # fmt: skip
+    """The column values of one evaluation row, in the order of :meth:`Archive._write_rows`' INSERT."""
+    if not isinstance(g, Genotype):
+        raise CellnasError(f"archive rows need a Genotype, got {type(g).__name__}")
+    if not protocol:
+        raise CellnasError("archive rows need a protocol name")
+    cols, extra = _split_metrics(metrics)
+    return [g.content_hash(), str(protocol), int(seed), json.dumps(to_json(g), sort_keys=True),
+            cols.get("test_error"), cols.get("val_error"), cols.get("params"), cols.get("seconds"),
+            _json(extra), _json(config), source, now, now, g.architecture_hash()]  # fmt: skip
 
 
 def _split_metrics(metrics: dict) -> tuple[dict, dict]:
@@ -374,6 +395,15 @@ class Archive:
     ) -> int:
         """Store ``(genotype, protocol, metrics[, seed])`` items in one transaction; return the rows written."""
         now = now_iso()
+        rows = []
+        for item in items:
+            g, protocol, metrics = item[0], item[1], item[2]
+            s = int(item[3]) if len(item) > 3 else int(seed)
+            rows.append(_row(g, protocol, metrics, s, config, source, now))
+        return self._write_rows(rows, replace)
+
+    def _write_rows(self, rows: list[list], replace: bool) -> int:
+        """Write rows built by :func:`_row` in one transaction (see :meth:`put_many`); return the rows written."""
         conflict = (
             "DO UPDATE SET genotype=excluded.genotype, test_error=excluded.test_error, val_error=excluded.val_error, "
             "params=excluded.params, seconds=excluded.seconds, extra=excluded.extra, config=excluded.config, "
@@ -386,18 +416,6 @@ class Archive:
             "config, source, created_at, updated_at, arch) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
             f"ON CONFLICT(hash, protocol, seed) {conflict}"
         )
-        rows = []
-        for item in items:
-            g, protocol, metrics = item[0], item[1], item[2]
-            s = int(item[3]) if len(item) > 3 else int(seed)
-            if not isinstance(g, Genotype):
-                raise CellnasError(f"archive rows need a Genotype, got {type(g).__name__}")
-            if not protocol:
-                raise CellnasError("archive rows need a protocol name")
-            cols, extra = _split_metrics(metrics)
-            rows.append([g.content_hash(), str(protocol), s, json.dumps(to_json(g), sort_keys=True),
-                         cols.get("test_error"), cols.get("val_error"), cols.get("params"), cols.get("seconds"),
-                         _json(extra), _json(config), source, now, now, g.architecture_hash()])  # fmt: skip
         self.merged = []
         if not rows:
             return 0
@@ -465,12 +483,26 @@ class Archive:
             if (v := metric_value(r, metric)) is not None
         }
 
-    def protocols(self) -> list[tuple[str, int]]:
-        """``(protocol, number of rows)``, most rows first."""
+    def protocols(self, include_derived: bool = True) -> list[tuple[str, int]]:
+        """``(protocol, number of rows)``, most rows first; ``include_derived=False`` counts only the rows whose
+        source is not one of :data:`DERIVED_SOURCES` (and leaves out protocols without such rows)."""
+        where, params = "", []
+        if not include_derived:
+            where = " WHERE " + _NOT_DERIVED
+            params = [x for prefix in DERIVED_SOURCES for x in (len(prefix), prefix)]
         rows = self._query(
-            "SELECT protocol, COUNT(*) AS n FROM evaluations GROUP BY protocol ORDER BY n DESC, protocol"
+            f"SELECT protocol, COUNT(*) AS n FROM evaluations{where} GROUP BY protocol ORDER BY n DESC, protocol",
+            params,
         )
         return [(r["protocol"], r["n"]) for r in rows]
+
+    def sources(self, protocol: str | None = None) -> list[tuple[str | None, int]]:
+        """``(source, number of rows)`` (of ``protocol`` if given), most rows first."""
+        sql, params = "SELECT source, COUNT(*) AS n FROM evaluations", ()
+        if protocol is not None:
+            sql, params = sql + " WHERE protocol=?", (protocol,)
+        rows = self._query(sql + " GROUP BY source ORDER BY n DESC, source", params)
+        return [(r["source"], r["n"]) for r in rows]
 
     def count(self, protocol: str | None = None) -> int:
         if protocol is None:
@@ -487,10 +519,12 @@ class Archive:
         limit: int | None = None,
         max_test_error: float | None = None,
         source: str | None = None,
+        include_derived: bool = True,
     ) -> list[Record]:
         """Rows matching the filters; ``sort`` is one of :data:`SORT_KEYS`, ``-key`` for descending
         (missing values last either way). ``source`` keeps rows whose source starts with it (e.g.
-        ``"sample"`` for the sampled population, not the neighbours an OI study added)."""
+        ``"sample"`` for the sampled population, not the neighbours an OI study added);
+        ``include_derived=False`` leaves out the rows whose source starts with one of :data:`DERIVED_SOURCES`."""
         where, params = [], []
         if protocol is not None:
             where.append("protocol = ?")
@@ -507,6 +541,9 @@ class Archive:
         if source:
             where.append("substr(source, 1, ?) = ?")
             params += [len(source), source]
+        if not include_derived:
+            where.append(_NOT_DERIVED)
+            params += [x for prefix in DERIVED_SOURCES for x in (len(prefix), prefix)]
         sql = "SELECT * FROM evaluations"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -525,14 +562,15 @@ class Archive:
             sql += f" LIMIT {int(limit)}"
         return [self._record(r) for r in self._query(sql, params)]
 
-    def ranked(self, protocol: str, metric: str = "test_error",
-               source: str | None = None) -> list[tuple[Genotype, float, int]]:  # fmt: skip
+    def ranked(self, protocol: str, metric: str = "test_error", source: str | None = None,
+               include_derived: bool = True) -> list[tuple[Genotype, float, int]]:  # fmt: skip
         """``(genotype, mean metric over seeds, number of seeds)`` per architecture, best (lowest) first.
 
-        Ties are broken by hash, so the order is deterministic. ``source``: as in :meth:`records`.
+        Ties are broken by hash, so the order is deterministic. ``source``, ``include_derived``: as in
+        :meth:`records`.
         """
         groups: dict[str, list] = {}
-        for r in self.records(protocol=protocol, source=source):
+        for r in self.records(protocol=protocol, source=source, include_derived=include_derived):
             v = metric_value(r, metric)
             if v is None:
                 continue
@@ -541,15 +579,21 @@ class Archive:
         out.sort(key=lambda t: (t[1], t[3]))
         return [(g, v, n) for g, v, n, _ in out]
 
-    def top(self, protocol: str, fraction: float | None = None, n: int | None = None,
-            metric: str = "test_error", source: str | None = None) -> list[tuple[Genotype, float, int]]:  # fmt: skip
+    def top(self, protocol: str, fraction: float | None = None, n: int | None = None, metric: str = "test_error",
+            source: str | None = None, include_derived: bool = True) -> list[tuple[Genotype, float, int]]:  # fmt: skip
         """The best ``round(fraction * N)`` architectures (at least 1), or the best ``n``, of :meth:`ranked`
-        (SPEC 5.1: the top 5 % of the population ranked by error)."""
-        ranked = self.ranked(protocol, metric, source)
+        (SPEC 5.1: the top 5 % of the population ranked by error; ``include_derived=False`` keeps OI neighbours and
+        ablation variants out of the population, :data:`DERIVED_SOURCES`)."""
+        ranked = self.ranked(protocol, metric, source, include_derived)
         if not ranked:
             known = ", ".join(f"{p} ({c})" for p, c in self.protocols()) or "none"
             which = f" from source {source!r}*" if source else ""
-            raise DataError(f"archive {self.path} has no {metric}{which} under protocol {protocol!r}; "
+            derived = 0 if include_derived else len(self.ranked(protocol, metric, source, True))
+            left_out = ""
+            if derived:
+                left_out = (f" outside the {derived} rows derived by `analyze importance`/`analyze ablate` (OI "
+                            "neighbours, ablation variants), which are ranked only when asked (--include-derived)")
+            raise DataError(f"archive {self.path} has no {metric}{which} under protocol {protocol!r}{left_out}; "
                             f"protocols: {known}")  # fmt: skip
         if (fraction is None) == (n is None):
             raise CellnasError("give either a fraction or a number of architectures")
@@ -603,15 +647,130 @@ class Archive:
                  json.dumps({str(k): float(v) for k, v in oi.items()}), now_iso()),
             )  # fmt: skip
 
-    def importance(self, protocol: str | None = None) -> dict[str, tuple[str, dict[int, float]]]:
-        """``{hash: (protocol, {position: OI})}``; without ``protocol`` the most recent vector of each hash."""
+    def importance(self, protocol: str | None = None,
+                   prefer: str | None = None) -> dict[str, tuple[str, dict[int, float]]]:  # fmt: skip
+        """``{hash: (protocol, {position: OI})}``: the vectors computed with ``protocol``; without it, each hash's
+        vector under ``prefer`` when it has one, else its most recent (vectors of several protocols then mix: the
+        first element of each value says which one it is)."""
         sql, params = "SELECT hash, protocol, oi, updated_at FROM importance", ()
         if protocol is not None:
             sql, params = sql + " WHERE protocol=?", (protocol,)
         out: dict[str, tuple[str, dict[int, float]]] = {}
         for r in self._query(sql + " ORDER BY updated_at, protocol", params):
+            if prefer is not None and r["protocol"] != prefer and out.get(r["hash"], ("",))[0] == prefer:
+                continue
             out[r["hash"]] = (r["protocol"], {int(k): float(v) for k, v in json.loads(r["oi"]).items()})
         return out
+
+    def importance_rows(self, protocol: str | None = None, hash_prefix: str | None = None) -> list[dict]:
+        """The stored OI vectors (of ``protocol``, of hashes starting with ``hash_prefix``) as rows: ``hash``,
+        ``protocol``, ``genotype``, ``base_error``, ``oi`` ``{position: OI}``, ``updated_at`` (for
+        :meth:`export_importance`)."""
+        where, params = [], []
+        if protocol is not None:
+            where.append("protocol = ?")
+            params.append(protocol)
+        if hash_prefix:
+            where.append("hash LIKE ?")
+            params.append(hash_prefix.replace("%", "").replace("_", "") + "%")
+        sql = "SELECT * FROM importance" + (" WHERE " + " AND ".join(where) if where else "")
+        out = []
+        for r in self._query(sql + " ORDER BY protocol, hash", params):
+            try:
+                g = from_json(json.loads(r["genotype"]))
+            except (ValueError, FormatError, GenotypeError) as exc:
+                raise DataError(f"archive {self.path}: OI vector {r['hash']} holds an unreadable genotype ({exc})") \
+                    from None  # fmt: skip
+            oi = {int(k): float(v) for k, v in json.loads(r["oi"]).items()}
+            out.append({"hash": r["hash"], "protocol": r["protocol"], "genotype": g, "base_error": r["base_error"],
+                        "oi": dict(sorted(oi.items())), "updated_at": r["updated_at"]})  # fmt: skip
+        return out
+
+    def export_importance(self, path: str | os.PathLike, rows: Sequence[dict], fmt: str | None = None) -> Path:
+        """Write OI vectors (:meth:`importance_rows`) to ``path``: JSON (a list of objects, the native genotype
+        document) or CSV (the genotype as DARTS text, ``oi`` as a JSON object); ``fmt`` defaults to the suffix.
+        :meth:`import_importance` reads both back."""
+        from cellnas.runs import atomic_write_text
+
+        path = Path(path)
+        fmt = fmt or ("json" if path.suffix.lower() == ".json" else "csv")
+        if fmt == "json":
+            doc = [{**r, "genotype": to_json(r["genotype"]), "oi": {str(k): v for k, v in r["oi"].items()}}
+                   for r in rows]  # fmt: skip
+            return atomic_write_text(path, json.dumps(doc, indent=1, default=_default) + "\n")
+        if fmt != "csv":
+            raise CellnasError(f"unknown export format {fmt!r}; valid: csv, json")
+        import io
+
+        buf = io.StringIO()
+        columns = ["hash", "protocol", "genotype", "base_error", "oi", "updated_at"]
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "genotype": to_darts_text(r["genotype"]), "base_error": _blank(r["base_error"]),
+                             "oi": json.dumps({str(k): v for k, v in r["oi"].items()})})  # fmt: skip
+        return atomic_write_text(path, buf.getvalue())
+
+    def import_importance(self, path: str | os.PathLike, *, replace: bool = False) -> ImportResult:
+        """Import OI vectors written by :meth:`export_importance` (CSV or JSON) in one transaction.
+
+        Columns: ``genotype``, ``protocol``, ``oi`` (a JSON object ``{position: OI}``; positions 0 .. P-1 of the
+        cell as listed, so a ``hash`` column, when present, must be the genotype's), optional ``base_error``. A bad
+        row imports nothing and is named. A vector already stored for the same hash and protocol is kept unless
+        ``replace``. Returns an :class:`ImportResult` (written, kept, duplicates in the file)."""
+        path = Path(path)
+        fields, rows, first, unit = _read_rows(path)
+        missing = [c for c in ("genotype", "protocol", "oi") if c not in fields]
+        if missing:
+            raise FormatError(f"{path}: OI vectors need the columns genotype, protocol and oi (missing: "
+                              f"{', '.join(missing)}), as `archive export --importance` writes them")  # fmt: skip
+        items: dict[tuple[str, str], tuple[int, Genotype, dict[int, float], float | None]] = {}
+        duplicates: list[str] = []
+        for line, row in enumerate(rows, start=first):
+            where = f"{path}, {unit} {line}"
+            try:
+                g = load_genotype((row.get("genotype") or "").strip())
+            except (FormatError, GenotypeError, CellnasError) as exc:
+                raise FormatError(f"{where}: {exc}") from None
+            h = g.content_hash()
+            if (row.get("hash") or "").strip() not in ("", h):
+                raise FormatError(f"{where}: hash {row['hash'].strip()} is not the genotype's ({h}); the OI positions "
+                                  "follow the cell as listed, so the two must agree")  # fmt: skip
+            prot = (row.get("protocol") or "").strip()
+            if not prot:
+                raise FormatError(f"{where}: no protocol")
+            oi = _oi_vector(row.get("oi") or "", len(g.normal.pairs) + len(g.reduce.pairs), where)
+            base = None
+            if (row.get("base_error") or "").strip():
+                try:
+                    base = float(row["base_error"])
+                except ValueError:
+                    raise FormatError(f"{where}: base_error {row['base_error']!r} is not a number") from None
+                problem = _metric_problem("test_error", base)
+                if problem:
+                    raise FormatError(f"{where}: base_error = {base} {problem}")
+            if (h, prot) in items:
+                before = items[(h, prot)]
+                if (before[2], before[3]) != (oi, base):
+                    raise FormatError(f"{where}: the OI vector of {h} under {prot} repeats {unit} {before[0]} with "
+                                      f"other values; keep one of the two {unit}s")  # fmt: skip
+                duplicates.append(h)
+                continue
+            items[(h, prot)] = (line, g, oi, base)
+        conflict = ("DO UPDATE SET genotype=excluded.genotype, base_error=excluded.base_error, oi=excluded.oi, "
+                    "updated_at=excluded.updated_at") if replace else "DO NOTHING"  # fmt: skip
+        now = now_iso()
+        with self._write() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT INTO importance (hash, protocol, genotype, base_error, oi, updated_at) VALUES (?,?,?,?,?,?) "
+                f"ON CONFLICT(hash, protocol) {conflict}",
+                [(h, prot, json.dumps(to_json(g), sort_keys=True), base,
+                  json.dumps({str(k): v for k, v in oi.items()}), now)
+                 for (h, prot), (_, g, oi, base) in items.items()],
+            )  # fmt: skip
+            written = conn.total_changes - before
+        return ImportResult(written, len(items) - written, tuple(duplicates))
 
     def importance_protocols(self) -> list[tuple[str, int]]:
         rows = self._query("SELECT protocol, COUNT(*) AS n FROM importance GROUP BY protocol ORDER BY n DESC")
@@ -644,8 +803,9 @@ class Archive:
         """Import a CSV with a ``genotype`` column (anything :func:`~cellnas.formats.load_genotype` accepts:
         DARTS ``Genotype(...)`` text, a zoo name, cellnas/NB301/NNabla JSON, a file path) and metric columns.
 
-        Optional columns: ``protocol`` (else ``protocol``), ``seed`` (else ``seed``), ``config`` (JSON);
-        ``hash``, ``source``, ``created_at``, ``updated_at`` are ignored (an exported file imports as is);
+        Optional columns: ``protocol`` (else ``protocol``), ``seed`` (else ``seed``), ``config`` (JSON),
+        ``source`` (else ``source``, else ``import:<file name>``); ``hash``, ``created_at``, ``updated_at`` are
+        ignored (a file written by :meth:`export` imports as is, its sources included);
         ``test_error``/``val_error``/``params``/``seconds`` are the metric columns, every other non-empty
         column goes to ``extra`` (as a number when it parses as one). One transaction: a bad row imports
         nothing and names its line; a row without any metric is a bad row. A row repeating an earlier row of the
@@ -654,27 +814,17 @@ class Archive:
         rows written, rows kept (already present and ``replace=False``), duplicates in the file.
         """
         path = Path(path)
-        if path.suffix.lower() == ".json":
-            fields, rows = _json_rows(path)
-            first, unit = 1, "row"
-        else:
-            try:
-                with open(path, newline="", encoding="utf-8-sig") as fh:
-                    reader = csv.DictReader(fh)
-                    fields = reader.fieldnames or []
-                    rows = list(reader)
-            except OSError as exc:
-                raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-            except (csv.Error, UnicodeDecodeError) as exc:
-                raise FormatError(f"{path} is not a readable CSV file: {exc}") from None
-            first, unit = 2, "line"
+        fields, rows, first, unit = _read_rows(path)
         if "genotype" not in fields:
             raise FormatError(f"{path}: needs a 'genotype' column (found: {', '.join(fields) or 'no header'})")
+        if "oi" in fields and not set(fields) & set(METRIC_COLUMNS):
+            raise FormatError(f"{path} holds OI vectors (an 'oi' column, no metric), as `cellnas archive export "
+                              "--importance` writes them: import it with --importance")  # fmt: skip
         if protocol is None and "protocol" not in fields:
             raise CellnasError(f"{path} has no 'protocol' column: name the protocol of these results")
         ignored = {"genotype", "protocol", "seed", "config", "hash", "source", "created_at", "updated_at"}
-        items = []
-        configs = []
+        rows_out: list[list] = []
+        now = now_iso()
         seen: dict[tuple[str, str, int], tuple[int, dict, dict]] = {}  # key -> (line, metrics, config)
         duplicates: list[str] = []
         for line, row in enumerate(rows, start=first):
@@ -730,19 +880,10 @@ class Archive:
                 duplicates.append(g.content_hash())
                 continue
             seen[same] = (line, metrics, cfg)
-            items.append((g, prot, metrics, s))
-            configs.append(cfg)
-        written = 0
-        merged: list[tuple[str, str]] = []
-        if len({json.dumps(c, sort_keys=True) for c in configs}) <= 1:
-            written = self.put_many(items, config=configs[0] if configs else None,
-                                    source=source or f"import:{path.name}", replace=replace)  # fmt: skip
-            merged += self.merged
-        else:
-            for item, cfg in zip(items, configs):
-                written += self.put_many([item], config=cfg, source=source or f"import:{path.name}", replace=replace)
-                merged += self.merged
-        return ImportResult(written, len(items) - written, tuple(duplicates), tuple(merged))
+            origin = (row.get("source") or "").strip() or source or f"import:{path.name}"
+            rows_out.append(_row(g, prot, metrics, s, cfg, origin, now))
+        written = self._write_rows(rows_out, replace)
+        return ImportResult(written, len(rows_out) - written, tuple(duplicates), tuple(self.merged))
 
 
 def _difference(new: dict[str, Any], old: dict[str, Any]) -> str:
@@ -787,6 +928,49 @@ def _metric_problem(key: str, x: float) -> str | None:
         if not (math.isfinite(x) and x >= 0):
             return "must be a finite number >= 0"
     return None
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]], int, str]:
+    """``(fields, rows, number of the first row, "line" or "row")`` of a CSV file, or of a JSON list of objects
+    (``.json``, :func:`_json_rows`)."""
+    if path.suffix.lower() == ".json":
+        fields, rows = _json_rows(path)
+        return fields, rows, 1, "row"
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            fields = list(reader.fieldnames or [])
+            rows = list(reader)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path} is not a readable CSV file: {exc}") from None
+    return fields, rows, 2, "line"
+
+
+def _oi_vector(text: str, n_edges: int, where: str) -> dict[int, float]:
+    """The ``{position: OI}`` of an ``oi`` cell (a JSON object), each position in 0 .. ``n_edges`` - 1 and each OI a
+    finite number, else a :class:`FormatError` naming ``where``."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict) or not doc:
+        raise FormatError(f"{where}: oi must be a non-empty JSON object {{position: OI}}, got {text[:40]!r}")
+    out = {}
+    for k, v in doc.items():
+        try:
+            position, value = int(k), float(v)
+        except (TypeError, ValueError):
+            raise FormatError(f"{where}: oi entry {k!r}: {v!r} is not a position and a number") from None
+        if not 0 <= position < n_edges or not math.isfinite(value):
+            raise FormatError(f"{where}: oi entry {k!r}: {v!r} needs a position in 0..{n_edges - 1} and a finite OI")
+        out[position] = value
+    return dict(sorted(out.items()))
+
+
+def _blank(value: Any) -> Any:
+    return "" if value is None else value
 
 
 def _json_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:

@@ -50,6 +50,7 @@ __all__ = [
     "EDGE_LABEL",
     "cell_graph",
     "canonical_form",
+    "node_names",
     "Motif",
     "support_count",
     "mine",
@@ -172,15 +173,22 @@ def _graph_of(key: Key, node_label: str = NODE_LABEL, edge_label: str = EDGE_LAB
     return g
 
 
+def node_names(labels: Sequence[str]) -> list[str]:
+    """The names of a motif's nodes (labels in canonical node order) in its description: the label, numbered when
+    several nodes share it (``op1``, ``op2``). The motif drawings name nodes the same way."""
+    counts = Counter(labels)
+    seen: Counter = Counter()
+    names = []
+    for lab in labels:
+        seen[lab] += 1
+        names.append(lab if counts[lab] == 1 else f"{lab}{seen[lab]}")
+    return names
+
+
 def _describe(key: Key) -> str:
     """e.g. ``sep_conv_3x3(input1)->op; skip_connect(input2)->op``; repeated labels get numbers."""
     node_labels, edges = key
-    counts = Counter(node_labels)
-    seen: Counter = Counter()
-    names = []
-    for lab in node_labels:
-        seen[lab] += 1
-        names.append(lab if counts[lab] == 1 else f"{lab}{seen[lab]}")
+    names = node_names(node_labels)
     return "; ".join(f"{lab}({names[u]})->{names[v]}" for u, v, lab in edges)
 
 

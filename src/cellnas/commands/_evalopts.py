@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from cellnas.errors import CellnasError
+from cellnas.errors import CellnasError, check_seed
 
 EVALUATOR_HELP = (
     "evaluators: proxy (short training, --protocol digits-tiny|digits-short|nb301-short, --set KEY=VALUE),\n"
@@ -29,14 +29,17 @@ def add_evaluator_args(p, default: str = "proxy") -> None:
     g = p.add_argument_group("evaluation")
     g.add_argument("--evaluator", default=default, metavar="NAME",
                    help="proxy, surrogate, nb301 or synthetic (see above)")  # fmt: skip
-    g.add_argument("--protocol", default="digits-tiny", metavar="NAME", help="proxy: the short training protocol")
+    g.add_argument("--protocol", default=None, metavar="NAME",
+                   help="proxy: the short training protocol (default: digits-tiny)")  # fmt: skip
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="proxy: override a training setting (repeatable), e.g. --set epochs=5 --set data_dir=data")
     g.add_argument("--keep-runs", metavar="DIR", default=None,
                    help="proxy: keep the training run directories there (default: temporary, deleted)")
     g.add_argument("--surrogate", metavar="FILE", default=None, help="surrogate: the fitted model file")
     g.add_argument("--nb301-models", metavar="DIR", default=None, help="nb301: the NAS-Bench-301 model folder")
-    g.add_argument("--workers", type=int, default=1, help="worker processes for training-based evaluators")
+    g.add_argument("--workers", type=int, default=1,
+                   help="worker processes for training-based evaluators (Ctrl-C stops the batch: what finished "
+                        "stays in the archive, exit status 130)")  # fmt: skip
     g.add_argument("--eval-seed", type=int, default=0, help="evaluation (training) seed; part of the archive key")
     add_archive_arg(g)
 
@@ -56,8 +59,25 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
+#: The evaluator options that configure one evaluator only: (flag, attribute, the evaluator it configures).
+_OWN_OPTIONS = (("--protocol", "protocol", "proxy"), ("--keep-runs", "keep_runs", "proxy"),
+                ("--surrogate", "surrogate", "surrogate"), ("--nb301-models", "nb301_models", "nb301"))  # fmt: skip
+
+
+def check_evaluation_args(args) -> None:
+    """Refuse, before any work or any file is written, evaluation options out of range (``--workers``,
+    ``--eval-seed``) and evaluator settings given to an evaluator they do not configure."""
+    if args.workers < 1:
+        raise CellnasError(f"--workers must be >= 1, got {args.workers}")
+    check_seed(args.eval_seed, "--eval-seed")
+    for flag, attr, owner in _OWN_OPTIONS:
+        if getattr(args, attr, None) is not None and args.evaluator != owner:
+            raise CellnasError(f"{flag} configures the {owner} evaluator; it does not apply with --evaluator "
+                               f"{args.evaluator}")  # fmt: skip
+
+
 def build_evaluator(args):
-    """The evaluator the options name (errors are one line)."""
+    """The evaluator the options name (errors are one line; options checked by :func:`check_evaluation_args`)."""
     from cellnas.evaluators import create_evaluator, list_evaluators
 
     name = args.evaluator
@@ -66,8 +86,9 @@ def build_evaluator(args):
     sets = parse_sets(getattr(args, "set", []))
     if sets and name != "proxy":
         raise CellnasError(f"--set configures the proxy evaluator, not {name}")
+    check_evaluation_args(args)
     if name == "proxy":
-        ev = create_evaluator("proxy", protocol=args.protocol, keep_runs=args.keep_runs, **sets)
+        ev = create_evaluator("proxy", protocol=args.protocol or "digits-tiny", keep_runs=args.keep_runs, **sets)
         ev.config()  # resolve now: a bad --set fails before any work
         return ev
     if name == "surrogate":
@@ -82,17 +103,20 @@ def build_evaluator(args):
 
 
 def open_archive(args, create: bool = True):
+    """The ``--archive`` file; with ``create=False`` a missing file is the one-line "archive X does not exist"
+    (commands that read rows must not leave an empty archive behind)."""
     from cellnas.archive import Archive
 
     return Archive(args.archive, create=create)
 
 
 def run_batch(evaluator, genotypes, args, archive, source: str | None = None):
-    """:func:`~cellnas.evaluators.evaluate_batch` with the command's options; logs a one-line summary."""
+    """:func:`~cellnas.evaluators.evaluate_batch` with the command's options; Ctrl-C or SIGTERM raise
+    :class:`~cellnas.evaluators.BatchInterrupted` (exit status 130, 143 after SIGTERM) once the finished results are
+    committed."""
     from cellnas.evaluators import evaluate_batch
 
-    if args.workers < 1:
-        raise CellnasError(f"--workers must be >= 1, got {args.workers}")
+    check_evaluation_args(args)
     return evaluate_batch(evaluator, genotypes, archive=archive, seed=args.eval_seed, workers=args.workers,
                           progress=sys.stderr.isatty(), source=source)  # fmt: skip
 

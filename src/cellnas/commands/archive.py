@@ -15,7 +15,7 @@ from cellnas.commands._evalopts import (
     report_failures,
     run_batch,
 )
-from cellnas.errors import CellnasError
+from cellnas.errors import CellnasError, check_finite, check_seed
 
 
 def register(sub, formatter) -> None:
@@ -65,10 +65,18 @@ def register(sub, formatter) -> None:
     add_archive_arg(ls)
     ls.set_defaults(func=_list)
 
-    ex = actions.add_parser("export", help="write results to CSV or JSON", formatter_class=formatter)
+    ex = actions.add_parser(
+        "export", help="write results (or OI vectors) to CSV or JSON", formatter_class=formatter,
+        description="Writes the evaluations that match the filters, with their source, config and times:\n"
+        "`archive import` reads the file back as it was. --importance writes the operation-importance vectors\n"
+        "(`analyze importance`) instead: hash, protocol (of the evaluator that computed them), genotype,\n"
+        "base_error, oi ({edge position: OI}); `archive import --importance` reads them back.",
+    )  # fmt: skip
     ex.add_argument("output", metavar="FILE", help="a .csv or .json file")
     _filters(ex)
     ex.add_argument("--limit", type=int, default=0, help="rows to write (0: all)")
+    ex.add_argument("--importance", action="store_true",
+                    help="write the OI vectors instead of the evaluations (filters: --protocol, --hash)")  # fmt: skip
     add_archive_arg(ex)
     ex.set_defaults(func=_export)
 
@@ -77,8 +85,10 @@ def register(sub, formatter) -> None:
         description=(
             "CSV columns: genotype (DARTS Genotype(...) text, a zoo name, a genotype file, or cellnas/NB301/\n"
             "NNabla JSON), optional protocol and seed (>= 0), test_error/val_error (fractions in [0, 1]),\n"
-            "params, seconds (>= 0), config (JSON); any other column is kept as an extra metric. A file written\n"
-            "by `archive export` (.csv, or .json: a list of such rows) imports as is. One transaction: a bad\n"
+            "params, seconds (>= 0), config (JSON), source (else import:FILE); any other column is kept as an\n"
+            "extra metric. A file written by `archive export` (.csv, or .json: a list of such rows) imports as\n"
+            "is, its sources included; --importance imports OI vectors written by `archive export --importance`\n"
+            "(a vector already stored for a genotype and protocol is kept unless --replace). One transaction: a bad\n"
             "line imports nothing and is named; a line without any metric is a bad line. A line repeating an\n"
             "earlier line of the file (same genotype, protocol and seed) is ignored and reported when its values\n"
             "are the same, and refused (both lines named) when they differ."
@@ -86,8 +96,10 @@ def register(sub, formatter) -> None:
     )  # fmt: skip
     im.add_argument("input", metavar="FILE", help="CSV file, or a .json file written by `archive export`")
     im.add_argument("--protocol", default=None, help="protocol of rows without a protocol column")
-    im.add_argument("--seed", type=int, default=0, help="seed of rows without a seed column")
+    im.add_argument("--seed", type=int, default=None, help="seed of rows without a seed column (default: 0)")
     im.add_argument("--replace", action="store_true", help="overwrite rows already present (default: keep them)")
+    im.add_argument("--importance", action="store_true",
+                    help="the file holds OI vectors (`archive export --importance`), not evaluations")  # fmt: skip
     add_archive_arg(im)
     im.set_defaults(func=_import)
 
@@ -100,8 +112,8 @@ def register(sub, formatter) -> None:
                     help="zoo names, genotype files, or directories of genotype files")  # fmt: skip
     ev.add_argument("--sample", choices=("none", "prim", "skip", "primskip"), default=None,
                     help="also evaluate -n random cells under this constraint (Wan et al., SPEC 5.4)")  # fmt: skip
-    ev.add_argument("-n", type=int, default=100, help="--sample: number of cells")
-    ev.add_argument("--seed", type=int, default=0, help="--sample: sampling seed")
+    ev.add_argument("-n", type=int, default=None, help="--sample: number of cells (default: 100)")
+    ev.add_argument("--seed", type=int, default=None, help="--sample: sampling seed (default: 0)")
     add_evaluator_args(ev)
     ev.set_defaults(func=_evaluate)
 
@@ -120,7 +132,8 @@ def register(sub, formatter) -> None:
     fs.add_argument("--test-fraction", type=float, default=0.2, help="held-out fraction for tau/RMSE")
     fs.add_argument("--no-refit", action="store_true", help="keep the model fitted on the training split")
     fs.add_argument("--seed", type=int, default=0, help="split and model seed")
-    fs.add_argument("--source", default=None, metavar="PREFIX", help="only rows whose source starts so")
+    fs.add_argument("--source", default=None, metavar="PREFIX",
+                    help="only rows whose source starts so (`archive info` lists the sources)")  # fmt: skip
     add_archive_arg(fs)
     fs.set_defaults(func=_fit)
 
@@ -142,6 +155,8 @@ def _filters(p) -> None:
 
 
 def _select(args, archive):
+    if args.max_error is not None:
+        check_finite(args.max_error, "--max-error")
     return archive.records(protocol=args.protocol, seed=args.seed, hash_prefix=args.hash, sort=args.sort,
                            limit=args.limit or None, max_test_error=args.max_error, source=args.source)  # fmt: skip
 
@@ -251,6 +266,8 @@ def _list(args) -> int:
 
 def _export(args) -> int:
     _check_limit(args)
+    if args.importance:
+        return _export_importance(args)
     with open_archive(args, create=False) as archive:
         records = _select(args, archive)
         if not records:
@@ -262,9 +279,50 @@ def _export(args) -> int:
     return 0
 
 
+def _export_importance(args) -> int:
+    """``archive export --importance``: the OI vectors (the ``importance`` table)."""
+    given = [flag for flag, value in (("--seed", args.seed), ("--max-error", args.max_error), ("--sort", args.sort),
+                                      ("--source", args.source), ("--limit", args.limit or None)) if value is not None]
+    if given:
+        raise CellnasError(f"{given[0]} filters evaluations; it does not apply with --importance (OI vectors: "
+                           "--protocol, --hash)")  # fmt: skip
+    with open_archive(args, create=False) as archive:
+        rows = archive.importance_rows(args.protocol, args.hash)
+        if not rows:
+            known = ", ".join(f"{p} ({n})" for p, n in archive.importance_protocols()) or "none"
+            raise CellnasError(f"no OI vectors of {args.archive} match the filters (stored: {known}); nothing "
+                               "written")  # fmt: skip
+        archive.export_importance(args.output, rows)
+    print(f"wrote {len(rows)} OI vectors to {args.output}", file=sys.stderr)
+    return 0
+
+
 def _import(args) -> int:
-    with open_archive(args) as archive:
-        result = archive.import_csv(args.input, protocol=args.protocol, seed=args.seed, replace=args.replace)
+    from pathlib import Path
+
+    if not Path(args.input).is_file():
+        why = "is not a file" if Path(args.input).exists() else "does not exist"
+        raise CellnasError(f"cannot import {args.input}: it {why}")
+    if args.seed is not None:
+        check_seed(args.seed, "--seed")
+    if args.importance:
+        for flag, value in (("--protocol", args.protocol), ("--seed", args.seed)):
+            if value is not None:
+                raise CellnasError(f"{flag} does not apply with --importance: an OI file names the protocol of each "
+                                   "vector")  # fmt: skip
+        archive = open_archive(args)  # opened on the first write: a file refused whole leaves no archive behind
+        try:
+            result = archive.import_importance(args.input, replace=args.replace)
+        finally:
+            archive.close()
+        kept = f" ({result.kept} already present, kept; --replace overwrites them)" if result.kept else ""
+        print(f"imported {result.written} OI vectors into {args.archive}{kept}")
+        return 0
+    archive = open_archive(args)  # opened on the first write: a file refused whole leaves no archive behind
+    try:
+        result = archive.import_csv(args.input, protocol=args.protocol, seed=args.seed or 0, replace=args.replace)
+    finally:
+        archive.close()
     notes = []
     if result.kept:
         notes.append(f"{result.kept} already present, kept; --replace overwrites them")
@@ -306,16 +364,23 @@ def _collect_genotypes(specs: list[str]) -> list:
 def _evaluate(args) -> int:
     from cellnas.analysis.sampling import sample
 
+    if args.sample:
+        n, seed = 100 if args.n is None else args.n, check_seed(args.seed or 0, "--seed")
+        if n < 1:
+            raise CellnasError(f"-n must be >= 1, got {n}")
+    else:
+        for flag, value in (("-n", args.n), ("--seed", args.seed)):
+            if value is not None:
+                raise CellnasError(f"{flag} (a sampling option) needs --sample CONSTRAINT; it does not apply to "
+                                   "GENOTYPE arguments")  # fmt: skip
+    evaluator = build_evaluator(args)  # checks the evaluation options: nothing is sampled or written before
     genotypes = _collect_genotypes(args.genotypes)
     source = "evaluate"
     if args.sample:
-        if args.n < 1:
-            raise CellnasError(f"-n must be >= 1, got {args.n}")
-        genotypes += sample(args.sample, args.n, args.seed)
-        source = f"sample:{args.sample}:seed{args.seed}"
+        genotypes += sample(args.sample, n, seed)
+        source = f"sample:{args.sample}:seed{seed}"
     if not genotypes:
         raise CellnasError("nothing to evaluate: give GENOTYPE arguments or --sample CONSTRAINT")
-    evaluator = build_evaluator(args)
     with open_archive(args) as archive:
         report = run_batch(evaluator, genotypes, args, archive, source=source)
     report_failures(report)
@@ -340,10 +405,17 @@ def _fit(args) -> int:
     if Path(args.output).is_dir():
         raise CellnasError(f"-o {args.output} is a directory; give the surrogate file's name, "
                            f"e.g. {Path(args.output) / 'surrogate.joblib'}")  # fmt: skip
+    check_seed(args.seed, "--seed")
     with open_archive(args, create=False) as archive:
         ranked = archive.ranked(args.protocol, args.metric, source=args.source)
+        if not ranked and args.source and archive.ranked(args.protocol, args.metric):
+            sources = ", ".join(f"{src} ({n})" for src, n in archive.sources(args.protocol) if src) or "none named"
+            raise CellnasError(f"no {args.metric} under protocol {args.protocol!r} in {args.archive} among the rows "
+                               f"whose source starts with {args.source!r} (--source); sources of {args.protocol!r}: "
+                               f"{sources}")  # fmt: skip
         if not ranked:
-            raise CellnasError(f"no {args.metric} under protocol {args.protocol!r} in {args.archive}; "
+            which = f" from source {args.source!r}* (--source)" if args.source else ""
+            raise CellnasError(f"no {args.metric}{which} under protocol {args.protocol!r} in {args.archive}; "
                                f"{_protocols_present(archive)}")  # fmt: skip
     n_nodes, keep, refused = split_encodable([g for g, _, _ in ranked], args.features)
     if refused:
@@ -380,6 +452,7 @@ def _info(args) -> int:
         protocols = archive.protocols()
         failures = archive.failures()
         oi = archive.importance_protocols()
+        sources = archive.sources()
     print(f"{args.archive}: {sum(n for _, n in protocols)} rows")
     for name, n in protocols:
         print(f"  {name:<40} {n:>7} rows")
@@ -387,4 +460,6 @@ def _info(args) -> int:
         print(f"failures: {len(failures)} (retried by the next evaluation)")
     for name, n in oi:
         print(f"OI vectors: {name:<36} {n:>7}")
+    if sources:
+        print("sources: " + ", ".join(f"{src or '(none)'} ({n})" for src, n in sources))
     return 0

@@ -14,7 +14,7 @@ Registered evaluators (:func:`list_evaluators`, :func:`create_evaluator`):
 
 :func:`evaluate_batch` (in :mod:`.batch`) runs one evaluator over many genotypes, in worker processes
 when the evaluator is expensive, committing every result to the archive as it arrives and skipping what
-the archive already holds.
+the archive already holds; Ctrl-C stops it with :class:`BatchInterrupted` (what finished stays stored).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ __all__ = [
     "create_evaluator",
     "evaluate_batch",
     "BatchReport",
+    "BatchInterrupted",
 ]
 
 
@@ -41,7 +42,9 @@ class Evaluator(ABC):
     """One way to score a genotype. Subclasses set :attr:`name`, :attr:`protocol` and :meth:`evaluate`.
 
     Instances must be picklable when :attr:`parallel` is true: :func:`evaluate_batch` sends them to worker
-    processes. Evaluators are deterministic given ``(genotype, seed)`` unless documented otherwise.
+    processes. Evaluators are deterministic given ``(genotype, seed)`` unless documented otherwise. An evaluation
+    stopped by Ctrl-C raises :class:`KeyboardInterrupt` or a :class:`~cellnas.runs.RunInterrupted` (a training
+    does): :func:`evaluate_batch` then stops, and records no failure.
     """
 
     #: Registry name.
@@ -107,4 +110,4 @@ def create_evaluator(name: str, **kwargs) -> Evaluator:
     return factory(**kwargs)
 
 
-from cellnas.evaluators.batch import BatchReport, evaluate_batch  # noqa: E402
+from cellnas.evaluators.batch import BatchInterrupted, BatchReport, evaluate_batch  # noqa: E402

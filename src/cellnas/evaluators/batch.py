@@ -13,23 +13,32 @@ tens of thousands of architectures).
    touch the database); cheap evaluators (surrogate, synthetic) in this process, vectorised over chunks and
    committed per chunk;
 4. reports failures per architecture (the batch goes on; the archive's ``failures`` table keeps them, and
-   a re-run retries them).
+   a re-run retries them);
+5. stops on Ctrl-C or SIGTERM (:class:`BatchInterrupted`, which the CLI turns into exit status 130 or 143, as an
+   interrupted ``cellnas train``): what finished is committed, the evaluations in flight are dropped (a training
+   stops after its step, worker processes are ended), never recorded as failures, and a re-run evaluates only what
+   is missing. An evaluation stopped so must raise :class:`KeyboardInterrupt` or a
+   :class:`~cellnas.runs.RunInterrupted` (as :func:`cellnas.train.train` does): any other exception is a failure.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import signal
+import threading
 import time
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from cellnas.archive import Archive
-from cellnas.errors import CellnasError
+from cellnas.errors import CellnasError, check_seed
 from cellnas.evaluators.executor import Executor, make_executor
 from cellnas.genotype import Genotype
+from cellnas.runs import RunInterrupted
 
-__all__ = ["BatchReport", "evaluate_batch"]
+__all__ = ["BatchReport", "BatchInterrupted", "evaluate_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +91,45 @@ class BatchReport:
         }  # fmt: skip
 
 
+class BatchInterrupted(RunInterrupted):
+    """Raised by :func:`evaluate_batch` after Ctrl-C or SIGTERM, once the finished results are committed; the
+    message says what is stored and how to continue. Carries the partial :class:`BatchReport` as ``report``."""
+
+    def __init__(self, message: str, report: BatchReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@contextmanager
+def _interruptible():
+    """Within the block, Ctrl-C raises :class:`KeyboardInterrupt` even in a process that started with SIGINT ignored
+    (a background job of a script), as ``cellnas train`` and ``search`` stop on it; SIGTERM follows, through the
+    CLI's :func:`~cellnas.runs.sigterm_as_sigint`. A handler installed by the caller is kept. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if callable(previous):
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run_one(evaluator, seed: int, item: tuple[str, Genotype]) -> dict:
     """Worker side: one evaluation, its wall time added as ``seconds`` when the evaluator gives none, and for
-    expensive evaluators the worker's CPU time as ``cpu_seconds``."""
+    expensive evaluators the worker's CPU time as ``cpu_seconds``. An evaluation stopped by Ctrl-C (a training that
+    raised :class:`~cellnas.runs.RunInterrupted` after its step) raises :class:`KeyboardInterrupt`, which executors
+    pass on instead of reporting a failure: the batch stops."""
     _, genotype = item
     t0, c0 = time.perf_counter(), time.process_time()
-    metrics = dict(evaluator.evaluate(genotype, seed))
+    try:
+        metrics = dict(evaluator.evaluate(genotype, seed))
+    except RunInterrupted:
+        raise KeyboardInterrupt from None  # its resume hint names a directory the batch does not resume from
     metrics.setdefault("seconds", time.perf_counter() - t0)
     if evaluator.parallel:  # CPU time of the worker: comparable across loaded and idle machines
         metrics.setdefault("cpu_seconds", time.process_time() - c0)
@@ -111,10 +153,10 @@ def evaluate_batch(
 
     ``workers`` > 1 starts a process pool for ``parallel`` evaluators (ignored for cheap ones); pass your own
     ``executor`` to run elsewhere. ``source`` is stored with each new archive row (e.g. ``"sample:prim"``).
+    Ctrl-C (or SIGTERM, in the CLI) raises :class:`BatchInterrupted` once the finished results are committed.
     """
     t_start = time.perf_counter()
-    if int(seed) < 0:
-        raise CellnasError(f"the evaluation seed (--eval-seed) must be >= 0, got {seed}")
+    seed = check_seed(seed, "the evaluation seed (--eval-seed)")
     report = BatchReport(protocol=evaluator.protocol, seed=int(seed))
     for g in genotypes:
         report.genotypes.setdefault(g.content_hash(), g)
@@ -141,7 +183,10 @@ def evaluate_batch(
             archive.put_many([(g, evaluator.protocol, m, seed) for g, m in pending], config=config, source=source)
         pending.clear()
 
+    finished: list[str] = []  # the architectures of ``todo`` done (a result or a failure)
+
     def accept(h: str, g: Genotype, metrics: dict | None, error: str | None) -> None:
+        finished.append(h)
         others = same[h][1:]  # other listings of the architecture: the same result
         if error is not None:
             report.failed[h] = error
@@ -162,35 +207,39 @@ def evaluate_batch(
 
     own_executor = None
     try:
-        if todo and (evaluator.parallel or executor is not None):
-            if executor is None:
-                executor = own_executor = make_executor(workers, context=context)
-            fn = functools.partial(_run_one, evaluator, int(seed))
-            for done in executor.map_unordered(fn, todo):
-                h, g = done.item
-                accept(h, g, done.value, done.error)
-                commit()  # expensive results: each one durable as soon as it arrives
-        else:
-            for start in range(0, len(todo), _CHUNK):
-                chunk = todo[start : start + _CHUNK]
-                t0 = time.perf_counter()
-                try:
-                    outs = evaluator.evaluate_many([g for _, g in chunk], seed)
-                    per = (time.perf_counter() - t0) / max(1, len(chunk))
-                    for (h, g), m in zip(chunk, outs):
-                        accept(h, g, {**m, "_wall": per}, None)
-                except Exception:  # noqa: BLE001 - find the culprits one by one
-                    for h, g in chunk:
-                        try:
-                            accept(h, g, _run_one(evaluator, seed, (h, g)), None)
-                        except Exception as exc:  # noqa: BLE001 - reported per architecture
-                            accept(h, g, None, f"{type(exc).__name__}: {exc}")
-                commit()
-    except BaseException:
+        with _interruptible():
+            if todo and (evaluator.parallel or executor is not None):
+                if executor is None:
+                    executor = own_executor = make_executor(workers, context=context)
+                fn = functools.partial(_run_one, evaluator, int(seed))
+                for done in executor.map_unordered(fn, todo):
+                    h, g = done.item
+                    accept(h, g, done.value, done.error)
+                    commit()  # expensive results: each one durable as soon as it arrives
+            else:
+                for start in range(0, len(todo), _CHUNK):
+                    chunk = todo[start : start + _CHUNK]
+                    t0 = time.perf_counter()
+                    try:
+                        outs = evaluator.evaluate_many([g for _, g in chunk], seed)
+                        per = (time.perf_counter() - t0) / max(1, len(chunk))
+                        for (h, g), m in zip(chunk, outs):
+                            accept(h, g, {**m, "_wall": per}, None)
+                    except Exception:  # noqa: BLE001 - find the culprits one by one
+                        for h, g in chunk:
+                            try:
+                                accept(h, g, _run_one(evaluator, seed, (h, g)), None)
+                            except Exception as exc:  # noqa: BLE001 - reported per architecture
+                                accept(h, g, None, f"{type(exc).__name__}: {exc}")
+                    commit()
+    except BaseException as exc:
         commit()
         if own_executor is not None:
-            own_executor.close(wait=False)
+            own_executor.close(wait=False)  # ends the workers: their evaluations in flight are dropped
             own_executor = None
+        if isinstance(exc, KeyboardInterrupt):
+            report.seconds = time.perf_counter() - t_start
+            raise _interrupted(report, len(todo) - len(finished), len(todo), archive) from None
         raise
     finally:
         if own_executor is not None:
@@ -201,6 +250,17 @@ def evaluate_batch(
     log.debug("%s: %d evaluated, %d reused, %d failed in %.1f s", evaluator.protocol, len(report.new),
              len(report.reused), len(report.failed), report.seconds)  # fmt: skip
     return report
+
+
+def _interrupted(report: BatchReport, left: int, n_todo: int, archive: Archive | None) -> BatchInterrupted:
+    """The :class:`BatchInterrupted` of a batch stopped with ``left`` of its ``n_todo`` evaluations not done."""
+    where = f"committed to {archive.path}" if archive is not None else "not stored (no archive)"
+    rerun = "; the same command evaluates only what is missing" if archive is not None else ""
+    return BatchInterrupted(
+        f"interrupted: {len(report.new)} new evaluations with {report.protocol} {where}, {left} of {n_todo} not "
+        f"evaluated (the ones in flight dropped, not recorded as failures){rerun}",
+        report,
+    )
 
 
 def _bar(progress: bool, total: int, what: str):

@@ -1,9 +1,10 @@
 """Where evaluations run: a small executor interface so that a distributed backend can plug in later.
 
 An :class:`Executor` runs ``fn(item)`` for every item and yields :class:`Done` records **as they finish**
-(in any order). A task that raises is reported in its own :class:`Done` (``error`` set), never fatal to the
-others; a worker process that dies (killed, out of memory) fails the tasks it took down, and the pool is
-restarted for the rest.
+(in any order). A task that raises an :class:`Exception` is reported in its own :class:`Done` (``error`` set), never
+fatal to the others; a task that raises :class:`KeyboardInterrupt` (stopped by Ctrl-C) is no failure: the map
+stops and raises it in the caller; a worker process that dies (killed, out of memory) fails the tasks it took
+down, and the pool is restarted for the rest.
 
 * :class:`SerialExecutor`: in this process, in order (tests, cheap evaluators, ``--workers 1``);
 * :class:`ProcessExecutor`: ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn`` (default) or

@@ -89,7 +89,11 @@ class ProxyEvaluator(Evaluator):
                 "overrides": self.overrides, "train": cfg}  # fmt: skip
 
     def evaluate(self, genotype: Genotype, seed: int = 0) -> dict:
-        from cellnas.train import train
+        """Train ``genotype`` under the protocol (see the class docstring). Ctrl-C stops the training after its
+        step and raises :class:`~cellnas.runs.RunInterrupted`; without ``keep_runs`` its message names no run
+        directory (the temporary one is deleted: nothing to resume)."""
+        from cellnas.runs import RunInterrupted
+        from cellnas.train import TrainInterrupted, train
 
         cfg = self.train_config(seed)
         if self.keep_runs is not None:
@@ -99,6 +103,9 @@ class ProxyEvaluator(Evaluator):
             tmp = tempfile.mkdtemp(prefix="cellnas-proxy-")
             try:
                 result = train(genotype, cfg, out=Path(tmp) / "run")
+            except TrainInterrupted:
+                raise RunInterrupted(f"proxy evaluation of {genotype.content_hash()} interrupted; its temporary "
+                                     "run directory is deleted, nothing stored") from None  # fmt: skip
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         return {

@@ -19,6 +19,8 @@ __all__ = [
     "plot_distributions",
     "plot_importance",
     "plot_motifs",
+    "motif_layout",
+    "motif_names",
     "plot_reduce_ablation",
     "plot_disabling",
 ]
@@ -99,34 +101,144 @@ def plot_importance(
     return finish_figure(fig, path, title)
 
 
-def _draw_motif(ax, graph, node_label: str, edge_label: str) -> None:
+#: Motif drawings (data units, equal aspect): node radius, distance between layers and between nodes of a layer,
+#: the curvatures an edge may take and where along it its label may sit, and the inches per data unit (the same in
+#: every panel, so labels fit).
+_NODE_R, _LAYER_DX, _NODE_DY = 0.27, 1.75, 1.0
+_RADS = (0.0, 0.22, -0.22, 0.4, -0.4, 0.6, -0.6)
+_LABEL_TS = (0.5, 0.38, 0.62)
+_INCH = 0.95
+#: Half the length and half the height of an edge label (font size 6), in data units, for the overlap checks.
+_LABEL_HALF = {"len": 0.05, "h": 0.08}
+
+
+def motif_names(graph, node_label: str = "node_name") -> dict:
+    """``{node: name}`` as the motif's description (and the printed table) names its nodes
+    (:func:`cellnas.analysis.motifs.node_names`, in node order: :func:`~cellnas.analysis.motifs.mine` numbers nodes
+    canonically)."""
+    from cellnas.analysis.motifs import node_names
+
+    nodes = sorted(graph.nodes)
+    return dict(zip(nodes, node_names([str(graph.nodes[v].get(node_label, v)) for v in nodes])))
+
+
+def _bezier(p0, p1, rad: float, n: int = 41) -> np.ndarray:
+    """Points of matplotlib's ``arc3,rad=rad`` connection from ``p0`` to ``p1`` (a quadratic Bezier whose control
+    point is the midpoint moved by ``rad`` times the chord turned clockwise), valid under an equal aspect."""
+    p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
+    d = p1 - p0
+    c = (p0 + p1) / 2 + rad * np.array([d[1], -d[0]])
+    t = np.linspace(0, 1, n)[:, None]
+    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * c + t**2 * p1
+
+
+def _label_at(curve: np.ndarray, t: float) -> tuple[np.ndarray, float]:
+    """Where an edge label sits on ``curve`` (a fraction ``t`` of the way) and its angle in degrees (along the
+    curve, never upside down)."""
+    k = int(round(t * (len(curve) - 1)))
+    d = curve[min(k + 1, len(curve) - 1)] - curve[max(k - 1, 0)]
+    angle = float(np.degrees(np.arctan2(d[1], d[0])))
+    return curve[k], angle - 180 if angle > 90 else angle + 180 if angle < -90 else angle
+
+
+def _label_points(curve: np.ndarray, t: float, text: str) -> np.ndarray:
+    """Sample points of an edge label's box (see :func:`_label_at`)."""
+    mid, angle = _label_at(curve, t)
+    u = np.array([np.cos(np.radians(angle)), np.sin(np.radians(angle))])
+    nrm = np.array([-u[1], u[0]])
+    half = _LABEL_HALF["len"] * len(text) / 2 + 0.04
+    return np.array([mid + a * half * u + b * _LABEL_HALF["h"] * nrm for a in np.linspace(-1, 1, 7) for b in (-1, 1)])
+
+
+def motif_layout(graph, node_label: str = "node_name", edge_label: str = "op_name") -> tuple[dict, dict]:
+    """``(positions, edges)`` of a motif drawing: ``{node: (x, y)}`` and ``{(u, v): (rad, t)}``. Nodes sit in layers
+    by longest path from the inputs (inputs first); each edge is an ``arc3,rad=rad`` curve with its label a fraction
+    ``t`` of the way along, chosen so that the curve passes through no other node and the label overlaps no node and
+    no other label, where the candidates allow it."""
     import networkx as nx
 
-    inputs = [v for v, d in graph.nodes(data=True) if str(d.get(node_label, "")).startswith("input")]
-    others = [v for v in graph.nodes if v not in inputs]
-    pos = {}
-    for i, v in enumerate(sorted(inputs, key=lambda v: str(graph.nodes[v].get(node_label)))):
-        pos[v] = (0.0, 1.0 - 2.0 * i)
-    try:
-        order = [v for v in nx.topological_sort(graph) if v in others]
-    except nx.NetworkXUnfeasible:  # pragma: no cover - cells are DAGs
-        order = others
-    for i, v in enumerate(order):
-        pos[v] = (1.0 + i, 0.6 if i % 2 == 0 else -0.6)
-    colours = ["#ffe9a8" if v in inputs else "#cfe3ff" for v in graph.nodes]
-    labels = {v: str(d.get(node_label, v)) for v, d in graph.nodes(data=True)}
-    edge_colours = [OP_COLOURS.get(d.get(edge_label), "#333333") for _, _, d in graph.edges(data=True)]
-    nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=colours, edgecolors="#333333", node_size=900)
-    nx.draw_networkx_labels(graph, pos, labels=labels, ax=ax, font_size=7)
-    nx.draw_networkx_edges(graph, pos, ax=ax, edge_color=edge_colours, width=1.8, arrowsize=14,
-                           node_size=900, connectionstyle="arc3,rad=0.12")  # fmt: skip
-    edge_labels = {(u, v): d.get(edge_label) for u, v, d in graph.edges(data=True)}
-    nx.draw_networkx_edge_labels(graph, pos, ax=ax, font_size=6, connectionstyle="arc3,rad=0.12",
-                                 edge_labels=edge_labels)  # fmt: skip
-    xs = [p[0] for p in pos.values()] or [0]
-    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
-    ax.set_ylim(-1.6, 1.6)
+    names = motif_names(graph, node_label)
+    inputs = [v for v in graph.nodes if str(graph.nodes[v].get(node_label, "")).startswith("input")]
+    depth: dict = {}
+    for v in nx.topological_sort(graph):
+        preds = list(graph.predecessors(v))
+        depth[v] = 0 if v in inputs or not preds else 1 + max(depth[u] for u in preds)
+    pos: dict = {}
+    for layer in range(max(depth.values(), default=-1) + 1):
+        members = [v for v in graph.nodes if depth[v] == layer]
+        # inputs by name; other nodes by the mean height of their inputs (fewer crossings), then by name
+        members.sort(key=lambda v: (v not in inputs, -np.mean([pos[u][1] for u in graph.predecessors(v)] or [0.0]),
+                                    names[v]))  # fmt: skip
+        stagger = 0.0 if layer % 2 == 0 else 0.3  # no three nodes in a row across layers
+        for i, v in enumerate(members):
+            pos[v] = (layer * _LAYER_DX, ((len(members) - 1) / 2 - i) * _NODE_DY + stagger)
+    centres = {v: np.asarray(p, float) for v, p in pos.items()}
+    edges = sorted(graph.edges(data=True), key=lambda e: -np.linalg.norm(centres[e[1]] - centres[e[0]]))
+    chosen = {(u, v): (0.0, 0.5) for u, v, _ in edges}
+    texts = {(u, v): str(d.get(edge_label, "")) for u, v, d in edges}
+
+    def shape(edge, rad: float, t: float) -> tuple[np.ndarray, np.ndarray]:
+        curve = _bezier(centres[edge[0]], centres[edge[1]], rad)
+        return curve, _label_points(curve, t, texts[edge])
+
+    def gap(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.min(np.linalg.norm(a[:, None, :] - b[None, :, :], axis=2)))
+
+    def cost(edge, rad: float, t: float, others: list) -> float:
+        curve, box = shape(edge, rad, t)
+        ends = np.stack([centres[edge[0]], centres[edge[1]]])
+        free = curve[np.linalg.norm(curve[:, None, :] - ends[None, :, :], axis=2).min(axis=1) > _NODE_R]
+        total = abs(rad) + 2 * abs(t - 0.5)
+        for w, c in centres.items():
+            if w not in edge and len(free):
+                total += 100 * max(0.0, 1.6 * _NODE_R - gap(free, c[None, :]))
+            total += 50 * max(0.0, _NODE_R + 0.14 - gap(box, c[None, :]))  # clear of the arrowheads too
+        for other_curve, other_box in others:
+            total += 50 * max(0.0, 0.2 - gap(box, other_box)) + 5 * max(0.0, 0.1 - gap(box, other_curve))
+        return total
+
+    candidates = [(rad, t) for rad in _RADS for t in _LABEL_TS]
+    for _ in range(2):  # greedy, longest edges first, then once more against the final others
+        for u, v, _ in edges:
+            others = [shape(e, *chosen[e]) for e in chosen if e != (u, v)]
+            chosen[(u, v)] = min(candidates, key=lambda c: cost((u, v), *c, others))
+    return pos, chosen
+
+
+def _draw_motif(ax, graph, layout: tuple[dict, dict], node_label: str, edge_label: str) -> None:
+    from matplotlib.patches import Circle, FancyArrowPatch
+
+    pos, chosen = layout
+    names = motif_names(graph, node_label)
+    circles = {}
+    for v, (x, y) in pos.items():
+        is_input = str(graph.nodes[v].get(node_label, "")).startswith("input")
+        circles[v] = Circle((x, y), _NODE_R, facecolor="#ffe9a8" if is_input else "#cfe3ff", edgecolor="#333333",
+                            lw=1.0, zorder=3)  # fmt: skip
+        ax.add_patch(circles[v])
+        ax.text(x, y, names[v], ha="center", va="center", fontsize=7, zorder=4)
+    for u, v, d in graph.edges(data=True):
+        op = d.get(edge_label)
+        colour = OP_COLOURS.get(op, "#333333")
+        rad, t = chosen[(u, v)]
+        ax.add_patch(FancyArrowPatch(pos[u], pos[v], patchA=circles[u], patchB=circles[v], arrowstyle="-|>",
+                                     mutation_scale=11, connectionstyle=f"arc3,rad={rad}", color=colour, lw=1.8,
+                                     zorder=2))  # fmt: skip
+        (mx, my), angle = _label_at(_bezier(pos[u], pos[v], rad), t)
+        ax.text(mx, my, str(op), fontsize=6, ha="center", va="center", rotation=angle, rotation_mode="anchor",
+                zorder=5, bbox=dict(boxstyle="round,pad=0.12", fc="white", ec="none", alpha=0.85))  # fmt: skip
+    ax.set_aspect("equal")
     ax.set_axis_off()
+
+
+def _extent(layout: tuple[dict, dict]) -> tuple[float, float, float, float]:
+    """``(x min, x max, y min, y max)`` of a :func:`motif_layout`'s nodes and curves."""
+    pos, chosen = layout
+    pts = [np.asarray(p) for p in pos.values()] or [np.zeros(2)]
+    for (u, v), (rad, _) in chosen.items():
+        pts += list(_bezier(pos[u], pos[v], rad, n=9))
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    return min(xs), max(xs), min(ys), max(ys)
 
 
 def plot_motifs(
@@ -137,17 +249,35 @@ def plot_motifs(
     node_label: str = "node_name",
     edge_label: str = "op_name",
 ):
-    """The given motifs (objects with ``graph``, ``support``, ``support_fraction``, ``norm_support``), one
-    panel each, titled with their rank and supports (SPEC 5.3, Table 1)."""
+    """The given motifs (objects with ``graph``, ``support``, ``support_fraction``, ``ref_incidence``,
+    ``norm_support``), one panel each, titled with their rank and supports as the printed table shows them: a motif
+    that no reference subgraph holds (``ref_incidence`` 0, norm_support = support / 0) says ``not in ref``
+    (SPEC 5.3, Table 1). Nodes are named as in the motif's description (``op1``, ``op2``); every panel has the same
+    scale."""
     n = max(1, len(motifs))
     columns = max(1, min(columns, n))
     rows = int(np.ceil(n / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
+    layouts = [motif_layout(m.graph, node_label, edge_label) for m in motifs]
+    extents = [_extent(layout) for layout in layouts]
+    margin = _NODE_R + 0.35
+    width = max([e[1] - e[0] for e in extents] + [2 * _LAYER_DX]) + 2 * margin
+    height = max([e[3] - e[2] for e in extents] + [2 * _NODE_DY]) + 2 * margin
+    fig, axes = plt.subplots(rows, columns, figsize=(_INCH * width * columns, (_INCH * height + 0.35) * rows),
+                             squeeze=False)  # fmt: skip
     for ax in axes.flat:
         ax.set_axis_off()
-    for i, (ax, m) in enumerate(zip(axes.flat, motifs)):
-        _draw_motif(ax, m.graph, node_label, edge_label)
-        norm = "" if m.norm_support is None else f", norm {m.norm_support:.2f}"
+    for i, (ax, m, layout, (x0, x1, y0, y1)) in enumerate(zip(axes.flat, motifs, layouts, extents)):
+        _draw_motif(ax, m.graph, layout, node_label, edge_label)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        ax.set_xlim(cx - width / 2, cx + width / 2)
+        ax.set_ylim(cy - height / 2, cy + height / 2)
+        ref = getattr(m, "ref_incidence", None)
+        if ref is None or m.norm_support is None:
+            norm = ""
+        elif ref == 0:
+            norm = ", not in ref"
+        else:
+            norm = f", ref {ref}, norm {m.norm_support:.2f}"
         ax.set_title(f"#{i + 1}: support {m.support} ({100 * m.support_fraction:.0f} %){norm}", fontsize=9)
     if not motifs:
         axes.flat[0].text(0.5, 0.5, "no motif reaches the minimum support", ha="center", va="center")

@@ -6,13 +6,19 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections import Counter
 
 import numpy as np
 
 from cellnas.commands._evalopts import EVALUATOR_HELP, add_evaluator_args, build_evaluator, open_archive, run_batch
 from cellnas.commands.analyze import check_output_dir, output_dir
-from cellnas.commands.analyze_cmds.importance import choose_protocol
-from cellnas.errors import CellnasError
+from cellnas.commands.analyze_cmds.importance import (
+    add_include_derived_arg,
+    check_fraction,
+    choose_protocol,
+    ranking_rule,
+)
+from cellnas.errors import CellnasError, check_seed
 
 KINDS = ("reduce", "disable", "both")
 
@@ -27,9 +33,14 @@ def register(sub, formatter) -> None:
             "compared with the original (paired t-test and Wilcoxon test over the architectures).\n"
             "Finding 1 (--kind disable): the 16 ops sorted by OI; the first k = 1..--max-ops replaced by none,\n"
             "lowest OI first and highest OI first. OI vectors come from the archive (`cellnas analyze\n"
-            "importance`, --oi-protocol) or are computed here with the evaluator when missing.\n\n"
+            "importance`): by default those computed with the evaluator's protocol (--oi-protocol chooses\n"
+            "another; 'any': each cell's vector under the evaluator's protocol, else its latest, with a warning\n"
+            "when protocols mix), and are computed here with the evaluator when missing. ablate.json names the\n"
+            "protocol of each cell's OI vector.\n\n"
             "Architectures: GENOTYPE arguments, or --random N drawn (seeded) from the best --top fraction of the\n"
-            "archive. Writes ablate.json, ablate_reduce.png, ablate_disable.png.\n\n"
+            "archive's population (the rows of the ranking protocol except OI neighbours and ablation variants\n"
+            "stored by `analyze importance`/`analyze ablate`; --include-derived ranks them too). Writes\n"
+            "ablate.json, ablate_reduce.png, ablate_disable.png.\n\n"
             + EVALUATOR_HELP + "\n\n"
             "example: cellnas analyze ablate --random 10 --top 0.2 --rank-protocol proxy:digits-tiny \\\n"
             "             --evaluator proxy --protocol digits-tiny --workers 2 -o ablate"
@@ -40,41 +51,81 @@ def register(sub, formatter) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
     p.add_argument("--kind", choices=KINDS, default="both", help="which experiment")
     p.add_argument("--random", type=int, default=None, metavar="N", help="N architectures from the archive's top")
-    p.add_argument("--top", type=float, default=0.05, metavar="FRACTION", help="--random: draw from this top fraction")
+    p.add_argument("--top", type=float, default=None, metavar="FRACTION",
+                   help="--random: draw from this top fraction (default: 0.05)")  # fmt: skip
     p.add_argument("--rank-protocol", default=None, metavar="PROTOCOL", help="--random: rank by this protocol")
     p.add_argument("--source", default=None, metavar="PREFIX", help="--random: only rows whose source starts so")
-    p.add_argument("--seed", type=int, default=0, help="--random: selection seed (RandomState, as the reference)")
-    p.add_argument("--max-ops", type=int, default=8, help="disable: up to this many ops")
-    p.add_argument("--oi-protocol", default="any", metavar="PROTOCOL",
-                   help="disable: stored OI vectors to order the ops by ('any': the latest of each cell)")
+    add_include_derived_arg(p, "--random")
+    p.add_argument("--seed", type=int, default=None,
+                   help="--random: selection seed (RandomState, as the reference; default: 0)")  # fmt: skip
+    p.add_argument("--max-ops", type=int, default=None, help="disable: up to this many ops (default: 8)")
+    p.add_argument("--oi-protocol", default=None, metavar="PROTOCOL",
+                   help="disable: the stored OI vectors to order the ops by (default: the evaluator's protocol; "
+                        "'any': the evaluator's, else each cell's latest)")  # fmt: skip
     add_evaluator_args(p)
     p.set_defaults(func=run)
 
 
-def _select(args, archive, evaluator):
-    from cellnas.formats import load_genotype
-
+def _check_args(args) -> None:
+    """Refuse, before any work, options out of range and options that do not apply to the chosen experiment."""
     if args.genotypes and args.random is not None:
         raise CellnasError("give GENOTYPE arguments or --random N, not both")
-    if args.genotypes:
-        archs = {}
-        for spec in args.genotypes:
-            g = load_genotype(spec)
-            archs.setdefault(g.content_hash(), (spec, g))
-        if len(archs) < len(args.genotypes):
-            print(f"note: {len(args.genotypes) - len(archs)} duplicate architecture(s) dropped; ablating "
-                  f"{len(archs)}: {', '.join(spec for spec, _ in archs.values())}", file=sys.stderr)  # fmt: skip
-        return [g for _, g in archs.values()], None
-    if args.random is None:
+    if not args.genotypes and args.random is None:
         raise CellnasError("give GENOTYPE arguments or --random N (architectures drawn from the archive's top)")
-    if args.random < 1:
-        raise CellnasError(f"--random must be >= 1, got {args.random}")
-    protocol = choose_protocol(archive, args.rank_protocol, evaluator.protocol)
-    pool = [g for g, _, _ in archive.top(protocol, fraction=args.top, source=args.source)]
+    if args.genotypes:
+        for flag, value in (("--top", args.top), ("--rank-protocol", args.rank_protocol), ("--source", args.source),
+                            ("--seed", args.seed), ("--include-derived", args.include_derived or None)):  # fmt: skip
+            if value is not None:
+                raise CellnasError(f"{flag} (how --random N draws from the archive) does not apply with GENOTYPE "
+                                   "arguments; drop one of the two")  # fmt: skip
+    else:
+        if args.random < 1:
+            raise CellnasError(f"--random must be >= 1, got {args.random}")
+        check_fraction(args.top if args.top is not None else 0.05, "--top")
+        check_seed(args.seed if args.seed is not None else 0, "--seed")
+    if args.kind == "reduce":
+        for flag, value in (("--max-ops", args.max_ops), ("--oi-protocol", args.oi_protocol)):
+            if value is not None:
+                raise CellnasError(f"{flag} configures the op-disabling experiment; it does not apply with --kind "
+                                   "reduce (use --kind disable or both)")  # fmt: skip
+    if args.max_ops is not None and args.max_ops < 1:
+        raise CellnasError(f"--max-ops must be >= 1, got {args.max_ops}")
+
+
+def _load(args):
+    """The GENOTYPE arguments, duplicates dropped (with a note)."""
+    from cellnas.formats import load_genotype
+
+    archs = {}
+    for spec in args.genotypes:
+        g = load_genotype(spec)
+        archs.setdefault(g.content_hash(), (spec, g))
+    if len(archs) < len(args.genotypes):
+        print(f"note: {len(args.genotypes) - len(archs)} duplicate architecture(s) dropped; ablating "
+              f"{len(archs)}: {', '.join(spec for spec, _ in archs.values())}", file=sys.stderr)  # fmt: skip
+    return [g for _, g in archs.values()]
+
+
+def _draw(args, archive, evaluator):
+    """``--random N``: N cells drawn with ``RandomState(--seed)`` from the top ``--top`` of the population."""
+    top, seed = (0.05 if args.top is None else args.top), (0 if args.seed is None else args.seed)
+    protocol = choose_protocol(archive, args.rank_protocol, evaluator.protocol, args.include_derived)
+    pool = [g for g, _, _ in archive.top(protocol, fraction=top, source=args.source,
+                                         include_derived=args.include_derived)]  # fmt: skip
     if args.random > len(pool):
-        raise CellnasError(f"--random {args.random}: the top {args.top:g} of {protocol} holds only {len(pool)} cells")
-    picks = np.random.RandomState(args.seed).choice(len(pool), size=args.random, replace=False)
+        raise CellnasError(f"--random {args.random}: the top {top:g} of {protocol} ({ranking_rule(args)}) holds only "
+                           f"{len(pool)} cells")  # fmt: skip
+    picks = np.random.RandomState(seed).choice(len(pool), size=args.random, replace=False)
     return [pool[i] for i in sorted(picks)], protocol
+
+
+def _stored_oi(args, archive, evaluator, archs) -> dict[str, tuple[str, dict[int, float]]]:
+    """``{hash: (protocol, OI vector)}`` of the stored vectors of ``archs`` that ``--oi-protocol`` selects."""
+    if args.oi_protocol == "any":
+        stored = archive.importance(prefer=evaluator.protocol)
+    else:
+        stored = archive.importance(args.oi_protocol or evaluator.protocol)
+    return {g.content_hash(): stored[g.content_hash()] for g in archs if g.content_hash() in stored}
 
 
 def _value(report, g):
@@ -95,30 +146,37 @@ def run(args) -> int:
     from cellnas.plots.wan import plot_disabling, plot_reduce_ablation
     from cellnas.runs import atomic_write_text
 
-    if args.max_ops < 1:
-        raise CellnasError(f"--max-ops must be >= 1, got {args.max_ops}")
-    if args.eval_seed < 0:
-        raise CellnasError(f"--eval-seed must be >= 0, got {args.eval_seed}")
-    evaluator = build_evaluator(args)
+    _check_args(args)
+    max_ops = 8 if args.max_ops is None else args.max_ops
+    evaluator = build_evaluator(args)  # checks --eval-seed, --workers and the evaluator's options
     check_output_dir(args.output)  # before the evaluations: a bad -o fails at once, and leaves nothing behind
     do_reduce = args.kind in ("reduce", "both")
     do_disable = args.kind in ("disable", "both")
     if do_disable and evaluator.name in ("surrogate", "nb301"):
         print(f"note: the {evaluator.name} evaluator was not fitted on cells with 'none' ops; its errors for "
               "disabled ops are extrapolations (nb301 refuses them)", file=sys.stderr)  # fmt: skip
-    with open_archive(args) as archive:
-        archs, rank_protocol = _select(args, archive, evaluator)
+    rank_protocol = None
+    if args.genotypes:
+        archs = _load(args)
         for g in archs:
-            evaluator.check(g)
+            evaluator.check(g)  # before the archive is opened: a refused cell leaves no file behind
+    # --random needs rows: a missing archive is "does not exist", not an empty file created here
+    with open_archive(args, create=args.random is None) as archive:
+        if args.random is not None:
+            archs, rank_protocol = _draw(args, archive, evaluator)
+            for g in archs:
+                evaluator.check(g)
         if do_disable:
             n_ops = min(len(g.normal.pairs) + len(g.reduce.pairs) for g in archs)
-            if args.max_ops > n_ops:
-                print(f"note: --max-ops {args.max_ops}: the cells have {n_ops} ops; disabling up to {n_ops}",
+            if max_ops > n_ops:
+                print(f"note: --max-ops {max_ops}: the cells have {n_ops} ops; disabling up to {n_ops}",
                       file=sys.stderr)  # fmt: skip
         oi_of: dict[str, dict[int, float]] = {}
+        oi_from: dict[str, str] = {}  # hash -> the protocol of its OI vector
         if do_disable:
-            stored = archive.importance(None if args.oi_protocol == "any" else args.oi_protocol)
-            oi_of = {g.content_hash(): stored[g.content_hash()][1] for g in archs if g.content_hash() in stored}
+            stored = _stored_oi(args, archive, evaluator, archs)
+            oi_of = {h: oi for h, (_, oi) in stored.items()}
+            oi_from = {h: prot for h, (prot, _) in stored.items()}
             lacking = [g for g in archs if g.content_hash() not in oi_of]
             if lacking:
                 needed = [m for g in lacking for p in range(len(g.normal.pairs) + len(g.reduce.pairs))
@@ -139,13 +197,19 @@ def run(args) -> int:
                         raise CellnasError(f"cannot order the ops of {g.content_hash()}: {exc}") from None
                     archive.put_importance(g, evaluator.protocol, oi, cache.get(g.content_hash()))
                     oi_of[g.content_hash()] = oi
+                    oi_from[g.content_hash()] = evaluator.protocol
+            mixed = Counter(oi_from.values())
+            if len(mixed) > 1:
+                print(f"warning: the ops are ordered by OI vectors of {len(mixed)} protocols: "
+                      f"{', '.join(f'{p} ({n} cells)' for p, n in mixed.most_common())}; ablate.json names each "
+                      f"cell's (--oi-protocol {evaluator.protocol} uses one)", file=sys.stderr)  # fmt: skip
         plans = []
         for g in archs:
             plan = {"original": g}
             if do_reduce:
                 plan["reduce"] = reduce_variants(g)
             if do_disable:
-                plan["disable"] = {o: disabling_sequence(g, oi_of[g.content_hash()], o, args.max_ops) for o in ORDERS}
+                plan["disable"] = {o: disabling_sequence(g, oi_of[g.content_hash()], o, max_ops) for o in ORDERS}
             plans.append(plan)
         everything = []
         for plan in plans:
@@ -160,7 +224,13 @@ def run(args) -> int:
     doc: dict = {
         "study": "Wan et al. 2022 verification experiments (SPEC 5.2)", "evaluator": evaluator.config(),
         "protocol": evaluator.protocol, "eval_seed": args.eval_seed, "rank_protocol": rank_protocol,
-        "selection": {"genotypes": args.genotypes, "random": args.random, "top": args.top, "seed": args.seed},
+        "selection": {"genotypes": args.genotypes, "random": args.random,
+                      "top": None if args.random is None else (0.05 if args.top is None else args.top),
+                      "seed": None if args.random is None else (0 if args.seed is None else args.seed),
+                      "source": args.source, "include_derived": args.include_derived,
+                      "rule": None if args.random is None else ranking_rule(args)},
+        "oi_protocol": None if not do_disable else (args.oi_protocol or evaluator.protocol),
+        "oi_protocols": dict(Counter(oi_from.values())),
         "architectures": [], "batch": report.summary(), "errors_are": "fractions; null = evaluation failed",
         "red<-skip": "reduction cell := skip_connect on every edge, with the reduction cell's own wiring",
     }  # fmt: skip
@@ -170,6 +240,7 @@ def run(args) -> int:
         if do_reduce:
             entry["reduce"] = {k: _nan_none(_value(report, v)) for k, v in plan["reduce"].items()}
         if do_disable:
+            entry["oi_protocol"] = oi_from[g.content_hash()]
             entry["oi"] = {str(k): v for k, v in oi_of[g.content_hash()].items()}
             entry["disable"] = {o: [{"disabled": pos, "test_error": _nan_none(_value(report, v))} for pos, v in seq]
                                 for o, seq in plan["disable"].items()}  # fmt: skip

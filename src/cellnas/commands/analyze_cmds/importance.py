@@ -9,7 +9,7 @@ import sys
 
 from cellnas.commands._evalopts import EVALUATOR_HELP, add_evaluator_args, build_evaluator, open_archive, run_batch
 from cellnas.commands.analyze import check_output_dir, output_dir
-from cellnas.errors import CellnasError
+from cellnas.errors import CellnasError, check_finite
 
 
 def register(sub, formatter) -> None:
@@ -20,9 +20,15 @@ def register(sub, formatter) -> None:
             "OI(alpha, e := o) = mean over the neighbours alpha_m of y(alpha_m) - y(alpha) (SPEC 5.1): the\n"
             "neighbours swap the op for each other primitive (6) and rewire the edge to every other allowed\n"
             "input; y is the evaluator's test error. Positive OI: perturbing the op raises the error. An op is\n"
-            "important when |OI| >= --threshold (0.1 %). Every evaluation goes through the archive: those\n"
-            "already there for the evaluator's protocol are reused, new ones are added; the OI vectors are\n"
-            "stored there too (for `cellnas analyze motifs --oi-protocol`).\n\n"
+            "important when |OI| >= --threshold (0.1 %); the table also counts OI > +threshold and\n"
+            "OI < -threshold (strict, as the reference's top- and bottom-architecture analyses). Every evaluation\n"
+            "goes through the archive: those already there for the evaluator's protocol are reused, new ones are\n"
+            "added (source analyze-importance); the OI vectors are stored there too (for `cellnas analyze motifs\n"
+            "--oi-protocol` and `analyze ablate`).\n\n"
+            "--top ranks the population: the rows of the ranking protocol except those derived by `analyze\n"
+            "importance` and `analyze ablate` (OI neighbours, ablation variants: sources analyze-importance*,\n"
+            "analyze-ablate*), so that a study does not grow the population of the next one (SPEC 5.1: the\n"
+            "population is the evaluated set); --include-derived ranks them too.\n\n"
             "Writes importance.json (every edge: cell, node, op, input, OI, important, skip kind) and\n"
             "importance.png (OI per primitive for each cell type with the +/-threshold band; skips split into\n"
             "in0/in1 residual links and others, Fig. 8).\n\n"
@@ -36,21 +42,45 @@ def register(sub, formatter) -> None:
     p.add_argument("genotype", nargs="?", metavar="GENOTYPE", help="one cell (zoo name, file, DARTS text)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
     p.add_argument("--top", type=float, default=None, metavar="FRACTION",
-                   help="instead of GENOTYPE: the best round(FRACTION * N) architectures of the archive")  # fmt: skip
+                   help="instead of GENOTYPE: the best round(FRACTION * N) of the archive's N architectures "
+                        "(its population: see above)")  # fmt: skip
     p.add_argument("--rank-protocol", default=None, metavar="PROTOCOL",
                    help="--top: rank by this protocol's test error (default: the evaluator's, or the only one)")
     p.add_argument("--source", default=None, metavar="PREFIX",
-                   help="--top: rank only rows whose source starts so (e.g. 'analyze-sampling': the sampled "
-                        "population, not neighbours added by earlier OI studies)")  # fmt: skip
+                   help="--top: rank only rows whose source starts so (e.g. 'analyze-sampling': one sampled "
+                        "population)")  # fmt: skip
+    add_include_derived_arg(p, "--top")
     p.add_argument("--threshold", type=float, default=0.001, help="important when |OI| >= this (a fraction)")
     add_evaluator_args(p, default="surrogate")
     p.set_defaults(func=run)
 
 
-def choose_protocol(archive, given: str | None, preferred: str | None = None) -> str:
-    """``given``, else ``preferred`` when the archive has rows for it, else the archive's only protocol."""
-    protocols = archive.protocols()
-    names = [name for name, _ in protocols]
+def add_include_derived_arg(p, applies_to: str) -> None:
+    """``--include-derived``: rank the rows derived by OI studies and ablations too (see :func:`ranking_rule`)."""
+    p.add_argument("--include-derived", action="store_true",
+                   help=f"{applies_to}: also rank the rows stored by `analyze importance`/`analyze ablate` (OI "
+                        "neighbours, ablation variants; default: left out of the population)")  # fmt: skip
+
+
+def ranking_rule(args) -> str:
+    """How the population was chosen, for the printed summary and the JSON."""
+    rule = "every row" if args.include_derived else "rows not derived by analyze importance/ablate"
+    return rule + (f", source {args.source}*" if args.source else "")
+
+
+def check_fraction(value: float, flag: str) -> float:
+    """``value`` when it is a fraction in (0, 1], else a one-line :class:`CellnasError` naming ``flag``."""
+    if not 0 < value <= 1:  # NaN fails too
+        raise CellnasError(f"{flag} must be a fraction in (0, 1], got {value}")
+    return value
+
+
+def choose_protocol(archive, given: str | None, preferred: str | None = None, include_derived: bool = True) -> str:
+    """``given``, else ``preferred`` when the archive has rows for it, else the archive's only protocol; with
+    ``include_derived=False`` only the rows of the population count (not the OI neighbours and ablation variants)."""
+    names = [name for name, _ in archive.protocols()]
+    if given is None and not include_derived:
+        names = [name for name, _ in archive.protocols(include_derived=False)] or names
     if given is not None:
         if given not in names:
             raise CellnasError(f"no results under protocol {given!r} in {archive.path}; protocols: "
@@ -121,19 +151,32 @@ def run(args) -> int:
 
     if (args.genotype is None) == (args.top is None):
         raise CellnasError("give either GENOTYPE or --top FRACTION")
+    if args.genotype is not None:
+        for flag, value in (("--rank-protocol", args.rank_protocol), ("--source", args.source),
+                            ("--include-derived", args.include_derived or None)):  # fmt: skip
+            if value is not None:
+                raise CellnasError(f"{flag} chooses the --top population; it does not apply with GENOTYPE")
+    else:
+        check_fraction(args.top, "--top")
+    check_finite(args.threshold, "--threshold")
     if args.threshold < 0:
         raise CellnasError(f"--threshold must be >= 0, got {args.threshold}")
-    if args.eval_seed < 0:
-        raise CellnasError(f"--eval-seed must be >= 0, got {args.eval_seed}")
-    evaluator = build_evaluator(args)
+    evaluator = build_evaluator(args)  # checks --eval-seed, --workers and the evaluator's options
     check_output_dir(args.output)  # before the evaluations: a bad -o fails at once, and leaves nothing behind
-    with open_archive(args) as archive:
+    if args.genotype is not None:
+        targets = [load_genotype(args.genotype)]
+        evaluator.check(targets[0])  # before the archive is opened: a refused cell leaves no file behind
+    # --top needs rows: a missing archive is "does not exist", not an empty file created here
+    with open_archive(args, create=args.genotype is not None) as archive:
         if args.genotype is not None:
-            targets = [load_genotype(args.genotype)]
             rank_protocol = None
         else:
-            rank_protocol = choose_protocol(archive, args.rank_protocol, evaluator.protocol)
-            targets = [g for g, _, _ in archive.top(rank_protocol, fraction=args.top, source=args.source)]
+            rank_protocol = choose_protocol(archive, args.rank_protocol, evaluator.protocol, args.include_derived)
+            population = archive.ranked(rank_protocol, source=args.source, include_derived=args.include_derived)
+            targets = [g for g, _, _ in archive.top(rank_protocol, fraction=args.top, source=args.source,
+                                                    include_derived=args.include_derived)]  # fmt: skip
+            print(f"population: {len(population)} architectures under {rank_protocol} ({ranking_rule(args)}); "
+                  f"top {args.top:g}: {len(targets)}", file=sys.stderr)  # fmt: skip
         for g in targets:
             evaluator.check(g)  # e.g. a surrogate of another cell size: one line, not 169 failures
         needed = []
@@ -172,10 +215,13 @@ def run(args) -> int:
     doc = {
         "study": "Wan et al. 2022 operation importance (SPEC 5.1)", "evaluator": evaluator.config(),
         "protocol": evaluator.protocol, "eval_seed": args.eval_seed, "threshold": args.threshold,
-        "population": {"genotype": args.genotype} if args.genotype else {"top": args.top, "source": args.source,
-                                                                         "rank_protocol": rank_protocol},
+        "population": {"genotype": args.genotype} if args.genotype else {
+            "top": args.top, "source": args.source, "rank_protocol": rank_protocol,
+            "include_derived": args.include_derived, "rule": ranking_rule(args)},
         "n_architectures": len(targets), "summary": summary, "architectures": archs, "batch": report.summary(),
         "oi_is": "mean neighbour error minus the cell's error, as a fraction (positive: the op helps)",
+        "counts": {"important": "|OI| >= threshold", "positive": "OI > +threshold (strict)",
+                   "negative": "OI < -threshold (strict)"},
     }  # fmt: skip
     atomic_write_text(out / "importance.json", json.dumps(doc, indent=1) + "\n")
     by_primitive = {c: {op: [e["oi"] for e in all_edges if e["cell"] == c and e["op"] == op and e["oi"] is not None]
@@ -186,12 +232,14 @@ def run(args) -> int:
     what = args.genotype or f"top {args.top:g} of {rank_protocol} ({len(targets)} archs)"
     plot_importance(by_primitive, skips, args.threshold, out / "importance.png",
                     title=f"operation importance: {what}, y = {evaluator.protocol}")  # fmt: skip
-    t = args.threshold
-    print(f"{'cell':<7} {'primitive':<14} {'n':>4} {'|OI|>=' + format(100 * t, 'g') + '%':>10} {'OI>0':>5} "
-          f"{'OI<0':>5} {'mean OI %':>10} {'median %':>9}")  # fmt: skip
+    t = format(100 * args.threshold, "g")
+    important, positive, negative = f"|OI|>={t}%", f"OI>+{t}%", f"OI<-{t}%"
+    w = max(len(positive), len(negative))
+    print(f"{'cell':<7} {'primitive':<14} {'n':>4} {important:>10} {positive:>{w}} {negative:>{w}} "
+          f"{'mean OI %':>10} {'median %':>9}")  # fmt: skip
     for c in ("normal", "reduce"):
         for op, s in summary["by_primitive"][c].items():
-            print(f"{c:<7} {op:<14} {s['n']:>4} {s['important']:>10} {s['positive']:>5} {s['negative']:>5} "
+            print(f"{c:<7} {op:<14} {s['n']:>4} {s['important']:>10} {s['positive']:>{w}} {s['negative']:>{w}} "
                   f"{100 * s['mean']:>10.3f} {100 * s['median']:>9.3f}")  # fmt: skip
     for k, s in summary["skips"].items():
         if s["n"]:

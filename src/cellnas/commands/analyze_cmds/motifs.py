@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 
 from cellnas.commands._evalopts import add_archive_arg, open_archive
-from cellnas.commands.analyze_cmds.importance import choose_protocol
-from cellnas.errors import CellnasError
+from cellnas.commands.analyze_cmds.importance import add_include_derived_arg, choose_protocol
+from cellnas.errors import CellnasError, check_finite, check_seed
 
 DEFAULT_MIN_SUPPORT = 0.05
 
@@ -18,10 +19,14 @@ def register(sub, formatter) -> None:
         "motifs",
         help="frequent subgraphs of the archive's top cells, ranked by normalised support (Wan et al.)",
         description=(
-            "Cell graphs of the best --top fraction of the archive (SPEC 5.3: inputs labelled input1/input2,\n"
-            "intermediate nodes 'op', no output node, edges labelled by op), optionally pruned to the important\n"
-            "ops first (--oi-protocol: OI vectors stored by `cellnas analyze importance`; edges with OI below\n"
-            "--weight-thres dropped, then isolated nodes). Every subgraph with 2..6 nodes in at least\n"
+            "Cell graphs of the best --top fraction of the archive's population (the rows of the ranking\n"
+            "protocol except OI neighbours and ablation variants stored by `analyze importance`/`analyze ablate`;\n"
+            "--include-derived ranks them too) (SPEC 5.3: inputs labelled input1/input2, intermediate nodes\n"
+            "'op', no output node, edges labelled by op), optionally pruned to the important ops first\n"
+            "(--oi-protocol: OI vectors stored by `cellnas analyze importance` with that evaluator protocol, or\n"
+            "'any': each cell's vector under the ranking protocol, else its latest, with a warning when protocols\n"
+            "mix; motifs.json names each cell's; edges with OI below --weight-thres dropped, then isolated\n"
+            "nodes). Every subgraph with 2..6 nodes in at least\n"
             "round(--min-support x n) of the n graphs (a fraction in (0, 1], converted as the reference does: 0.05\n"
             "of 2589 is 129; or in at least --min-count graphs) is found (exhaustively; gSpan in the reference), then\n"
             "ranked by norm_support = support / ref_incidence, where ref_incidence ('ref') counts the random\n"
@@ -46,9 +51,12 @@ def register(sub, formatter) -> None:
     p.add_argument("--source", default=None, metavar="PREFIX",
                    help="rank only rows whose source starts so (e.g. 'analyze-sampling')")
     p.add_argument("--cell", choices=("normal", "reduce"), default="normal", help="which cell (the paper: normal)")
+    add_include_derived_arg(p, "--top")
     p.add_argument("--oi-protocol", default=None, metavar="PROTOCOL",
-                   help="pre-filter with the OI vectors stored under this evaluator protocol ('any': the latest)")
-    p.add_argument("--weight-thres", type=float, default=0.001, help="pre-filter: keep edges with OI >= this")
+                   help="pre-filter with the OI vectors stored under this evaluator protocol ('any': each cell's "
+                        "under the ranking protocol, else its latest)")  # fmt: skip
+    p.add_argument("--weight-thres", type=float, default=None,
+                   help="pre-filter (--oi-protocol): keep edges with OI >= this (default: 0.001)")  # fmt: skip
     support = p.add_mutually_exclusive_group()
     support.add_argument("--min-support", type=float, default=None, metavar="FRACTION",
                          help="keep motifs in at least this fraction of the graphs, in (0, 1]: round(FRACTION x n) "
@@ -94,13 +102,23 @@ def run(args) -> int:
     fraction = DEFAULT_MIN_SUPPORT if args.min_support is None and args.min_count is None else args.min_support
     if args.show < 1:
         raise CellnasError(f"--show must be >= 1, got {args.show}")
+    check_seed(args.seed, "--seed")
+    if args.weight_thres is not None:
+        if args.oi_protocol is None:
+            raise CellnasError("--weight-thres is the OI pre-filter's threshold; it does not apply without "
+                               "--oi-protocol PROTOCOL")  # fmt: skip
+        check_finite(args.weight_thres, "--weight-thres")
+    weight_thres = 0.001 if args.weight_thres is None else args.weight_thres
     check_output_dir(args.output)
     with open_archive(args, create=False) as archive:
-        protocol = choose_protocol(archive, args.protocol)
-        top = archive.top(protocol, fraction=args.top, source=args.source)
+        protocol = choose_protocol(archive, args.protocol, include_derived=args.include_derived)
+        top = archive.top(protocol, fraction=args.top, source=args.source, include_derived=args.include_derived)
         stored = None
         if args.oi_protocol is not None:
-            stored = archive.importance(None if args.oi_protocol == "any" else args.oi_protocol)
+            if args.oi_protocol == "any":
+                stored = archive.importance(prefer=protocol)
+            else:
+                stored = archive.importance(args.oi_protocol)
             if not stored:
                 known = ", ".join(f"{p} ({n})" for p, n in archive.importance_protocols()) or "none"
                 raise CellnasError(f"no OI vectors under {args.oi_protocol!r} in {args.archive} (stored: {known}); "
@@ -113,12 +131,19 @@ def run(args) -> int:
     if stored is not None:
         lacking = [g.content_hash() for g in genotypes if g.content_hash() not in stored]
         if lacking:
+            same = (f" --source {args.source}" if args.source else "") + (" --include-derived" if args.include_derived
+                                                                         else "")  # fmt: skip
             raise CellnasError(
                 f"{len(lacking)} of the {len(genotypes)} top cells have no stored OI (e.g. {lacking[0]}); run "
-                f"`cellnas analyze importance --top {args.top:g} --rank-protocol {protocol}` (same --source) first"
+                f"`cellnas analyze importance --top {args.top:g} --rank-protocol {protocol}{same}` first"
             )
-        graphs = [cell_graph(g, oi=stored[g.content_hash()][1], threshold=args.weight_thres, cell_type=args.cell)
+        graphs = [cell_graph(g, oi=stored[g.content_hash()][1], threshold=weight_thres, cell_type=args.cell)
                   for g in genotypes]  # fmt: skip
+        oi_from = Counter(stored[g.content_hash()][0] for g in genotypes)
+        if len(oi_from) > 1:
+            print(f"warning: the OI pre-filter mixes vectors of {len(oi_from)} protocols: "
+                  f"{', '.join(f'{p} ({n} cells)' for p, n in oi_from.most_common())}; motifs.json names each "
+                  "cell's (--oi-protocol PROTOCOL uses one)", file=sys.stderr)  # fmt: skip
     else:
         graphs = full
     out = output_dir(args.output)
@@ -129,8 +154,11 @@ def run(args) -> int:
     ranked = rank(motifs, reference)
     doc = {
         "study": "Wan et al. 2022 frequent subgraph mining (SPEC 5.3)", "archive": str(args.archive),
-        "rank_protocol": protocol, "top": args.top, "source": args.source, "n_graphs": len(graphs), "cell": args.cell,
-        "oi_prefilter": None if stored is None else {"protocol": args.oi_protocol, "weight_thres": args.weight_thres,
+        "rank_protocol": protocol, "top": args.top, "source": args.source, "include_derived": args.include_derived,
+        "n_graphs": len(graphs), "cell": args.cell,
+        "oi_prefilter": None if stored is None else {"protocol": args.oi_protocol, "weight_thres": weight_thres,
+                                                     "protocols": dict(Counter(stored[g.content_hash()][0]
+                                                                               for g in genotypes)),
                                                      "edges_kept": sum(g.number_of_edges() for g in graphs),
                                                      "edges_total": sum(g.number_of_edges() for g in full)},
         "min_support": fraction, "min_count": threshold, "min_nodes": args.min_nodes, "max_nodes": args.max_nodes,
@@ -142,7 +170,8 @@ def run(args) -> int:
                     "in_reference": m.ref_incidence > 0}
                    for i, m in enumerate(ranked)],
         "norm_support_null": "no reference subgraph holds the motif as an induced subgraph (support / 0); ranked first",
-        "cells": [{"hash": g.content_hash(), "genotype": to_darts_text(g), "test_error": e} for g, e, _ in top],
+        "cells": [{"hash": g.content_hash(), "genotype": to_darts_text(g), "test_error": e,
+                   "oi_protocol": None if stored is None else stored[g.content_hash()][0]} for g, e, _ in top],
     }  # fmt: skip
     atomic_write_text(out / "motifs.json", json.dumps(doc, indent=1) + "\n")
     shown = ranked[: args.show]

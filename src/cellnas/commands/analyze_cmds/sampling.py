@@ -8,7 +8,7 @@ import sys
 
 from cellnas.commands._evalopts import EVALUATOR_HELP, add_evaluator_args, build_evaluator, open_archive, run_batch
 from cellnas.commands.analyze import check_output_dir, output_dir
-from cellnas.errors import CellnasError
+from cellnas.errors import CellnasError, check_seed
 
 LABELS = {"none": "Random", "prim": "Prim", "skip": "Skip", "primskip": "PrimSkip"}
 
@@ -31,8 +31,10 @@ def register(sub, formatter) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
     p.add_argument("-n", type=int, default=100, help="cells per constraint")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (each constraint draws from its own stream)")
-    p.add_argument("--constraints", default="none,prim,skip,primskip", help="comma-separated constraint sets")
-    p.add_argument("--no-quirk", action="store_true", help="skip/primskip: node j may also read node j-1")
+    p.add_argument("--constraints", default="none,prim,skip,primskip",
+                   help="comma-separated constraint sets, each at most once")  # fmt: skip
+    p.add_argument("--no-quirk", action="store_true",
+                   help="skip/primskip: node j may also read node j-1 (needs skip or primskip in --constraints)")
     add_evaluator_args(p)
     p.set_defaults(func=run)
 
@@ -60,11 +62,17 @@ def run(args) -> int:
         raise CellnasError(
             f"--constraints: unknown {', '.join(bad) or '(none given)'}; valid: {', '.join(CONSTRAINTS)}"
         )
+    twice = [c for c in dict.fromkeys(constraints) if constraints.count(c) > 1]
+    if twice:
+        raise CellnasError(f"--constraints: {', '.join(twice)} given more than once; name each of "
+                           f"{', '.join(CONSTRAINTS)} at most once")  # fmt: skip
+    if args.no_quirk and not {"skip", "primskip"} & set(constraints):
+        raise CellnasError(f"--no-quirk changes the skip and primskip samplers only; it does not apply with "
+                           f"--constraints {','.join(constraints)}")  # fmt: skip
     if args.n < 1:
         raise CellnasError(f"-n must be >= 1, got {args.n}")
-    if args.eval_seed < 0:
-        raise CellnasError(f"--eval-seed must be >= 0, got {args.eval_seed}")
-    evaluator = build_evaluator(args)
+    check_seed(args.seed, "--seed")
+    evaluator = build_evaluator(args)  # checks --eval-seed, --workers and the evaluator's options
     check_output_dir(args.output)  # before the evaluations: a bad -o fails at once, and leaves nothing behind
     samples = {c: sample(c, args.n, args.seed, quirk=not args.no_quirk) for c in constraints}
     everything = [g for c in constraints for g in samples[c]]
