@@ -15,7 +15,7 @@ import sys
 
 from cellnas import __version__
 from cellnas.errors import CellnasError
-from cellnas.runs import EXIT_INTERRUPTED, RunInterrupted, sigterm_as_sigint
+from cellnas.runs import RunInterrupted, Termination, sigterm_as_sigint
 
 __all__ = ["main", "build_parser"]
 
@@ -105,14 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # fewer page faults between training steps; CELLNAS_MALLOC=default turns it off
     if args.command in BUSY_CHECKED:
         _warn_if_busy(args)
+    # a scheduler's SIGTERM stops a run as Ctrl-C does (checkpoint kept, workers ended); it exits 143, Ctrl-C 130
+    signals = Termination()
     try:
-        with sigterm_as_sigint():  # a scheduler's SIGTERM stops a run as Ctrl-C does (checkpoint kept, workers ended)
+        with sigterm_as_sigint() as signals:
             result = args.func(args)
     except RunInterrupted as exc:  # Ctrl-C, caught by a run that kept its checkpoint: the message says how to resume
         if args.debug:
             raise
-        print(f"cellnas {args.command}: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"cellnas {args.command}: {'SIGTERM received; ' if signals.received else ''}{exc}", file=sys.stderr)
+        return signals.exit_status
     except CellnasError as exc:
         if args.debug:
             raise
@@ -121,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"cellnas {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"cellnas {args.command}: {'terminated (SIGTERM)' if signals.received else 'interrupted'}",
+              file=sys.stderr)  # fmt: skip
+        return signals.exit_status
     except BrokenPipeError:
         return 0
     return int(result or 0)

@@ -120,6 +120,9 @@ def busy_warning(threads: int, others: int | None = None, cores: int | None = No
     if others is None or not cores or others + threads <= cores:
         return None
     free = max(1, cores - others)
+    # with as few threads as the free cores (one, at the least) already, fewer threads is no advice
+    advice = (f"Use --threads {free}, or run when the machine is idle." if threads > free else
+              "Run when the machine is idle, or expect this command to be slower than usual.")  # fmt: skip
     return (f"{others} other thread{'s are' if others != 1 else ' is'} already running on this machine's {cores} "
             f"cores, and this command would add {threads}: PyTorch threads that share a core with other work can run "
-            f"many times slower. Use --threads {free}, or run when the machine is idle.")  # fmt: skip
+            f"many times slower. {advice}")  # fmt: skip

@@ -428,10 +428,15 @@ def load_genotype(spec: str | os.PathLike | Genotype) -> Genotype:
             run.warn_if_unfinished()
         path = candidate
     if path.is_file():
+        binary = _binary_kind(path)
+        if binary is not None:
+            raise FormatError(f"{path} is a binary file ({binary}), not a genotype; give {_GENOTYPE_INPUTS}")
         try:
             content = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise FormatError(f"cannot read genotype file {path}: {exc}") from None
+        except OSError as exc:
+            raise FormatError(f"cannot read genotype file {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise FormatError(f"{path} is not UTF-8 text, so not a genotype file; give {_GENOTYPE_INPUTS}") from None
         try:
             return loads(content, source=str(path))
         except (FormatError, GenotypeError) as exc:
@@ -446,6 +451,31 @@ def load_genotype(spec: str | os.PathLike | Genotype) -> Genotype:
         f"{text!r} is neither a zoo genotype ({', '.join(ZOO)}), an existing file or run directory, "
         "nor DARTS Genotype(...) text"
     )
+
+
+_GENOTYPE_INPUTS = ("a genotype file (cellnas JSON, DARTS text, NNabla JSON, NAS-Bench-301 JSON), a run directory "
+                    "or a zoo name")
+
+#: Leading bytes of binary files often given by mistake for a genotype, and what to call them.
+_MAGIC = (
+    (b"\x89PNG", "a PNG image"), (b"%PDF", "a PDF document"), (b"\xff\xd8\xff", "a JPEG image"),
+    (b"PK\x03\x04", "a zip archive: a PyTorch .pt file or another"), (b"\x80", "a Python pickle"),
+    (b"\x93NUMPY", "a NumPy .npy array"), (b"\x1f\x8b", "a gzip archive"),
+)  # fmt: skip
+
+
+def _binary_kind(path: Path) -> str | None:
+    """What binary file ``path`` is (by its first bytes: a PNG, a zip such as ``final.pt``, ...), or ``None`` for
+    text. A NUL byte in the first 4 KiB also marks a binary file; text genotypes have none."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return None  # reading it as text says what is wrong
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return "it holds NUL bytes" if b"\x00" in head else None
 
 
 def save_genotype(g: Genotype, path: str | os.PathLike, fmt: str = "json", unsearched: tuple[str, ...] = ()) -> Path:

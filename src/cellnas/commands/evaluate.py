@@ -109,6 +109,11 @@ def _report_seeds(report: dict, as_json: bool) -> int:
     print(f"model        {report['path']} ({err['n']} seeds, trained on {report['trained_on']}, "
           f"{report['params']:,} parameters)")  # fmt: skip
     print(f"test set     {report['dataset']}, {report['n_test']} images")
+    if err["n"] == 1:  # a sample standard deviation needs two seeds
+        print(f"test loss    {loss['mean']:.4f}")
+        print(f"test acc     {100 * acc['mean']:.2f} %")
+        print(f"test error   {100 * err['mean']:.2f} % (one seed: no std)")
+        return 0
     print(f"test loss    {loss['mean']:.4f} +- {loss['std']:.4f}")
     print(f"test acc     {100 * acc['mean']:.2f} +- {100 * acc['std']:.2f} %")
     print(f"test error   {100 * err['mean']:.2f} +- {100 * err['std']:.2f} % "

@@ -40,7 +40,7 @@ def register(sub, formatter) -> None:
             "The summary at the end gives two times: the search time (training steps only, over every session\n"
             "of a resumed run: meta.json's search_seconds) and the time of the whole command in all (data,\n"
             "set-up, evaluation, checkpoints and plots included). Ctrl-C stops after the current step with a\n"
-            "checkpoint and exits with status 130.\n\n"
+            "checkpoint and exits with status 130 (SIGTERM, as schedulers send it: the same, status 143).\n\n"
             "examples:\n"
             "  cellnas search\n"
             "  cellnas search --order 2 --epochs 10 --out runs/second-order\n"
@@ -69,7 +69,8 @@ def register(sub, formatter) -> None:
     g.add_argument("--dataset", default=None,
                    help=f"digits, cifar10, cifar100 or imagefolder:PATH (default {d.dataset})")  # fmt: skip
     g.add_argument("--data-dir", default=None,
-                   help="where cifar-10-batches-py/ etc. live (default: none; digits needs no files)")
+                   help="where cifar-10-batches-py/ etc. live (default: ./data in the current directory; config.json "
+                        "records the absolute path; digits needs no files)")  # fmt: skip
     g.add_argument("--download", action="store_true", default=None, help="download CIFAR if missing")
     g.add_argument("--train-portion", type=float, default=None,
                    help=f"fraction of the training set for the weights; the rest trains α (default {d.train_portion})")
@@ -170,10 +171,13 @@ def run(args) -> int:
     if args.resume:
         extra = sorted(set(overrides) - set(RESUME_OVERRIDES))
         if extra or args.preset or args.out:
-            raise CellnasError(
-                "--resume continues a run with its own config; only --epochs may change "
-                f"(got {', '.join(extra + (['--preset'] if args.preset else []) + (['--out'] if args.out else []))})"
-            )
+            allowed = ", ".join("--" + k.replace("_", "-") for k in RESUME_OVERRIDES if k not in ("progress", "plots"))
+            got = [*("--" + k.replace("_", "-") for k in extra), *(["--preset"] if args.preset else []),
+                   *(["--out"] if args.out else [])]  # fmt: skip
+            raise CellnasError(f"--resume continues a run with its own config; only {allowed} (and --no-progress, "
+                               f"--no-plots) may change (got {', '.join(got)})")  # fmt: skip
+        if "epochs" in overrides:
+            _say_new_epochs(args.resume, overrides["epochs"])
         result = search(resume=args.resume, **overrides)
     else:
         if "ops" in overrides:
@@ -182,6 +186,33 @@ def run(args) -> int:
         result = search(preset=args.preset or named, out=args.out, **overrides)
     _summary(result, args.json)
     return 0
+
+
+def _say_new_epochs(run_dir: str, epochs: int) -> None:
+    """Warn, as ``cellnas train --resume`` does, what a new ``--epochs`` does to the search still to run: the cosine
+    learning rate of the weights is a function of the epoch count (SPEC 1.5)."""
+    import logging
+    from pathlib import Path
+
+    from cellnas.runs import read_metrics
+    from cellnas.schedule import cosine_lr
+
+    try:
+        saved = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+        before, lr, lr_min = int(saved["epochs"]), float(saved["lr"]), float(saved["lr_min"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # resuming says what is wrong with the run directory
+    done = len(read_metrics(Path(run_dir)))
+    if epochs == before or epochs < done or done == 0:  # unchanged, refused by the resume, or nothing run yet
+        return
+    was = (f"the {before}-epoch schedule ended at {cosine_lr(before - 1, before, lr, lr_min):.4g}" if done >= before
+           else f"instead of {cosine_lr(done, before, lr, lr_min):.4g}")  # fmt: skip
+    logging.getLogger("cellnas").warning(
+        "--epochs %d changes %s from %d to %d epochs (config.json will say %d): the cosine learning rate is recomputed "
+        "over %d epochs, epoch %d runs at %.4g (%s); the epochs already run followed the %d-epoch schedule, so the "
+        "search differs from one started with --epochs %d", epochs, run_dir, before, epochs, epochs, epochs, done + 1,
+        cosine_lr(done, epochs, lr, lr_min), was, before, epochs,
+    )  # fmt: skip
 
 
 def _check_ops(ops) -> None:

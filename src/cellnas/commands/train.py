@@ -2,7 +2,9 @@
 
 Every :class:`~cellnas.train.TrainConfig` value has a flag; flags that are not given leave the value to
 ``--config FILE`` (a JSON object of config keys, e.g. a run's ``config.json``), then to the preset, then to
-the defaults. The summary is printed last, with the run directory on the very last line.
+the defaults. A config file that names its preset (every run's ``config.json`` has a ``preset`` key) is complete
+in itself and refuses another ``--preset``; a file without the key applies over the preset given. The summary is printed
+last, with the run directory on the very last line.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ _S = argparse.SUPPRESS
 CONFIG_FLAGS: dict[str, tuple[tuple[str, ...], dict]] = {
     "dataset": (("--dataset",), dict(help="digits, cifar10, cifar100 or imagefolder:PATH (also picks the preset "
                                          "when --preset is not given)")),
-    "data_dir": (("--data-dir",), dict(metavar="DIR", help="where the dataset files are (default ./data)")),
+    "data_dir": (("--data-dir",), dict(metavar="DIR", help="where the dataset files are (default: ./data in the "
+                                                           "current directory; config.json records the absolute "
+                                                           "path; digits needs no files)")),
     "download": (("--download",), dict(action="store_true", help="download a missing CIFAR archive")),
     "image_size": (("--image-size",), dict(type=int, metavar="N", help="resize images to N x N when reading them")),
     "batch_size": (("--batch-size",), dict(type=int, metavar="N", help="training batch size")),
@@ -80,8 +84,8 @@ def register(sub, formatter) -> None:
             "final.pt (weights + everything needed to rebuild them; see `cellnas evaluate`), summary.json\n"
             "and curves.png. In summary.json (and --json) best_epoch counts from 0, as the epoch of\n"
             "metrics.jsonl does; the printed summary counts epochs from 1, as the progress lines do.\n"
-            "GENOTYPE may be a `cellnas search` run directory: without --dataset, --preset or --config the\n"
-            "run then trains on the search's dataset (and --data-dir), with that dataset's preset.\n\n"
+            "GENOTYPE may be a `cellnas search` or `cellnas train` run directory: without --dataset, --preset or\n"
+            "--config the run then trains on that run's dataset (and --data-dir), with that dataset's preset.\n\n"
             f"presets: {', '.join(PRESETS)}\n"
             "  darts-cifar10   SPEC 2.2: 20 cells, C=36, batch 96, 600 epochs, lr 0.025 cosine to 0, cutout 16,\n"
             "                  drop-path 0.2, auxiliary 0.4 (also darts-cifar100)\n"
@@ -90,7 +94,8 @@ def register(sub, formatter) -> None:
             "  digits          8 cells, C=16 on the bundled 8x8 digits (a few CPU minutes)\n"
             "Without --preset the dataset picks one: "
             + ", ".join(f"{d} -> {p}" for d, p in DATASET_PRESETS.items()) + ".\n"
-            "Values resolve as: defaults < preset < --config FILE < flags.\n"
+            "Values resolve as: defaults < preset < --config FILE < flags. A config file that names a preset\n"
+            "(every run's config.json does) is complete in itself and refuses another --preset.\n"
             "On a CPU shared with other work, --threads 1 is often several times faster than torch's default.\n\n"
             "examples:\n  cellnas train DARTS_V2 --dataset digits\n"
             "  cellnas train DARTS_V2 --preset darts-cifar10 --data-dir data --seeds 0,1,2\n"
@@ -106,7 +111,7 @@ def register(sub, formatter) -> None:
                                                                     "default runs/train-<time>)")
     p.add_argument("--resume", metavar="DIR", default=None, help="continue the run in DIR exactly where it stopped")
     p.add_argument("--seeds", metavar="S,S,...", default=None,
-                   help="one run per seed in DIR/seed-S, then mean +- std of the test error")
+                   help="one run per seed in DIR/seed-S, then mean +- std of the test error (not with --seed)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (best_epoch counts from 0)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads of torch (default: torch's choice; 1 is often fastest on a shared machine)")
@@ -195,15 +200,26 @@ def run(args) -> int:
         return _report(train(args.genotype, resume=args.resume, **flags), args.json)
     if args.genotype is None:
         raise CellnasError("missing GENOTYPE (a zoo name such as DARTS_V2, a genotype file or a run directory)")
+    if args.seeds is not None and "seed" in flags:
+        raise CellnasError(f"--seed {flags['seed']} cannot be combined with --seeds: each run takes its seed from "
+                           "--seeds; drop --seed (or give --seeds the seeds you want)")  # fmt: skip
     values = _read_config_file(args.config) if args.config else {}
+    if args.preset is not None and "preset" in values and values["preset"] != args.preset:
+        named = values["preset"]
+        raise CellnasError(
+            f"--config {args.config} names its own preset ({named if named is not None else 'none'}; every run's "
+            f"config.json does) and holds the values it resolved to, so --preset {args.preset} would change nothing "
+            f"it sets: drop --preset, or remove \"preset\" from the file to apply its values over --preset "
+            f"{args.preset}"
+        )
     preset = args.preset or values.pop("preset", None)
     values.pop("preset", None)
     values.update(flags)
     from cellnas.train import resolve_config
-    from cellnas.train.source import with_search_dataset
+    from cellnas.train.source import with_run_dataset
 
     chosen = bool(args.config or args.preset or "dataset" in flags)
-    values = with_search_dataset(args.genotype, values, chosen=chosen, warn=False)  # train() warns
+    values = with_run_dataset(args.genotype, values, chosen=chosen, warn=False)  # train() warns
     cfg = resolve_config(preset, values)
     if args.seeds is not None:
         return _report_seeds(train_seeds(args.genotype, _parse_seeds(args.seeds), cfg, out=args.out), args.json)
@@ -234,8 +250,12 @@ def _report_seeds(result, as_json: bool) -> int:
               f"{r['run_dir']}")  # fmt: skip
     last, best = s["test_error"], s["best_test_error"]
     print(f"params       {_params(s['params'])}")
-    print(f"test error   {100 * last['mean']:.2f} +- {100 * last['std']:.2f} % (last epoch, mean +- std over "
-          f"{last['n']} seeds); best epoch {100 * best['mean']:.2f} +- {100 * best['std']:.2f} %")  # fmt: skip
+    if last["n"] == 1:  # no sample standard deviation of one value
+        print(f"test error   {100 * last['mean']:.2f} % (last epoch, one seed: no std); best epoch "
+              f"{100 * best['mean']:.2f} %")  # fmt: skip
+    else:
+        print(f"test error   {100 * last['mean']:.2f} +- {100 * last['std']:.2f} % (last epoch, mean +- std over "
+              f"{last['n']} seeds); best epoch {100 * best['mean']:.2f} +- {100 * best['std']:.2f} %")  # fmt: skip
     print(f"time         {_duration(sum(r['train_seconds'] or 0.0 for r in s['runs']))} training")
     print(f"run          {s['run_dir']}")
     return 0

@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cellnas.genotype import Genotype, searched_cell_types  # noqa: E402
 from cellnas.plots.cells import OP_COLOURS, draw_genotype, save_figure  # noqa: E402
@@ -109,6 +110,7 @@ def plot_edge_weight_evolution(history: np.ndarray, epochs: np.ndarray, n_nodes:
 
 
 def plot_curves(metrics: list[dict], path: Path, title: str = "search") -> Path:
+    """Loss and accuracy of each epoch (numbered from 1, on integer ticks): weight step, α step and evaluation."""
     epochs = [m["epoch"] + 1 for m in metrics]
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.8))
     for key, label in (("train", "weight step (train half)"), ("search", "α step (search half)"),
@@ -120,6 +122,7 @@ def plot_curves(metrics: list[dict], path: Path, title: str = "search") -> Path:
     ax_l.set(xlabel="epoch", ylabel="cross-entropy", title=f"{title}: loss")
     ax_a.set(xlabel="epoch", ylabel="accuracy", title=f"{title}: accuracy")
     for ax in (ax_l, ax_a):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # one point per epoch: no epoch 1.2
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

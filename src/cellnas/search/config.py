@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from cellnas._config import absolute_paths, check_types, config_from_dict
 from cellnas.errors import CellnasError, unknown_name
 from cellnas.genotype import PRIMITIVES
+from cellnas.runs import recorded_data_dir
 
 __all__ = ["SearchConfig", "PRESETS", "FLAGS", "resolve_config"]
 
@@ -82,7 +83,10 @@ class SearchConfig:
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        """Raise :class:`CellnasError` naming the first bad value (wrong type or out of range) and its flag."""
+        """Raise :class:`CellnasError` naming the first bad value (wrong type or out of range) and its flag. Also
+        records the data folder the search reads as an absolute path (:func:`~cellnas.runs.recorded_data_dir`:
+        ``./data`` of the current directory when none was given for a dataset that reads files), and an
+        ``imagefolder:PATH`` dataset with an absolute path."""
         check_types(self, FLAGS)
 
         def need(cond: bool, msg: str) -> None:
@@ -113,8 +117,10 @@ class SearchConfig:
         need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
         need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
         need(self.arch_weight_decay >= 0, f"--arch-weight-decay must be >= 0, got {self.arch_weight_decay}")
-        # clip_grad_norm_ with a negative max flips the gradient (ascent), with 0 zeroes it; inf: no clipping
+        # clip_grad_norm_ with a negative max flips the gradient (ascent), with 0 zeroes it; inf is refused as train
+        # refuses it (a large number clips nothing)
         need(self.grad_clip > 0, f"--grad-clip must be positive, got {self.grad_clip}")
+        need(math.isfinite(self.grad_clip), f"--grad-clip must be a finite number, got {self.grad_clip}")
         need(all(0 <= b < 1 for b in self.arch_betas),
              f"\"arch_betas\" in the config must be two numbers in [0, 1), got {self.arch_betas}")  # fmt: skip
         need(math.isfinite(self.unrolled_eps) and self.unrolled_eps > 0,
@@ -139,6 +145,8 @@ class SearchConfig:
         check_partial_channels(self.channels, self.partial_channels)
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              f"--device must be auto, cpu or cuda[:N], got {self.device!r}")  # fmt: skip
+        self.dataset = absolute_paths({"dataset": self.dataset})["dataset"]
+        self.data_dir = recorded_data_dir(self.dataset, self.data_dir)
 
     @property
     def unsearched(self) -> tuple[str, ...]:

@@ -23,22 +23,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cellnas.errors import CellnasError
+from cellnas.errors import CellnasError, RunError
 from cellnas.formats import save_genotype
 from cellnas.genotype import Genotype
 from cellnas.runs import (
     RunInterrupted,
     StopFlag,
+    WriteFailed,
     append_metrics,
     atomic_torch_save,
     atomic_write_bytes,
     atomic_write_json,
     check_finite,
+    check_same_data,
+    data_fingerprint,
     load_checkpoint,
     new_run_dir,
+    non_finite_tensor,
     now_iso,
     position,
     read_metrics,
+    record_session,
     remove_if_empty,
     restore_rng_state,
     resume_lock,
@@ -100,6 +105,7 @@ class _Search:
         self.cfg, self.run_dir = cfg, run_dir
         self.device = resolve_device(cfg.device)
         self.dataset = get_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download)
+        self.data_fingerprint = data_fingerprint(self.dataset)  # a resume on other images is refused
         self.model = build_model(cfg, self.dataset).to(self.device)
         loaders = SearchLoaders(cfg, self.dataset, self.device)
         self.train_loader, self.valid_loader, self.eval_loader = loaders.train, loaders.valid, loaders.evaluation
@@ -152,6 +158,7 @@ class _Search:
             "elapsed": self.elapsed,
             "wiring": self.wiring.state_dict() if self.wiring else None,
             "rng": rng_state(self.device),
+            "data_fingerprint": self.data_fingerprint,
         }
 
     def load_state_dict(self, s: dict) -> None:
@@ -177,7 +184,21 @@ class _Search:
         restore_rng_state(s["rng"], self.device)
 
     def save_checkpoint(self) -> Path:
+        """Write ``checkpoint.pt`` atomically, once :meth:`check_state` has found every number finite."""
+        self.check_state()
         return atomic_torch_save(self.state_dict(), self.run_dir / CHECKPOINT)
+
+    def check_state(self) -> None:
+        """Stop as diverged, keeping the last good checkpoint, when a weight, α, or a batch-norm running statistic
+        holds a NaN or an infinity (the losses are checked every step; the running statistics only here)."""
+        bad = non_finite_tensor(self.model.state_dict())
+        if bad is not None:
+            kind = "a buffer" if bad in dict(self.model.named_buffers()) else "a parameter"
+            raise RunError(
+                f"non-finite {bad} ({kind}) at epoch {self.epoch + 1} step {self.step_in_epoch}: the search diverged "
+                f"and stops; the last good checkpoint is kept in {self.run_dir / CHECKPOINT} (try a lower --lr or "
+                "--arch-lr, or --grad-clip)"
+            )
 
     # -- one step -------------------------------------------------------------------------------------
     def _check(self, value: torch.Tensor, what: str) -> None:
@@ -399,6 +420,7 @@ class _Search:
                 record["search_acc"], f"  valid acc {record['valid_acc']:.3f}" if "valid_acc" in record else "",
                 genotype_summary(genotype, self.unsearched), "  (α frozen: --arch-warmup)" if self.arch_frozen else "",
             )  # fmt: skip
+            self.check_state()  # an epoch is recorded only when its state is good
             append_metrics(self.run_dir, record)
             self.epoch += 1
             self.step_in_epoch = 0
@@ -467,8 +489,12 @@ def search(
             except BaseException:
                 remove_if_empty(run_dir)  # this start wrote nothing but its lock: leave no directory
                 raise
-            atomic_write_json(run_dir / "config.json", cfg.to_dict())
-            write_meta(run_dir, str(job.device), {"kind": "search"})
+            try:
+                atomic_write_json(run_dir / "config.json", cfg.to_dict())
+                write_meta(run_dir, str(job.device), {"kind": "search"})
+            except WriteFailed:  # a full disk before the run started: leave no half-written directory
+                remove_if_empty(run_dir, written=("config.json", "meta.json"))
+                raise
             warn_short_nodes = getattr(job.model, "warn_short_nodes", None)  # edge ablations (search.wiring)
             if warn_short_nodes is not None:
                 warn_short_nodes()  # once per run: said when it starts, not again on every --resume
@@ -489,8 +515,9 @@ def search(
         )  # fmt: skip
 
 
-#: What ``--resume`` may change: the length of the run (extend a finished one), and how it reports.
-RESUME_OVERRIDES = ("epochs", "progress", "plots")
+#: What ``--resume`` may change: the length of the run (extend a finished one), how it reports, and where its data
+#: are and what it runs on (the same data: a checkpoint's fingerprint refuses others).
+RESUME_OVERRIDES = ("epochs", "progress", "plots", "data_dir", "device", "download")
 
 
 def _resume(run_dir: Path, overrides: dict, held: contextlib.ExitStack) -> _Search:
@@ -514,8 +541,12 @@ def _resume(run_dir: Path, overrides: dict, held: contextlib.ExitStack) -> _Sear
     cfg.warn_if_arch_never_trains()
     job = _Search(cfg, run_dir)
     job.load_state_dict(state)
+    check_same_data(run_dir, state.get("data_fingerprint"), job.data_fingerprint, cfg.dataset,
+                    state["config"].get("data_dir"), cfg.data_dir)  # fmt: skip
     truncate_metrics(run_dir, job.epoch)
-    atomic_write_json(run_dir / "config.json", cfg.to_dict())  # --epochs as the run now goes on (as train does)
+    atomic_write_json(run_dir / "config.json", cfg.to_dict())  # --epochs and --data-dir as the run now goes on
+    record_session(run_dir, str(job.device), {"epoch": job.epoch, "step_in_epoch": job.step_in_epoch,
+                                              "position": job.position()})  # fmt: skip
     log.info("resuming %s %s", run_dir, job.position())
     return job
 
@@ -523,7 +554,11 @@ def _resume(run_dir: Path, overrides: dict, held: contextlib.ExitStack) -> _Sear
 def _new_locked_run_dir(out: str | Path | None, held: contextlib.ExitStack) -> Path:
     """A fresh run directory (:func:`new_run_dir`) with its lock taken (in ``held``)."""
     run_dir = new_run_dir(out, "search")
-    held.enter_context(run_lock(run_dir))
+    try:
+        held.enter_context(run_lock(run_dir))
+    except WriteFailed:  # the lock file could not be written (a full disk): nothing else is there
+        remove_if_empty(run_dir)
+        raise
     return run_dir
 
 

@@ -36,7 +36,8 @@ import logging
 from dataclasses import dataclass, field
 
 from cellnas._config import absolute_paths, check_types, config_from_dict
-from cellnas.errors import CellnasError, unknown_name
+from cellnas.errors import CellnasError, check_finite, unknown_name
+from cellnas.runs import recorded_data_dir
 
 __all__ = ["TrainConfig", "PRESETS", "DATASET_PRESETS", "resolve_config", "LR_SCHEDULES"]
 
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 LR_SCHEDULES = ("cosine", "step")
 _AMP = ("auto", "bf16", "off")
 _CHANNELS_LAST = ("auto", "on", "off")
+#: The float options, each refused unless finite (a cap such as --grad-clip takes a large number, not inf).
+_FLOATS = ("auxiliary_weight", "drop_path", "lr", "lr_min", "lr_gamma", "momentum", "weight_decay", "grad_clip",
+           "label_smoothing", "mixup")  # fmt: skip
 
 
 @dataclass
@@ -94,12 +98,19 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        """Raise :class:`CellnasError` naming the first bad value (wrong type or out of range) and its flag."""
+        """Raise :class:`CellnasError` naming the first bad value (wrong type, not finite, out of range) and its
+        flag. Also records the data folder the run reads as an absolute path
+        (:func:`~cellnas.runs.recorded_data_dir`: ``./data`` of the current directory when none was given for a
+        dataset that reads files), and an ``imagefolder:PATH`` dataset with an absolute path."""
         check_types(self)
 
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise CellnasError(msg)
+
+        # argparse and Python's json take inf, 1e400 and nan; range checks let NaN through (it compares false)
+        for key in _FLOATS:
+            check_finite(getattr(self, key), "--" + key.replace("_", "-"))
 
         need(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
         need(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
@@ -134,6 +145,8 @@ class TrainConfig:
         need(self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              f"--device must be auto, cpu or cuda[:N], got {self.device!r}")  # fmt: skip
+        self.dataset = absolute_paths({"dataset": self.dataset})["dataset"]
+        self.data_dir = recorded_data_dir(self.dataset, self.data_dir)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -10,19 +10,30 @@ mode, no graphs), one line in ``metrics.jsonl`` and an atomic ``checkpoint.pt``.
 ``checkpoint.pt`` holds everything needed to continue (weights, optimiser, the loaders' positions and
 generators, the drop-path and mixup generators, the global RNG states, the running sums of the epoch), so a
 run resumed from any checkpoint, at the end of an epoch or mid-epoch (``checkpoint_every``), ends
-bit-identical on CPU to the same run never interrupted. A non-finite loss or gradient stops the run with
-one line naming the epoch and step and keeps the last good checkpoint; Ctrl-C writes a checkpoint and stops.
+bit-identical on CPU to the same run never interrupted. A checkpoint is written only when every parameter, buffer
+(batch-norm statistics included) and momentum buffer is finite: a non-finite loss, gradient or state stops the run
+with one line naming where, and keeps the last good checkpoint. An epoch whose mean training or test loss exceeds
+:data:`ABSURD_LOSS_FACTOR` times ln(classes), the loss of a uniform guess, is warned about once (the run
+is diverging while its numbers are still finite). Ctrl-C (or SIGTERM) writes a checkpoint and stops. A file that
+cannot be written (a full disk) stops the run with one line naming it, the last checkpoint kept.
 At the end: ``final.pt`` (weights with their constructor arguments, :mod:`cellnas.train.final`),
 ``summary.json`` and ``curves.png``. While a process trains in a run directory (fresh or resumed) it holds the
 directory's lock (:func:`cellnas.runs.run_lock`, the file ``.lock``): a second process resuming it fails at once
-naming the first, and writes nothing.
+naming the first, and writes nothing. Resuming a finished run (without a larger ``--epochs``) reads its summary
+from its files and writes nothing, so it works in a read-only directory too.
+
+A resume records its session in ``meta.json`` (``sessions``), warns when ``--epochs`` changes the schedule of the
+epochs still to run, and refuses data that differ from the data the run trained on (the checkpoint holds a
+fingerprint of the images and labels, :func:`~cellnas.runs.data_fingerprint`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,21 +43,26 @@ import numpy as np
 import torch
 
 from cellnas._config import absolute_paths
-from cellnas.errors import CellnasError
+from cellnas.errors import CellnasError, RunError
 from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
 from cellnas.runs import (
     RunInterrupted,
     StopFlag,
+    WriteFailed,
     append_metrics,
     atomic_torch_save,
     atomic_write_json,
     check_finite,
+    check_same_data,
+    data_fingerprint,
     load_checkpoint,
     new_run_dir,
+    non_finite_tensor,
     now_iso,
     position,
     read_metrics,
+    record_session,
     remove_if_empty,
     restore_rng_state,
     resume_lock,
@@ -69,7 +85,7 @@ from cellnas.train.setup import (
     make_train_loaders,
     network_args,
 )
-from cellnas.train.source import with_search_dataset
+from cellnas.train.source import with_run_dataset
 
 __all__ = ["train", "TrainResult", "TrainInterrupted", "RESUME_OVERRIDES", "config_from", "start"]
 
@@ -81,6 +97,11 @@ CHECKPOINT_KIND = "train"
 
 #: Config values that may change when a run is resumed (the rest come from its checkpoint).
 RESUME_OVERRIDES = ("epochs", "device", "progress", "plots", "data_dir", "checkpoint_every", "download")
+
+#: An epoch whose mean training or test loss exceeds this many times ln(classes) (the cross-entropy of a uniform
+#: guess: 2.30 for 10 classes, so 23) is warned about: no training that is going well gets there, while a diverging
+#: one passes it long before its numbers overflow.
+ABSURD_LOSS_FACTOR = 10.0
 
 
 class TrainInterrupted(RunInterrupted):
@@ -163,6 +184,10 @@ class _Training:
         self.acc = self._fresh_accumulators()
         self.best = {"test_error": None, "epoch": None}
         self.elapsed = 0.0
+        self.epoch_start_elapsed = 0.0  # self.elapsed when the current epoch began (carried through checkpoints)
+        self.data_fingerprint = data_fingerprint(self.dataset)
+        self.saved_position: str | None = None  # where the last good checkpoint of this session stands
+        self.warned_loss = False
 
     # -- state ------------------------------------------------------------------------------------
     @staticmethod
@@ -190,6 +215,8 @@ class _Training:
             "accumulators": dict(self.acc),
             "best": dict(self.best),
             "elapsed": self.elapsed,
+            "epoch_start_elapsed": self.epoch_start_elapsed,
+            "data_fingerprint": self.data_fingerprint,
             "rng": rng,
         }
 
@@ -206,10 +233,50 @@ class _Training:
                         "will differ from an uninterrupted run")  # fmt: skip
         self.epoch, self.step_in_epoch, self.global_step = s["epoch"], s["step_in_epoch"], s["global_step"]
         self.acc, self.best, self.elapsed = dict(s["accumulators"]), dict(s["best"]), s["elapsed"]
+        # a checkpoint from before the epoch's start was recorded: the epoch's time counts from the resume
+        self.epoch_start_elapsed = s.get("epoch_start_elapsed", s["elapsed"])
+        self.saved_position = self.position()
         restore_rng_state(s["rng"], self.device)
 
     def save_checkpoint(self) -> Path:
-        return atomic_torch_save(self.state_dict(), self.run_dir / CHECKPOINT)
+        """Write ``checkpoint.pt`` atomically, once :meth:`check_state` has found every number finite."""
+        self.check_state()
+        path = atomic_torch_save(self.state_dict(), self.run_dir / CHECKPOINT)
+        self.saved_position = self.position()
+        return path
+
+    def check_state(self) -> None:
+        """Stop as diverged, keeping the last good checkpoint, when a parameter, a buffer (batch-norm running
+        statistics) or a momentum buffer holds a NaN or an infinity: a checkpoint of such a state is not good."""
+        bad = non_finite_tensor(self.model.state_dict())
+        if bad is not None:
+            kind = "a buffer" if bad in dict(self.model.named_buffers()) else "a parameter"
+            raise self._diverged(f"non-finite {bad} ({kind})")
+        momenta = {f"momentum of parameter {i}": st.get("momentum_buffer")
+                   for i, st in self.optimizer.state_dict()["state"].items()}  # fmt: skip
+        bad = non_finite_tensor(momenta)
+        if bad is not None:
+            raise self._diverged(f"non-finite {bad} (SGD state)")
+
+    def _diverged(self, what: str) -> RunError:
+        kept = f" ({self.saved_position})" if self.saved_position else ""
+        return RunError(f"{what} at epoch {self.epoch + 1} step {self.step_in_epoch}: the run diverged and stops; "
+                        f"the last good checkpoint{kept} is kept in {self.run_dir / CHECKPOINT} (start again with a "
+                        "lower --lr or --grad-clip)")  # fmt: skip
+
+    def _warn_if_absurd(self, record: dict) -> None:
+        """Warn once per session when the epoch's mean loss is beyond any sane training (:data:`ABSURD_LOSS_FACTOR`)."""
+        limit = ABSURD_LOSS_FACTOR * math.log(max(self.dataset.num_classes, 2))
+        worst = max(record["train_loss"], record["test_loss"])
+        if self.warned_loss or worst <= limit:
+            return
+        self.warned_loss = True
+        log.warning(
+            "epoch %d: training loss %.4g, test loss %.4g; over %g x ln(%d classes) = %.3g, %g times the loss of a "
+            "uniform guess: the run is diverging (a lower --lr or --grad-clip may help); it goes on while its "
+            "numbers are finite", self.epoch + 1, record["train_loss"], record["test_loss"], ABSURD_LOSS_FACTOR,
+            self.dataset.num_classes, limit, ABSURD_LOSS_FACTOR,
+        )  # fmt: skip
 
     # -- one step -------------------------------------------------------------------------------------
     def _check(self, value: torch.Tensor, what: str) -> None:
@@ -280,7 +347,8 @@ class _Training:
             group["lr"] = lr
         self.model.drop_path_prob = drop_path_at(cfg.drop_path, self.epoch, cfg.epochs)
         t0 = time.perf_counter()
-        epoch_start_elapsed = self.elapsed
+        if self.step_in_epoch == 0:
+            self.epoch_start_elapsed = self.elapsed
         if bar is not None:
             bar.set_description(f"epoch {self.epoch + 1}/{cfg.epochs}", refresh=False)
         while self.step_in_epoch < self.steps_per_epoch:
@@ -299,8 +367,11 @@ class _Training:
                 self.save_checkpoint()
                 if stop.requested:
                     raise self._interrupted()
+        self.check_state()  # before anything of this epoch is recorded
         # the plain module: the compiled one is for training steps only (DeviceOptions)
         test_loss, test_acc = test_metrics(self.model, self.model, self.test_loader, self.options.autocast)
+        if not math.isfinite(test_loss):
+            raise self._diverged("non-finite test loss")
         self.elapsed += time.perf_counter() - t0
         a = self.acc
         test_error = 1.0 - test_acc
@@ -318,7 +389,7 @@ class _Training:
             "best_test_error": self.best["test_error"],
             "best_epoch": self.best["epoch"],
             "steps": a["steps"],
-            "epoch_time_s": self.elapsed - epoch_start_elapsed,
+            "epoch_time_s": self.elapsed - self.epoch_start_elapsed,
             "time_s": self.elapsed,
         }
         if self.model.auxiliary and cfg.auxiliary_weight > 0:
@@ -328,6 +399,7 @@ class _Training:
             self.epoch + 1, cfg.epochs, lr, record["drop_path_prob"], record["train_loss"], record["train_acc"],
             test_loss, test_acc, record["epoch_time_s"],
         )  # fmt: skip
+        self._warn_if_absurd(record)
         append_metrics(self.run_dir, record)
         self.epoch += 1
         self.step_in_epoch = 0
@@ -389,8 +461,8 @@ def _jsonable(value):
     return json.loads(json.dumps(value))
 
 
-def _resume(run_dir: Path, genotype, overrides: dict) -> _Training:
-    state = load_checkpoint(run_dir, kind=CHECKPOINT_KIND, version=CHECKPOINT_VERSION)
+def _check_resume_request(run_dir: Path, state: dict, genotype, overrides: dict) -> Genotype:
+    """Refuse overrides that a resume cannot take and a genotype other than the run's; return the run's genotype."""
     refused = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
     if refused:
         raise CellnasError(
@@ -400,20 +472,95 @@ def _resume(run_dir: Path, genotype, overrides: dict) -> _Training:
     saved = Genotype.from_dict(state["genotype"])
     if genotype is not None and load_genotype(genotype) != saved:
         raise CellnasError(f"the genotype given differs from the one {run_dir} was trained with; omit it to resume")
+    return saved
+
+
+def _resume(run_dir: Path, genotype, overrides: dict) -> _Training:
+    state = load_checkpoint(run_dir, kind=CHECKPOINT_KIND, version=CHECKPOINT_VERSION)
+    saved = _check_resume_request(run_dir, state, genotype, overrides)
     _check_checkpoint_belongs(run_dir, state, saved)
+    before = TrainConfig.from_dict(state["config"])
     cfg = TrainConfig.from_dict(state["config"])
     for key, value in absolute_paths(overrides).items():
         if key in RESUME_OVERRIDES and value is not None:
             setattr(cfg, key, value)
     _validate_saved(cfg, run_dir)
-    if cfg.epochs < state["epoch"]:
-        raise CellnasError(f"{run_dir} has already trained {state['epoch']} epochs; --epochs {cfg.epochs} is fewer")
+    started = state["epoch"] + (1 if state["step_in_epoch"] else 0)
+    if cfg.epochs < started:  # as `cellnas search --resume` refuses it
+        raise CellnasError(f"--epochs {cfg.epochs} is fewer than the {started} epochs {run_dir} has already run "
+                           f"(or started); give {started} or more to extend it")  # fmt: skip
     job = _Training(saved, cfg, run_dir, resuming=True)
     job.load_state_dict(state)
+    check_same_data(run_dir, state.get("data_fingerprint"), job.data_fingerprint, job.cfg.dataset, before.data_dir,
+                    job.cfg.data_dir)  # fmt: skip
+    if cfg.epochs != before.epochs:
+        _say_new_epochs(run_dir, before, cfg, state["epoch"], started)
     truncate_metrics(run_dir, job.epoch)
     atomic_write_json(run_dir / "config.json", cfg.to_dict())  # --epochs and the other overrides, as they now run
+    where = {"epoch": job.epoch, "step_in_epoch": job.step_in_epoch, "position": job.position()}
+    record_session(run_dir, str(job.device), where)
     log.info("resuming %s %s", run_dir, job.position())
     return job
+
+
+def _say_new_epochs(run_dir: Path, before: TrainConfig, cfg: TrainConfig, done: int, started: int) -> None:
+    """Warn what a new --epochs does to the epochs still to run: the cosine learning rate and the drop-path ramp
+    are functions of the epoch count (:func:`~cellnas.train.setup.learning_rate_at`, SPEC 2.1, 2.2)."""
+    head = f"--epochs {cfg.epochs} changes {run_dir} from {before.epochs} to {cfg.epochs} epochs (config.json now "
+    head += f"says {cfg.epochs})"
+    if started == 0:
+        log.info("%s; no epoch has run yet, so the run is the same as one started with --epochs %d", head, cfg.epochs)
+        return
+    changes = []
+    if cfg.lr_schedule == "cosine":
+        was = (f"the {before.epochs}-epoch schedule ended at {learning_rate_at(before, before.epochs - 1):.4g}"
+               if done >= before.epochs else f"instead of {learning_rate_at(before, done):.4g}")  # fmt: skip
+        changes.append(f"the cosine learning rate is recomputed over {cfg.epochs} epochs: epoch {done + 1} runs at "
+                       f"{learning_rate_at(cfg, done):.4g} ({was})")  # fmt: skip
+    if cfg.drop_path > 0:
+        last = before.epochs - 1
+        was = (f"the {before.epochs}-epoch ramp ended at {drop_path_at(before.drop_path, last, before.epochs):.3f}"
+               if done >= before.epochs else f"instead of {drop_path_at(before.drop_path, done, before.epochs):.3f}")
+        now = drop_path_at(cfg.drop_path, done, cfg.epochs)
+        changes.append(f"drop-path now ramps to {cfg.drop_path:g} over {cfg.epochs} epochs: epoch {done + 1} drops "
+                       f"paths with probability {now:.3f} ({was})")  # fmt: skip
+    if not changes:  # a step schedule without drop-path: the epochs to come are as they would have been
+        log.info("%s", head)
+        return
+    log.warning("%s: %s; the epochs already run followed the %d-epoch schedule, so the result differs from a run "
+                "started with --epochs %d", head, "; ".join(changes), before.epochs, cfg.epochs)  # fmt: skip
+
+
+def _finished_result(run_dir: Path, genotype, overrides: dict) -> TrainResult | None:
+    """The result of a finished run read from its files, writing nothing; ``None`` when the run is not finished
+    (no ``final.pt`` or ``summary.json`` yet, or a larger ``--epochs`` extends it)."""
+    state = load_checkpoint(run_dir, kind=CHECKPOINT_KIND, version=CHECKPOINT_VERSION)
+    saved = _check_resume_request(run_dir, state, genotype, overrides)
+    cfg = TrainConfig.from_dict(state["config"])
+    epochs = overrides.get("epochs") or cfg.epochs  # fewer epochs than it ran: refused by _resume
+    summary = _read_json_file(run_dir / "summary.json")
+    metrics = read_metrics(run_dir)
+    finished = state["epoch"] == epochs == cfg.epochs and not state["step_in_epoch"] and (run_dir / FINAL).is_file()
+    if not finished or summary is None or len(metrics) < state["epoch"] or not isinstance(summary.get("params"), int):
+        return None
+    log.info("%s has finished its %d epochs: its summary, read from its files (--epochs N to extend it)", run_dir,
+             state["epoch"])  # fmt: skip
+    metrics = metrics[: state["epoch"]]
+    seconds = summary.get("seconds")
+    return TrainResult(
+        run_dir=run_dir, genotype=saved, metrics=metrics, params=summary["params"],
+        best_test_error=state["best"]["test_error"], best_epoch=state["best"]["epoch"],
+        last_test_error=metrics[-1]["test_error"], seconds=seconds if isinstance(seconds, (int, float)) else 0.0,
+        config=cfg,
+    )  # fmt: skip
+
+
+def _read_json_file(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _validate_saved(cfg, run_dir: Path) -> None:
@@ -451,23 +598,41 @@ def train(
     t_start = time.perf_counter()
     if resume is not None:
         run_dir = Path(resume)
+        done = _finished_result(run_dir, genotype, overrides) if (run_dir / CHECKPOINT).is_file() else None
+        if done is not None:  # nothing to train or write: no lock either (a read-only copy of a run reads as well)
+            return done
         with resume_lock(run_dir, CHECKPOINT):
             return _train(_resume(run_dir, genotype, overrides), t_start)
     if genotype is None:
         raise CellnasError("train needs a genotype (a zoo name such as DARTS_V2, a file or a run directory)")
     g, cfg, run_dir = start(genotype, config, preset, overrides, out)
-    with run_lock(run_dir):
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(run_lock(run_dir))
+        except WriteFailed as exc:  # the lock file could not be written (a full disk): nothing else is there
+            remove_if_empty(run_dir)
+            raise _not_started(exc, run_dir) from None
         try:
             job = _Training(g, cfg, run_dir)
-        except BaseException:
-            remove_if_empty(run_dir)
+            atomic_write_json(run_dir / "config.json", cfg.to_dict())
+            save_genotype(g, run_dir / "genotype.json")
+            extra = {"kind": "train", "genotype_hash": g.content_hash(), "params": job.params,
+                     "precision": job.options.describe()}  # fmt: skip
+            write_meta(run_dir, str(job.device), extra)
+            job.save_checkpoint()
+        except BaseException as exc:
+            # nothing to resume from yet: leave no half-written directory behind (it was empty when this process
+            # took its lock, so every file in it is this start's)
+            remove_if_empty(run_dir, written=_START_FILES)
+            if isinstance(exc, WriteFailed):
+                raise _not_started(exc, run_dir) from None
             raise
-        atomic_write_json(run_dir / "config.json", cfg.to_dict())
-        save_genotype(g, run_dir / "genotype.json")
-        write_meta(run_dir, str(job.device), {"kind": "train", "genotype_hash": g.content_hash(),
-                                              "params": job.params, "precision": job.options.describe()})  # fmt: skip
-        job.save_checkpoint()
         return _train(job, t_start)
+
+
+def _not_started(exc: WriteFailed, run_dir: Path) -> RunError:
+    removed = "" if run_dir.exists() else f" (the run directory {run_dir} is removed)"
+    return RunError(f"cannot write {exc.path}: {exc.reason}; the run had not started, nothing is kept{removed}")
 
 
 def _train(job: _Training, t_start: float) -> TrainResult:
@@ -476,24 +641,40 @@ def _train(job: _Training, t_start: float) -> TrainResult:
     log.info("training %s on %s: %s, %d parameters, %s, run directory %s", job.network["kind"], job.dataset.name,
              f"C={job.cfg.channels} {job.cfg.layers} cells", job.params, job.options.describe(), run_dir)  # fmt: skip
     stop = StopFlag()
-    with stop.installed():
-        try:
-            job.run(stop)
-        except KeyboardInterrupt:
-            raise TrainInterrupted(
-                f"aborted; the last checkpoint in {run_dir} is kept (continue with --resume {run_dir})"
-            ) from None
-    return _finish(job, time.perf_counter() - t_start)
+    try:
+        with stop.installed():
+            try:
+                job.run(stop)
+            except KeyboardInterrupt:
+                raise TrainInterrupted(
+                    f"aborted; the last checkpoint in {run_dir} is kept (continue with --resume {run_dir})"
+                ) from None
+        return _finish(job, time.perf_counter() - t_start)
+    except WriteFailed as exc:
+        raise _write_failed(job, exc) from None
+
+
+#: The files a fresh run writes before its first checkpoint (removed again when that checkpoint cannot be written).
+_START_FILES = ("config.json", "genotype.json", "meta.json")
+
+
+def _write_failed(job: _Training, exc: WriteFailed) -> RunError:
+    """One line for a file that could not be written during a run: which, why, what is kept and how to go on."""
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    fix = "free some space" if full else "make the directory writable"
+    return RunError(f"cannot write {exc.path}: {exc.reason}; the last checkpoint ({job.saved_position}) is kept in "
+                    f"{job.run_dir / CHECKPOINT}: {fix}, then continue with: cellnas train --resume {job.run_dir}")
 
 
 def start(
     genotype, config: TrainConfig | None, preset: str | None, overrides: dict, out: str | Path | None
 ) -> tuple[Genotype, TrainConfig, Path]:
-    """What a fresh run starts from: the genotype, the config (:func:`config_from`; a search run directory's
-    dataset when none was chosen, :func:`~cellnas.train.source.with_search_dataset`) and a new run directory."""
+    """What a fresh run starts from: the genotype, the config (:func:`config_from`; a search or training run
+    directory's dataset when none was chosen, :func:`~cellnas.train.source.with_run_dataset`) and a new run
+    directory."""
     g = load_genotype(genotype)
     chosen = config is not None or preset is not None or overrides.get("dataset") is not None
-    cfg = config_from(config, preset, with_search_dataset(genotype, overrides, chosen=chosen))
+    cfg = config_from(config, preset, with_run_dataset(genotype, overrides, chosen=chosen))
     return g, cfg, new_run_dir(out, "train")
 
 

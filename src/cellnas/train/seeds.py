@@ -2,8 +2,9 @@
 
 The parent run directory holds ``seeds.json`` (the seeds, the base config and the genotype), ``genotype.json``,
 ``meta.json``, one sub-directory ``seed-<s>`` per seed (each a complete :func:`~cellnas.train.train` run) and,
-at the end, ``summary.json``: per-seed results and the mean and sample standard deviation (ddof = 1; 0 for a
-single seed) of the last-epoch test error (what DARTS reports) and of the best-epoch test error.
+at the end, ``summary.json``: per-seed results and the mean and sample standard deviation (ddof = 1; ``null`` for
+a single seed, where it is undefined) of the last-epoch test error (what DARTS reports) and of the best-epoch test
+error. The base config in ``seeds.json`` has no ``seed``: each run's seed is its own.
 :func:`evaluate_seeds` tests every seed's ``final.pt`` again (on the same or another test set) and summarises
 the same way.
 """
@@ -22,7 +23,8 @@ from cellnas._config import absolute_paths
 from cellnas.errors import CellnasError, RunError
 from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
-from cellnas.runs import atomic_write_json, now_iso, run_lock, write_meta
+from cellnas.runs import atomic_write_json, now_iso, record_session, run_lock, write_meta
+from cellnas.schedule import resolve_device
 from cellnas.train.config import TrainConfig
 from cellnas.train.final import FINAL, evaluate
 from cellnas.train.loop import (
@@ -41,14 +43,17 @@ log = logging.getLogger(__name__)
 SEEDS_FILE = "seeds.json"
 
 
-def mean_std(values: list[float]) -> dict:
-    """``{"mean", "std", "n"}`` with the sample standard deviation (ddof = 1; 0 when n = 1).
+def mean_std(values: list[float], single: float | None = None) -> dict:
+    """``{"mean", "std", "n"}`` with the sample standard deviation (ddof = 1); for n = 1, where it is undefined,
+    ``single`` (``None``: JSON null).
 
     >>> mean_std([0.02, 0.04])
     {'mean': 0.03, 'std': 0.01414213562373095, 'n': 2}
+    >>> mean_std([0.02])["std"] is None
+    True
     """
     arr = np.asarray(values, dtype=np.float64)
-    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    std = float(arr.std(ddof=1)) if arr.size > 1 else single
     return {"mean": float(arr.mean()), "std": std, "n": int(arr.size)}
 
 
@@ -90,24 +95,33 @@ def train_seeds(
         if genotype is not None and load_genotype(genotype) != g:
             raise CellnasError(f"the genotype given differs from the one {parent} was trained with; omit it")
         seeds = [int(s) for s in doc["seeds"]]
-        base = TrainConfig.from_dict(doc["config"])
+        base = TrainConfig.from_dict(doc["config"])  # without "seed" (the default; each run sets its own)
         refused = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
         if refused:
             raise CellnasError(f"--resume continues {parent} with its own config; {', '.join(refused)} cannot be "
                                f"changed (only {', '.join(RESUME_OVERRIDES)})")  # fmt: skip
         changes = {k: v for k, v in overrides.items() if v is not None}
         with run_lock(parent):
+            finished = sum((_seed_dir(parent, s) / FINAL).is_file() for s in seeds)
+            device = str(resolve_device(changes.get("device", base.device)))
+            record_session(parent, device, {"seeds_finished": finished, "position": f"{finished} of {len(seeds)} "
+                                            "seeds finished"})  # fmt: skip
             return _train_seeds(parent, g, seeds, base, changes)
     if genotype is None:
         raise CellnasError("train needs a genotype (a zoo name such as DARTS_V2, a file or a run directory)")
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise CellnasError(f"--seeds needs distinct integers, got {seeds}")
+    if overrides.get("seed") is not None:
+        raise CellnasError(f"--seed {overrides['seed']} cannot be combined with --seeds: each run takes its seed from "
+                           "--seeds; drop --seed")  # fmt: skip
     g, base, parent = start(genotype, config, preset, overrides, out)
     with run_lock(parent):
-        atomic_write_json(parent / SEEDS_FILE, {"seeds": seeds, "config": base.to_dict(), "genotype": g.to_dict()})
+        config_doc = {k: v for k, v in base.to_dict().items() if k != "seed"}  # each run's seed is its own
+        atomic_write_json(parent / SEEDS_FILE, {"seeds": seeds, "config": config_doc, "genotype": g.to_dict()})
         save_genotype(g, parent / "genotype.json")
-        write_meta(parent, base.device, {"kind": "train-seeds", "seeds": seeds, "genotype_hash": g.content_hash()})
+        write_meta(parent, str(resolve_device(base.device)), {"kind": "train-seeds", "seeds": seeds,
+                                                              "genotype_hash": g.content_hash()})  # fmt: skip
         return _train_seeds(parent, g, seeds, base, {})
 
 
@@ -163,8 +177,9 @@ def evaluate_seeds(
 
     Each seed is tested by :func:`~cellnas.train.final.evaluate` (same arguments and defaults). Returns
     ``runs`` (each seed's report, with its ``seed``) and ``test_error``, ``test_acc``, ``test_loss`` as
-    :func:`mean_std` dicts (sample standard deviation, ddof = 1), plus what was tested. Every seed must have
-    finished: a missing ``final.pt`` raises :class:`~cellnas.errors.RunError` naming the seed folders.
+    :func:`mean_std` dicts (sample standard deviation, ddof = 1; 0.0 for one seed), plus what was tested.
+    Every seed must have finished: a missing ``final.pt`` raises :class:`~cellnas.errors.RunError` naming the seed
+    folders.
     """
     parent = Path(parent)
     runs = seed_runs(parent)
@@ -193,7 +208,7 @@ def evaluate_seeds(
         "test_error": mean_std([r["test_error"] for r in reports]),
         "test_acc": mean_std([r["test_acc"] for r in reports]),
         "test_loss": mean_std([r["test_loss"] for r in reports]),
-        "std": "sample standard deviation (ddof=1) over seeds; errors and accuracies are fractions",
+        "std": "sample standard deviation (ddof=1) over seeds, null for one seed; errors and accuracies are fractions",
         "runs": reports,
     }
 
@@ -206,7 +221,8 @@ def _summary(parent: Path, seeds: list[int], runs: list[TrainResult]) -> dict:
         "params": runs[0].params,
         "test_error": mean_std([r.last_test_error for r in runs]),
         "best_test_error": mean_std([r.best_test_error for r in runs]),
-        "std": "sample standard deviation (ddof=1) over seeds; errors are fractions; test_error is the last epoch's",
+        "std": "sample standard deviation (ddof=1) over seeds, null for one seed; errors are fractions; test_error is "
+               "the last epoch's",
         "runs": [r.summary() for r in runs],
     }
 

@@ -171,3 +171,4 @@ def check_cutout(cfg: TrainConfig, dataset: Dataset, refuse: bool = True) -> Non
         log.warning(
             "--cutout %d is at least the image size (%s): it blanks most of every image of %s, and some of them "
             "entirely (DARTS: 16 on 32x32)", length, shape, dataset.name)  # fmt: skip
+
