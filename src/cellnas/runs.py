@@ -58,6 +58,9 @@ __all__ = [
     "check_same_data",
     "SearchRun",
     "search_run",
+    "TrainRun",
+    "train_run",
+    "read_json_object",
     "git_commit",
     "now_iso",
     "position",
@@ -323,7 +326,7 @@ def record_session(run_dir: str | os.PathLike, device: str, resumed_from: dict) 
     A ``meta.json`` written before sessions were recorded gets its first session from its top-level fields.
     """
     path = Path(run_dir) / "meta.json"
-    meta = _read_json(path) or {}
+    meta = read_json_object(path) or {}
     sessions = meta.get("sessions")
     if not isinstance(sessions, list):
         first = {k: meta.get(k) for k in _SESSION_KEYS}
@@ -690,12 +693,24 @@ class SearchRun:
         )  # fmt: skip
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json_object(path: Path) -> dict | None:
+    """The JSON object in ``path``, or ``None`` when the file is missing, unreadable or holds something else."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def _run_dir_of(genotype) -> Path | None:
+    """``genotype`` as a directory path when it names an existing directory, else ``None``."""
+    if not isinstance(genotype, (str, os.PathLike)):
+        return None
+    path = Path(genotype)
+    try:
+        return path if path.is_dir() else None
+    except (OSError, ValueError):  # DARTS text too long for a path, and the like
+        return None
 
 
 def search_run(genotype) -> SearchRun | None:
@@ -704,16 +719,11 @@ def search_run(genotype) -> SearchRun | None:
     A directory is a search's when its ``meta.json`` says ``"kind": "search"``, or (without a readable
     ``meta.json``) when its ``config.json`` is a search config.
     """
-    if not isinstance(genotype, (str, os.PathLike)):
+    path = _run_dir_of(genotype)
+    if path is None:
         return None
-    path = Path(genotype)
-    try:
-        if not path.is_dir():
-            return None
-    except (OSError, ValueError):  # DARTS text too long for a path, and the like
-        return None
-    config = _read_json(path / "config.json")
-    meta = _read_json(path / "meta.json")
+    config = read_json_object(path / "config.json")
+    meta = read_json_object(path / "meta.json")
     if config is None or not isinstance(config.get("dataset"), str):
         return None
     if meta is not None and meta.get("kind") != "search":
@@ -747,3 +757,33 @@ def check_same_data(run_dir: Path, saved: str | None, now: str, dataset: str, ol
         log.warning("%s now reads its data from %s instead of %s, and its checkpoint cannot tell whether they hold "
                     "the same images: make sure they do, or the run ends trained on two datasets", run_dir, new_dir,
                     old_dir)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """What a ``cellnas train`` run directory says about the data it was trained on (its ``config.json``, or the
+    ``seeds.json`` of a ``--seeds`` parent)."""
+
+    path: Path
+    dataset: str
+    data_dir: str | None
+
+
+def train_run(genotype) -> TrainRun | None:
+    """The :class:`TrainRun` of ``genotype`` when it names a training run directory (``meta.json`` with ``"kind"``
+    ``"train"`` or ``"train-seeds"``), else ``None``."""
+    path = _run_dir_of(genotype)
+    if path is None:
+        return None
+    meta = read_json_object(path / "meta.json")
+    kind = meta.get("kind") if meta else None
+    if kind == "train":
+        config = read_json_object(path / "config.json")
+    elif kind == "train-seeds":
+        config = (read_json_object(path / "seeds.json") or {}).get("config")
+    else:
+        return None
+    if not isinstance(config, dict) or not isinstance(config.get("dataset"), str):
+        return None
+    data_dir = config.get("data_dir")
+    return TrainRun(path, config["dataset"], data_dir if isinstance(data_dir, str) else None)

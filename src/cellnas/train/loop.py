@@ -61,6 +61,7 @@ from cellnas.runs import (
     non_finite_tensor,
     now_iso,
     position,
+    read_json_object,
     read_metrics,
     record_session,
     remove_if_empty,
@@ -538,7 +539,7 @@ def _finished_result(run_dir: Path, genotype, overrides: dict) -> TrainResult | 
     saved = _check_resume_request(run_dir, state, genotype, overrides)
     cfg = TrainConfig.from_dict(state["config"])
     epochs = overrides.get("epochs") or cfg.epochs  # fewer epochs than it ran: refused by _resume
-    summary = _read_json_file(run_dir / "summary.json")
+    summary = read_json_object(run_dir / "summary.json")
     metrics = read_metrics(run_dir)
     finished = state["epoch"] == epochs == cfg.epochs and not state["step_in_epoch"] and (run_dir / FINAL).is_file()
     if not finished or summary is None or len(metrics) < state["epoch"] or not isinstance(summary.get("params"), int):
@@ -553,14 +554,6 @@ def _finished_result(run_dir: Path, genotype, overrides: dict) -> TrainResult | 
         last_test_error=metrics[-1]["test_error"], seconds=seconds if isinstance(seconds, (int, float)) else 0.0,
         config=cfg,
     )  # fmt: skip
-
-
-def _read_json_file(path: Path) -> dict | None:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def _validate_saved(cfg, run_dir: Path) -> None:

@@ -13,61 +13,14 @@ dataset (and data folder) it was trained on, and says so, unless a dataset, pres
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from dataclasses import dataclass
-from pathlib import Path
 
-from cellnas.runs import SearchRun, search_run
+from cellnas.runs import SearchRun, TrainRun, search_run, train_run
 
 __all__ = ["SearchRun", "search_run", "TrainRun", "train_run", "dataset_values", "with_run_dataset",
            "with_search_dataset"]  # fmt: skip
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainRun:
-    """What a ``cellnas train`` run directory says about the data it was trained on (its ``config.json``, or the
-    ``seeds.json`` of a ``--seeds`` parent)."""
-
-    path: Path
-    dataset: str
-    data_dir: str | None
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def train_run(genotype) -> TrainRun | None:
-    """The :class:`TrainRun` of ``genotype`` when it names a training run directory (``meta.json`` with ``"kind"``
-    ``"train"`` or ``"train-seeds"``), else ``None``."""
-    if not isinstance(genotype, (str, os.PathLike)):
-        return None
-    path = Path(genotype)
-    try:
-        if not path.is_dir():
-            return None
-    except (OSError, ValueError):  # DARTS text too long for a path, and the like
-        return None
-    meta = _read_json(path / "meta.json")
-    kind = meta.get("kind") if meta else None
-    if kind == "train":
-        config = _read_json(path / "config.json")
-    elif kind == "train-seeds":
-        config = (_read_json(path / "seeds.json") or {}).get("config")
-    else:
-        return None
-    if not isinstance(config, dict) or not isinstance(config.get("dataset"), str):
-        return None
-    data_dir = config.get("data_dir")
-    return TrainRun(path, config["dataset"], data_dir if isinstance(data_dir, str) else None)
 
 
 def dataset_values(run: SearchRun | TrainRun, overrides: dict) -> dict:
