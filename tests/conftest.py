@@ -32,3 +32,26 @@ def _seeded():
     """
     torch.manual_seed(int(os.environ.get("CELLNAS_TEST_SEED", "0")))
     yield
+
+
+@pytest.fixture
+def crash_search(monkeypatch):
+    """``crash_search(out, crash_at, **search_kwargs)``: a ``cellnas.search`` run that crashes (a RuntimeError, as a
+    killed process leaves it) when step ``crash_at`` starts; the step is restored afterwards, ready for a resume."""
+    from cellnas.search import loop as search_loop
+    from cellnas.search.loop import search
+
+    def crash(out, crash_at: int, **kw) -> None:
+        real_step = search_loop._Search.step
+
+        def crashing_step(self, lr):
+            if self.global_step == crash_at:
+                raise RuntimeError("simulated crash")
+            return real_step(self, lr)
+
+        monkeypatch.setattr(search_loop._Search, "step", crashing_step)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            search(out=out, **kw)
+        monkeypatch.setattr(search_loop._Search, "step", real_step)
+
+    return crash

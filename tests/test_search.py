@@ -70,25 +70,15 @@ def test_run_directory_describes_itself(reference):
                                                         **metrics[-1]["genotype"]}))  # fmt: skip
 
 
-def _crash_then_resume(out, monkeypatch, crash_at: int, **kw) -> None:
+def _crash_then_resume(out, crash_search, crash_at: int, **kw) -> None:
     """A run that crashes when step ``crash_at`` starts (checkpoints every step), then ``--resume``."""
-    real_step = search_loop._Search.step
-
-    def crashing_step(self, lr):
-        if self.global_step == crash_at:
-            raise RuntimeError("simulated crash")
-        return real_step(self, lr)
-
-    monkeypatch.setattr(search_loop._Search, "step", crashing_step)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        search(out=out, checkpoint_every=1, **kw, **TINY)
-    monkeypatch.setattr(search_loop._Search, "step", real_step)
+    crash_search(out, crash_at, checkpoint_every=1, **kw, **TINY)
     search(resume=out)
 
 
 @pytest.mark.parametrize("crash_at", [2, 3, 5], ids=["mid-epoch", "epoch-boundary", "last-epoch"])
-def test_crashed_run_resumes_bit_identical(reference, tmp_path, monkeypatch, crash_at):
-    _crash_then_resume(tmp_path / "run", monkeypatch, crash_at)
+def test_crashed_run_resumes_bit_identical(reference, tmp_path, crash_search, crash_at):
+    _crash_then_resume(tmp_path / "run", crash_search, crash_at)
     _assert_same_run(reference[0], tmp_path / "run")
 
 
@@ -157,9 +147,9 @@ def test_alpha_every_records_each_step_once(alpha_reference):
 
 
 @pytest.mark.parametrize("crash_at", [2, 3], ids=["mid-epoch", "epoch-boundary"])
-def test_alpha_history_of_a_resumed_run_equals_the_uninterrupted_one(alpha_reference, tmp_path, monkeypatch, crash_at):
+def test_alpha_history_of_a_resumed_run_equals_the_uninterrupted_one(alpha_reference, tmp_path, crash_search, crash_at):
     out = tmp_path / "run"
-    _crash_then_resume(out, monkeypatch, crash_at, alpha_every=1)
+    _crash_then_resume(out, crash_search, crash_at, alpha_every=1)
     hist, ref = np.load(out / "alphas_history.npz"), np.load(alpha_reference / "alphas_history.npz")
     np.testing.assert_array_equal(hist["step"], np.arange(7))
     for key in ("step", "epoch", "normal", "reduce"):
@@ -208,7 +198,7 @@ def test_single_level_mode_never_draws_a_search_batch(tmp_path, monkeypatch):
     assert len(calls) == 6 and len(set(calls)) == 2  # bilevel: a training and a search batch per step
 
 
-def test_fresh_search_batches_sample_every_step_and_resume_bit_identical(tmp_path, monkeypatch):
+def test_fresh_search_batches_sample_every_step_and_resume_bit_identical(tmp_path, monkeypatch, crash_search):
     from cellnas.data import DeviceLoader
 
     sampled = []
@@ -222,7 +212,7 @@ def test_fresh_search_batches_sample_every_step_and_resume_bit_identical(tmp_pat
     search(out=tmp_path / "whole", search_batches="fresh", checkpoint_every=1, **TINY)
     assert len(sampled) == 6 and len(set(sampled)) == 1  # one architecture batch per step, from the search split
     assert json.loads((tmp_path / "whole" / "config.json").read_text())["search_batches"] == "fresh"
-    _crash_then_resume(tmp_path / "crashed", monkeypatch, 4, search_batches="fresh")
+    _crash_then_resume(tmp_path / "crashed", crash_search, 4, search_batches="fresh")
     _assert_same_run(tmp_path / "whole", tmp_path / "crashed")
 
 

@@ -392,22 +392,10 @@ def test_a_run_without_wiring_arrays_is_analysed_as_before(wiring_runs, tmp_path
 RESUMED = dict(record_wiring=True, epochs=2, checkpoint_every=1, **{**ABLATED, "steps_per_epoch": 2})
 
 
-def _crash_then_resume(out, monkeypatch, crash_at: int, strip_new_state: bool = False) -> None:
+def _crash_then_resume(out, crash_search, crash_at: int, strip_new_state: bool = False) -> None:
     """A run with costs recorded that crashes when step ``crash_at`` starts, then ``--resume``; with
     ``strip_new_state`` its checkpoint is first made to look like one written before the per-cell records."""
-    from cellnas.search import loop as search_loop
-
-    real_step = search_loop._Search.step
-
-    def crashing_step(self, lr):
-        if self.global_step == crash_at:
-            raise RuntimeError("simulated crash")
-        return real_step(self, lr)
-
-    monkeypatch.setattr(search_loop._Search, "step", crashing_step)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        search(out=out, **RESUMED)
-    monkeypatch.setattr(search_loop._Search, "step", real_step)
+    crash_search(out, crash_at, **RESUMED)
     if strip_new_state:
         state = torch.load(out / "checkpoint.pt", weights_only=False)
         state["wiring"] = {k: state["wiring"][k] for k in ("sums", "counts", "history")}
@@ -428,8 +416,8 @@ def _wiring_records(run_dir):
 
 
 @pytest.mark.parametrize("crash_at", [1, 2], ids=["mid-epoch", "epoch-boundary"])
-def test_recorded_costs_of_a_resumed_run_are_bit_identical(recorded_reference, tmp_path, monkeypatch, crash_at):
-    _crash_then_resume(tmp_path / "run", monkeypatch, crash_at)
+def test_recorded_costs_of_a_resumed_run_are_bit_identical(recorded_reference, tmp_path, crash_search, crash_at):
+    _crash_then_resume(tmp_path / "run", crash_search, crash_at)
     (cost_a, arrays_a), (cost_b, arrays_b) = _wiring_records(recorded_reference), _wiring_records(tmp_path / "run")
     assert cost_a == cost_b and arrays_a.keys() == arrays_b.keys()
     for k in arrays_a:
@@ -438,8 +426,8 @@ def test_recorded_costs_of_a_resumed_run_are_bit_identical(recorded_reference, t
 
 
 @pytest.mark.parametrize("crash_at", [1, 2], ids=["mid-epoch", "epoch-boundary"])
-def test_a_checkpoint_without_per_cell_records_still_resumes(recorded_reference, tmp_path, monkeypatch, crash_at):
-    _crash_then_resume(tmp_path / "run", monkeypatch, crash_at, strip_new_state=True)
+def test_a_checkpoint_without_per_cell_records_still_resumes(recorded_reference, tmp_path, crash_search, crash_at):
+    _crash_then_resume(tmp_path / "run", crash_search, crash_at, strip_new_state=True)
     (cost_a, arrays_a), (cost_b, arrays_b) = _wiring_records(recorded_reference), _wiring_records(tmp_path / "run")
     assert cost_a == cost_b  # the summed costs as they always were
     for name in ("cell_cost_train_normal", "output_cost_train", "output_samples_search"):
