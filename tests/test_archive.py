@@ -481,10 +481,16 @@ def test_two_listings_of_one_architecture_are_one_row(tmp_path, archive):
     rec = archive.get(g, "p")
     assert archive.count("p") == 1 and rec.genotype == g and rec.test_error == 0.04
     assert archive.put(other, "p", {"test_error": 0.05}, seed=1) and archive.count("p") == 2  # another seed
+    assert archive.get(other, "p", seed=1).hash == g.content_hash()  # ... of the same listing
+    [(best, mean, n)] = archive.ranked("p")
+    assert best == g and n == 2 and mean == pytest.approx(0.045)  # one architecture, two seeds
+    archive.record_failure(other, "p", "boom", seed=2)  # a failure under the other listing ...
+    assert archive.put(other, "p", {"test_error": 0.06}, seed=2)
+    assert not [f for f in archive.failures("p") if f["seed"] == 2]  # ... is cleared by its result
     # an import of the other listing lands on the stored row, and says so
     (tmp_path / "r.csv").write_text(f'genotype,test_error\n"{to_darts_text(other)}",0.06\n')
     result = archive.import_csv(tmp_path / "r.csv", protocol="p", replace=True)
-    assert result.merged == ((other.content_hash(), g.content_hash()),) and archive.count("p") == 2
+    assert result.merged == ((other.content_hash(), g.content_hash()),) and archive.count("p") == 3
     assert _cli("archive", "import", str(tmp_path / "r.csv"), "--protocol", "p", "--archive", str(archive.path)) == 0
 
 

@@ -321,7 +321,8 @@ class Archive:
                 )
             if version < SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
-                try:
+                try:  # another process may have migrated the file meanwhile: read the version under the write lock
+                    version = conn.execute("PRAGMA user_version").fetchone()[0]
                     if version == 1:  # version 2 added the architecture hash of each row
                         conn.execute("ALTER TABLE evaluations ADD COLUMN arch TEXT")
                         conn.executemany("UPDATE evaluations SET arch=? WHERE rowid=?",
@@ -421,7 +422,9 @@ class Archive:
             return 0
         with self._write() as conn:
             before = conn.total_changes
+            given = []  # (hash, protocol, seed) as given, whose failures a result clears too
             for row in rows:
+                given.append((row[0], row[1], row[2]))
                 stored = self._same_architecture(conn, row[0], row[1], row[2], row[13])
                 if stored is not None:  # one row per architecture: the stored listing (hash, genotype) stays
                     self.merged.append((row[0], stored[0]))
@@ -429,21 +432,22 @@ class Archive:
                 conn.execute(sql, row)
             written = conn.total_changes - before
             conn.executemany(
-                "DELETE FROM failures WHERE hash=? AND protocol=? AND seed=?", [(r[0], r[1], r[2]) for r in rows]
+                "DELETE FROM failures WHERE hash=? AND protocol=? AND seed=?",
+                given + [(r[0], r[1], r[2]) for r in rows],
             )
         return written
 
     @staticmethod
     def _same_architecture(conn: sqlite3.Connection, h: str, protocol: str, seed: int,
                            arch: str) -> tuple[str, str] | None:  # fmt: skip
-        """``(hash, genotype JSON)`` of the stored row of ``arch`` under ``protocol`` and ``seed`` when the archive has
-        none of listing ``h`` but one of another listing of the same architecture, else ``None``."""
+        """``(hash, genotype JSON)`` of the listing the archive already keeps for ``arch`` under ``protocol`` (under any
+        seed, so that every seed of an architecture is one listing) when it is not ``h``, else ``None``."""
         if conn.execute("SELECT 1 FROM evaluations WHERE hash=? AND protocol=? AND seed=?", (h, protocol, seed)
                         ).fetchone():  # fmt: skip
             return None
-        row = conn.execute("SELECT hash, genotype FROM evaluations WHERE arch=? AND protocol=? AND seed=? "
-                           "ORDER BY created_at, hash LIMIT 1", (arch, protocol, seed)).fetchone()  # fmt: skip
-        return None if row is None else (row[0], row[1])
+        row = conn.execute("SELECT hash, genotype FROM evaluations WHERE arch=? AND protocol=? "
+                           "ORDER BY created_at, hash LIMIT 1", (arch, protocol)).fetchone()  # fmt: skip
+        return None if row is None or row[0] == h else (row[0], row[1])
 
     def _record(self, row: sqlite3.Row) -> Record:
         try:
@@ -574,7 +578,8 @@ class Archive:
             v = metric_value(r, metric)
             if v is None:
                 continue
-            groups.setdefault(r.hash, [r.genotype, []])[1].append(v)
+            # one entry per architecture (a schema-1 archive may hold two listings of one): the first listing stored
+            groups.setdefault(r.genotype.architecture_hash(), [r.genotype, []])[1].append(v)
         out = [(g, sum(vs) / len(vs), len(vs), h) for h, (g, vs) in groups.items()]
         out.sort(key=lambda t: (t[1], t[3]))
         return [(g, v, n) for g, v, n, _ in out]
