@@ -143,3 +143,20 @@ def test_evaluate_of_a_checkpoint_says_how_to_get_a_final_pt(tmp_path, capsys):
     torch.save({"kind": "search", "version": 1, "config": {}, "train_loader": {}}, search / "checkpoint.pt")
     err = _error(["evaluate", str(search / "checkpoint.pt")], capsys)
     assert "search checkpoint" in err and f"cellnas train {search}" in err
+
+
+def test_an_old_final_pt_of_a_train_test_layout_is_not_warned_about(tmp_path, caplog, capsys):
+    """PATH/train beside PATH/test was used as given before splits were recorded too: nothing to warn about."""
+    folder, run = tmp_path / "imgs", tmp_path / "run"
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 4), ("test", 2)):
+        for c in ("cat", "dog"):
+            (folder / part / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / part / c / f"{i}.png")
+    _train(folder, run)
+    doc = torch.load(run / "final.pt", weights_only=True)
+    doc["dataset"].pop("split", None)
+    torch.save(doc, run / "final.pt")
+    report, warned = _evaluate(run, caplog, capsys)
+    assert report["test_split"] == "unchanged" and not warned, warned

@@ -316,7 +316,7 @@ def test_an_absurdly_large_loss_is_warned_about_once(tmp_path, monkeypatch, capl
 # ------------------------------------------------------------------------------------------ 5. non-finite options
 
 
-@pytest.mark.parametrize("flag", ["--lr", "--lr-min", "--lr-gamma", "--momentum", "--weight-decay", "--grad-clip",
+@pytest.mark.parametrize("flag", ["--lr", "--lr-min", "--lr-gamma", "--momentum", "--weight-decay",
                                   "--label-smoothing", "--mixup", "--auxiliary-weight", "--drop-path"])  # fmt: skip
 @pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-inf"])
 def test_every_float_option_of_train_must_be_finite(flag, value, tmp_path, monkeypatch, capsys):
@@ -325,6 +325,15 @@ def test_every_float_option_of_train_must_be_finite(flag, value, tmp_path, monke
     err = capsys.readouterr().err
     assert f"{flag} must be a finite number" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()  # refused before any run directory
+
+
+@pytest.mark.parametrize("value", ["nan", "-inf", "0"])
+def test_grad_clip_takes_inf_as_no_clipping_and_refuses_the_rest(value, tmp_path, monkeypatch, capsys):
+    """--grad-clip inf (no clipping) was accepted before, and runs saved with it must resume."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "DARTS_V2", *DIGITS, "--epochs", "1", f"--grad-clip={value}"]) == 2
+    assert "--grad-clip must be positive (inf: no clipping)" in capsys.readouterr().err
+    assert main(["train", "DARTS_V2", *DIGITS, "--epochs", "1", "--grad-clip=inf", "--out", "ok"]) == 0
 
 
 # ------------------------------------------------------------------------------------------ 6. a train run as GENOTYPE

@@ -614,3 +614,11 @@ def test_the_summed_cost_hook_moves_to_the_cpu_before_float64():
     hooks[0](grad.as_subclass(_NoFloat64))
     np.testing.assert_array_equal(recorder.sums[("train", "normal")], grad.double().numpy() * 4)  # bit-identical
     assert recorder.counts[("train", "normal")] == 1
+
+
+def test_recording_an_all_normal_search_leaves_the_unused_reduce_alpha_alone(tmp_path):
+    """The recorder wraps the supernet: the architect must still see which α no loss reads (no Adam decay on it)."""
+    search(out=tmp_path / "run", all_normal=True, nodes=2, record_wiring=True, channels=4, layers=3, batch_size=16,
+           epochs=1, steps_per_epoch=3, progress=False, plots=False)  # fmt: skip
+    history = np.load(tmp_path / "run" / "alphas_history.npz")
+    assert np.array_equal(history["reduce"][0], history["reduce"][-1])

@@ -598,9 +598,10 @@ def data_fingerprint(dataset, budget: int = 1 << 23) -> str:
     checkpoint so that a resume on other data (another ``--data-dir`` holding other images of the same shape) is
     caught.
 
-    Labels are hashed whole; images up to ``budget`` bytes per split, evenly spaced over it (every image of digits
-    and of CIFAR's test set, every 19th of CIFAR's 150 MB training set), so that the cost stays at milliseconds for
-    any dataset, while any other set of images differs in the sampled ones.
+    Labels are hashed whole; images up to ``budget`` bytes per split, evenly spaced over it (every image of digits,
+    every 4th of CIFAR's 30 MB test set, every 19th of its 150 MB training set), so that the cost stays at milliseconds
+    for any dataset, while any other set of images differs in the sampled ones. The pixels are the decoded ones: an
+    image folder whose files decode differently after a Pillow upgrade counts as other data.
     """
     import hashlib
 

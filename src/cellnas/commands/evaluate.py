@@ -206,6 +206,12 @@ def _check_test_split(finals: list[Path], dataset: str | None) -> str | None:
         if dataset is not None and not _same_folder(dataset, folder):
             continue  # another dataset, chosen on purpose: there is no training split to compare with
         recorded = trained.get("split")
+        key = str(folder)
+        if recorded is None and key not in current:
+            current[key] = imagefolder_split(folder)
+        if recorded is None and current[key].get("rule") == "folders":
+            states.append("unchanged")  # PATH/train beside PATH/test: used as given, then as now
+            continue
         if recorded is None:
             states.append("unrecorded")
             if "unrecorded" not in warned:
@@ -215,7 +221,6 @@ def _check_test_split(finals: list[Path], dataset: str | None) -> str | None:
                             "files were added or removed since, the test set may include images the network was "
                             "trained on", final, folder)  # fmt: skip
             continue
-        key = str(folder)
         if key not in current:
             current[key] = imagefolder_split(folder)
         why = split_mismatch(recorded, current[key])

@@ -109,7 +109,7 @@ def exact_hvp(
 class Architect:
     """Computes and applies the architecture gradient for one search step.
 
-    ``model`` must expose ``arch_parameters()`` and ``weight_parameters()``;
+    ``model`` must expose ``arch_parameters()``, ``unused_arch_parameters()`` and ``weight_parameters()``;
     ``w_optimizer`` is the weights' SGD (its momentum buffers enter the virtual step).
     """
 
@@ -179,7 +179,7 @@ class Architect:
         """One Adam step on α; returns (validation loss, validation logits)."""
         grads, loss, logits = self.gradient(x_train, y_train, x_val, y_val, eta)
         self.a_optimizer.zero_grad(set_to_none=True)
-        unused = {id(p) for p in getattr(self.model, "unused_arch_parameters", list)()}
+        unused = {id(p) for p in self.model.unused_arch_parameters()}
         for a, g in zip(self.model.arch_parameters(), grads):
             a.grad = None if id(a) in unused else g  # Adam skips it: no weight decay on what no loss reads
         self.a_optimizer.step()

@@ -120,7 +120,6 @@ class SearchConfig:
         # clip_grad_norm_ with a negative max flips the gradient (ascent), with 0 zeroes it; inf is refused as train
         # refuses it (a large number clips nothing)
         need(self.grad_clip > 0, f"--grad-clip must be positive, got {self.grad_clip}")
-        need(math.isfinite(self.grad_clip), f"--grad-clip must be a finite number, got {self.grad_clip}")
         need(all(0 <= b < 1 for b in self.arch_betas),
              f"\"arch_betas\" in the config must be two numbers in [0, 1), got {self.arch_betas}")  # fmt: skip
         need(math.isfinite(self.unrolled_eps) and self.unrolled_eps > 0,

@@ -411,7 +411,6 @@ class _Search:
             if self.wiring:
                 record["wiring_cost"] = self.wiring.epoch_summary()
                 self.wiring.reset_epoch()
-                self.wiring.write(self.run_dir)
             if bar is not None:
                 bar.clear()
             log.info(
@@ -421,6 +420,8 @@ class _Search:
                 genotype_summary(genotype, self.unsearched), "  (α frozen: --arch-warmup)" if self.arch_frozen else "",
             )  # fmt: skip
             self.check_state()  # an epoch is recorded only when its state is good
+            if self.wiring:
+                self.wiring.write(self.run_dir)
             append_metrics(self.run_dir, record)
             self.epoch += 1
             self.step_in_epoch = 0

@@ -121,6 +121,9 @@ class ControlledSupernet(nn.Module):
     def arch_parameters(self) -> list[nn.Parameter]:
         return self.net.arch_parameters()
 
+    def unused_arch_parameters(self) -> list[nn.Parameter]:
+        return self.net.unused_arch_parameters()
+
     def weight_parameters(self) -> list[nn.Parameter]:
         return self.net.weight_parameters()
 

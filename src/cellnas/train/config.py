@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 LR_SCHEDULES = ("cosine", "step")
 _AMP = ("auto", "bf16", "off")
 _CHANNELS_LAST = ("auto", "on", "off")
-#: The float options, each refused unless finite (a cap such as --grad-clip takes a large number, not inf).
-_FLOATS = ("auxiliary_weight", "drop_path", "lr", "lr_min", "lr_gamma", "momentum", "weight_decay", "grad_clip",
+#: The float options, each refused unless finite (--grad-clip, a cap, also takes inf: no clipping, as runs saved
+#: before this check may hold).
+_FLOATS = ("auxiliary_weight", "drop_path", "lr", "lr_min", "lr_gamma", "momentum", "weight_decay",
            "label_smoothing", "mixup")  # fmt: skip
 
 
@@ -135,7 +136,7 @@ class TrainConfig:
         need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
         need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
         need(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
-        need(self.grad_clip > 0, f"--grad-clip must be positive, got {self.grad_clip}")
+        need(self.grad_clip > 0, f"--grad-clip must be positive (inf: no clipping), got {self.grad_clip}")
         need(0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         need(self.mixup >= 0, f"--mixup (alpha) must be >= 0, got {self.mixup}")
         need(self.amp in _AMP, f"--amp must be one of {', '.join(_AMP)}, got {self.amp!r}")

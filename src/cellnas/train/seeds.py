@@ -177,7 +177,7 @@ def evaluate_seeds(
 
     Each seed is tested by :func:`~cellnas.train.final.evaluate` (same arguments and defaults). Returns
     ``runs`` (each seed's report, with its ``seed``) and ``test_error``, ``test_acc``, ``test_loss`` as
-    :func:`mean_std` dicts (sample standard deviation, ddof = 1; 0.0 for one seed), plus what was tested.
+    :func:`mean_std` dicts (sample standard deviation, ddof = 1; ``None`` for one seed), plus what was tested.
     Every seed must have finished: a missing ``final.pt`` raises :class:`~cellnas.errors.RunError` naming the seed
     folders.
     """

@@ -61,7 +61,8 @@ def register(sub, formatter) -> None:
             "  random_ops   the reference random_ops for every --seeds value (*_OPS1..10)\n"
             "  random_conn  the reference random_conn for every --seeds value (*_CONN1..10)\n"
             "  widest       every node reads one edge from each input (Shu et al.'s *_ADAPT cells): *_WIDEST,\n"
-            "               or *_ADAPT where it is the published cell of the zoo (NASNet, AmoebaNet, SNAS_MILD;\n"
+            "               or the zoo's name where it is the published cell (NASNet_ADAPT, AmoebaNet_ADAPT,\n"
+            "               SNAS_ADAPT from SNAS_MILD;\n"
             "               ENAS's published cell reads input 0 twice at node 3: index.json lists the difference)\n\n"
             "Writes one cellnas JSON genotype per variant, index.json (name, file, width, depth, seed)\n"
             "and variants.png (the normal cells, base first).\n\n"
@@ -161,7 +162,7 @@ def run(args) -> int:
         wide = V.widest(base)
         published = _published_adapt(name)
         # named after Shu et al.'s published cell only when it is that cell (ENAS's differs in one edge)
-        label = f"{name}_ADAPT" if published is not None and published[1] == wide else f"{name}_WIDEST"
+        label = published[0] if published is not None and published[1] == wide else f"{name}_WIDEST"
         items = [(label, wide, None)]
     out = output_dir(args.output)
 
