@@ -146,6 +146,22 @@ def test_a_full_disk_stops_a_search_with_one_line(tmp_path, monkeypatch, capsys)
     assert main(["search", *SEARCH, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"cannot write {out / 'checkpoint.pt'}: No space left on device" in err
+    assert "no checkpoint yet" in err and "free some space" in err
+
+
+def test_a_full_disk_mid_search_says_how_to_continue(tmp_path, monkeypatch, capsys):
+    import cellnas.search.loop as search_loop
+
+    out = tmp_path / "run"
+    real_step, steps = search_loop._Search.step, []
+    monkeypatch.setattr(search_loop._Search, "step", lambda self, lr: (steps.append(1), real_step(self, lr)))
+    _fail_writes_of(monkeypatch, "checkpoint.pt", when=lambda: len(steps) > 2)  # epoch 2's checkpoint
+    assert main(["search", *SEARCH, "--epochs", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the last checkpoint is kept" in err
+    assert f"cellnas search --resume {out}" in err
+    monkeypatch.undo()
+    assert main(["search", "--resume", str(out), "--no-progress", "--no-plots"]) == 0
 
 
 def test_a_failed_torch_save_keeps_the_previous_file_and_names_the_reason(tmp_path, monkeypatch):

@@ -451,11 +451,14 @@ def test_a_config_file_that_is_not_a_json_object_gives_one_line(text, tmp_path, 
     assert not (tmp_path / "runs").exists()
 
 
-def test_extending_a_finished_search_rewrites_config_json(tmp_path):
+def test_extending_a_finished_search_rewrites_config_json(tmp_path, caplog):
     out = tmp_path / "run"
     search(out=out, **SMALL)
     assert json.loads((out / "config.json").read_text())["epochs"] == 1
-    assert main(["search", "--resume", str(out), "--epochs", "2", "--no-progress", "--no-plots"]) == 0
+    with caplog.at_level("WARNING"):
+        assert main(["search", "--resume", str(out), "--epochs", "2", "--no-progress", "--no-plots"]) == 0
+    said = [r.getMessage() for r in caplog.records if "cosine learning rate is recomputed" in r.getMessage()]
+    assert len(said) == 1 and "from 1 to 2 epochs" in said[0]  # said once, by the library, after the lock
     assert json.loads((out / "config.json").read_text())["epochs"] == 2
     assert torch.load(out / "checkpoint.pt", weights_only=False)["config"]["epochs"] == 2
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".tmp")]

@@ -176,8 +176,6 @@ def run(args) -> int:
                    *(["--out"] if args.out else [])]  # fmt: skip
             raise CellnasError(f"--resume continues a run with its own config; only {allowed} (and --no-progress, "
                                f"--no-plots) may change (got {', '.join(got)})")  # fmt: skip
-        if "epochs" in overrides:
-            _say_new_epochs(args.resume, overrides["epochs"])
         result = search(resume=args.resume, **overrides)
     else:
         if "ops" in overrides:
@@ -187,32 +185,6 @@ def run(args) -> int:
     _summary(result, args.json)
     return 0
 
-
-def _say_new_epochs(run_dir: str, epochs: int) -> None:
-    """Warn, as ``cellnas train --resume`` does, what a new ``--epochs`` does to the search still to run: the cosine
-    learning rate of the weights is a function of the epoch count (SPEC 1.5)."""
-    import logging
-    from pathlib import Path
-
-    from cellnas.runs import read_metrics
-    from cellnas.schedule import cosine_lr
-
-    try:
-        saved = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
-        before, lr, lr_min = int(saved["epochs"]), float(saved["lr"]), float(saved["lr_min"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # resuming says what is wrong with the run directory
-    done = len(read_metrics(Path(run_dir)))
-    if epochs == before or epochs < done or done == 0:  # unchanged, refused by the resume, or nothing run yet
-        return
-    was = (f"the {before}-epoch schedule ended at {cosine_lr(before - 1, before, lr, lr_min):.4g}" if done >= before
-           else f"instead of {cosine_lr(done, before, lr, lr_min):.4g}")  # fmt: skip
-    logging.getLogger("cellnas").warning(
-        "--epochs %d changes %s from %d to %d epochs (config.json will say %d): the cosine learning rate is recomputed "
-        "over %d epochs, epoch %d runs at %.4g (%s); the epochs already run followed the %d-epoch schedule, so the "
-        "search differs from one started with --epochs %d", epochs, run_dir, before, epochs, epochs, epochs, done + 1,
-        cosine_lr(done, epochs, lr, lr_min), was, before, epochs,
-    )  # fmt: skip
 
 
 def _check_ops(ops) -> None:

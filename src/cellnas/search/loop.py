@@ -14,6 +14,7 @@ ends bit-identical, on CPU, to the same run never interrupted.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import time
 from dataclasses import dataclass, field
@@ -507,6 +508,8 @@ def search(
                 raise SearchInterrupted(
                     f"aborted; the last checkpoint in {run_dir} is kept (continue with --resume {run_dir})"
                 ) from None
+            except WriteFailed as exc:  # a full disk or a read-only directory mid-run: say what is kept, how to go on
+                raise _write_failed(run_dir, exc) from None
         genotype = job.model.genotype()
         _finish(job)
         return SearchResult(
@@ -540,6 +543,8 @@ def _resume(run_dir: Path, overrides: dict, held: contextlib.ExitStack) -> _Sear
         raise CellnasError(f"--epochs {cfg.epochs} is fewer than the {started} epochs {run_dir} has already run "
                            f"(or started); give {started} or more to extend it")  # fmt: skip
     cfg.warn_if_arch_never_trains()
+    if cfg.epochs != int(saved_epochs := state["config"]["epochs"]) and state["epoch"]:
+        _say_new_epochs(run_dir, cfg, int(saved_epochs), state["epoch"])
     job = _Search(cfg, run_dir)
     job.load_state_dict(state)
     check_same_data(run_dir, state.get("data_fingerprint"), job.data_fingerprint, cfg.dataset,
@@ -550,6 +555,30 @@ def _resume(run_dir: Path, overrides: dict, held: contextlib.ExitStack) -> _Sear
                                               "position": job.position()})  # fmt: skip
     log.info("resuming %s %s", run_dir, job.position())
     return job
+
+
+def _write_failed(run_dir: Path, exc: WriteFailed) -> RunError:
+    """One line for a file that could not be written during a search: which, why, what is kept and how to go on."""
+    fix = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "make the directory writable"
+    if not (run_dir / CHECKPOINT).is_file():
+        return RunError(f"cannot write {exc.path}: {exc.reason}; the search had written no checkpoint yet: {fix}, "
+                        f"then start it again (remove {run_dir} first)")  # fmt: skip
+    return RunError(f"cannot write {exc.path}: {exc.reason}; the last checkpoint is kept in {run_dir / CHECKPOINT}: "
+                    f"{fix}, then continue with: cellnas search --resume {run_dir}")
+
+
+def _say_new_epochs(run_dir: Path, cfg: SearchConfig, before: int, done: int) -> None:
+    """Warn, as ``cellnas train --resume`` does, what a new ``--epochs`` does to the search still to run: the cosine
+    learning rate of the weights is a function of the epoch count (SPEC 1.5)."""
+    epochs, lr, lr_min = cfg.epochs, cfg.lr, cfg.lr_min
+    was = (f"the {before}-epoch schedule ended at {cosine_lr(before - 1, before, lr, lr_min):.4g}" if done >= before
+           else f"instead of {cosine_lr(done, before, lr, lr_min):.4g}")  # fmt: skip
+    log.warning(
+        "--epochs %d changes %s from %d to %d epochs (config.json now says %d): the cosine learning rate is recomputed "
+        "over %d epochs, epoch %d runs at %.4g (%s); the epochs already run followed the %d-epoch schedule, so the "
+        "search differs from one started with --epochs %d", epochs, run_dir, before, epochs, epochs, epochs, done + 1,
+        cosine_lr(done, epochs, lr, lr_min), was, before, epochs,
+    )  # fmt: skip
 
 
 def _new_locked_run_dir(out: str | Path | None, held: contextlib.ExitStack) -> Path:
