@@ -22,7 +22,7 @@ import numpy as np
 from cellnas.errors import CellnasError
 from cellnas.genotype import as_int
 
-__all__ = ["config_from_dict", "check_types", "describe_key", "absolute_paths", "SHARED_FLAGS"]
+__all__ = ["config_from_dict", "check_types", "describe_key", "absolute_paths", "recorded_data_dir", "SHARED_FLAGS"]
 
 C = TypeVar("C")
 
@@ -109,13 +109,33 @@ def check_types(cfg: Any, flags: Mapping[str, str | None] | None = None) -> None
                 setattr(cfg, f.name, plain(value))
 
 
+def _absolute(path: str | os.PathLike) -> str:
+    return os.path.abspath(os.path.expanduser(str(path)))
+
+
 def absolute_paths(values: dict) -> dict:
     """``values`` with ``data_dir`` and an ``imagefolder:PATH`` dataset made absolute (``~`` expanded), so that the
     config saved with a run still finds its data from another working directory (``cellnas evaluate RUN``)."""
     out = dict(values)
     if isinstance(out.get("data_dir"), str) and out["data_dir"]:
-        out["data_dir"] = os.path.abspath(os.path.expanduser(out["data_dir"]))
+        out["data_dir"] = _absolute(out["data_dir"])
     dataset = out.get("dataset")
     if isinstance(dataset, str) and dataset.startswith("imagefolder:") and len(dataset) > len("imagefolder:"):
-        out["dataset"] = "imagefolder:" + os.path.abspath(os.path.expanduser(dataset[len("imagefolder:") :]))
+        out["dataset"] = "imagefolder:" + _absolute(dataset[len("imagefolder:") :])
     return out
+
+
+def recorded_data_dir(dataset: str, data_dir: str | os.PathLike | None) -> str | None:
+    """The data folder a run of ``dataset`` reads, as its ``config.json`` records it: ``data_dir`` made absolute
+    (``~`` expanded); when none is given, the default folder :func:`cellnas.data.get_dataset` reads (``./data`` of
+    the current directory), made absolute, for a dataset that reads files there (:func:`cellnas.data.datasets.
+    reads_files`); ``None`` for the others.
+
+    So a run started without ``--data-dir`` still finds its data when it is resumed, retrained or evaluated from
+    another directory, and never reads whatever ``./data`` that directory has.
+    """
+    from cellnas.data.datasets import DEFAULT_DATA_DIR, reads_files
+
+    if data_dir is not None and str(data_dir):
+        return _absolute(data_dir)
+    return _absolute(DEFAULT_DATA_DIR) if reads_files(dataset) else None

@@ -163,6 +163,7 @@ class Record:
     source: str | None = None
     created_at: str = ""
     updated_at: str = ""
+    arch: str = ""  # the architecture hash (:meth:`Genotype.architecture_hash`), as the archive stores it
 
     def metrics(self) -> dict:
         """Every metric: the column ones that are set, then ``extra``."""
@@ -458,7 +459,7 @@ class Archive:
             hash=row["hash"], protocol=row["protocol"], seed=row["seed"], genotype=g, test_error=row["test_error"],
             val_error=row["val_error"], params=row["params"], seconds=row["seconds"],
             extra=json.loads(row["extra"] or "{}"), config=json.loads(row["config"] or "{}"), source=row["source"],
-            created_at=row["created_at"], updated_at=row["updated_at"],
+            created_at=row["created_at"], updated_at=row["updated_at"], arch=row["arch"] or g.architecture_hash(),
         )  # fmt: skip
 
     def get(self, genotype: Genotype | str, protocol: str, seed: int = 0) -> Record | None:
@@ -579,7 +580,7 @@ class Archive:
             if v is None:
                 continue
             # one entry per architecture (a schema-1 archive may hold two listings of one): the first listing stored
-            groups.setdefault(r.genotype.architecture_hash(), [r.genotype, []])[1].append(v)
+            groups.setdefault(r.arch, [r.genotype, []])[1].append(v)
         out = [(g, sum(vs) / len(vs), len(vs), h) for h, (g, vs) in groups.items()]
         out.sort(key=lambda t: (t[1], t[3]))
         return [(g, v, n) for g, v, n, _ in out]

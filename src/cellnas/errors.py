@@ -15,7 +15,7 @@ __all__ = [
     "RunError",
     "unknown_name",
     "check_seed",
-    "check_finite",
+    "check_finite_option",
 ]
 
 
@@ -54,7 +54,7 @@ def check_seed(value: int, flag: str = "--seed") -> int:
     return int(value)
 
 
-def check_finite(value: float, flag: str) -> float:
+def check_finite_option(value: float, flag: str) -> float:
     """``value`` when it is a finite number, else a :class:`CellnasError` naming ``flag`` (NaN and infinities compare
     false with everything, so range checks let them through)."""
     import math

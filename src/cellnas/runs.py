@@ -50,7 +50,6 @@ __all__ = [
     "new_run_dir",
     "write_meta",
     "record_session",
-    "recorded_data_dir",
     "non_finite_tensor",
     "data_fingerprint",
     "append_metrics",
@@ -569,28 +568,6 @@ def non_finite_tensor(named: dict) -> str | None:
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
             return name
     return None
-
-
-#: Registered datasets that read no files (the bundled digits): a run of one of them records no data folder.
-DATASETS_WITHOUT_FILES = ("digits",)
-
-
-def recorded_data_dir(dataset: str, data_dir: str | os.PathLike | None) -> str | None:
-    """The data folder a run of ``dataset`` reads, as its ``config.json`` records it: ``data_dir`` made absolute
-    (``~`` expanded); when none is given, the default folder :func:`cellnas.data.get_dataset` reads (``./data``
-    of the current directory), made absolute, for a dataset that reads files there. ``None`` for
-    :data:`DATASETS_WITHOUT_FILES` and for ``imagefolder:PATH`` (its folder is in its name) when none is given.
-
-    So a run started without ``--data-dir`` still finds its data when it is resumed, retrained or evaluated from
-    another directory, and never reads whatever ``./data`` that directory has.
-    """
-    if data_dir is not None and str(data_dir):
-        return os.path.abspath(os.path.expanduser(str(data_dir)))
-    if dataset in DATASETS_WITHOUT_FILES or dataset.startswith("imagefolder:"):
-        return None
-    from cellnas.data.datasets import DEFAULT_DATA_DIR
-
-    return os.path.abspath(DEFAULT_DATA_DIR)
 
 
 def data_fingerprint(dataset, budget: int = 1 << 23) -> str:

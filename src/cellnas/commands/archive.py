@@ -15,7 +15,7 @@ from cellnas.commands._evalopts import (
     report_failures,
     run_batch,
 )
-from cellnas.errors import CellnasError, check_finite, check_seed
+from cellnas.errors import CellnasError, check_finite_option, check_seed
 
 
 def register(sub, formatter) -> None:
@@ -156,7 +156,7 @@ def _filters(p) -> None:
 
 def _select(args, archive):
     if args.max_error is not None:
-        check_finite(args.max_error, "--max-error")
+        check_finite_option(args.max_error, "--max-error")
     return archive.records(protocol=args.protocol, seed=args.seed, hash_prefix=args.hash, sort=args.sort,
                            limit=args.limit or None, max_test_error=args.max_error, source=args.source)  # fmt: skip
 

@@ -118,19 +118,28 @@ DatasetLoader = Callable[..., Dataset]
 """``loader(*, data_dir: Path, download: bool, image_size: int | None) -> Dataset``."""
 
 _REGISTRY: dict[str, DatasetLoader] = {}
+_WITHOUT_FILES: set[str] = set()
 
 
-def register_dataset(name: str, loader_fn: DatasetLoader, *, overwrite: bool = False) -> None:
+def register_dataset(name: str, loader_fn: DatasetLoader, *, overwrite: bool = False, reads_files: bool = True) -> None:
     """Make ``name`` usable with :func:`get_dataset` (and so as ``--dataset NAME``).
 
     ``loader_fn`` is called with keyword arguments ``data_dir`` (a :class:`~pathlib.Path`), ``download`` (bool)
-    and ``image_size`` (int or None: the dataset's native size) and returns a :class:`Dataset`.
+    and ``image_size`` (int or None: the dataset's native size) and returns a :class:`Dataset`. ``reads_files=False``
+    for a dataset bundled with its code (digits): its runs then record no data folder.
     """
     if ":" in name:
         raise ValueError(f"dataset name {name!r} must not contain ':' (reserved for 'imagefolder:PATH')")
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"dataset {name!r} is already registered (pass overwrite=True to replace it)")
     _REGISTRY[name] = loader_fn
+    (_WITHOUT_FILES.discard if reads_files else _WITHOUT_FILES.add)(name)
+
+
+def reads_files(name: str) -> bool:
+    """Whether dataset ``name`` reads files from a data folder (``--data-dir``): every registered one but those
+    registered with ``reads_files=False``; ``imagefolder:PATH`` reads its own folder, named in it."""
+    return name not in _WITHOUT_FILES and not name.startswith("imagefolder:")
 
 
 def list_datasets() -> list[str]:
@@ -270,6 +279,6 @@ def _cifar100(*, data_dir: Path, download: bool = False, image_size: int | None 
     return _maybe_resize(load_cifar("cifar100", data_dir, download, train), image_size, recompute_stats=False)
 
 
-register_dataset("digits", load_digits)
+register_dataset("digits", load_digits, reads_files=False)
 register_dataset("cifar10", _cifar10)
 register_dataset("cifar100", _cifar100)

@@ -165,7 +165,7 @@ def evaluate_batch(
         listings.setdefault(g.architecture_hash(), []).append(h)
     if archive is not None:
         for rec in archive.records(protocol=evaluator.protocol, seed=seed):
-            for h in listings.get(rec.genotype.architecture_hash(), ()):
+            for h in listings.get(rec.arch, ()):
                 if h not in report.results:
                     report.results[h] = rec.metrics()
                     report.reused.append(h)

@@ -11,10 +11,9 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-from cellnas._config import absolute_paths, check_types, config_from_dict
+from cellnas._config import absolute_paths, check_types, config_from_dict, recorded_data_dir
 from cellnas.errors import CellnasError, unknown_name
 from cellnas.genotype import PRIMITIVES
-from cellnas.runs import recorded_data_dir
 
 __all__ = ["SearchConfig", "PRESETS", "FLAGS", "resolve_config"]
 
@@ -84,7 +83,7 @@ class SearchConfig:
 
     def validate(self) -> None:
         """Raise :class:`CellnasError` naming the first bad value (wrong type or out of range) and its flag. Also
-        records the data folder the search reads as an absolute path (:func:`~cellnas.runs.recorded_data_dir`:
+        records the data folder the search reads as an absolute path (:func:`~cellnas._config.recorded_data_dir`:
         ``./data`` of the current directory when none was given for a dataset that reads files), and an
         ``imagefolder:PATH`` dataset with an absolute path."""
         check_types(self, FLAGS)

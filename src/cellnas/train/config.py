@@ -35,9 +35,8 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 
-from cellnas._config import absolute_paths, check_types, config_from_dict
-from cellnas.errors import CellnasError, check_finite, unknown_name
-from cellnas.runs import recorded_data_dir
+from cellnas._config import absolute_paths, check_types, config_from_dict, recorded_data_dir
+from cellnas.errors import CellnasError, check_finite_option, unknown_name
 
 __all__ = ["TrainConfig", "PRESETS", "DATASET_PRESETS", "resolve_config", "LR_SCHEDULES"]
 
@@ -101,7 +100,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise :class:`CellnasError` naming the first bad value (wrong type, not finite, out of range) and its
         flag. Also records the data folder the run reads as an absolute path
-        (:func:`~cellnas.runs.recorded_data_dir`: ``./data`` of the current directory when none was given for a
+        (:func:`~cellnas._config.recorded_data_dir`: ``./data`` of the current directory when none was given for a
         dataset that reads files), and an ``imagefolder:PATH`` dataset with an absolute path."""
         check_types(self)
 
@@ -111,7 +110,7 @@ class TrainConfig:
 
         # argparse and Python's json take inf, 1e400 and nan; range checks let NaN through (it compares false)
         for key in _FLOATS:
-            check_finite(getattr(self, key), "--" + key.replace("_", "-"))
+            check_finite_option(getattr(self, key), "--" + key.replace("_", "-"))
 
         need(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
         need(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")

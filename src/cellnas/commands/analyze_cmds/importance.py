@@ -9,7 +9,7 @@ import sys
 
 from cellnas.commands._evalopts import EVALUATOR_HELP, add_evaluator_args, build_evaluator, open_archive, run_batch
 from cellnas.commands.analyze import check_output_dir, output_dir
-from cellnas.errors import CellnasError, check_finite
+from cellnas.errors import CellnasError, check_finite_option
 
 
 def register(sub, formatter) -> None:
@@ -158,7 +158,7 @@ def run(args) -> int:
                 raise CellnasError(f"{flag} chooses the --top population; it does not apply with GENOTYPE")
     else:
         check_fraction(args.top, "--top")
-    check_finite(args.threshold, "--threshold")
+    check_finite_option(args.threshold, "--threshold")
     if args.threshold < 0:
         raise CellnasError(f"--threshold must be >= 0, got {args.threshold}")
     evaluator = build_evaluator(args)  # checks --eval-seed, --workers and the evaluator's options

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from cellnas.commands.analyze import check_output_dir
-from cellnas.errors import CellnasError, check_finite, check_seed
+from cellnas.errors import CellnasError, check_finite_option, check_seed
 
 __all__ = ["register", "run", "add_source_args", "add_plane_args", "parse_range", "prepare", "default_output",
            "label_of"]  # fmt: skip
@@ -179,7 +179,7 @@ def _check_levels(args):
     for flag, default in LEVEL_DEFAULTS.items():
         if getattr(args, flag) is None:
             setattr(args, flag, default)
-        check_finite(getattr(args, flag), f"--{flag}")
+        check_finite_option(getattr(args, flag), f"--{flag}")
     if not (args.vlevel > 0 and args.vmax > args.vmin):
         raise CellnasError("contour levels need --vlevel > 0 and --vmax > --vmin")
     if (args.vmax - args.vmin) / args.vlevel > MAX_LEVELS:

@@ -9,7 +9,7 @@ from collections import Counter
 
 from cellnas.commands._evalopts import add_archive_arg, open_archive
 from cellnas.commands.analyze_cmds.importance import add_include_derived_arg, choose_protocol
-from cellnas.errors import CellnasError, check_finite, check_seed
+from cellnas.errors import CellnasError, check_finite_option, check_seed
 
 DEFAULT_MIN_SUPPORT = 0.05
 
@@ -107,7 +107,7 @@ def run(args) -> int:
         if args.oi_protocol is None:
             raise CellnasError("--weight-thres is the OI pre-filter's threshold; it does not apply without "
                                "--oi-protocol PROTOCOL")  # fmt: skip
-        check_finite(args.weight_thres, "--weight-thres")
+        check_finite_option(args.weight_thres, "--weight-thres")
     weight_thres = 0.001 if args.weight_thres is None else args.weight_thres
     check_output_dir(args.output)
     with open_archive(args, create=False) as archive:
