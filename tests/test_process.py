@@ -25,9 +25,14 @@ def test_sigterm_asks_a_running_loop_to_stop_after_its_step():
 
 
 def test_sigterm_outside_a_loop_interrupts_like_ctrl_c():
-    with pytest.raises(KeyboardInterrupt), sigterm_as_sigint():
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(1)  # the handler runs between bytecodes: never reached
+    # Python's own Ctrl-C handler, as in a terminal: a shell starts background jobs with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), sigterm_as_sigint():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs between bytecodes: never reached
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_sigterm_to_a_search_keeps_its_checkpoint_and_says_how_to_resume(tmp_path, monkeypatch, capsys, caplog):
@@ -198,3 +203,21 @@ def test_a_run_saved_with_a_value_checked_only_now_says_why_it_cannot_resume(tmp
     torch.save(state, ckpt)
     with pytest.raises(CellnasError, match=r"cannot resume .*saved config is refused now .*grad-clip"):
         search(resume=run.run_dir, epochs=2, progress=False)
+
+
+def test_sigterm_still_stops_a_process_whose_ctrl_c_is_ignored(tmp_path):
+    # `cellnas ... &` in a script or under nohup starts with SIGINT ignored; SIGTERM used to be swallowed there
+    script = textwrap.dedent("""
+        import os, signal, sys, time
+        from cellnas.runs import sigterm_as_sigint
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            with sigterm_as_sigint():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+        except KeyboardInterrupt:
+            sys.exit(7)
+        sys.exit(0)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], timeout=60)
+    assert proc.returncode == 7

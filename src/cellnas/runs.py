@@ -517,7 +517,7 @@ def sigterm_as_sigint():
         current = signal.getsignal(signal.SIGINT)
         if callable(current):
             current(signal.SIGTERM, frame)
-        elif current != signal.SIG_IGN:
+        else:  # also when SIGINT is ignored (a job started with `&` or nohup): SIGTERM must still stop it
             raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, handler)
