@@ -550,3 +550,26 @@ def test_a_binary_file_given_as_a_genotype_is_named_as_such(content, kind, tmp_p
         load_genotype(path)
     assert main(["info", str(path)]) == 2
     assert "codec" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which, key", [("a_optimizer", "exp_avg_sq"), ("w_optimizer", "momentum_buffer")])
+def test_a_search_checkpoint_needs_finite_optimizer_state(tmp_path, monkeypatch, which, key):
+    from cellnas.search import loop as search_loop
+
+    real_step = search_loop._Search.step
+
+    def poisoning_step(self, lr):
+        real_step(self, lr)
+        if self.global_step == 2:  # the 3rd step, the 1st of epoch 2: an optimizer's state overflows
+            opt = getattr(self, which)
+            first = next(iter(opt.state.values()))
+            first[key].fill_(float("inf"))
+
+    monkeypatch.setattr(search_loop._Search, "step", poisoning_step)
+    out = tmp_path / "run"
+    with pytest.raises(RunError, match=rf"non-finite {key} in the .* state .* at epoch 2 step 1: the search diverged"):
+        search_loop.search(channels=4, layers=3, batch_size=8, steps_per_epoch=2, epochs=2, checkpoint_every=1,
+                           progress=False, plots=False, out=out)  # fmt: skip
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 1  # the checkpoint of epoch 1 is kept
+    assert all(runs.non_finite_tensor(st) is None for st in state[which]["state"].values())

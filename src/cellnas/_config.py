@@ -22,7 +22,12 @@ import numpy as np
 from cellnas.errors import CellnasError
 from cellnas.genotype import as_int
 
-__all__ = ["config_from_dict", "check_types", "describe_key", "absolute_paths", "recorded_data_dir", "SHARED_FLAGS"]
+__all__ = ["config_from_dict", "check_types", "describe_key", "absolute_paths", "recorded_data_dir", "SHARED_FLAGS",
+           "AMP_CHOICES"]
+
+#: ``--amp`` of search and train: ``off`` (fp32), ``bf16`` (bf16 autocast on any device), ``auto`` (bf16 on CUDA,
+#: fp32 elsewhere). Resolved to a dtype by :func:`cellnas.schedule.amp_dtype`.
+AMP_CHOICES = ("auto", "bf16", "off")
 
 C = TypeVar("C")
 

@@ -325,10 +325,16 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, pad
     """``F.conv2d(x, weight, None, stride, padding, dilation, groups=C)`` for a (C, 1, k, k) kernel.
 
     The same function, computed with faster CPU gradients when the padding is 'same' (``dilation * (k-1) / 2``,
-    k odd); other cases, and CUDA, call ``F.conv2d`` as is. On any device, a stride-1 'same' conv on a map
-    smaller than the kernel's reach drops the taps that only read padding (:func:`_reachable_taps`; this also
-    happens with ``FAST_DEPTHWISE = False``).
+    k odd); other cases, and CUDA, call ``F.conv2d`` as is. Under CPU autocast it is computed in fp32 (below). On
+    any device, a stride-1 'same' conv on a map smaller than the kernel's reach drops the taps that only read padding
+    (:func:`_reachable_taps`; this also happens with ``FAST_DEPTHWISE = False``).
     """
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        # fp32 under CPU bf16 autocast (cellnas search --amp bf16): measured on a 2-core AMD EPYC (oneDNN, torch
+        # 2.13), ATen's bf16 weight gradient of a dilated depthwise conv changed from call to call and was off from
+        # the fp32 one by more than its own size; and depthwise convs, memory-bound, are no faster in bf16 there
+        with torch.autocast("cpu", enabled=False):
+            return depthwise_conv2d(x.float(), weight.float(), stride, padding, dilation)
     C, k = weight.shape[0], weight.shape[-1]
     same = weight.shape[-2] == k and k % 2 == 1 and padding == dilation * (k - 1) // 2
     if same and stride == 1:

@@ -1,14 +1,16 @@
-"""Learning-rate schedules and device selection shared by search and training."""
+"""Learning-rate schedules, device selection and mixed precision shared by search and training."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 
+from cellnas._config import AMP_CHOICES
 from cellnas.errors import RunError
 
-__all__ = ["cosine_lr", "resolve_device"]
+__all__ = ["cosine_lr", "resolve_device", "amp_dtype", "autocast"]
 
 
 def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
@@ -37,3 +39,17 @@ def resolve_device(name: str) -> torch.device:
             valid = ", ".join(f"cuda:{i}" for i in range(n))
             raise RunError(f"--device {name}: this machine has {n} CUDA device(s); choose one of {valid}")
     return dev
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype ``amp`` asks for on ``device`` (``None``: fp32, no autocast)."""
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {amp!r}")
+    return torch.bfloat16 if amp == "bf16" or (amp == "auto" and device.type == "cuda") else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``'s type; a no-op context for ``dtype=None``."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -82,11 +82,16 @@ def _optimisers(model: torch.nn.Module) -> tuple[torch.optim.Optimizer, torch.op
     return w_opt, a_opt
 
 
-def _weight_step(model, w_optimizer, x_t, y_t, grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The weight half of ``_Search.step``: forward, backward, clip the weights' global norm, SGD."""
+def _weight_step(model, w_optimizer, x_t, y_t, grad_clip: float,
+                 amp: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The weight half of ``_Search.step``: forward (under ``amp`` autocast), backward, clip the weights' global
+    norm, SGD."""
+    from cellnas.schedule import autocast
+
     w_optimizer.zero_grad(set_to_none=True)
-    logits = model(x_t)
-    loss = F.cross_entropy(logits, y_t)
+    with autocast(x_t.device, amp):
+        logits = model(x_t)
+        loss = F.cross_entropy(logits, y_t)
     if not torch.isfinite(loss).all():
         raise FloatingPointError("non-finite training loss")
     loss.backward()
@@ -96,11 +101,12 @@ def _weight_step(model, w_optimizer, x_t, y_t, grad_clip: float) -> tuple[torch.
 
 
 def make_search_step(model, batch: Batch, *, order: int = 1, hvp: str = "fd", lr: float | None = None,
-                     grad_clip: float | None = None) -> Callable[[], dict]:  # fmt: skip
+                     grad_clip: float | None = None, amp: torch.dtype | None = None) -> Callable[[], dict]:  # fmt: skip
     """One bilevel step of :meth:`cellnas.search.loop._Search.step` on ``model`` (a ``SearchNetwork``), as a closure.
 
     Builds the search loop's SGD/Adam and :class:`~cellnas.search.architect.Architect`; every call runs the
-    architecture step then the weight step on the fixed ``batch`` and returns the two losses.
+    architecture step then the weight step on the fixed ``batch`` and returns the two losses. ``amp``: the autocast
+    dtype of the forward passes (``cellnas search --amp``), ``None`` for fp32.
     """
     from cellnas.search.architect import Architect
     from cellnas.search.config import SearchConfig
@@ -110,7 +116,7 @@ def make_search_step(model, batch: Batch, *, order: int = 1, hvp: str = "fd", lr
     grad_clip = cfg.grad_clip if grad_clip is None else grad_clip
     w_opt, a_opt = _optimisers(model)
     architect = Architect(model, w_opt, a_opt, order=order, hvp=hvp, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay, eps_scale=cfg.unrolled_eps)  # fmt: skip
+                          weight_decay=cfg.weight_decay, eps_scale=cfg.unrolled_eps, amp=amp)  # fmt: skip
     x_t, y_t, x_v, y_v = batch
 
     def step() -> dict:
@@ -118,7 +124,7 @@ def make_search_step(model, batch: Batch, *, order: int = 1, hvp: str = "fd", lr
         search_loss, _ = architect.step(x_t, y_t, x_v, y_v, eta=lr)
         if not torch.isfinite(search_loss).all():
             raise FloatingPointError("non-finite search loss")
-        loss, _ = _weight_step(model, w_opt, x_t, y_t, grad_clip)
+        loss, _ = _weight_step(model, w_opt, x_t, y_t, grad_clip, amp)
         for a in model.arch_parameters():
             if not torch.isfinite(a.detach()).all():
                 raise FloatingPointError("non-finite alpha")
@@ -355,6 +361,13 @@ def describe(device: torch.device) -> dict[str, Any]:
 SCHEDULES = ("interleaved", "processes")
 
 
+def _amp(settings: dict[str, Any]) -> torch.dtype | None:
+    """The candidate's autocast dtype (``settings["amp"]``, resolved for the device); the baseline is always fp32."""
+    from cellnas.schedule import amp_dtype
+
+    return amp_dtype(settings.get("amp", "off"), torch.device(settings["device"]))
+
+
 def _step_maker(which: str, *, order: int, hvp: str, **settings: Any) -> Callable[[int], Callable[[], Any]]:
     """``make(n)``: a fresh seeded supernet (wrapped as the baseline for ``which == "baseline"``) and its step on
     ``n`` synthetic images (:func:`_model_and_batch`). The same seed gives both implementations the same weights
@@ -364,7 +377,7 @@ def _step_maker(which: str, *, order: int, hvp: str, **settings: Any) -> Callabl
         net, batch = _model_and_batch(which, n, **settings)
         if which == "baseline":
             return make_baseline_step(net, batch, order=order)
-        return make_search_step(net, batch, order=order, hvp=hvp)
+        return make_search_step(net, batch, order=order, hvp=hvp, amp=_amp(settings))
 
     return make
 
@@ -394,14 +407,18 @@ def _model_and_batch(which: str, n: int, *, channels: int, layers: int, size: in
 PASSES = ("forward", "alpha", "weights", "both")
 
 
-def make_pass_fns(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], Any]]:
+def make_pass_fns(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  amp: torch.dtype | None = None) -> dict[str, Callable[[], Any]]:  # fmt: skip
     """One callable per entry of :data:`PASSES` on ``model`` (anything with ``arch_parameters()`` and
-    ``weight_parameters()``) in training mode."""
+    ``weight_parameters()``) in training mode, forward passes under ``amp`` autocast when given."""
+    from cellnas.schedule import autocast
+
     model.train()
     alphas, weights = list(model.arch_parameters()), list(model.weight_parameters())
 
     def loss() -> torch.Tensor:
-        return F.cross_entropy(model(x), y)
+        with autocast(x.device, amp):
+            return F.cross_entropy(model(x), y)
 
     def grads(params: list[torch.Tensor]) -> Callable[[], Any]:
         return lambda: torch.autograd.grad(loss(), params, allow_unused=True)
@@ -412,7 +429,7 @@ def make_pass_fns(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> d
 def _pass_fns(which: str, settings: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     """:func:`make_pass_fns` on a fresh seeded supernet (or its baseline) and the step's training batch."""
     model, (x, y, _, _) = _model_and_batch(which, settings["batch_size"], **settings)
-    return make_pass_fns(model, x, y)
+    return make_pass_fns(model, x, y, None if which == "baseline" else _amp(settings))
 
 
 def _measure(names: tuple[str, ...], settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -511,8 +528,12 @@ def bench_search_step(
     passes: bool = False,
     partial_channels: int = 1,
     edge_norm: bool = False,
+    amp: str = "off",
 ) -> dict[str, Any]:
     """Median seconds per search step of :class:`~cellnas.supernet.SearchNetwork` (and of the baseline).
+
+    ``amp`` (``cellnas search --amp``: off, bf16, auto) puts the candidate's forward passes under bf16 autocast; the
+    baseline stays the textbook fp32 one.
 
     ``partial_channels`` / ``edge_norm`` time PC-DARTS's supernet (Xu et al. 2020) as the candidate; the baseline
     stays DARTS's, so the ratio is then PC-DARTS against textbook DARTS, another algorithm.
@@ -554,7 +575,8 @@ def bench_search_step(
     dev = torch.device(device)
     settings = dict(order=order, batch_size=batch_size, channels=channels, layers=layers, size=size, device=str(dev),
                     repeats=repeats, warmup=warmup, hvp=hvp, num_classes=num_classes, in_channels=in_channels,
-                    seed=seed, passes=passes, partial_channels=partial_channels, edge_norm=edge_norm)  # fmt: skip
+                    seed=seed, passes=passes, partial_channels=partial_channels, edge_norm=edge_norm,
+                    amp=amp)  # fmt: skip
 
     def interleaved() -> dict[str, dict]:
         return _measure(("candidate", "baseline") if baseline else ("candidate",), settings)
@@ -590,6 +612,7 @@ def bench_search_step(
             "size": size,
             "partial_channels": partial_channels,
             "edge_norm": edge_norm,
+            "amp": "bf16" if _amp(settings) is not None else "off",
             "repeats": repeats,
             "warmup": warmup,
             "schedule": schedule if baseline else None,

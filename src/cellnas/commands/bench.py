@@ -58,6 +58,9 @@ def register(sub, formatter) -> None:
                    help="time PC-DARTS's supernet (each edge on C/K channels; 1: off, PC-DARTS uses 4); the "
                         "baseline stays DARTS's, so the ratio compares two algorithms")  # fmt: skip
     s.add_argument("--edge-norm", action="store_true", help="with PC-DARTS's edge normalisation (beta per edge)")
+    s.add_argument("--amp", choices=("off", "bf16", "auto"), default="off",
+                   help="the candidate's forward passes under bf16 autocast, as `cellnas search --amp` (auto: on "
+                        "CUDA only); the baseline stays fp32")  # fmt: skip
     s.add_argument("--schedule", choices=("interleaved", "processes"), default="interleaved",
                    help="with --baseline: alternate the two step by step in this process, or run each in a fresh "
                         "process of its own (candidate, baseline, candidate), so that neither runs on the other's "
@@ -171,6 +174,7 @@ def run_search_step(args) -> int:
         args.order, args.batch, args.channels, args.layers, args.size, _device(args.device), threads=args.threads,
         repeats=args.repeats, warmup=args.warmup, baseline=args.baseline, hvp=args.hvp, seed=args.seed,
         schedule=args.schedule, passes=args.passes, partial_channels=args.partial_channels, edge_norm=args.edge_norm,
+        amp=args.amp,
     )  # fmt: skip
     if args.json:
         print(json.dumps(r))
@@ -184,6 +188,8 @@ def print_search_step(r: dict) -> None:
     print(f"search step  order {r['order']}, batch {r['batch']}, C={r['channels']}, {r['layers']} cells, "
           f"{r['size']}x{r['size']}; {r['repeats']} timed after {r['warmup']} warm-up"
           + (" (candidate: twice, in two processes)" if r.get("schedule") == "processes" else ""))  # fmt: skip
+    if r.get("amp", "off") != "off":
+        print("candidate    forward passes under bf16 autocast (the finite-difference passes of order 2 in fp32)")
     if r.get("partial_channels", 1) > 1 or r.get("edge_norm"):
         print(f"candidate    PC-DARTS supernet: partial channels K={r['partial_channels']}"
               f"{', edge normalisation' if r['edge_norm'] else ''} (the baseline is DARTS's)")  # fmt: skip

@@ -18,7 +18,7 @@ _FIELDS = {
     "device": "device", "steps_per_epoch": "steps_per_epoch", "eval_every": "eval_every",
     "alpha_every": "alpha_every", "checkpoint_every": "checkpoint_every", "record_wiring": "record_wiring",
     "partial_channels": "partial_channels", "edge_norm": "edge_norm", "arch_warmup": "arch_warmup",
-    "search_batches": "search_batches",
+    "search_batches": "search_batches", "amp": "amp",
 }  # fmt: skip
 
 
@@ -57,6 +57,10 @@ def register(sub, formatter) -> None:
     g.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its checkpoint")
     g.add_argument("--seed", type=int, default=None, help=f"seed of weights, α and data order (default {d.seed})")
     g.add_argument("--device", default=None, help=f"auto, cpu or cuda[:N] (default {d.device})")
+    g.add_argument("--amp", choices=["off", "bf16", "auto"], default=None,
+                   help="bf16 autocast of the forward passes: off (fp32), bf16, or auto (bf16 on CUDA only); the "
+                        "finite-difference passes of --order 2 stay fp32. Opt-in: not measured on a GPU yet, and "
+                        f"slower than fp32 on the CPUs measured (default {d.amp})")  # fmt: skip
     g.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads of torch (default: torch's choice, one per core; on a machine shared with other "
                         "work, give the cores that are free)")  # fmt: skip

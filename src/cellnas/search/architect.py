@@ -14,6 +14,11 @@ Bilevel problem: min_α L_val(w*(α), α) s.t. w*(α) = argmin_w L_train(w, α).
 The network is never rebuilt: the weights are swapped in place and restored exactly
 from a saved copy.
 
+With ``amp`` (bf16 autocast, opt-in), every pass runs under autocast except the two
+finite-difference passes, which stay fp32: the perturbation ε v = 0.01 v / ‖v‖ is far below
+bf16's resolution of the weights (8 bits of mantissa), so cast to bf16 the two weight sets
+would be nearly the same and their difference mostly rounding.
+
 A measured caveat (tests/test_architect.py): on ReLU networks with batch-normalised
 pre-activations, ReLU and max-pool kinks lie densely around w, and at the paper's
 ε = 0.01/‖v‖ the central difference crosses many of them, so on small networks it can
@@ -30,6 +35,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cellnas.schedule import autocast
 
 __all__ = ["Architect", "fd_hvp", "exact_hvp", "unrolled_weights"]
 
@@ -110,7 +117,8 @@ class Architect:
     """Computes and applies the architecture gradient for one search step.
 
     ``model`` must expose ``arch_parameters()``, ``unused_arch_parameters()`` and ``weight_parameters()``;
-    ``w_optimizer`` is the weights' SGD (its momentum buffers enter the virtual step).
+    ``w_optimizer`` is the weights' SGD (its momentum buffers enter the virtual step). ``amp``: the autocast dtype of
+    the forward passes (``None``: fp32); the finite-difference passes of second order stay fp32 (module docstring).
     """
 
     def __init__(
@@ -125,6 +133,7 @@ class Architect:
         weight_decay: float = 3e-4,
         eps_scale: float = 0.01,
         loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+        amp: torch.dtype | None = None,
     ) -> None:
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order}")
@@ -134,10 +143,13 @@ class Architect:
         self.order, self.hvp = order, hvp
         self.momentum, self.weight_decay, self.eps_scale = momentum, weight_decay, eps_scale
         self.loss = loss
+        self.amp = amp
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(x)
-        return self.loss(logits, y), logits
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, *, fp32: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        # fp32 switches autocast off even inside a caller's autocast block
+        with torch.autocast(x.device.type, enabled=False) if fp32 else autocast(x.device, self.amp):
+            logits = self.model(x)
+            return self.loss(logits, y), logits
 
     def gradient(
         self, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, eta: float
@@ -166,7 +178,7 @@ class Architect:
         _assign(list(self.model.buffers()), buffers)
         # 3. Hessian-vector product on the training batch at w
         def train_loss():  # noqa: E306
-            return self._loss(x_train, y_train)[0]
+            return self._loss(x_train, y_train, fp32=self.hvp == "fd")[0]
 
         if self.hvp == "fd":
             h = fd_hvp(train_loss, weights, alphas, v, self.eps_scale)

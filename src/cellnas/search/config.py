@@ -11,7 +11,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-from cellnas._config import absolute_paths, check_types, config_from_dict, recorded_data_dir
+from cellnas._config import AMP_CHOICES, absolute_paths, check_types, config_from_dict, recorded_data_dir
 from cellnas.errors import CellnasError, unknown_name
 from cellnas.genotype import PRIMITIVES
 
@@ -71,6 +71,8 @@ class SearchConfig:
     # run control
     seed: int = 2
     device: str = "auto"
+    # bf16 autocast (opt-in; "auto": on CUDA only); the finite-difference passes of second order stay fp32
+    amp: str = "off"
     steps_per_epoch: int | None = None
     eval_every: int = 1
     alpha_every: int = 0
@@ -126,6 +128,10 @@ class SearchConfig:
         need(self.k in (1, 2), f"--k (inputs kept per node) must be 1 or 2, got {self.k}")
         need(self.eval_every >= 0, f"--eval-every must be >= 0, got {self.eval_every}")
         need(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
+        need(self.amp in AMP_CHOICES, f"--amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
+        need(not (self.record_wiring and self.amp != "off"),
+             "--record-wiring needs --amp off: the costs are inner products of gradients and activations, which "
+             "bf16 would round to a few digits")  # fmt: skip
         need(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1")
         need(self.alpha_every >= 0 and self.checkpoint_every >= 0, "--alpha-every/--checkpoint-every must be >= 0")
         need(not (self.record_wiring and self.order == 2),

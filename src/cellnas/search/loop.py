@@ -54,7 +54,7 @@ from cellnas.runs import (
     truncate_metrics,
     write_meta,
 )
-from cellnas.schedule import cosine_lr, resolve_device
+from cellnas.schedule import amp_dtype, autocast, cosine_lr, resolve_device
 from cellnas.search.architect import Architect
 from cellnas.search.config import SearchConfig, resolve_config
 
@@ -105,6 +105,7 @@ class _Search:
 
         self.cfg, self.run_dir = cfg, run_dir
         self.device = resolve_device(cfg.device)
+        self.amp = amp_dtype(cfg.amp, self.device)  # None: fp32
         self.dataset = get_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download)
         self.data_fingerprint = data_fingerprint(self.dataset)  # a resume on other images is refused
         self.model = build_model(cfg, self.dataset).to(self.device)
@@ -120,7 +121,7 @@ class _Search:
         )  # fmt: skip
         self.architect = Architect(
             self.model, self.w_optimizer, self.a_optimizer, order=cfg.order, hvp=cfg.hvp,
-            momentum=cfg.momentum, weight_decay=cfg.weight_decay, eps_scale=cfg.unrolled_eps,
+            momentum=cfg.momentum, weight_decay=cfg.weight_decay, eps_scale=cfg.unrolled_eps, amp=self.amp,
         )  # fmt: skip
         self.wiring = None
         if cfg.record_wiring:
@@ -190,16 +191,27 @@ class _Search:
         return atomic_torch_save(self.state_dict(), self.run_dir / CHECKPOINT)
 
     def check_state(self) -> None:
-        """Stop as diverged, keeping the last good checkpoint, when a weight, α, or a batch-norm running statistic
-        holds a NaN or an infinity (the losses are checked every step; the running statistics only here)."""
+        """Stop as diverged, keeping the last good checkpoint, when a weight, α, a batch-norm running statistic, or
+        an optimizer's state (SGD momentum, Adam's moments of α) holds a NaN or an infinity (the losses are checked
+        every step; the rest only here, before a checkpoint is written)."""
         bad = non_finite_tensor(self.model.state_dict())
         if bad is not None:
             kind = "a buffer" if bad in dict(self.model.named_buffers()) else "a parameter"
-            raise RunError(
-                f"non-finite {bad} ({kind}) at epoch {self.epoch + 1} step {self.step_in_epoch}: the search diverged "
-                f"and stops; the last good checkpoint is kept in {self.run_dir / CHECKPOINT} (try a lower --lr or "
-                "--arch-lr, or --grad-clip)"
-            )
+            raise self._diverged(f"non-finite {bad} ({kind})")
+        optimizers = {"SGD state of weight": self.w_optimizer, "Adam state of architecture parameter": self.a_optimizer}
+        for name, opt in optimizers.items():
+            # non_finite_tensor skips what is not a floating-point tensor (Adam's integer-valued step counts too)
+            state = {f"{key} in the {name} {i}": value for i, st in opt.state_dict()["state"].items()
+                     for key, value in st.items()}  # fmt: skip
+            bad = non_finite_tensor(state)
+            if bad is not None:
+                raise self._diverged(f"non-finite {bad}")
+
+    def _diverged(self, what: str) -> RunError:
+        return RunError(
+            f"{what} at epoch {self.epoch + 1} step {self.step_in_epoch}: the search diverged and stops; the last good "
+            f"checkpoint is kept in {self.run_dir / CHECKPOINT} (try a lower --lr or --arch-lr, or --grad-clip)"
+        )
 
     # -- one step -------------------------------------------------------------------------------------
     def _check(self, value: torch.Tensor, what: str) -> None:
@@ -225,8 +237,9 @@ class _Search:
             # one batch, one backward pass: α and w descend the same training loss together
             if self.wiring:
                 self.wiring.begin("train")
-            logits = model(x_t)
-            loss = F.cross_entropy(logits, y_t)
+            with autocast(self.device, self.amp):
+                logits = model(x_t)
+                loss = F.cross_entropy(logits, y_t)
             self._check(loss, "training loss")
             self.w_optimizer.zero_grad(set_to_none=True)
             self.a_optimizer.zero_grad(set_to_none=True)
@@ -241,7 +254,7 @@ class _Search:
             if self.wiring:
                 self.wiring.begin("search")
             if self.arch_frozen:  # --arch-warmup: the search loss is still measured, α stays
-                with torch.no_grad():
+                with torch.no_grad(), autocast(self.device, self.amp):
                     search_logits = model(x_v)
                     search_loss = F.cross_entropy(search_logits, y_v)
             else:
@@ -252,8 +265,9 @@ class _Search:
             self.w_optimizer.zero_grad(set_to_none=True)
             if self.wiring:
                 self.wiring.begin("train")
-            logits = model(x_t)
-            loss = F.cross_entropy(logits, y_t)
+            with autocast(self.device, self.amp):
+                logits = model(x_t)
+                loss = F.cross_entropy(logits, y_t)
             self._check(loss, "training loss")
             loss.backward()
             if self.wiring:
@@ -311,8 +325,9 @@ class _Search:
         self.model.eval()
         total, correct, loss = 0, 0, 0.0
         for x, y in self.eval_loader:
-            logits = self.model(x)
-            loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            with autocast(self.device, self.amp):
+                logits = self.model(x)
+                loss += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             total += y.numel()
         self.model.train()

@@ -35,7 +35,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 
-from cellnas._config import absolute_paths, check_types, config_from_dict, recorded_data_dir
+from cellnas._config import AMP_CHOICES, absolute_paths, check_types, config_from_dict, recorded_data_dir
 from cellnas.errors import CellnasError, check_finite_option, unknown_name
 
 __all__ = ["TrainConfig", "PRESETS", "DATASET_PRESETS", "resolve_config", "LR_SCHEDULES"]
@@ -43,7 +43,6 @@ __all__ = ["TrainConfig", "PRESETS", "DATASET_PRESETS", "resolve_config", "LR_SC
 log = logging.getLogger(__name__)
 
 LR_SCHEDULES = ("cosine", "step")
-_AMP = ("auto", "bf16", "off")
 _CHANNELS_LAST = ("auto", "on", "off")
 #: The float options, each refused unless finite (--grad-clip, a cap, also takes inf: no clipping, as runs saved
 #: before this check may hold).
@@ -138,7 +137,7 @@ class TrainConfig:
         need(self.grad_clip > 0, f"--grad-clip must be positive (inf: no clipping), got {self.grad_clip}")
         need(0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         need(self.mixup >= 0, f"--mixup (alpha) must be >= 0, got {self.mixup}")
-        need(self.amp in _AMP, f"--amp must be one of {', '.join(_AMP)}, got {self.amp!r}")
+        need(self.amp in AMP_CHOICES, f"--amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
         need(self.channels_last in _CHANNELS_LAST,
              f"--channels-last must be one of {', '.join(_CHANNELS_LAST)}, got {self.channels_last!r}")
         need(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1")

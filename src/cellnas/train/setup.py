@@ -5,14 +5,13 @@ The mirror image of :mod:`cellnas.search.setup` (SPEC 2.1-2.3).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
 import torch
 
 from cellnas.genotype import Genotype
-from cellnas.schedule import cosine_lr
+from cellnas.schedule import amp_dtype, autocast, cosine_lr
 from cellnas.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -110,14 +109,12 @@ class DeviceOptions:
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
         cuda = device.type == "cuda"
         self.device = device
-        self.bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and cuda)
+        self.bf16 = amp_dtype(cfg.amp, device) is not None
         self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and cuda)
         self.compile = bool(cfg.compile)
 
     def autocast(self):
-        if not self.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return autocast(self.device, torch.bfloat16 if self.bf16 else None)
 
     def prepare(self, model: torch.nn.Module):
         """Move ``model`` to the device (channels_last if asked); return the callable for forward passes."""
