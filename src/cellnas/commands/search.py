@@ -60,7 +60,7 @@ def register(sub, formatter) -> None:
     g.add_argument("--amp", choices=["off", "bf16", "auto"], default=None,
                    help="bf16 autocast of the forward passes: off (fp32), bf16, or auto (bf16 on CUDA only); the "
                         "finite-difference passes of --order 2 stay fp32. Opt-in: not measured on a GPU yet, and "
-                        f"slower than fp32 on the CPUs measured (default {d.amp})")  # fmt: skip
+                        f"no faster than fp32 on the CPUs measured (default {d.amp})")  # fmt: skip
     g.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads of torch (default: torch's choice, one per core; on a machine shared with other "
                         "work, give the cores that are free)")  # fmt: skip
