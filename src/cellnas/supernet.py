@@ -27,6 +27,7 @@ torch.Size([2, 10])
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,7 @@ __all__ = [
     "channel_shuffle",
     "node_softmax",
     "edge_weights",
+    "one_hot_choice",
 ]
 
 
@@ -273,6 +275,32 @@ class MixedOp(nn.Module):
             out = x * weights.sum() * 0.0
         return out
 
+    def accumulate_one(
+        self, src: _Source, k: int, w: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """``out + w * op_k(src.x)``: the one op of a sampled child on this edge (DSNAS, :mod:`cellnas.search.dsnas`).
+
+        ``w`` is the 0-d op weight Z_k (1 in value; its gradient is the op's cost). ``none`` adds nothing (``out``
+        is returned as it is, ``None`` included). The op runs exactly as in :meth:`accumulate` (shared ReLU and
+        pooling, the weight folded into the final BN), so a child equals the supernet with one-hot weights.
+        """
+        op, kind = self._ops[k], self._kinds[k]
+        if kind == "zero":
+            return out
+        if kind == "identity":
+            term = w * src.x
+        elif kind == "pool" and _shared_bn(op[1]):
+            key, p = src.pooled(op[0])
+            term = w * src.normalised(key, p, op[1])
+        elif kind == "activated":
+            term = op.forward_activated(src.relu(), w)
+        elif kind == "pool":
+            term = batch_norm(src.pooled(op[0])[1], op[1], w)
+        else:
+            term = w * op(src.x)
+        # out of place: a child's node sums a few terms, and the first may be an output that autograd keeps
+        return term if out is None else out + term
+
 
 def _shared_bn(bn: nn.BatchNorm2d) -> bool:
     """Training-mode BN without affine transform: its output depends on the batch only."""
@@ -353,9 +381,22 @@ class SearchCell(nn.Module):
                 self._ops.append(MixedOp(C // partial_channels, stride, space.ops))
 
     def forward(
-        self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, edge_weights: torch.Tensor | None = None
+        self,
+        s0: torch.Tensor,
+        s1: torch.Tensor,
+        weights: torch.Tensor,
+        edge_weights: torch.Tensor | None = None,
+        choice: Sequence[int] | None = None,
     ) -> torch.Tensor:
-        """``weights``: (n_edges, n_ops), one row per edge in SPEC 1.3 order; ``edge_weights``: (n_edges,) or None."""
+        """``weights``: (n_edges, n_ops), one row per edge in SPEC 1.3 order; ``edge_weights``: (n_edges,) or None.
+
+        ``choice`` (one op index per edge, -1: no op) runs a sampled child instead of the mixture (DSNAS,
+        :meth:`_forward_sampled`)."""
+        if choice is not None:
+            if self.partial_channels > 1 or edge_weights is not None:
+                raise CellnasError("a sampled child (DSNAS) runs the plain DARTS cell: no partial channels or edge "
+                                   "normalisation (PC-DARTS)")  # fmt: skip
+            return self._forward_sampled(s0, s1, weights, choice)
         if self.partial_channels > 1 or edge_weights is not None:
             return self._forward_general(s0, s1, weights, edge_weights)
         sources = [_Source(self.preprocess0(s0)), _Source(self.preprocess1(s1))]
@@ -364,6 +405,26 @@ class SearchCell(nn.Module):
             node = None
             for i, src in enumerate(sources):
                 node = self._ops[offset + i].accumulate(src, weights[offset + i], node)
+            offset += len(sources)
+            sources.append(_Source(node))
+        return cat_channels([src.x for src in sources[2:]])
+
+    def _forward_sampled(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
+                         choice: Sequence[int]) -> torch.Tensor:  # fmt: skip
+        """A one-op-per-edge child (DSNAS, Hu et al. CVPR 2020; SPEC 4): edge e runs only op ``choice[e]``, its output
+        times ``weights[e, choice[e]]`` (the one-hot Z, 1 in value); ``none`` and -1 (a removed edge) run nothing. A
+        node whose every input edge runs nothing is zero, as it is in the supernet with those one-hot weights."""
+        sources = [_Source(self.preprocess0(s0)), _Source(self.preprocess1(s1))]
+        offset = 0
+        for _ in range(self.n_nodes):
+            node = None
+            for i, src in enumerate(sources):
+                k = choice[offset + i]
+                if k >= 0:
+                    node = self._ops[offset + i].accumulate_one(src, k, weights[offset + i, k], node)
+            if node is None:
+                stride = self._ops[offset].stride  # the shape an op on the edge from input 0 gives
+                node = sources[0].x.detach()[:, :, ::stride, ::stride] * 0.0
             offset += len(sources)
             sources.append(_Source(node))
         return cat_channels([src.x for src in sources[2:]])
@@ -500,12 +561,28 @@ class SearchNetwork(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch]
 
     def forward(
-        self, x: torch.Tensor, weights_normal: torch.Tensor | None = None, weights_reduce: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        weights_normal: torch.Tensor | None = None,
+        weights_reduce: torch.Tensor | None = None,
+        choice_normal: Sequence[int] | None = None,
+        choice_reduce: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Logits for ``x``. ``weights_*`` (n_edges x n_ops) replace softmax(alpha) when given.
 
         The external weights are the hook of the wiring-cost analysis (SPEC 4: C = dL/dZ for one-hot Z).
+        ``choice_*`` (one op index per edge, -1: none runs) run a sampled child network instead of the mixture
+        (DSNAS, :meth:`SearchCell._forward_sampled`): only the chosen op of each edge, times its entry of
+        ``weights_*`` (default: one-hot, no gradient).
         """
+        if choice_normal is not None or choice_reduce is not None:
+            if self.partial_channels > 1 or self.edge_norm:
+                raise CellnasError("a sampled child (DSNAS) needs the plain DARTS supernet: no partial channels or "
+                                   "edge normalisation (PC-DARTS)")  # fmt: skip
+            if weights_normal is None and choice_normal is not None:
+                weights_normal = one_hot_choice(choice_normal, self.space.n_ops, self.alphas_normal)
+            if weights_reduce is None and choice_reduce is not None:
+                weights_reduce = one_hot_choice(choice_reduce, self.space.n_ops, self.alphas_reduce)
         if weights_normal is None:
             weights_normal = F.softmax(self.alphas_normal, dim=-1)
         if weights_reduce is None and not self.all_normal:
@@ -519,7 +596,11 @@ class SearchNetwork(nn.Module):
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             weights = weights_reduce if cell.reduction else weights_normal
-            s0, s1 = s1, cell(s0, s1, weights, edges_reduce if cell.reduction else edges_normal)
+            choice = choice_reduce if cell.reduction else choice_normal
+            if choice is None:
+                s0, s1 = s1, cell(s0, s1, weights, edges_reduce if cell.reduction else edges_normal)
+            else:
+                s0, s1 = s1, cell(s0, s1, weights, None, choice=choice)
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1))
 
@@ -542,6 +623,17 @@ class SearchNetwork(nn.Module):
             "partial_channels": self.partial_channels,
             "edge_norm": self.edge_norm,
         }
+
+
+def one_hot_choice(choice: Sequence[int], n_ops: int, like: torch.Tensor | None = None) -> torch.Tensor:
+    """The one-hot op weights Z (n_edges x n_ops) of a sampled child: row e is one-hot on ``choice[e]``, all zero
+    where ``choice[e]`` is -1 (no op: a removed edge). Dtype and device of ``like`` (default float32, CPU)."""
+    kw = {} if like is None else {"dtype": like.dtype, "device": like.device}
+    z = torch.zeros(len(choice), n_ops, **kw)
+    for e, k in enumerate(choice):
+        if k >= 0:
+            z[e, k] = 1.0
+    return z
 
 
 def check_partial_channels(C: int, K: int) -> None:

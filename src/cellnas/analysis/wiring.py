@@ -32,6 +32,14 @@ is the cost of something the network computes: the mean cost per op is taken ove
 (neither removed nor fixed, their α learnt), and the fixed op's cost on a fixed edge is reported apart.
 Runs without ablations are analysed as before (every edge is free).
 
+**Sampled children** (``--mode dsnas``, :mod:`cellnas.search.dsnas`; SPEC 4 (b)): the network of a step is a
+child with one op per edge, so beside softmax(α) the summary follows the children themselves
+(``sampled_child``): per epoch and edge, the fraction of steps whose child ran an op other than ``none`` there,
+their sum (the mean number of edges a child wires: does it grow?), and the edges of the argmax(α) child (``none``
+included, the reference's ``--gen_max_child`` child) at every α record. The recorded cost of such a run is the
+chosen op's only, its mean taken over the steps that chose the op (``null`` where none did); the means over
+edges skip the edges where an op was not chosen.
+
 **The selection margin** (the paper's exact rule is unknown, SPEC 4). With the DARTS
 initialisation (α = 1e-3 · N(0, 1)) every op starts at softmax ≈ 1/|ops|, and the largest of
 seven near-equal values beats the eighth (``none``) on most edges by chance alone: with a zero
@@ -212,6 +220,9 @@ def wiring_summary(run: dict, margin: float = DEFAULT_MARGIN) -> dict:
                        "per_epoch": _cost_per_epoch(recorded, ops, free)}  # fmt: skip
         if any(a["fixed"] for a in ablations.values()):
             out["cost"]["fixed_edges"] = _fixed_cost_per_epoch(costs, ops, edges, ablations)
+    sampled = _sampled_child(run, ops, cell_types, ablations, edges)
+    if sampled is not None:
+        out["sampled_child"] = sampled
     if run.get("wiring") is not None:
         cell_cost = _cell_cost(run["wiring"], ops, cell_types, free, ablations, edges)
         if cell_cost is not None:
@@ -263,9 +274,23 @@ def _cost_per_op(epoch_cost: dict, ops: list[str], free: dict[str, list[int]]) -
         for cell, stats in cells.items():
             if stats.get("mean") is None or not free.get(cell):
                 continue
-            mean = np.asarray(stats["mean"])[free[cell]].mean(0)
-            out.setdefault(phase, {})[cell] = {op: float(v) for op, v in zip(ops, mean)}
+            mean = _edge_mean(_floats(stats["mean"])[free[cell]], axis=0)
+            out.setdefault(phase, {})[cell] = {op: float(v) if np.isfinite(v) else None for op, v in zip(ops, mean)}
     return out
+
+
+def _floats(rows) -> np.ndarray:
+    """A (nested) JSON list of numbers as floats, NaN for ``null`` (an op that no step of a sampled run chose)."""
+    return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
+
+
+def _edge_mean(values: np.ndarray, axis: int) -> np.ndarray:
+    """The mean over edges; where some are NaN (a sampled run's unchosen ops) the mean of the others, NaN if none."""
+    if np.isfinite(values).all():
+        return values.mean(axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = np.isfinite(values).sum(axis)
+        return np.where(n > 0, np.nansum(values, axis) / np.maximum(n, 1), np.nan)
 
 
 def _cost_per_epoch(recorded: list[dict], ops: list[str], free: dict[str, list[int]]) -> dict:
@@ -298,7 +323,7 @@ def _fixed_cost_per_epoch(costs: list[dict], ops: list[str], edges: list[tuple[i
             if not ablation["fixed"] or all(r is None for r in rows):
                 continue
             out.setdefault(phase, {})[cell] = {
-                _name(edges, e): {"op": op, "cost": [None if r is None else float(np.asarray(r)[e, ops.index(op)])
+                _name(edges, e): {"op": op, "cost": [None if r is None else _listed(_floats(r)[e, [ops.index(op)]])[0]
                                                      for r in rows]}
                 for e, op in sorted(ablation["fixed"].items())
             }  # fmt: skip
@@ -325,8 +350,14 @@ def _cell_cost(arrays: dict, ops: list[str], cell_types, free: dict[str, list[in
                 recorded_arrays[(p, c)] = a  # (T, cells, E, O)
     if not recorded_arrays:
         return None
+    # a sampled run (chosen_* arrays) has NaN for the ops no step of an epoch chose: its epoch counts with any value
+    sampled = any(k.startswith("chosen_") for k in arrays)
+
+    def seen(a: np.ndarray, axes) -> np.ndarray:
+        return np.isfinite(a).any(axes) if sampled else np.isfinite(a).all(axes)
+
     # an epoch counts when some phase recorded it (NaN: a phase without steps, or an epoch of an older checkpoint)
-    recorded = np.flatnonzero(np.any([np.isfinite(a).all((1, 2, 3)) for a in recorded_arrays.values()], axis=0))
+    recorded = np.flatnonzero(np.any([seen(a, (1, 2, 3)) for a in recorded_arrays.values()], axis=0))
     first, last = int(recorded[0]), int(recorded[-1])
     epoch = arrays["epoch"]
     out: dict = {
@@ -338,20 +369,79 @@ def _cell_cost(arrays: dict, ops: list[str], cell_types, free: dict[str, list[in
     fixed_out: dict = {"first_epoch": {}, "last_epoch": {}}
     for (p, c), a in recorded_arrays.items():
         for name, t in (("first_epoch", first), ("last_epoch", last)):
-            if not np.isfinite(a[t]).all():
+            if not seen(a[t], None):
                 continue
             if free.get(c):
-                per_op = a[t][:, free[c]].mean(1)  # (cells, E, O) -> (cells, O)
-                out[name].setdefault(p, {})[c] = {op: per_op[:, k].tolist() for k, op in enumerate(ops)}
+                per_op = _edge_mean(a[t][:, free[c]], axis=1)  # (cells, E, O) -> (cells, O)
+                out[name].setdefault(p, {})[c] = {op: _listed(per_op[:, k]) if sampled else per_op[:, k].tolist()
+                                                  for k, op in enumerate(ops)}  # fmt: skip
             fixed = ablations.get(c, {}).get("fixed", {})
             if fixed:
                 fixed_out[name].setdefault(p, {})[c] = {
-                    _name(edges, e): {"op": op, "cost": a[t][:, e, ops.index(op)].tolist()}
+                    _name(edges, e): {"op": op, "cost": _listed(a[t][:, e, ops.index(op)]) if sampled
+                                      else a[t][:, e, ops.index(op)].tolist()}
                     for e, op in sorted(fixed.items())
-                }
+                }  # fmt: skip
     if any(fixed_out.values()):
         out["fixed_edges"] = fixed_out
     return out
+
+
+def _sampled_child(run: dict, ops: list[str], cell_types, ablations: dict[str, dict],
+                   edges: list[tuple[int, int]]) -> dict | None:  # fmt: skip
+    """The sampled children of a ``--mode dsnas`` run (SPEC 4 (b); ``metrics.jsonl``'s ``sampled``), per cell type:
+
+    * ``non_none_fraction`` ``{"i-j": [per epoch]}``: the fraction of the epoch's steps whose child ran an op other
+      than ``none`` on the edge (a removed edge is left out; a fixed edge is 1);
+    * ``mean_edges`` [per epoch]: their sum, the mean number of edges a child wired (of ``live_edges``);
+    * ``argmax_edges`` [per α record, at ``times``]: the edges on which argmax(α) (``none`` included) is another op,
+      the reference's ``--gen_max_child`` child (fixed edges count, removed ones do not);
+    * ``pattern`` / ``argmax_pattern``: grow or prune, from the first and the last values, over the free edges.
+
+    None for a run without sampled children (bilevel, single-level).
+    """
+    recorded = [m for m in run["metrics"] if m.get("sampled")]
+    if not recorded:
+        return None
+    hist = run["history"]
+    k_none = ops.index("none") if "none" in ops else None
+    out: dict = {"epochs": [int(m.get("epoch", t)) + 1 for t, m in enumerate(recorded)],
+                 "times": hist["epoch"].tolist(), "sample_rest": run["config"].get("sample_rest", "alpha")}  # fmt: skip
+    for c in cell_types:
+        if not all(c in m["sampled"] for m in recorded):
+            continue
+        ablation = ablations.get(c, {"removed": [], "fixed": {}})
+        removed, fixed = ablation["removed"], ablation["fixed"]
+        live = [e for e in range(len(edges)) if e not in removed]
+        free = [e for e in live if e not in fixed]
+        counts = np.array([m["sampled"][c] for m in recorded], dtype=float)  # (T, E, O)
+        steps = counts.sum(-1).max(-1)  # every live edge is sampled once a step
+        with_op = counts.sum(-1) - (counts[..., k_none] if k_none is not None else 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = with_op / steps[:, None]  # (T, E)
+        argmax = hist[c].argmax(-1)  # (T_alpha, E)
+        has_op = argmax != k_none if k_none is not None else np.ones(argmax.shape, bool)
+        has_op[:, list(fixed)] = True
+        out[c] = {
+            "live_edges": len(live),
+            "non_none_fraction": {_name(edges, e): _listed(frac[:, e]) for e in live},
+            "mean_edges": _listed(frac[:, live].sum(1)),
+            "argmax_edges": [int(n) for n in has_op[:, live].sum(1)],
+            "pattern": _trend(frac[:, free].sum(1)),
+            "argmax_pattern": _trend(has_op[:, free].sum(1)),
+        }
+        if fixed or removed:
+            out[c]["fixed_edges"] = [_name(edges, e) for e in sorted(fixed)]
+            out[c]["removed_edges"] = [_name(edges, e) for e in removed]
+    return out
+
+
+def _trend(values: np.ndarray) -> str:
+    """``grow``, ``prune`` or ``flat`` from the first to the last value of a series (of edge counts)."""
+    values = values[np.isfinite(values)]
+    if values.size < 2 or values[-1] == values[0]:
+        return "flat"
+    return "grow" if values[-1] > values[0] else "prune"
 
 
 def _output_cost(arrays: dict) -> dict | None:

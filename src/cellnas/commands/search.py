@@ -18,7 +18,7 @@ _FIELDS = {
     "device": "device", "steps_per_epoch": "steps_per_epoch", "eval_every": "eval_every",
     "alpha_every": "alpha_every", "checkpoint_every": "checkpoint_every", "record_wiring": "record_wiring",
     "partial_channels": "partial_channels", "edge_norm": "edge_norm", "arch_warmup": "arch_warmup",
-    "search_batches": "search_batches", "amp": "amp",
+    "search_batches": "search_batches", "amp": "amp", "sample_rest": "sample_rest",
 }  # fmt: skip
 
 
@@ -41,9 +41,13 @@ def register(sub, formatter) -> None:
             "of a resumed run: meta.json's search_seconds) and the time of the whole command in all (data,\n"
             "set-up, evaluation, checkpoints and plots included). Ctrl-C stops after the current step with a\n"
             "checkpoint and exits with status 130 (SIGTERM, as schedulers send it: the same, status 143).\n\n"
+            "--mode dsnas samples one child network per step instead (one op per edge; Hu et al., CVPR 2020), the\n"
+            "framework of Xie et al.'s wiring study: `--preset wiring-dsnas`, `wiring-dsnas-minimal`, and\n"
+            "`wiring-dsnas-ablation` (edges 0-2 and 0-3 removed, 1-2 fixed to sep_conv_5x5, the rest uniform).\n\n"
             "examples:\n"
             "  cellnas search\n"
             "  cellnas search --order 2 --epochs 10 --out runs/second-order\n"
+            "  cellnas search --mode dsnas --all-normal --nodes 2 --record-wiring --out runs/dsnas\n"
             "  cellnas search --preset darts-cifar10 --data-dir ~/data\n"
             "  cellnas search --resume runs/search-20261123-101500"
         ),
@@ -103,8 +107,15 @@ def register(sub, formatter) -> None:
     g.add_argument("--hvp", choices=["fd", "exact"], default=None,
                    help="second order: finite-difference (paper) or exact (double backward) Hessian-vector product "
                         f"(default {d.hvp})")  # fmt: skip
-    g.add_argument("--mode", choices=["bilevel", "single-level"], default=None,
-                   help=f"bilevel (DARTS) or single-level (α and w on the same training batch) (default {d.mode})")
+    g.add_argument("--mode", choices=["bilevel", "single-level", "dsnas"], default=None,
+                   help="bilevel (DARTS), single-level (α and w on the same training batch), or dsnas (Hu et al., "
+                        "CVPR 2020: single-level, every step samples one op per edge from softmax(α) and runs only "
+                        "that child; α follows the DSNAS estimator, (Z - softmax(α)) times the chosen op's cost; "
+                        f"--order 1, no PC-DARTS options) (default {d.mode})")  # fmt: skip
+    g.add_argument("--sample-rest", choices=["alpha", "uniform"], default=None,
+                   help="--mode dsnas only: draw the op of every edge that is neither removed nor fixed from "
+                        "softmax(α), or uniformly (the edge ablation of Xie et al., SPEC 4 (c); α is then not "
+                        f"updated) (default {d.sample_rest})")  # fmt: skip
     g.add_argument("--search-batches", choices=["stream", "fresh"], default=None,
                    help="architecture batches: stream (every search image once per epoch) or fresh (quark0: a new "
                         f"shuffled batch every step, with replacement across steps) (default {d.search_batches})")
@@ -232,7 +243,9 @@ def _summary(result, as_json: bool) -> None:
             continue
         print(f"  {name:<6} cell: width {topo[name]['width']:g}c, depth {topo[name]['depth']}")
     epochs = len(result.metrics)
-    print(f"supernet accuracy on the search split: {acc}   ({epochs} epoch{'' if epochs == 1 else 's'})")
+    # --mode dsnas evaluates the argmax(α) child, not the mixture (search.dsnas)
+    what = "argmax(α) child" if result.config is not None and result.config.mode == "dsnas" else "supernet"
+    print(f"{what} accuracy on the search split: {acc}   ({epochs} epoch{'' if epochs == 1 else 's'})")
     # meta.json's search_seconds counts the training steps of every session; the command also loads data, builds the
     # supernet, evaluates, checkpoints and plots
     all_sessions, this_session = (", all sessions", " for this session") if result.resumed else ("", "")

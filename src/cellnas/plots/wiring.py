@@ -21,7 +21,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cellnas.plots.cells import OP_COLOURS, save_figure  # noqa: E402
 
-__all__ = ["plot_edges", "plot_growth", "plot_costs", "plot_cost_epochs", "plot_cell_costs", "plot_output_costs"]
+__all__ = ["plot_edges", "plot_growth", "plot_costs", "plot_cost_epochs", "plot_cell_costs", "plot_output_costs",
+           "plot_sampled_child"]
 
 _REMOVED = "#7f7f7f"  # hatching of a removed edge's panel
 
@@ -239,10 +240,10 @@ def plot_cell_costs(summary: dict, cell: str, path: Path) -> Path:
             for op, values in per_op.items():
                 if op == "none":  # C(none) = 0: the zero line
                     continue
-                ax.plot(layers, values, marker="o", ms=3, color=OP_COLOURS.get(op, "#333333"), label=op)
+                ax.plot(layers, _values(values), marker="o", ms=3, color=OP_COLOURS.get(op, "#333333"), label=op)
             for edge, f in cc.get("fixed_edges", {}).get(key, {}).get(phase, {}).get(cell, {}).items():
-                ax.plot(layers, f["cost"], "--", color=OP_COLOURS.get(f["op"], "#333333"), lw=2.4, marker="s", ms=6,
-                        mec="k", label=f"{edge} fixed: {f['op']}")  # fmt: skip
+                ax.plot(layers, _values(f["cost"]), "--", color=OP_COLOURS.get(f["op"], "#333333"), lw=2.4, marker="s",
+                        ms=6, mec="k", label=f"{edge} fixed: {f['op']}")  # fmt: skip
             ax.axhline(0, color="k", lw=0.6)
             ax.set(ylabel="mean cost C = dL/dZ")
             ax.set_title(f"{cell} cells, {phase} batches, {when}", fontsize=10)
@@ -292,4 +293,39 @@ def plot_output_costs(summary: dict, path: Path) -> Path:
     fig.suptitle(_title("output-level cost vs loss vs entropy, epoch means (per sample cost = loss - entropy; <= 0 "
                         "when correct)", summary), fontsize=10)  # fmt: skip
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+    return save_figure(fig, path)
+
+
+def plot_sampled_child(summary: dict, cell: str, path: Path) -> Path:
+    """The sampled children of a ``--mode dsnas`` run (SPEC 4 (b)): left, per edge, the fraction of an epoch's steps
+    whose child ran an op other than ``none`` there (solid: edges from an input node; dashed: deeper ones); right,
+    the mean number of edges a child wired per epoch, and the edges of the argmax(α) child at every α record."""
+    sc = summary["sampled_child"]
+    info = sc[cell]
+    epochs = sc["epochs"]
+    fixed = set(info.get("fixed_edges", []))
+    fig, (ax_e, ax_n) = plt.subplots(1, 2, figsize=(13, 4.2))
+    colours = plt.get_cmap("tab20")
+    for n, (edge, values) in enumerate(info["non_none_fraction"].items()):
+        src = int(edge.split("-")[0])
+        label = f"{edge} (fixed)" if edge in fixed else edge
+        ax_e.plot(epochs, _values(values), "-" if src < 2 else "--", color=colours(n % 20), marker="o", ms=3,
+                  label=label)  # fmt: skip
+    ax_e.set(xlabel="epoch", ylabel="steps whose child ran an op (not `none`)", ylim=(-0.03, 1.03),
+             title=f"{cell} cell: how often each edge was wired")  # fmt: skip
+    ax_e.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_e.grid(alpha=0.3)
+    ax_e.legend(fontsize=7, ncol=2, title="edge (solid: from an input)", title_fontsize=7)
+    ax_n.plot(epochs, _values(info["mean_edges"]), "-", color="#1f77b4", marker="o", ms=3,
+              label=f"sampled child, mean per step ({info['pattern']})")  # fmt: skip
+    ax_n.step(sc["times"], info["argmax_edges"], where="post", color="#d62728",
+              label=f"argmax(α) child ({info['argmax_pattern']})")  # fmt: skip
+    ax_n.set(xlabel="epoch", ylabel="edges with an op", ylim=(-0.2, info["live_edges"] + 0.2),
+             title=f"{cell} cell: edges of the child (of {info['live_edges']} live)")  # fmt: skip
+    ax_n.grid(alpha=0.3)
+    ax_n.legend(fontsize=8)
+    rest = "uniformly (α not updated)" if sc.get("sample_rest") == "uniform" else "from softmax(α)"
+    fig.suptitle(_title(f"sampled children (DSNAS: one op per edge each step, free edges drawn {rest})", summary),
+                 fontsize=10)  # fmt: skip
+    fig.tight_layout()
     return save_figure(fig, path)

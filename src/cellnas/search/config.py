@@ -6,6 +6,7 @@ The resolved config is written to ``config.json`` and into every checkpoint.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 #: Python API only). Error messages name a key's flag only where there is one.
 FLAGS: dict[str, str | None] = {
     "remove_edges": "--remove-edge", "fix_edges": "--fix-edge", "arch_betas": None, "unrolled_eps": None,
+    "dsnas_reward_clip": None, "dsnas_arch_clip": None, "dsnas_eval_bn": None,
 }  # fmt: skip
 
 
@@ -54,6 +56,7 @@ class SearchConfig:
     epochs: int = 15
     order: int = 1
     hvp: str = "fd"
+    # bilevel | single-level (DARTS relaxation) | dsnas (sampled one-op children, Hu et al. CVPR 2020; search.dsnas)
     mode: str = "bilevel"
     # architecture batches: "stream" (each search image once per epoch) or "fresh" (quark0: a new shuffled
     # iterator every step, so batches are drawn with replacement across steps); SPEC 1.5
@@ -68,6 +71,13 @@ class SearchConfig:
     arch_weight_decay: float = 1e-3
     unrolled_eps: float = 0.01
     arch_warmup: int = 0
+    # --mode dsnas (search.dsnas): free edges sampled from softmax(α) or uniformly (SPEC 4 (c); α then not updated),
+    # the clamp of each edge's reward and the norm clip of α's gradient (the reference's 5 and 10)
+    sample_rest: str = "alpha"
+    dsnas_reward_clip: float = 5.0
+    dsnas_arch_clip: float = 10.0
+    # the BN statistics the argmax child is evaluated with: "batch" (each evaluation batch's) or "running"
+    dsnas_eval_bn: str = "batch"
     # run control
     seed: int = 2
     device: str = "auto"
@@ -102,10 +112,30 @@ class SearchConfig:
         need(0.0 < self.train_portion < 1.0, f"--train-portion must be in (0, 1), got {self.train_portion}")
         need(self.order in (1, 2), f"--order must be 1 or 2, got {self.order}")
         need(self.hvp in ("fd", "exact"), f"--hvp must be 'fd' or 'exact', got {self.hvp!r}")
-        need(self.mode in ("bilevel", "single-level"), f"--mode must be bilevel or single-level, got {self.mode!r}")
+        need(self.mode in ("bilevel", "single-level", "dsnas"),
+             f"--mode must be bilevel, single-level or dsnas, got {self.mode!r}")  # fmt: skip
+        need(self.sample_rest in ("alpha", "uniform"),
+             f"--sample-rest must be alpha or uniform, got {self.sample_rest!r}")  # fmt: skip
+        need(self.sample_rest == "alpha" or self.mode == "dsnas",
+             f"--sample-rest {self.sample_rest} needs --mode dsnas (only DSNAS samples children; --mode {self.mode} "
+             "mixes every op)")  # fmt: skip
         need(self.search_batches in ("stream", "fresh"),
              f"--search-batches must be stream or fresh, got {self.search_batches!r}")  # fmt: skip
         need(not (self.mode == "single-level" and self.order == 2), "--order 2 needs --mode bilevel")
+        if self.mode == "dsnas":
+            need(self.order == 1, "--order 2 needs --mode bilevel: --mode dsnas samples one child per step and has "
+                                  "no unrolled step (valid with dsnas: --order 1)")  # fmt: skip
+            need(self.search_batches == "stream",
+                 f"--search-batches {self.search_batches} needs --mode bilevel: --mode dsnas trains α on the training "
+                 "batches (valid with dsnas: --search-batches stream)")  # fmt: skip
+            need(self.partial_channels == 1 and not self.edge_norm,
+                 "--partial-channels/--edge-norm (PC-DARTS) cannot be combined with --mode dsnas: a sampled child runs "
+                 "whole ops (valid with dsnas: --partial-channels 1, --no-edge-norm)")  # fmt: skip
+            need(self.dsnas_eval_bn in ("batch", "running"),
+                 f"\"dsnas_eval_bn\" in the config must be batch or running, got {self.dsnas_eval_bn!r}")  # fmt: skip
+            for key in ("dsnas_reward_clip", "dsnas_arch_clip"):
+                value = getattr(self, key)
+                need(value > 0, f"\"{key}\" in the config must be positive (inf: no clipping), got {value}")
         need(self.hvp == "fd" or self.order == 2,
              f"--hvp {self.hvp} needs --order 2 (first order computes no Hessian-vector product)")  # fmt: skip
         # argparse and Python's json take inf and nan; a value no training can run with is refused by name
@@ -171,7 +201,12 @@ class SearchConfig:
         return ""
 
     def warn_if_arch_never_trains(self) -> None:
-        """Log once, when a run starts or is resumed, if the warm-up covers every epoch."""
+        """Log once, when a run starts or is resumed, if the warm-up covers every epoch, or if uniform children
+        (``--sample-rest uniform``) leave α alone."""
+        if self.sample_rest == "uniform":
+            log.warning("--sample-rest uniform: the free edges are sampled uniformly and α is not updated (the "
+                        "reference's --random_sample); the derived cell is the initial α's")  # fmt: skip
+            return
         if self.arch_warmup >= self.epochs:
             log.warning("--arch-warmup %d >= --epochs %d: α is not updated in this run (the derived cell is the "
                         "initial α's)", self.arch_warmup, self.epochs)  # fmt: skip
@@ -206,6 +241,20 @@ PRESETS: dict[str, dict] = {
     "wiring": dict(all_normal=True, channels=16, layers=8, batch_size=96, epochs=50, record_wiring=True),
     "wiring-minimal": dict(all_normal=True, nodes=2, channels=16, layers=8, batch_size=96, epochs=50,
                            record_wiring=True),
+    # the DSNAS runs of Xie et al.'s analysis (SPEC 4; SNAS-Series Analysis/snas/train.sh: --dsnas --edge_reward
+    # --gen_max_child, drop-path 0, one sample per batch): 150 epochs, batch 96, seed 6
+    "wiring-dsnas": dict(mode="dsnas", all_normal=True, channels=16, layers=8, batch_size=96, epochs=150, seed=6,
+                         lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, arch_lr=3e-4, grad_clip=5.0,
+                         record_wiring=True),
+    "wiring-dsnas-minimal": dict(mode="dsnas", all_normal=True, nodes=2, channels=16, layers=8, batch_size=96,
+                                 epochs=150, seed=6, lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4,
+                                 arch_lr=3e-4, grad_clip=5.0, record_wiring=True),
+    # SPEC 4 (c), the paper's Fig. 10b: one minimal cell, edges 0 (0-2) and 2 (0-3) deleted, edge 1 (1-2) fixed to
+    # sep_conv_5x5 (op 7 under the reference's --order), the rest sampled uniformly
+    "wiring-dsnas-ablation": dict(mode="dsnas", all_normal=True, nodes=2, channels=16, layers=1, batch_size=96,
+                                  epochs=150, seed=6, record_wiring=True, sample_rest="uniform",
+                                  remove_edges={"normal": ["0-2", "0-3"]},
+                                  fix_edges={"normal": {"1-2": "sep_conv_5x5"}}),
 }  # fmt: skip
 
 
@@ -215,7 +264,7 @@ def resolve_config(preset: str | None = None, overrides: dict | None = None) -> 
     if preset is not None:
         if preset not in PRESETS:
             raise unknown_name("search preset", preset, PRESETS)
-        values.update(PRESETS[preset])
+        values.update(copy.deepcopy(PRESETS[preset]))  # a run never shares (and changes) a preset's dicts
         values["preset"] = preset
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     cfg = SearchConfig.from_dict(absolute_paths(values))

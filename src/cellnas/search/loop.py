@@ -1,5 +1,8 @@
 """The DARTS search loop (Liu et al., ICLR 2019, Alg. 1; SPEC 1.5) with self-describing, resumable runs.
 
+Three modes: ``bilevel`` (DARTS), ``single-level`` (α and w on one training batch) and ``dsnas`` (one sampled
+child per step, Hu et al. CVPR 2020: :mod:`cellnas.search.dsnas`).
+
 Per step, in quark0's order: an architecture step on a search ("validation") batch, then an
 SGD step on a training batch (gradient clipping on the weights only). The weight learning
 rate follows SPEC 1.5's formula, constant within an epoch:
@@ -127,7 +130,14 @@ class _Search:
         if cfg.record_wiring:
             from cellnas.search.wiring import CostRecorder
 
-            self.wiring = CostRecorder(self.model)
+            self.wiring = CostRecorder(self.model, sampled=cfg.mode == "dsnas")
+        self.dsnas = None  # --mode dsnas: sampled children and the DSNAS α estimator (search.dsnas)
+        if cfg.mode == "dsnas":
+            from cellnas.search.dsnas import DsnasSearch
+
+            self.dsnas = DsnasSearch(self.model, seed=cfg.seed, rest=cfg.sample_rest,
+                                     reward_clip=cfg.dsnas_reward_clip, arch_clip=cfg.dsnas_arch_clip,
+                                     eval_bn=cfg.dsnas_eval_bn)  # fmt: skip
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
@@ -159,6 +169,7 @@ class _Search:
             "accumulators": self.acc,
             "elapsed": self.elapsed,
             "wiring": self.wiring.state_dict() if self.wiring else None,
+            "dsnas": self.dsnas.state_dict() if self.dsnas else None,
             "rng": rng_state(self.device),
             "data_fingerprint": self.data_fingerprint,
         }
@@ -183,6 +194,8 @@ class _Search:
                 got[:0] = [np.full(n_edges, np.nan, dtype=np.float32)] * max(missing, 0)
         if self.wiring and s.get("wiring"):
             self.wiring.load_state_dict(s["wiring"])
+        if self.dsnas and s.get("dsnas"):
+            self.dsnas.load_state_dict(s["dsnas"])
         restore_rng_state(s["rng"], self.device)
 
     def save_checkpoint(self) -> Path:
@@ -233,7 +246,13 @@ class _Search:
         cfg, model = self.cfg, self.model
         x_t, y_t = self.train_loader.next()
         model.train()
-        if cfg.mode == "single-level":
+        if cfg.mode == "dsnas":
+            # one sampled child, run alone; w and α (the DSNAS estimator) from the same training batch (search.dsnas)
+            loss, logits = self.dsnas.step(x_t, y_t, self.w_optimizer, self.a_optimizer,
+                                           update_alpha=not self.arch_frozen, recorder=self.wiring, amp=self.amp,
+                                           check=self._check)  # fmt: skip
+            search_loss, search_logits, y_v = loss.detach(), logits.detach(), y_t
+        elif cfg.mode == "single-level":
             # one batch, one backward pass: α and w descend the same training loss together
             if self.wiring:
                 self.wiring.begin("train")
@@ -321,15 +340,18 @@ class _Search:
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
-        """Loss and accuracy of the supernet on the whole search split (eval mode, no graphs)."""
+        """Loss and accuracy of the supernet on the whole search split (eval mode, no graphs); with ``--mode dsnas``,
+        of the argmax(α) child, with each batch's BN statistics by default (search.dsnas)."""
         self.model.eval()
         total, correct, loss = 0, 0, 0.0
-        for x, y in self.eval_loader:
-            with autocast(self.device, self.amp):
-                logits = self.model(x)
-                loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            total += y.numel()
+        child = self.dsnas.argmax_child() if self.dsnas else None
+        with self.dsnas.evaluation() if self.dsnas else contextlib.nullcontext():
+            for x, y in self.eval_loader:
+                with autocast(self.device, self.amp):
+                    logits = self.model(x) if child is None else self.dsnas.forward(x, child)
+                    loss += float(F.cross_entropy(logits, y, reduction="sum"))
+                correct += int((logits.argmax(1) == y).sum())
+                total += y.numel()
         self.model.train()
         return loss / max(total, 1), correct / max(total, 1)
 
@@ -424,6 +446,8 @@ class _Search:
             )  # fmt: skip
             if cfg.edge_norm:  # PC-DARTS: the normalised beta of every edge, which scales softmax(α) when deriving
                 record["edge_weights"] = self._edge_weights()
+            if self.dsnas:  # how often each op was sampled on each edge this epoch (the sampled children)
+                record["sampled"] = self.dsnas.epoch_summary()
             if self.wiring:
                 record["wiring_cost"] = self.wiring.epoch_summary()
                 self.wiring.reset_epoch()

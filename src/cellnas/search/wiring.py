@@ -19,15 +19,23 @@
 The per-epoch means of the summed cost go into ``metrics.jsonl`` (``wiring_cost``); the per-cell
 costs and the output-level statistics into ``wiring.npz`` (:meth:`CostRecorder.arrays`).
 
-Recording needs first-order or single-level search: the second-order step runs several extra
+Recording needs first-order, single-level or DSNAS search: the second-order step runs several extra
 passes (virtual step, finite differences) whose costs have no place in the analysis.
+
+**Sampled children** (``--mode dsnas``, :mod:`cellnas.search.dsnas`; ``CostRecorder(model, sampled=True)``): Z is
+the one-hot op weights of the child sampled at the step, so only the chosen op of an edge has a cost (the others
+are not run; their entry of dL/dZ is 0, and C(none) = 0 as before). The means are then taken, per (edge, op), over
+the steps that **chose** the op, as the reference's "cost mean statistics" are (``normal_reward_mean`` over
+``normal_stat_count`` in ``Analysis/snas/model_search.py``): NaN (``null`` in ``metrics.jsonl``) for an op no step
+of the epoch chose. How often each (edge, op) was chosen is kept beside them (``chosen``); a removed edge has no
+op, so none of its ops is ever counted.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +46,7 @@ from torch import nn
 from cellnas.errors import CellnasError
 from cellnas.genotype import Genotype, edge_pairs, parse_edge, searched_cell_types
 from cellnas.runs import atomic_write_bytes
+from cellnas.supernet import one_hot_choice
 
 __all__ = ["ControlledSupernet", "CostRecorder", "WIRING_ARRAYS", "output_cost", "parse_edge"]
 
@@ -136,14 +145,31 @@ class ControlledSupernet(nn.Module):
         keep, onehot = getattr(self, f"keep_{cell_type}"), getattr(self, f"onehot_{cell_type}")
         return F.softmax(alphas, dim=-1) * keep + onehot
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w_normal = self.mixing_weights("normal")
-        w_reduce = None if self.net.all_normal else self.mixing_weights("reduce")
+    def forward(
+        self,
+        x: torch.Tensor,
+        weights_normal: torch.Tensor | None = None,
+        weights_reduce: torch.Tensor | None = None,
+        choice_normal: Sequence[int] | None = None,
+        choice_reduce: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """Logits for ``x`` with the ablated softmax(α) (:meth:`mixing_weights`) as op weights Z; ``weights_*`` replace
+        them when given. ``choice_*``: a sampled child (DSNAS, :mod:`cellnas.search.dsnas`), whose ``weights_*`` are
+        its one-hot Z (the sampler has applied the ablations); they are hooked for the recorder all the same."""
+        if choice_normal is not None and weights_normal is None:
+            weights_normal = one_hot_choice(choice_normal, self.space.n_ops, self.net.alphas_normal)
+        if choice_reduce is not None and weights_reduce is None:
+            weights_reduce = one_hot_choice(choice_reduce, self.space.n_ops, self.net.alphas_reduce)
+        w_normal = self.mixing_weights("normal") if weights_normal is None else weights_normal
+        w_reduce = weights_reduce
+        if w_reduce is None and not self.net.all_normal:
+            w_reduce = self.mixing_weights("reduce")
         if self.recorder is not None and self.recorder.phase is not None and torch.is_grad_enabled():
             self.recorder.hook("normal", w_normal, x.shape[0])
             if w_reduce is not None:
                 self.recorder.hook("reduce", w_reduce, x.shape[0])
-        return self.net(x, weights_normal=w_normal, weights_reduce=w_reduce)
+        return self.net(x, weights_normal=w_normal, weights_reduce=w_reduce, choice_normal=choice_normal,
+                        choice_reduce=choice_reduce)  # fmt: skip
 
     def genotype(self) -> Genotype:
         """Derived from α: fixed edges win with their op; removed edges lose to every live edge
@@ -195,8 +221,9 @@ class CostRecorder:
     OUTPUT_GROUPS = ("correct", "wrong")
     OUTPUT_STATS = ("samples", "cost", "loss", "entropy")
 
-    def __init__(self, model: ControlledSupernet) -> None:
+    def __init__(self, model: ControlledSupernet, sampled: bool = False) -> None:
         self.model = model
+        self.sampled = sampled  # DSNAS children: means over the steps that chose each op (module docstring)
         model.recorder = self
         self.phase: str | None = None
         space = model.space
@@ -213,6 +240,7 @@ class CostRecorder:
         self.history: list[dict] = []
         self.cell_history: list[dict] = []  # per epoch: {(phase, cell type): (cells, edges, ops) mean cost}
         self.output_history: list[dict] = []  # per epoch: {phase: (groups, stats) samples and means}
+        self.chosen_history: list[dict] = []  # sampled: per epoch {(phase, cell type): (edges, ops) times chosen}
 
     def reset_epoch(self) -> None:
         self.sums = {(p, c): np.zeros(self.shape) for p in self.PHASES for c in self.cell_types}
@@ -220,6 +248,7 @@ class CostRecorder:
         self.cell_sums = {(p, c): np.zeros((len(self.cell_layers[c]), *self.shape))
                           for p in self.PHASES for c in self.cell_types}  # fmt: skip
         self.output_sums = {p: np.zeros((len(self.OUTPUT_GROUPS), len(self.OUTPUT_STATS))) for p in self.PHASES}
+        self.chosen = {(p, c): np.zeros(self.shape) for p in self.PHASES for c in self.cell_types}
 
     def begin(self, phase: str) -> None:
         self.phase = phase
@@ -235,11 +264,17 @@ class CostRecorder:
         if not weights.requires_grad:
             return
         key = (self.phase, cell_type)
+        if self.sampled:
+            # a sampled child's one-hot Z says which op each edge ran (all 0 on a removed edge); counted when the
+            # child runs, also on the (rare) step whose child runs no op at all and so sends no gradient to Z
+            self.chosen[key] += weights.detach().cpu().double().numpy()
+            self.counts[key] += 1
 
         def record(grad: torch.Tensor) -> None:
             # to the CPU first: some devices (Apple MPS) have no float64; float32 -> float64 is exact either way
             self.sums[key] += grad.detach().cpu().double().numpy() * batch
-            self.counts[key] += 1
+            if not self.sampled:
+                self.counts[key] += 1
 
         weights.register_hook(record)
 
@@ -284,11 +319,22 @@ class CostRecorder:
         out = {}
         for (p, c), s in self.sums.items():
             n = self.counts[(p, c)]
+            if self.sampled:  # per (edge, op), over the steps that chose it; null where none did
+                mean = self._chosen_mean(s, (p, c)).round(6)
+                out.setdefault(p, {})[c] = {
+                    "mean": [[float(v) if np.isfinite(v) else None for v in row] for row in mean] if n else None,
+                    "count": n, "chosen": self.chosen[(p, c)].astype(np.int64).tolist(),
+                }  # fmt: skip
+                continue
             out.setdefault(p, {})[c] = {"mean": (s / n).round(6).tolist() if n else None, "count": n}
         self.history.append(out)
         # the per-cell means divide by the same count, so that they add up to the summed mean
-        self.cell_history.append({key: s / self.counts[key] if self.counts[key] else np.full(s.shape, np.nan)
-                                  for key, s in self.cell_sums.items()})  # fmt: skip
+        if self.sampled:
+            self.cell_history.append({key: self._chosen_mean(s, key) for key, s in self.cell_sums.items()})
+            self.chosen_history.append({key: v.copy() for key, v in self.chosen.items()})
+        else:
+            self.cell_history.append({key: s / self.counts[key] if self.counts[key] else np.full(s.shape, np.nan)
+                                      for key, s in self.cell_sums.items()})  # fmt: skip
         outputs = {}
         for p, s in self.output_sums.items():
             stats = np.full(s.shape, np.nan)
@@ -299,6 +345,12 @@ class CostRecorder:
         self.output_history.append(outputs)
         return out
 
+    def _chosen_mean(self, sums: np.ndarray, key: tuple[str, str]) -> np.ndarray:
+        """``sums`` (..., edges, ops) over the number of steps that chose each (edge, op); NaN where none did."""
+        n = self.chosen[key]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, sums / np.where(n > 0, n, 1), np.nan)
+
     def arrays(self) -> dict[str, np.ndarray]:
         """The per-epoch records as the arrays of ``wiring.npz`` (T epochs, E edges, O ops, n_c cells of type c):
 
@@ -307,7 +359,9 @@ class CostRecorder:
         * ``cell_cost_<phase>_<cell>`` (T, n_c, E, O): the epoch's mean cost C per cell, edge and op; summed over
           the cells it is the ``wiring_cost`` mean of ``metrics.jsonl``; NaN where the phase saw no step;
         * ``output_<stat>_<phase>`` (T, 2), stat in :attr:`OUTPUT_STATS`, columns :attr:`OUTPUT_GROUPS`
-          (``output_groups``): the number of samples, then the mean output-level cost, loss and entropy.
+          (``output_groups``): the number of samples, then the mean output-level cost, loss and entropy;
+        * sampled children only: ``chosen_<phase>_<cell>`` (T, E, O): how many steps of the epoch chose each op on
+          each edge (the cost means above are over these; NaN where 0).
 
         Epochs recorded before the recorder kept these (a resumed older checkpoint) are NaN.
         """
@@ -323,6 +377,10 @@ class CostRecorder:
             stats = np.stack([h[p] for h in self.output_history]) if T else np.zeros((0, 2, len(self.OUTPUT_STATS)))
             for k, name in enumerate(self.OUTPUT_STATS):
                 out[f"output_{name}_{p}"] = stats[:, :, k]  # (T, groups)
+            if self.sampled:
+                for c in self.cell_types:
+                    out[f"chosen_{p}_{c}"] = (np.stack([h[(p, c)] for h in self.chosen_history]).astype(np.int64)
+                                              if T else np.zeros((0, *self.shape), np.int64))  # fmt: skip
         return out
 
     def write(self, run_dir: str | Path) -> Path:
@@ -333,12 +391,17 @@ class CostRecorder:
 
     def state_dict(self) -> dict:
         self._flush()
-        return {"sums": self.sums, "counts": self.counts, "history": self.history, "cell_sums": self.cell_sums,
-                "cell_history": self.cell_history, "output_sums": self.output_sums,
-                "output_history": self.output_history}  # fmt: skip
+        state = {"sums": self.sums, "counts": self.counts, "history": self.history, "cell_sums": self.cell_sums,
+                 "cell_history": self.cell_history, "output_sums": self.output_sums,
+                 "output_history": self.output_history}  # fmt: skip
+        if self.sampled:
+            state.update(chosen=self.chosen, chosen_history=self.chosen_history)
+        return state
 
     def load_state_dict(self, s: dict) -> None:
         self.sums, self.counts, self.history = s["sums"], s["counts"], s["history"]
+        if self.sampled:  # DSNAS runs are newer than every older checkpoint format below
+            self.chosen, self.chosen_history = s["chosen"], s["chosen_history"]
         if "cell_sums" in s:
             self.cell_sums, self.cell_history = s["cell_sums"], s["cell_history"]
             self.output_sums, self.output_history = s["output_sums"], s["output_history"]

@@ -37,6 +37,9 @@ def register(sub, formatter) -> None:
             "  wiring_output_cost.png   the output-level cost -z_y + Σ softmax(z)_i z_i, the loss and the\n"
             "                           prediction entropy per epoch, correct vs wrong samples (cost = loss -\n"
             "                           entropy per sample, <= 0 when correct; needs wiring.npz);\n"
+            "  wiring_child_<cell>.png  --mode dsnas runs only: the sampled children, per edge the share of\n"
+            "                           steps whose child ran an op other than `none`, the mean number of edges a\n"
+            "                           child wired per epoch, and the edges of the argmax(α) child over time;\n"
             "  wiring_summary.json      the numbers behind the figures.\n"
             "A run searched with edge ablations (--remove-edge, --fix-edge; read from its config.json) is analysed\n"
             "through the op weights it used: a removed edge has no op, is never selected and is left out of the\n"
@@ -49,7 +52,10 @@ def register(sub, formatter) -> None:
             "  cellnas search --preset wiring --dataset digits --channels 8 --epochs 20 --out runs/bilevel\n"
             "  cellnas search --preset wiring --dataset digits --channels 8 --epochs 20 --mode single-level \\\n"
             "      --out runs/single\n"
-            "  cellnas analyze wiring runs/bilevel runs/single"
+            "  cellnas analyze wiring runs/bilevel runs/single\n"
+            "  cellnas search --preset wiring-dsnas-minimal --dataset digits --channels 8 --epochs 20 \\\n"
+            "      --out runs/dsnas\n"
+            "  cellnas analyze wiring runs/dsnas"
         ),
         formatter_class=formatter,
     )
@@ -73,6 +79,7 @@ def run(args) -> int:
         plot_edges,
         plot_growth,
         plot_output_costs,
+        plot_sampled_child,
     )
     from cellnas.runs import atomic_write_json
 
@@ -103,6 +110,9 @@ def run(args) -> int:
                 written.append(plot_cell_costs(s, cell, out / f"wiring_cell_cost_{cell}{suffix}.png"))
         if "output_cost" in s:
             written.append(plot_output_costs(s, out / f"wiring_output_cost{suffix}.png"))
+        for cell in s.get("sampled_child", {}):
+            if cell in s["cells"]:
+                written.append(plot_sampled_child(s, cell, out / f"wiring_child_{cell}{suffix}.png"))
     written.append(plot_growth(pairs, out / "wiring_growth.png"))
     for r, s in pairs:
         note = _missing_records(r, s)
@@ -127,6 +137,12 @@ def run(args) -> int:
                   f"above `none` from the start: {' '.join(info['selected_at_start']) or '-'}; grown in order: "
                   f"{' '.join(info['growth_order']) or '-'}"
                   + (f"; {first:.0%} of the first half leave an input node" if first is not None else ""))
+            child = s.get("sampled_child", {}).get(cell)
+            if child:
+                wired = [v for v in child["mean_edges"] if v is not None]
+                print(f"  {cell}: sampled child wires {wired[0]:.2f} -> {wired[-1]:.2f} of {child['live_edges']} "
+                      f"edges per step ({child['pattern']}); argmax(α) child {child['argmax_edges'][0]} -> "
+                      f"{child['argmax_edges'][-1]} edges ({child['argmax_pattern']})")  # fmt: skip
         for phase, groups in s.get("output_cost", {}).items():
             if phase == "epochs":
                 continue
