@@ -249,27 +249,36 @@ class MixedOp(nn.Module):
         """``weights``: 1-D tensor of length ``len(self._ops)``."""
         return self.accumulate(_Source(x), weights)
 
+    def _term(self, src: _Source, k: int, w: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """Op ``k`` (not ``none``) on ``src``: ``(t, True)`` with ``t = w * op_k(x)``, or ``(op_k(x), False)``.
+
+        The parameter-free outputs (``skip_connect`` at stride 1, pooling with a shared BN) come back unscaled,
+        so that a sum can add ``w`` times them in one ``addcmul_`` without a temporary; every other op folds
+        ``w`` into its final BN (:func:`cellnas.ops.batch_norm`).
+        """
+        op, kind = self._ops[k], self._kinds[k]
+        if kind == "identity":
+            return src.x, False
+        if kind == "pool" and _shared_bn(op[1]):
+            key, p = src.pooled(op[0])
+            return src.normalised(key, p, op[1]), False
+        if kind == "activated":
+            return op.forward_activated(src.relu(), w), True
+        if kind == "pool":
+            return batch_norm(src.pooled(op[0])[1], op[1], w), True
+        return w * op(src.x), True
+
     def accumulate(self, src: _Source, weights: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``out + sum_k w_k op_k(src.x)`` (``out`` is updated in place; ``None`` starts a new sum)."""
         for k in self._order:
-            w, op, kind = weights[k], self._ops[k], self._kinds[k]
-            if kind == "zero":
+            if self._kinds[k] == "zero":
                 continue
-            if kind == "identity" or (kind == "pool" and _shared_bn(op[1])):
-                if kind == "identity":
-                    base = src.x
-                else:
-                    key, p = src.pooled(op[0])
-                    base = src.normalised(key, p, op[1])
-                out = w * base if out is None else out.addcmul_(w, base)
-                continue
-            if kind == "activated":
-                term = op.forward_activated(src.relu(), w)
-            elif kind == "pool":
-                term = batch_norm(src.pooled(op[0])[1], op[1], w)
+            w = weights[k]
+            t, scaled = self._term(src, k, w)
+            if scaled:
+                out = t if out is None else out.add_(t)
             else:
-                term = w * op(src.x)
-            out = term if out is None else out.add_(term)
+                out = w * t if out is None else out.addcmul_(w, t)
         if out is None:  # only 'none' on this edge
             x = src.x if self.stride == 1 else src.x[:, :, :: self.stride, :: self.stride]
             out = x * weights.sum() * 0.0
@@ -284,20 +293,10 @@ class MixedOp(nn.Module):
         is returned as it is, ``None`` included). The op runs exactly as in :meth:`accumulate` (shared ReLU and
         pooling, the weight folded into the final BN), so a child equals the supernet with one-hot weights.
         """
-        op, kind = self._ops[k], self._kinds[k]
-        if kind == "zero":
+        if self._kinds[k] == "zero":
             return out
-        if kind == "identity":
-            term = w * src.x
-        elif kind == "pool" and _shared_bn(op[1]):
-            key, p = src.pooled(op[0])
-            term = w * src.normalised(key, p, op[1])
-        elif kind == "activated":
-            term = op.forward_activated(src.relu(), w)
-        elif kind == "pool":
-            term = batch_norm(src.pooled(op[0])[1], op[1], w)
-        else:
-            term = w * op(src.x)
+        t, scaled = self._term(src, k, w)
+        term = t if scaled else w * t
         # out of place: a child's node sums a few terms, and the first may be an output that autograd keeps
         return term if out is None else out + term
 
