@@ -203,6 +203,56 @@ def test_dsnas_step_sets_alpha_grad_to_the_clamped_reward_times_z_minus_p():
     assert any(float(p.grad.abs().max()) > 0 for p in used.parameters())
 
 
+def test_the_reference_form_is_the_gradient_of_the_references_summed_normal_loss():
+    # SNAS-Series Analysis/snas/model_search.py: normal_one_hot_prob is summed over the edges into one number, and
+    # (log(normal_one_hot_prob) + log(reduce_one_hot_prob)).sum() counts its log once per reduce edge; the α gradient
+    # is then multiplied row by row by the clamped reward. Autograd of that expression, against alpha_gradient.
+    g = torch.Generator().manual_seed(3)
+    alpha = torch.randn(5, 4, generator=g).requires_grad_()
+    z = one_hot_choice([0, 3, 1, 1, 2], 4, alpha)
+    reward = torch.tensor([-2.0, 8.0, 0.5, 3.0, -0.7])
+    normal_one_hot_prob = (z * F.softmax(alpha, -1)).sum(-1).sum()
+    reduce_one_hot_prob = torch.full((5,), 0.3)  # the reduce cell's vector: 5 edges, α-free here
+    (torch.log(normal_one_hot_prob) + torch.log(reduce_one_hot_prob)).sum().backward()
+    expected = alpha.grad * reward.clamp(-5, 5)[:, None]
+    p = F.softmax(alpha.detach(), -1)
+    got = alpha_gradient(z, p, reward, 5.0, form="reference")
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(got, alpha_gradient(z, p, reward, 5.0))  # it is not the per-edge form
+    # at uniform α every p_e(Z_e) is equal: the two forms agree
+    u = torch.full((5, 4), 0.25)
+    torch.testing.assert_close(alpha_gradient(z, u, reward, form="reference"), alpha_gradient(z, u, reward))
+    # ablated edges: no row, and not in the sum S
+    free = torch.tensor([True, False, True, True, False])
+    ref = alpha_gradient(z, p, reward, form="reference", free=free)
+    assert float(ref[~free].abs().max()) == 0
+    chosen = (z * p).sum(-1)
+    scale = 5 * chosen / chosen[free].sum()
+    torch.testing.assert_close(ref[free], (reward.clamp(-5, 5) * scale)[free, None] * (z - p)[free])
+    with pytest.raises(ValueError, match="per-edge, reference"):
+        alpha_gradient(z, p, reward, form="summed")
+
+
+def test_dsnas_alpha_loss_reference_changes_the_normal_cell_only():
+    x, y = _batch()
+    grads = {}
+    for form in ("per-edge", "reference"):
+        torch.manual_seed(0)  # the same α (normal(0, 0.5): unequal p_e(Z_e)) for both forms
+        net = _net()
+        dsnas = DsnasSearch(net, seed=0, arch_clip=float("inf"), alpha_loss=form)
+        dsnas.sampler.sample = lambda alphas: {"normal": CHOICE_NORMAL, "reduce": CHOICE_REDUCE}
+        a_opt = torch.optim.SGD(net.arch_parameters(), lr=0.0)
+        dsnas.step(x, y, torch.optim.SGD(net.weight_parameters(), lr=0.0), a_opt)
+        grads[form] = (net.alphas_normal.grad.clone(), net.alphas_reduce.grad.clone())
+    assert not torch.allclose(grads["per-edge"][0], grads["reference"][0])
+    torch.testing.assert_close(grads["per-edge"][1], grads["reference"][1], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="alpha_loss must be one of per-edge, reference"):
+        DsnasSearch(_net(), seed=0, alpha_loss="sum")
+    with pytest.raises(CellnasError, match='"dsnas_alpha_loss" in the config must be per-edge or reference'):
+        resolve_config(None, {"mode": "dsnas", "dsnas_alpha_loss": "sum"})
+    assert resolve_config(None, {"mode": "dsnas"}).dsnas_alpha_loss == "per-edge"
+
+
 def test_the_alpha_gradient_norm_is_clipped_to_arch_clip():
     net = _net()
     x, y = _batch()

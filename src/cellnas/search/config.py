@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 FLAGS: dict[str, str | None] = {
     "remove_edges": "--remove-edge", "fix_edges": "--fix-edge", "arch_betas": None, "unrolled_eps": None,
     "dsnas_reward_clip": None, "dsnas_arch_clip": None, "dsnas_eval_bn": None,
+    "dsnas_alpha_loss": None,
 }  # fmt: skip
 
 
@@ -78,6 +79,8 @@ class SearchConfig:
     dsnas_arch_clip: float = 10.0
     # the BN statistics the argmax child is evaluated with: "batch" (each evaluation batch's) or "running"
     dsnas_eval_bn: str = "batch"
+    # the normal cell's α estimator: "per-edge" (DSNAS, SPEC 4) or "reference" (SNAS-Series' summed form; dsnas.py)
+    dsnas_alpha_loss: str = "per-edge"
     # run control
     seed: int = 2
     device: str = "auto"
@@ -133,6 +136,8 @@ class SearchConfig:
                  "whole ops (valid with dsnas: --partial-channels 1, --no-edge-norm)")  # fmt: skip
             need(self.dsnas_eval_bn in ("batch", "running"),
                  f"\"dsnas_eval_bn\" in the config must be batch or running, got {self.dsnas_eval_bn!r}")  # fmt: skip
+            need(self.dsnas_alpha_loss in ("per-edge", "reference"),
+                 f"\"dsnas_alpha_loss\" in the config must be per-edge or reference, got {self.dsnas_alpha_loss!r}")
             for key in ("dsnas_reward_clip", "dsnas_arch_clip"):
                 value = getattr(self, key)
                 need(value > 0, f"\"{key}\" in the config must be positive (inf: no clipping), got {value}")
@@ -250,7 +255,8 @@ PRESETS: dict[str, dict] = {
                                  epochs=150, seed=6, lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4,
                                  arch_lr=3e-4, grad_clip=5.0, record_wiring=True),
     # SPEC 4 (c), the paper's Fig. 10b: one minimal cell, edges 0 (0-2) and 2 (0-3) deleted, edge 1 (1-2) fixed to
-    # sep_conv_5x5 (op 7 under the reference's --order), the rest sampled uniformly
+    # sep_conv_5x5 (op 7 under the reference's --order), the rest sampled uniformly. The cell concatenates both
+    # intermediate nodes (the reference's run has --multiplier 1: node 3 alone), so node 2 also feeds the output
     "wiring-dsnas-ablation": dict(mode="dsnas", all_normal=True, nodes=2, channels=16, layers=1, batch_size=96,
                                   epochs=150, seed=6, record_wiring=True, sample_rest="uniform",
                                   remove_edges={"normal": ["0-2", "0-3"]},

@@ -17,8 +17,9 @@ The estimator follows the reference ``SNAS-Series/SNAS-Series``, ``Analysis/snas
 ``Network.forward`` (the ``if self.args.dsnas:`` branch) with the flags of ``Analysis/snas/train.sh``
 (``--dsnas --edge_reward --gen_max_child``, no ``--edge_reward_norm``):
 
-* ``loss_alpha = Σ_e log p_e(Z_e)`` with ``p = softmax(α)`` (``normal_one_hot_prob``), back-propagated, so
-  ``α.grad[e] = Z_e - p_e``;
+* ``loss_alpha = Σ_e log p_e(Z_e)`` with ``p = softmax(α)``, back-propagated, so ``α.grad[e] = Z_e - p_e``. This
+  is the reference's reduction cell (``reduce_one_hot_prob``, one entry per edge) and DSNAS's estimator. For the
+  normal cell the reference's code differs (``dsnas_alpha_loss``, below);
 * ``--edge_reward``: the reward of edge e is ``R_e = normal_weights_tensor.grad.sum(0).sum(-1)``, the chosen op's
   dL/dZ summed over the cells (the loss is the batch **mean** cross-entropy), clamped to [-5, 5]; ``α.grad[e]`` is
   multiplied by it (``normal_log_alpha.grad.data.mul_(normal_edge_reward.view(-1, 1))``);
@@ -35,6 +36,16 @@ its own that the checkpoint carries, so a resumed run equals an uninterrupted on
 of a Gumbel-max sample.
 
 Choices where the reference is silent or that differ from it (each documented where it is made):
+
+* the normal cell's estimator (``dsnas_alpha_loss``). The reference sums the normal cell's chosen-op
+  probabilities into one number before the log (``normal_one_hot_prob += ...`` over the edges, the per-edge line
+  above it commented out), and ``(log(normal_one_hot_prob) + log(reduce_one_hot_prob)).sum()`` broadcasts that
+  scalar over the reduce cell's n edges: the normal loss is ``n · log Σ_e p_e(Z_e)``, so edge e's row is
+  ``n · p_e(Z_e) / Σ_e' p_e'(Z_e')`` times the per-edge form's, still multiplied by R_e. Its expectation is no
+  longer SPEC 4's p_k (C_k - Σ p_m C_m) unless every p_e(Z_e) is equal (uniform α, at the start). cellnas
+  defaults to the per-edge form (``"per-edge"``), the estimator of the DSNAS paper and of SPEC 4's unified view,
+  applied to both cell types; ``"reference"`` reproduces the reference's normal-cell form (S over the edges
+  sampled from α, n the number of edges of a cell);
 
 * the clamp of R_e (``dsnas_reward_clip``, default the reference's 5) and the α gradient clip
   (``dsnas_arch_clip``, default 10) are config values;
@@ -135,27 +146,39 @@ class ChildSampler:
         self.generator.set_state(state["generator"])
 
 
+ALPHA_LOSSES = ("per-edge", "reference")
+
+
 def alpha_gradient(z: torch.Tensor, probs: torch.Tensor, reward: torch.Tensor, reward_clip: float = 5.0,
-                   free: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+                   free: torch.Tensor | None = None, form: str = "per-edge") -> torch.Tensor:  # fmt: skip
     """The DSNAS estimate of dL/dα for one cell type (module docstring; reference ``Analysis/snas/model_search.py``
     ``Network.forward``, ``--dsnas --edge_reward``):
 
-        dL/dα_e = clamp(R_e, -reward_clip, reward_clip) · (Z_e - p_e)
+        dL/dα_e = clamp(R_e, -reward_clip, reward_clip) · (Z_e - p_e)                        (form "per-edge")
+        dL/dα_e = clamp(R_e, -reward_clip, reward_clip) · n p_e(Z_e) / S · (Z_e - p_e)      (form "reference")
 
-    ``z``: (edges, ops) the one-hot sample; ``probs``: softmax(α); ``reward``: (edges,) R_e, the chosen op's cost
-    summed over the cells at the scale of the batch-mean loss; ``free``: (edges,) booleans, the edges sampled from
-    α (None: all). The rows of the other edges (removed, fixed) are zero.
+    the second the reference code's normal cell, the gradient of ``n log S``, ``S = Σ_e p_e(Z_e)`` over the free
+    edges, n the number of edges. ``z``: (edges, ops) the one-hot sample; ``probs``: softmax(α); ``reward``:
+    (edges,) R_e, the chosen op's cost summed over the cells at the scale of the batch-mean loss; ``free``: (edges,)
+    booleans, the edges sampled from α (None: all). The rows of the other edges (removed, fixed) are zero.
 
     >>> z = torch.tensor([[0.0, 1.0], [1.0, 0.0]]); p = torch.tensor([[0.5, 0.5], [0.25, 0.75]])
     >>> alpha_gradient(z, p, torch.tensor([-2.0, 8.0]))
     tensor([[ 1.0000, -1.0000],
             [ 3.7500, -3.7500]])
+    >>> alpha_gradient(z, p, torch.tensor([-2.0, 8.0]), form="reference")  # S = 0.5 + 0.25, n = 2
+    tensor([[ 1.3333, -1.3333],
+            [ 2.5000, -2.5000]])
     """
+    if form not in ALPHA_LOSSES:
+        raise ValueError(f"form must be one of {', '.join(ALPHA_LOSSES)}, got {form!r}")
+    mask = torch.ones(len(z), dtype=probs.dtype, device=probs.device) if free is None else free.to(probs.dtype)
     r = reward.clamp(-reward_clip, reward_clip)
-    g = r[:, None] * (z - probs)
-    if free is not None:
-        g = g * free[:, None].to(g.dtype)
-    return g
+    if form == "reference":
+        chosen = (z * probs).sum(-1)  # p_e(Z_e)
+        total = (chosen * mask).sum()
+        r = r * len(z) * chosen / total
+    return (r * mask)[:, None] * (z - probs)
 
 
 class DsnasSearch:
@@ -167,10 +190,14 @@ class DsnasSearch:
     """
 
     def __init__(self, model: nn.Module, *, seed: int, rest: str = "alpha", reward_clip: float = 5.0,
-                 arch_clip: float = 10.0, eval_bn: str = "batch") -> None:  # fmt: skip
+                 arch_clip: float = 10.0, eval_bn: str = "batch", alpha_loss: str = "per-edge") -> None:  # fmt: skip
         if eval_bn not in EVAL_BN:
             raise ValueError(f"eval_bn must be one of {', '.join(EVAL_BN)}, got {eval_bn!r}")
+        if alpha_loss not in ALPHA_LOSSES:
+            raise ValueError(f"alpha_loss must be one of {', '.join(ALPHA_LOSSES)}, got {alpha_loss!r}")
         self.eval_bn = eval_bn
+        # the reference's summed form is its normal cell's; its reduction cell is per edge (alpha_gradient)
+        self.alpha_forms = {"normal": alpha_loss, "reduce": "per-edge"}
         self.model = model
         self.net = getattr(model, "net", model)
         space = self.net.space
@@ -272,7 +299,8 @@ class DsnasSearch:
                 # the chosen op's dL/dZ, summed over the cells of the type (no gradient: the child ran no op at all)
                 reward = torch.zeros(len(zc), device=zc.device) if z[c].grad is None else (z[c].grad * zc).sum(-1)
                 probs = F.softmax(a.detach(), dim=-1)
-                a.grad = alpha_gradient(zc, probs, reward, self.reward_clip, self.free[c].to(a.device)).to(a.dtype)
+                a.grad = alpha_gradient(zc, probs, reward, self.reward_clip, self.free[c].to(a.device),
+                                        self.alpha_forms[c]).to(a.dtype)
             torch.nn.utils.clip_grad_norm_(list(alphas.values()), self.arch_clip)
             a_optimizer.step()
         return loss, logits

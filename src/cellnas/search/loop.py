@@ -137,7 +137,7 @@ class _Search:
 
             self.dsnas = DsnasSearch(self.model, seed=cfg.seed, rest=cfg.sample_rest,
                                      reward_clip=cfg.dsnas_reward_clip, arch_clip=cfg.dsnas_arch_clip,
-                                     eval_bn=cfg.dsnas_eval_bn)  # fmt: skip
+                                     eval_bn=cfg.dsnas_eval_bn, alpha_loss=cfg.dsnas_alpha_loss)  # fmt: skip
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
