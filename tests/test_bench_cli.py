@@ -108,6 +108,32 @@ def test_train_step_json_and_text(capsys):
     assert "s/step" in out and "GFLOP" in out and "1 threads" in out
 
 
+def test_train_step_amp_and_compile_are_those_of_cellnas_train(capsys, monkeypatch):
+    import torch
+
+    compiled, autocast_seen = [], []
+    real_forward = torch.nn.Module.__call__
+
+    def fake_compile(model, *a, **kw):  # the wiring, not inductor (minutes on CPU; tests/test_cuda.py runs it)
+        compiled.append(model)
+
+        def forward(x):
+            autocast_seen.append(torch.is_autocast_enabled("cpu"))
+            return real_forward(model, x)
+
+        return forward
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    r = run_json(capsys, ["bench", "train-step", "DARTS_V2", "--json", "--warmup", "1", "--amp", "bf16", "--compile",
+                          *TINY])  # fmt: skip
+    assert (r["amp"], r["compile"]) == ("bf16", True)
+    assert len(compiled) == 1 and autocast_seen == [True, True]  # one warm-up and one timed step, both autocast
+    r = run_json(capsys, ["bench", "train-step", "DARTS_V2", "--json", "--warmup", "0", *TINY])
+    assert (r["amp"], r["compile"]) == ("off", False) and len(compiled) == 1
+    assert main(["bench", "train-step", "DARTS_V2", "--warmup", "0", "--amp", "bf16", *TINY]) == 0
+    assert "options      bf16 autocast, NCHW" in capsys.readouterr().out
+
+
 def test_data_json(capsys):
     r = run_json(capsys, ["bench", "data", "--json", "--dataset", "digits", "--batch", "8", "--n-batches", "2",
                           "--workers", "0", "--threads", "1"])  # fmt: skip

@@ -29,17 +29,25 @@ __all__ = ["bench_train_step", "make_train_step"]
 
 
 def make_train_step(model, x: torch.Tensor, y: torch.Tensor, *, lr: float = 0.025, momentum: float = 0.9,
-                    weight_decay: float = 3e-4, grad_clip: float = 5.0, aux_weight: float = 0.4):  # fmt: skip
-    """A closure running one SGD training step of ``model`` (a NetworkCIFAR/ImageNet) on ``(x, y)``."""
+                    weight_decay: float = 3e-4, grad_clip: float = 5.0, aux_weight: float = 0.4,
+                    forward=None, amp: torch.dtype | None = None):  # fmt: skip
+    """A closure running one SGD training step of ``model`` (a NetworkCIFAR/ImageNet) on ``(x, y)``.
+
+    ``forward``: what computes the forward pass (default ``model``; a ``torch.compile`` wrapper of it, as
+    ``cellnas train --compile`` runs); ``amp``: the autocast dtype of the forward pass and loss (None: fp32)."""
+    from cellnas.schedule import autocast
+
     optimizer = torch.optim.SGD(model.parameters(), lr, momentum=momentum, weight_decay=weight_decay)
+    forward = model if forward is None else forward
 
     def step() -> dict:
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        logits, logits_aux = model(x)
-        loss = F.cross_entropy(logits, y)
-        if logits_aux is not None:
-            loss = loss + aux_weight * F.cross_entropy(logits_aux, y)
+        with autocast(x.device, amp):
+            logits, logits_aux = forward(x)
+            loss = F.cross_entropy(logits, y)
+            if logits_aux is not None:
+                loss = loss + aux_weight * F.cross_entropy(logits_aux, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
@@ -59,6 +67,8 @@ def bench_train_step(
     auxiliary: bool = True,
     drop_path_prob: float = 0.2,
     channels_last: bool = False,
+    amp: str = "off",
+    compile: bool = False,
     threads: int | None = None,
     repeats: int = 5,
     warmup: int = 2,
@@ -70,7 +80,10 @@ def bench_train_step(
 
     Defaults are the DARTS CIFAR-10 evaluation setting (C=36, 20 cells, batch 96, auxiliary head, drop-path 0.2;
     SPEC 2.2). ``channels_last`` converts the network and the input to channels_last (on CPU, oneDNN's faster
-    layout for the depthwise convolutions). Returns ``step_s``, ``step_s_all``, ``images_per_s``,
+    layout for the depthwise convolutions). ``amp`` (off, bf16, auto: bf16 on CUDA) and ``compile`` are those of
+    ``cellnas train`` (:class:`~cellnas.train.setup.DeviceOptions`): bf16 autocast of the forward pass, and
+    ``torch.compile`` of the timed network (compiled during the warm-up; FLOPs are counted on the plain one).
+    Returns ``step_s``, ``step_s_all``, ``images_per_s``,
     ``peak_mem_bytes``, ``flops_per_step``, ``flops_per_s``, the parameter count, the settings and the device.
     """
     from cellnas.bench.search_step import synthetic_batches
@@ -79,8 +92,11 @@ def bench_train_step(
 
     if min(batch_size, channels, layers, size) < 1 or repeats < 1 or warmup < 0:
         raise ValueError("batch, channels, layers, size and repeats must be >= 1, warmup >= 0")
+    from cellnas.schedule import amp_dtype
+
     geno = load_genotype(genotype)
     dev = torch.device(device)
+    dtype = amp_dtype(amp, dev)
 
     def run() -> dict:
         load_before = _load_average()
@@ -93,7 +109,9 @@ def bench_train_step(
             x, y, _, _ = synthetic_batches(n, size, in_channels, num_classes, seed, dev)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            return make_train_step(model if n == batch_size else network(), x, y)
+            if n != batch_size:  # the FLOP count: the plain network, fp32
+                return make_train_step(network(), x, y)
+            return make_train_step(model, x, y, forward=torch.compile(model) if compile else None, amp=dtype)
 
         flops = flops_per_step(step, batch_size) if batch_size > FLOP_BATCH else None
         model = network()
@@ -109,6 +127,8 @@ def bench_train_step(
             "auxiliary": auxiliary,
             "drop_path_prob": drop_path_prob,
             "channels_last": channels_last,
+            "amp": amp,
+            "compile": compile,
             "params": sum(p.numel() for p in model.parameters()),
             "repeats": repeats,
             "warmup": warmup,

@@ -88,6 +88,11 @@ def register(sub, formatter) -> None:
     t.add_argument("--no-auxiliary", action="store_true", help="without the auxiliary head")
     t.add_argument("--drop-path", type=float, default=0.2, help="drop-path probability")
     t.add_argument("--channels-last", action="store_true", help="network and input in channels_last memory format")
+    t.add_argument("--amp", choices=["off", "bf16", "auto"], default="off",
+                   help="the forward pass under bf16 autocast, as `cellnas train --amp` (auto: on CUDA only)")
+    t.add_argument("--compile", action="store_true",
+                   help="torch.compile the network, as `cellnas train --compile` (compiled during the warm-up, so "
+                        "give --warmup 1 or more)")  # fmt: skip
     t.set_defaults(func=run_train_step)
 
     d = benches.add_parser(
@@ -227,6 +232,7 @@ def run_train_step(args) -> int:
     r = bench_train_step(
         args.genotype, args.batch, args.channels, args.layers, args.size, _device(args.device),
         auxiliary=not args.no_auxiliary, drop_path_prob=args.drop_path, channels_last=args.channels_last,
+        amp=args.amp, compile=args.compile,
         threads=args.threads, repeats=args.repeats, warmup=args.warmup, seed=args.seed,
     )  # fmt: skip
     if args.json:
@@ -236,6 +242,9 @@ def run_train_step(args) -> int:
     print(f"train step   {r['genotype']}: batch {r['batch']}, C={r['channels']}, {r['layers']} cells, "
           f"{r['size']}x{r['size']}, {r['params'] / 1e6:.2f}M params{aux}; "
           f"{r['repeats']} timed after {r['warmup']} warm-up")
+    options = [("bf16 autocast" if r["amp"] == "bf16" or (r["amp"] == "auto" and r["device"].startswith("cuda"))
+                else "fp32"), "channels_last" if r["channels_last"] else "NCHW"] + (["torch.compile"] * r["compile"])
+    print(f"options      {', '.join(options)}")
     _print_common(r)
     print(f"network      {r['step_s']:.3f} s/step (median), {r['images_per_s']:.1f} images/s, "
           f"{r['flops_per_step'] / 1e9:.1f} GFLOP/step, {r['flops_per_s'] / 1e9:.2f} GFLOP/s, "
