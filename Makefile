@@ -1,13 +1,16 @@
 # Two commands do all the set-up on a fresh machine that has only python3:
 #   make demo   - create .venv, install cellnas, run a DARTS search on the embedded digits data
 #   make test   - create .venv, install cellnas with the dev extras, run ruff and pytest
-# The CPU build of torch is installed first (a bare `torch` requirement would pull a multi-GB
-# CUDA build); set TORCH= to another spec (or TORCH= to skip) to use your own build.
+# torch is installed first (TORCH, a CPU build from this project's local wheels; a bare `torch`
+# requirement would pull a multi-GB CUDA build); set TORCH= to another spec (or TORCH= to skip) to use
+# your own build, and TORCH_PIP to pass pip options such as PyTorch's CPU index.
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
+# extra pip options for the torch install, e.g. TORCH_PIP="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP ?=
 PYTEST_ARGS ?=
 
 .PHONY: demo test install dev lint bench clean
@@ -18,7 +21,7 @@ $(BIN)/python:
 
 $(VENV)/.torch: | $(BIN)/python
 	@if [ -n "$(TORCH)" ] && ! $(BIN)/python -c "import torch" 2>/dev/null; then \
-		echo "installing $(TORCH) (CPU build)"; $(BIN)/python -m pip install "$(TORCH)"; fi
+		echo "installing $(TORCH)"; $(BIN)/python -m pip install "$(TORCH)" $(TORCH_PIP); fi
 	touch $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
