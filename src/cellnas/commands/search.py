@@ -91,9 +91,12 @@ def register(sub, formatter) -> None:
     g.add_argument("--ops", default=None, help="comma-separated candidate ops (default: the 8 DARTS primitives)")
     g.add_argument("--all-normal", action="store_true", default=None, help="no reduction cells (Xie et al. 2021)")
     g.add_argument("--remove-edge", action="append", default=None, metavar="CELL:EDGE",
-                   help="ablate an edge, e.g. normal:0-2 or normal:0 (edge index); repeatable")  # fmt: skip
+                   help="ablate an edge, e.g. normal:0-2 or normal:0 (edge index); repeatable. Adds to the edge "
+                        "ablations of --preset and --config (an edge given here replaces their entry for it)")
     g.add_argument("--fix-edge", action="append", default=None, metavar="CELL:EDGE=OP",
-                   help="fix an edge to one op, e.g. normal:1-2=sep_conv_5x5; repeatable")  # fmt: skip
+                   help="fix an edge to one op, e.g. normal:1-2=sep_conv_5x5; repeatable, one op per edge. Adds to "
+                        "the edge ablations of --preset and --config (an edge given here replaces their entry for "
+                        "it, e.g. fixing an edge the preset removes)")  # fmt: skip
     g.add_argument("--partial-channels", type=int, default=None, metavar="K",
                    help="PC-DARTS partial channel connections: each edge runs its ops on C/K channels and passes "
                         f"the rest through (default {d.partial_channels}: off; PC-DARTS uses 4)")  # fmt: skip
@@ -142,8 +145,9 @@ def register(sub, formatter) -> None:
     g.add_argument("--checkpoint-every", type=int, default=None,
                    help=f"also checkpoint every N steps (default {d.checkpoint_every}: at the end of each epoch "
                         "only)")  # fmt: skip
-    g.add_argument("--record-wiring", action="store_true", default=None,
-                   help="record the per-edge, per-op cost of Xie et al. (2021), for `cellnas analyze wiring`")
+    g.add_argument("--record-wiring", action=argparse.BooleanOptionalAction, default=None,
+                   help="record the per-edge, per-op cost of Xie et al. (2021), for `cellnas analyze wiring` (the "
+                        "wiring presets turn it on; --no-record-wiring turns it off)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -158,15 +162,16 @@ def _overrides(args) -> dict:
     for item in [*(args.remove_edge or []), *(args.fix_edge or [])]:
         if ":" not in item:
             raise CellnasError(f"edge ablation {item!r} must name the cell: normal:0-2 (or normal:1-2=sep_conv_5x5)")
-    for item in args.remove_edge or []:
-        cell, _, edge = item.partition(":")
-        values.setdefault("remove_edges", {}).setdefault(cell, []).append(edge)
-    for item in args.fix_edge or []:
-        cell, _, rest = item.partition(":")
-        edge, _, op = rest.partition("=")
-        if not op:
-            raise CellnasError(f"--fix-edge {item!r} must look like normal:1-2=sep_conv_5x5")
-        values.setdefault("fix_edges", {}).setdefault(cell, {})[edge] = op
+    remove, fix = _edge_options(args)
+    if remove or fix:
+        from cellnas.search.config import log, merge_ablations
+
+        base_remove, base_fix = values.get("remove_edges", {}), values.get("fix_edges", {})
+        values["remove_edges"], values["fix_edges"] = merge_ablations(base_remove, base_fix, remove, fix)
+        if base_remove or base_fix:
+            log.info("edge ablations of --config %s and the command line's, merged (an edge on the command line "
+                     "replaces the file's entry): remove_edges %s, fix_edges %s", args.config, values["remove_edges"],
+                     values["fix_edges"])  # fmt: skip
     if isinstance(values.get("ops"), str):
         values["ops"] = tuple(o.strip() for o in values["ops"].split(",") if o.strip())
     # the bar is for people at a terminal; logs and CI get one line per epoch instead
@@ -174,6 +179,32 @@ def _overrides(args) -> dict:
     if args.no_plots:
         values["plots"] = False
     return values
+
+
+def _edge_options(args) -> tuple[dict, dict]:
+    """--remove-edge and --fix-edge as ``remove_edges``/``fix_edges``, per cell type. A removal given twice counts
+    once; an edge fixed to two ops is refused."""
+    from cellnas.search.config import edge_key
+
+    remove: dict = {}
+    fix: dict = {}
+    seen: dict = {}
+    for item in args.remove_edge or []:
+        cell, _, edge = item.partition(":")
+        if all(edge_key(e) != edge_key(edge) for e in remove.get(cell, [])):
+            remove.setdefault(cell, []).append(edge)
+    for item in args.fix_edge or []:
+        cell, _, rest = item.partition(":")
+        edge, _, op = rest.partition("=")
+        if not op:
+            raise CellnasError(f"--fix-edge {item!r} must look like normal:1-2=sep_conv_5x5")
+        first = seen.setdefault((cell, edge_key(edge)), (edge, op))
+        if first[1] != op:
+            raise CellnasError(f"--fix-edge fixes {cell} edge {first[0]} twice, to {first[1]} and to {op}; "
+                               "give each edge one op")  # fmt: skip
+        if first == (edge, op):
+            fix.setdefault(cell, {})[edge] = op
+    return remove, fix
 
 
 def run(args) -> int:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from cellnas._config import AMP_CHOICES, absolute_paths, check_types, config_from_dict, recorded_data_dir
 from cellnas.errors import CellnasError, unknown_name
-from cellnas.genotype import PRIMITIVES
+from cellnas.genotype import PRIMITIVES, edge_pairs, parse_edge
 
-__all__ = ["SearchConfig", "PRESETS", "FLAGS", "resolve_config"]
+__all__ = ["SearchConfig", "PRESETS", "FLAGS", "resolve_config", "edge_key", "merge_ablations"]
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +134,14 @@ class SearchConfig:
             need(self.partial_channels == 1 and not self.edge_norm,
                  "--partial-channels/--edge-norm (PC-DARTS) cannot be combined with --mode dsnas: a sampled child runs "
                  "whole ops (valid with dsnas: --partial-channels 1, --no-edge-norm)")  # fmt: skip
-            need(self.dsnas_eval_bn in ("batch", "running"),
-                 f"\"dsnas_eval_bn\" in the config must be batch or running, got {self.dsnas_eval_bn!r}")  # fmt: skip
-            need(self.dsnas_alpha_loss in ("per-edge", "reference"),
-                 f"\"dsnas_alpha_loss\" in the config must be per-edge or reference, got {self.dsnas_alpha_loss!r}")
-            for key in ("dsnas_reward_clip", "dsnas_arch_clip"):
-                value = getattr(self, key)
-                need(value > 0, f"\"{key}\" in the config must be positive (inf: no clipping), got {value}")
+        # the dsnas-only keys are checked in every mode: a bad value is a bad config whichever mode reads it
+        need(self.dsnas_eval_bn in ("batch", "running"),
+             f"\"dsnas_eval_bn\" in the config must be batch or running, got {self.dsnas_eval_bn!r}")  # fmt: skip
+        need(self.dsnas_alpha_loss in ("per-edge", "reference"),
+             f"\"dsnas_alpha_loss\" in the config must be per-edge or reference, got {self.dsnas_alpha_loss!r}")
+        for key in ("dsnas_reward_clip", "dsnas_arch_clip"):
+            value = getattr(self, key)
+            need(value > 0, f"\"{key}\" in the config must be positive (inf: no clipping), got {value}")
         need(self.hvp == "fd" or self.order == 2,
              f"--hvp {self.hvp} needs --order 2 (first order computes no Hessian-vector product)")  # fmt: skip
         # argparse and Python's json take inf and nan; a value no training can run with is refused by name
@@ -163,22 +164,26 @@ class SearchConfig:
         need(self.k in (1, 2), f"--k (inputs kept per node) must be 1 or 2, got {self.k}")
         need(self.eval_every >= 0, f"--eval-every must be >= 0, got {self.eval_every}")
         need(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
+        # a preset that records the costs (the wiring ones) is named, with the way to search without them
+        rw_off = (f"; --preset {self.preset} sets --record-wiring, --no-record-wiring turns it off"
+                  if PRESETS.get(self.preset or "", {}).get("record_wiring") else "; --no-record-wiring turns it off")
         need(self.amp in AMP_CHOICES, f"--amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
         need(not (self.record_wiring and self.amp != "off"),
              "--record-wiring needs --amp off: the costs are inner products of gradients and activations, which "
-             "bf16 would round to a few digits")  # fmt: skip
+             f"bf16 would round to a few digits{rw_off}")  # fmt: skip
         need(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1")
         need(self.alpha_every >= 0 and self.checkpoint_every >= 0, "--alpha-every/--checkpoint-every must be >= 0")
         need(not (self.record_wiring and self.order == 2),
              "--record-wiring needs --order 1 (or --mode single-level): the second-order step's extra passes "
-             "have no place in the cost analysis")  # fmt: skip
+             f"have no place in the cost analysis{rw_off}")  # fmt: skip
         need(self.arch_warmup >= 0, f"--arch-warmup (epochs before α is updated) must be >= 0, got {self.arch_warmup}")
         need(not ((self.partial_channels > 1 or self.edge_norm)
                   and (self.record_wiring or self.remove_edges or self.fix_edges)),
              "--partial-channels/--edge-norm (PC-DARTS) cannot be combined with --record-wiring, --remove-edge or "
              "--fix-edge: the wiring analysis (Xie et al.) studies the plain DARTS supernet")  # fmt: skip
         need(not (self.record_wiring and self.arch_warmup),
-             "--record-wiring needs --arch-warmup 0: the cost analysis records every architecture step")  # fmt: skip
+             f"--record-wiring needs --arch-warmup 0: the cost analysis records every architecture step{rw_off}")
+        self._check_ablations()
         from cellnas.supernet import check_partial_channels
 
         check_partial_channels(self.channels, self.partial_channels)
@@ -186,6 +191,41 @@ class SearchConfig:
              f"--device must be auto, cpu or cuda[:N], got {self.device!r}")  # fmt: skip
         self.dataset = absolute_paths({"dataset": self.dataset})["dataset"]
         self.data_dir = recorded_data_dir(self.dataset, self.data_dir)
+
+    def _check_ablations(self) -> None:
+        """Every edge ablation names an edge of this cell (else the valid edges are listed, and a preset's entry says
+        it is the preset's), gives an edge one ablation, and leaves each cell type an edge that is not removed."""
+        pairs = edge_pairs(self.nodes)
+        valid = ", ".join(f"{i}-{j}" for i, j in pairs)
+        preset = PRESETS.get(self.preset or "", {})
+        parsed: dict[str, dict[str, set[int]]] = {}
+        for key, flag, kind in (("remove_edges", "--remove-edge", list), ("fix_edges", "--fix-edge", dict)):
+            for cell, edges in getattr(self, key).items():
+                if cell not in ("normal", "reduce"):
+                    raise CellnasError(f"{flag} {cell}:...: unknown cell type {cell!r}; valid: normal, reduce")
+                if not isinstance(edges, kind):
+                    what = "a list of edges" if kind is list else "an object of edge: op"
+                    raise CellnasError(f"\"{key}\" in the config: {cell!r} must map to {what}, got {edges!r}")
+                ours = preset.get(key, {}).get(cell, kind())
+                for e in edges:
+                    try:
+                        parsed.setdefault(cell, {}).setdefault(key, set()).add(parse_edge(e, self.nodes))
+                    except CellnasError:
+                        mine = e in ours and (kind is list or ours[e] == edges[e])
+                        src = f" (from --preset {self.preset})" if mine else ""
+                        shown = f"{cell}:{e}" + (f"={edges[e]}" if kind is dict else "")
+                        raise CellnasError(f"{flag} {shown}{src}: no edge {e!r} in a cell with {self.nodes} "
+                                           f"intermediate node(s); valid edges: {valid} (or their indices "
+                                           f"0..{len(pairs) - 1})") from None  # fmt: skip
+        for cell, sets in parsed.items():
+            removed, fixed = sets.get("remove_edges", set()), sets.get("fix_edges", set())
+            both = ", ".join("{}-{}".format(*pairs[e]) for e in sorted(removed & fixed))
+            if both:
+                raise CellnasError(f"{cell} edge(s) {both} both removed and fixed; give each edge one ablation")
+            if len(removed) == len(pairs):
+                raise CellnasError(f"--remove-edge removes every edge of the {cell} cell ({valid}): none is left to "
+                                   "search, and the derived cell would come from untrained α; keep at least one "
+                                   "(drop a --remove-edge, or --fix-edge the edge instead)")  # fmt: skip
 
     @property
     def unsearched(self) -> tuple[str, ...]:
@@ -264,15 +304,62 @@ PRESETS: dict[str, dict] = {
 }  # fmt: skip
 
 
+_ANY_NODES = 64  # edge_pairs(n) is a prefix of edge_pairs(n + 1): an edge's (i, j) does not depend on the cell
+
+
+def edge_key(edge) -> object:
+    """What identifies an edge among ablations: its ``(i, j)``, whether given as ``'i-j'``, ``'i->j'`` or an index;
+    text that names no edge stands for itself (validation refuses it later)."""
+    try:
+        return edge_pairs(_ANY_NODES)[parse_edge(edge, _ANY_NODES)]
+    except (CellnasError, TypeError, ValueError):
+        return repr(edge)
+
+
+def _well_formed(remove: object, fix: object) -> bool:
+    return (isinstance(remove, dict) and isinstance(fix, dict) and all(isinstance(v, list) for v in remove.values())
+            and all(isinstance(v, dict) for v in fix.values()))  # fmt: skip
+
+
+def merge_ablations(base_remove: dict, base_fix: dict, remove: dict, fix: dict) -> tuple[dict, dict]:
+    """The edge ablations ``base_*`` (a preset's, a config file's) with ``remove``/``fix`` added, per cell type. An
+    edge named in ``remove`` or ``fix`` drops ``base``'s entry for that edge (fixing an edge the base removes takes
+    it out of the removed list); a removed edge given twice is kept once."""
+    if not _well_formed(base_remove, base_fix) or not _well_formed(remove, fix):
+        return remove, fix  # validation names the malformed value
+    out_remove: dict = {}
+    out_fix: dict = {}
+    for cell in [*dict.fromkeys([*base_remove, *base_fix, *remove, *fix])]:
+        given = {edge_key(e) for e in [*remove.get(cell, []), *fix.get(cell, {})]}
+        removed: dict = {}
+        for e in [*(e for e in base_remove.get(cell, []) if edge_key(e) not in given), *remove.get(cell, [])]:
+            removed.setdefault(edge_key(e), e)
+        fixed = {e: op for e, op in base_fix.get(cell, {}).items() if edge_key(e) not in given}
+        fixed.update(fix.get(cell, {}))
+        if removed:
+            out_remove[cell] = list(removed.values())
+        if fixed:
+            out_fix[cell] = fixed
+    return out_remove, out_fix
+
+
 def resolve_config(preset: str | None = None, overrides: dict | None = None) -> SearchConfig:
-    """Defaults, then the preset, then explicit overrides (e.g. from the command line)."""
+    """Defaults, then the preset, then explicit overrides (e.g. from the command line). Edge ablations
+    (``remove_edges``, ``fix_edges``) are added to the preset's, per cell type and edge (:func:`merge_ablations`)."""
     values: dict = {}
     if preset is not None:
         if preset not in PRESETS:
             raise unknown_name("search preset", preset, PRESETS)
         values.update(copy.deepcopy(PRESETS[preset]))  # a run never shares (and changes) a preset's dicts
         values["preset"] = preset
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    base_remove, base_fix = values.get("remove_edges", {}), values.get("fix_edges", {})
+    if (base_remove or base_fix) and ("remove_edges" in given or "fix_edges" in given):
+        remove, fix = merge_ablations(base_remove, base_fix, given.get("remove_edges", {}), given.get("fix_edges", {}))
+        given["remove_edges"], given["fix_edges"] = remove, fix
+        log.info("edge ablations of --preset %s and the given ones, merged (a given edge replaces the preset's "
+                 "entry): remove_edges %s, fix_edges %s", preset, remove, fix)  # fmt: skip
+    values.update(given)
     cfg = SearchConfig.from_dict(absolute_paths(values))
     cfg.validate()
     meant = PRESETS[preset].get("dataset") if preset is not None else None
