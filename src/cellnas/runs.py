@@ -34,6 +34,8 @@ __all__ = [
     "RunInterrupted",
     "WriteFailed",
     "ReadOnlyRun",
+    "Diverged",
+    "record_stop",
     "sigterm_as_sigint",
     "run_lock",
     "resume_lock",
@@ -228,6 +230,9 @@ def new_run_dir(out: str | os.PathLike | None, kind: str, root: str | os.PathLik
             n += 1
             path = Path(root) / f"{kind}-{stamp}-{n}"
     else:
+        if not str(out).strip():  # Path("") is ".": the current directory was never meant
+            raise RunError("--out is empty; give the directory for the run (or leave --out out for "
+                           f"runs/{kind}-<timestamp>)")  # fmt: skip
         path = Path(out)
         if path.exists() and not path.is_dir():
             raise RunError(f"--out {path} is a file, not a directory; give a new (or empty) directory for the run")
@@ -235,6 +240,10 @@ def new_run_dir(out: str | os.PathLike | None, kind: str, root: str | os.PathLik
             with run_lock(path):  # RunError while another process holds it
                 (path / LOCK_FILE).unlink(missing_ok=True)
         if path.exists() and any(path.iterdir()):
+            stopped = _stopped_before_checkpoint(path, kind)
+            if stopped is not None:
+                raise RunError(f"--out {path} holds a {kind} run that {stopped}; choose another --out, or remove "
+                               f"{path} and start again")  # fmt: skip
             raise RunError(
                 f"run directory {path} already exists and is not empty; choose another --out, "
                 f"or continue it with --resume {path}"
@@ -332,6 +341,7 @@ def record_session(run_dir: str | os.PathLike, device: str, resumed_from: dict) 
         sessions = [{**first, "resumed_from": None}] if meta else []
     meta["sessions"] = [*sessions, _session(device, dict(resumed_from))]
     meta["end_time"] = None
+    meta.pop("stopped", None)  # why an earlier session stopped: this one goes on
     atomic_write_json(path, meta)
     return meta
 
@@ -423,15 +433,56 @@ class StopFlag:
 LOCK_FILE = ".lock"
 
 
+def _lock_holder(run_dir: str | os.PathLike) -> str | None:
+    """The pid of the process holding ``run_dir``'s lock (:func:`run_lock`), ``None`` when none does (or there is no
+    lock file). Creates and writes nothing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _stopped_before_checkpoint(run_dir: Path, kind: str, checkpoint: str = "checkpoint.pt") -> str | None:
+    """When ``run_dir`` holds the ``config.json`` and ``meta.json`` of a ``kind`` run but no ``checkpoint``, and no
+    process holds its lock: what became of it, in words ("stopped before its first checkpoint (why), so there is
+    nothing to resume"; the why only when one was recorded, :func:`record_stop`); ``None`` for any other directory
+    (one whose run is still going included)."""
+    meta = read_json_object(run_dir / "meta.json")
+    if meta is None or meta.get("kind") != kind or not (run_dir / "config.json").is_file():
+        return None
+    if (run_dir / checkpoint).exists():
+        return None
+    holder = _lock_holder(run_dir)
+    if holder is not None:  # not stopped: the caller's run_lock (or the next attempt) names the holder
+        return None
+    stopped = meta.get("stopped")
+    reason = stopped.get("reason") if isinstance(stopped, dict) else None
+    why = f" ({reason})" if isinstance(reason, str) and reason else " (no reason was recorded)"
+    return f"stopped before its first checkpoint{why}, so there is nothing to resume"
+
+
 @contextmanager
-def run_lock(run_dir: str | os.PathLike):
+def run_lock(run_dir: str | os.PathLike, *, new: bool = False):
     """Hold ``run_dir``'s lock for the block: a second process that runs (or resumes) the same directory meanwhile
     gets a :class:`RunError` naming the holder's pid, instead of both writing metrics and checkpoints into it.
 
     An advisory ``flock`` on ``run_dir/.lock``, released by the kernel when the process ends (a killed run leaves
     no stale lock). Where ``fcntl`` is missing (Windows) the block runs unlocked. A directory whose lock file
     cannot be created or opened for writing raises :class:`ReadOnlyRun`; a lock file that cannot be written,
-    :class:`WriteFailed`.
+    :class:`WriteFailed`. ``new``: ``run_dir`` is a new run's (then a read-only directory is no run to copy).
     """
     try:
         import fcntl
@@ -443,7 +494,7 @@ def run_lock(run_dir: str | os.PathLike):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise ReadOnlyRun(run_dir, exc) from None
+            raise ReadOnlyRun(run_dir, exc, new=new) from None
         raise WriteFailed(path, exc) from None
     try:
         try:
@@ -469,9 +520,12 @@ def run_lock(run_dir: str | os.PathLike):
 class ReadOnlyRun(RunError):
     """A run directory this process cannot write (a read-only mount, no permission): it can be read, not run."""
 
-    def __init__(self, run_dir: str | os.PathLike, exc: OSError) -> None:
+    def __init__(self, run_dir: str | os.PathLike, exc: OSError, *, new: bool = False) -> None:
         self.run_dir = Path(run_dir)
         reason = exc.strerror or str(exc)
+        if new:  # a new run: nothing in it to copy or resume
+            super().__init__(f"cannot start a run in {run_dir}: it is read-only ({reason}); choose a writable --out")
+            return
         super().__init__(f"{run_dir} is read-only ({reason}): a run continues only in a directory it can write; "
                          f"copy it somewhere writable (cp -r {run_dir} NEW) and resume the copy")  # fmt: skip
 
@@ -548,15 +602,42 @@ def restore_rng_state(state: dict, device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def check_finite(value, what: str, *, epoch: int, step: int, checkpoint: Path, hint: str) -> None:
-    """Stop a diverging run with one line that names where it diverged and what was kept."""
+class Diverged(RunError):
+    """A run stopped because a number went non-finite; ``cause`` is where, in a few words ("non-finite training
+    loss at epoch 1 step 5"), what :func:`record_stop` keeps in ``meta.json``."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def record_stop(run_dir: str | os.PathLike, reason: str) -> None:
+    """Record in ``meta.json`` (``stopped``) why the run stopped, so that a later ``--resume`` or ``--out`` of a run
+    that stopped before its first checkpoint can say why; best effort (a failed write keeps the previous file)."""
+    path = Path(run_dir) / "meta.json"
+    meta = read_json_object(path)
+    if meta is None:
+        return
+    meta["stopped"] = {"time": now_iso(), "reason": reason}
+    try:
+        atomic_write_json(path, meta)
+    except (WriteFailed, RunError):
+        pass
+
+
+def check_finite(value, what: str, *, epoch: int, step: int, checkpoint: Path, hint: str,
+                 first_hint: str | None = None) -> None:  # fmt: skip
+    """Stop a diverging run with one line that names where it diverged and what was kept: the last good checkpoint,
+    or (when ``checkpoint`` is not written yet) nothing, with ``first_hint`` (default ``hint``) saying what to do."""
     import torch
 
     if not torch.isfinite(value).all():
-        raise RunError(
-            f"non-finite {what} at epoch {epoch} step {step}: the run diverged and stops; "
-            f"the last good checkpoint is kept in {checkpoint} ({hint})"
-        )
+        cause = f"non-finite {what} at epoch {epoch} step {step}"
+        if not Path(checkpoint).is_file():
+            raise Diverged(f"{cause}: the run diverged before its first checkpoint and stops; there is nothing to "
+                           f"resume ({first_hint or hint})", cause)  # fmt: skip
+        raise Diverged(f"{cause}: the run diverged and stops; the last good checkpoint is kept in {checkpoint} "
+                       f"({hint})", cause)  # fmt: skip
 
 
 def non_finite_tensor(named: dict) -> str | None:
@@ -604,6 +685,14 @@ def load_checkpoint(run_dir: str | os.PathLike, *, kind: str, version: int, name
     if not run_dir.is_dir():
         raise RunError(f"cannot resume: {run_dir} is not a directory")
     if not path.is_file():
+        holder = _lock_holder(run_dir)
+        if holder is not None:
+            raise RunError(f"cannot resume {run_dir}: it is in use by another cellnas process (pid {holder}) that has "
+                           "written no checkpoint yet; wait for it to stop (or stop it with Ctrl-C)")  # fmt: skip
+        stopped = _stopped_before_checkpoint(run_dir, kind, name)
+        if stopped is not None:
+            raise RunError(f"cannot resume {run_dir}: the {kind} run {stopped}; start it again with another --out "
+                           f"(or remove {run_dir} first)")  # fmt: skip
         raise RunError(f"cannot resume: {run_dir} holds no {name} (was it a cellnas {kind} run?)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)

@@ -31,6 +31,7 @@ from cellnas.errors import CellnasError, RunError
 from cellnas.formats import save_genotype
 from cellnas.genotype import Genotype
 from cellnas.runs import (
+    Diverged,
     RunInterrupted,
     StopFlag,
     WriteFailed,
@@ -48,6 +49,7 @@ from cellnas.runs import (
     position,
     read_metrics,
     record_session,
+    record_stop,
     remove_if_empty,
     restore_rng_state,
     resume_lock,
@@ -221,17 +223,26 @@ class _Search:
                 raise self._diverged(f"non-finite {bad}")
 
     def _diverged(self, what: str) -> RunError:
-        return RunError(
-            f"{what} at epoch {self.epoch + 1} step {self.step_in_epoch}: the search diverged and stops; the last good "
-            f"checkpoint is kept in {self.run_dir / CHECKPOINT} (try a lower --lr or --arch-lr, or --grad-clip)"
-        )
+        cause = f"{what} at epoch {self.epoch + 1} step {self.step_in_epoch}"
+        if not (self.run_dir / CHECKPOINT).is_file():
+            return Diverged(f"{cause}: the search diverged before its first checkpoint and stops; there is nothing to "
+                            f"resume ({self._first_hint()})", cause)  # fmt: skip
+        return Diverged(
+            f"{cause}: the search diverged and stops; the last good checkpoint is kept in {self.run_dir / CHECKPOINT} "
+            "(try a lower --lr or --arch-lr, or --grad-clip)", cause,
+        )  # fmt: skip
+
+    def _first_hint(self) -> str:
+        """What to do after diverging before the first checkpoint: start again, lower, elsewhere."""
+        return (f"lower the learning rates (--lr, --arch-lr) or set --grad-clip, then start again: the same command "
+                f"with another --out, or after removing {self.run_dir}")  # fmt: skip
 
     # -- one step -------------------------------------------------------------------------------------
     def _check(self, value: torch.Tensor, what: str) -> None:
         # counted from 1, as the progress lines count: the step that is running
         check_finite(value, what, epoch=self.epoch + 1, step=self.step_in_epoch + 1,
-                     checkpoint=self.run_dir / CHECKPOINT,
-                     hint="try a lower --lr or --arch-lr, or --grad-clip")  # fmt: skip
+                     checkpoint=self.run_dir / CHECKPOINT, hint="try a lower --lr or --arch-lr, or --grad-clip",
+                     first_hint=self._first_hint())  # fmt: skip
 
     def position(self) -> str:
         """How far the run got (:func:`cellnas.runs.position`)."""
@@ -549,6 +560,9 @@ def search(
                 ) from None
             except WriteFailed as exc:  # a full disk or a read-only directory mid-run: say what is kept, how to go on
                 raise _write_failed(run_dir, exc) from None
+            except Diverged as exc:  # kept in meta.json: a --resume (or --out) of a run with no checkpoint says why
+                record_stop(run_dir, exc.cause)
+                raise
         genotype = job.model.genotype()
         _finish(job)
         return SearchResult(
@@ -572,24 +586,28 @@ def _resume(run_dir: Path, overrides: dict, held: contextlib.ExitStack) -> _Sear
     if saved.get("order") == 1 and saved.get("hvp") == "exact":  # accepted (and ignored) before 2026-12-02
         log.warning("%s was saved with --hvp exact at order 1, where it has no effect; resuming with fd", run_dir)
         saved["hvp"] = "fd"
-    saved.update({k: v for k, v in overrides.items() if k in RESUME_OVERRIDES and v is not None})
+    given = {k: v for k, v in overrides.items() if k in RESUME_OVERRIDES and v is not None}
     try:
-        cfg = resolve_config(None, saved)
-    except CellnasError as exc:  # a value an earlier cellnas accepted and this one checks
-        raise saved_config_refused(run_dir, exc) from None
+        cfg = resolve_config(None, {**saved, **given})
+    except CellnasError as exc:
+        try:
+            resolve_config(None, saved)
+        except CellnasError as old:  # a value an earlier cellnas accepted and this one checks
+            raise saved_config_refused(run_dir, old) from None
+        raise CellnasError(f"cannot resume {run_dir}: {exc}") from None  # the command line's value is to blame
     started = state["epoch"] + (1 if state["step_in_epoch"] else 0)
     if cfg.epochs < started:
         raise CellnasError(f"--epochs {cfg.epochs} is fewer than the {started} epochs {run_dir} has already run "
                            f"(or started); give {started} or more to extend it")  # fmt: skip
     cfg.warn_if_arch_never_trains()
-    if cfg.epochs != int(saved_epochs := state["config"]["epochs"]) and state["epoch"]:
-        _say_new_epochs(run_dir, cfg, int(saved_epochs), state["epoch"])
-    job = _Search(cfg, run_dir)
+    job = _Search(cfg, run_dir)  # the device, the data: a resume that cannot go on stops here, having said nothing
     job.load_state_dict(state)
     check_same_data(run_dir, state.get("data_fingerprint"), job.data_fingerprint, cfg.dataset,
                     state["config"].get("data_dir"), cfg.data_dir)  # fmt: skip
     truncate_metrics(run_dir, job.epoch)
     atomic_write_json(run_dir / "config.json", cfg.to_dict())  # --epochs and --data-dir as the run now goes on
+    if cfg.epochs != int(saved_epochs := state["config"]["epochs"]) and state["epoch"]:
+        _say_new_epochs(run_dir, cfg, int(saved_epochs), state["epoch"])  # only once config.json says so
     record_session(run_dir, str(job.device), {"epoch": job.epoch, "step_in_epoch": job.step_in_epoch,
                                               "position": job.position()})  # fmt: skip
     log.info("resuming %s %s", run_dir, job.position())
@@ -624,7 +642,7 @@ def _new_locked_run_dir(out: str | Path | None, held: contextlib.ExitStack) -> P
     """A fresh run directory (:func:`new_run_dir`) with its lock taken (in ``held``)."""
     run_dir = new_run_dir(out, "search")
     try:
-        held.enter_context(run_lock(run_dir))
+        held.enter_context(run_lock(run_dir, new=True))
     except WriteFailed:  # the lock file could not be written (a full disk): nothing else is there
         remove_if_empty(run_dir)
         raise
