@@ -15,7 +15,6 @@ import sys
 
 from cellnas import __version__
 from cellnas.errors import CellnasError
-from cellnas.runs import RunInterrupted, Termination, sigterm_as_sigint
 
 __all__ = ["main", "build_parser"]
 
@@ -90,6 +89,31 @@ def _warn_if_busy(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``cellnas`` command. Ctrl-C at any point (parsing, the imports of torch, set-up) ends with one line and
+    exit status 130, never a traceback (``--debug`` shows it)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before (or after) the command's own handler in _main applies
+        words = list(sys.argv[1:] if argv is None else argv)
+        if "--debug" in words:
+            raise
+        print(f"{_command_of(words)}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _command_of(words: list[str]) -> str:
+    """``cellnas <command>`` as the command line names it, without parsing it (``cellnas`` when it names none)."""
+    for word in words:
+        if word == "--":
+            break
+        if not word.startswith("-"):
+            return f"cellnas {word}" if word.isidentifier() or word.replace("-", "_").isidentifier() else "cellnas"
+    return "cellnas"
+
+
+def _main(argv: list[str] | None) -> int:
+    from cellnas.runs import RunInterrupted, Termination, sigterm_as_sigint  # here: a Ctrl-C meanwhile is caught
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

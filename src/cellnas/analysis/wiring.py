@@ -52,12 +52,15 @@ plain comparison.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from cellnas.errors import GenotypeError, RunError
 from cellnas.genotype import edge_pairs, parse_edge, searched_cell_types
+from cellnas.runs import read_json_object, search_run
 
 __all__ = ["DEFAULT_MARGIN", "ablated_weights", "run_ablations", "selected_mask", "selection_times",
            "wiring_summary", "load_run"]
@@ -139,22 +142,47 @@ def ablated_weights(history: np.ndarray, ops, ablation: dict | None) -> np.ndarr
 
 def load_run(run_dir: str | Path) -> dict:
     """A search run directory's records: softmax(α) history, config, metrics and (``wiring``, None when absent)
-    the arrays of ``wiring.npz``."""
+    the arrays of ``wiring.npz``. A missing or damaged record is a :class:`RunError` naming the file."""
     run_dir = Path(run_dir)
     if not (run_dir / "alphas_history.npz").is_file():
+        if (run_dir / "checkpoint.pt").is_file() or search_run(run_dir) is not None:
+            raise RunError(f"{run_dir} is a search run that has not finished an epoch yet (no alphas_history.npz); "
+                           f"continue it with `cellnas search --resume {run_dir}`, then analyse it")  # fmt: skip
         raise RunError(f"{run_dir} is not a search run directory (no alphas_history.npz)")
-    hist = np.load(run_dir / "alphas_history.npz")
-    config = json.loads((run_dir / "config.json").read_text())
+    hist = _load_npz(run_dir / "alphas_history.npz")
+    config = read_json_object(run_dir / "config.json")
+    if config is None:
+        raise RunError(f"{run_dir / 'config.json'} is missing or damaged; a search run directory needs the "
+                       "config.json its search wrote")  # fmt: skip
     metrics = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        raise RunError(f"cannot read {run_dir / 'metrics.jsonl'}: {exc.strerror or exc}; "
+                       f"`cellnas search --resume {run_dir}` continues the run and rewrites it") from None
+    for line in lines:
         try:
-            metrics.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            metrics.append(record)
     # the per-cell costs and output-level statistics of --record-wiring (search.wiring.CostRecorder.arrays)
     wiring = run_dir / "wiring.npz"
-    arrays = dict(np.load(wiring)) if wiring.is_file() else None
+    arrays = _load_npz(wiring) if wiring.is_file() else None
     return {"dir": run_dir, "history": hist, "config": config, "metrics": metrics, "wiring": arrays}
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` file ``path``, read now (``np.load`` reads lazily): a truncated or otherwise
+    damaged file is a one-line :class:`RunError` naming it, never a traceback from deep in the analysis."""
+    try:
+        with np.load(path) as data:
+            return {name: data[name] for name in data.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise RunError(f"{path} is damaged ({why}); `cellnas search --resume {path.parent}` rewrites it from the "
+                       "run's checkpoint") from None
 
 
 def wiring_summary(run: dict, margin: float = DEFAULT_MARGIN) -> dict:

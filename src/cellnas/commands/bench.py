@@ -170,6 +170,8 @@ def run_search_step(args) -> int:
     from cellnas.bench.search_step import bench_search_step
 
     _check(args)
+    if args.hvp != "fd" and args.order != 2:  # the wording of `cellnas search` (search.config)
+        raise CellnasError(f"--hvp {args.hvp} needs --order 2 (first order computes no Hessian-vector product)")
     if args.schedule == "processes" and not args.baseline:
         raise CellnasError("--schedule processes needs --baseline (it says how the two are timed)")
     if args.baseline and args.layers < 3:

@@ -47,6 +47,7 @@ from cellnas.errors import CellnasError, RunError
 from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
 from cellnas.runs import (
+    LOCK_FILE,
     RunInterrupted,
     StopFlag,
     WriteFailed,
@@ -64,7 +65,6 @@ from cellnas.runs import (
     read_json_object,
     read_metrics,
     record_session,
-    remove_if_empty,
     restore_rng_state,
     resume_lock,
     run_lock,
@@ -598,12 +598,13 @@ def train(
             return _train(_resume(run_dir, genotype, overrides), t_start)
     if genotype is None:
         raise CellnasError("train needs a genotype (a zoo name such as DARTS_V2, a file or a run directory)")
+    new_dirs = missing_dirs(out)
     g, cfg, run_dir = start(genotype, config, preset, overrides, out)
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(run_lock(run_dir))
         except WriteFailed as exc:  # the lock file could not be written (a full disk): nothing else is there
-            remove_if_empty(run_dir)
+            undo_start(run_dir, new_dirs, fresh=out is None or run_dir in new_dirs)
             raise _not_started(exc, run_dir) from None
         try:
             job = _Training(g, cfg, run_dir)
@@ -615,12 +616,43 @@ def train(
             job.save_checkpoint()
         except BaseException as exc:
             # nothing to resume from yet: leave no half-written directory behind (it was empty when this process
-            # took its lock, so every file in it is this start's)
-            remove_if_empty(run_dir, written=_START_FILES)
+            # took its lock, so every file in it is this start's); a directory the user made before is kept
+            undo_start(run_dir, new_dirs, _START_FILES, fresh=out is None or run_dir in new_dirs)
             if isinstance(exc, WriteFailed):
                 raise _not_started(exc, run_dir) from None
             raise
         return _train(job, t_start)
+
+
+def missing_dirs(out: str | Path | None, root: str | Path = "runs") -> list[Path]:
+    """The directories a fresh run's :func:`~cellnas.runs.new_run_dir` will create, deepest first: ``out`` and
+    its missing parents (``out=None``: the missing parents of ``root``; the timestamped directory itself is always
+    new and is not listed). Computed before the run directory is made, for :func:`undo_start`."""
+    path = Path(root) if out is None else Path(out)
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def undo_start(run_dir: Path, new_dirs: list[Path], written: tuple[str, ...] = (), *, fresh: bool) -> None:
+    """Take back a start that failed before training: remove ``written`` (the files it wrote into ``run_dir``, which
+    it found empty) and its lock file, then ``run_dir`` when this start created it (``fresh``) and the parents in
+    ``new_dirs`` (:func:`missing_dirs`), each only once empty. A directory that existed before (an empty ``--out``
+    the user made) is kept; anything else in a directory keeps it."""
+    try:
+        for name in written:
+            (run_dir / name).unlink(missing_ok=True)
+        if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
+            (run_dir / LOCK_FILE).unlink()
+    except OSError:
+        return
+    for d in ([run_dir] if fresh and run_dir not in new_dirs else []) + new_dirs:
+        try:
+            d.rmdir()
+        except OSError:  # not empty (or already gone): kept
+            pass
 
 
 def _not_started(exc: WriteFailed, run_dir: Path) -> RunError:

@@ -23,7 +23,7 @@ from cellnas._config import absolute_paths
 from cellnas.errors import CellnasError, RunError
 from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
-from cellnas.runs import atomic_write_json, now_iso, record_session, run_lock, write_meta
+from cellnas.runs import LOCK_FILE, atomic_write_json, now_iso, record_session, run_lock, write_meta
 from cellnas.schedule import resolve_device
 from cellnas.train.config import TrainConfig
 from cellnas.train.final import FINAL, evaluate
@@ -32,8 +32,10 @@ from cellnas.train.loop import (
     RESUME_OVERRIDES,
     TrainInterrupted,
     TrainResult,
+    missing_dirs,
     start,
     train,
+    undo_start,
 )
 
 __all__ = ["train_seeds", "evaluate_seeds", "seed_runs", "SeedsResult", "mean_std", "SEEDS_FILE"]
@@ -115,14 +117,27 @@ def train_seeds(
     if overrides.get("seed") is not None:
         raise CellnasError(f"--seed {overrides['seed']} cannot be combined with --seeds: each run takes its seed from "
                            "--seeds; drop --seed")  # fmt: skip
+    new_dirs = missing_dirs(out)
     g, base, parent = start(genotype, config, preset, overrides, out)
+    fresh = out is None or parent in new_dirs
     with run_lock(parent):
-        config_doc = {k: v for k, v in base.to_dict().items() if k != "seed"}  # each run's seed is its own
-        atomic_write_json(parent / SEEDS_FILE, {"seeds": seeds, "config": config_doc, "genotype": g.to_dict()})
-        save_genotype(g, parent / "genotype.json")
-        write_meta(parent, str(resolve_device(base.device)), {"kind": "train-seeds", "seeds": seeds,
-                                                              "genotype_hash": g.content_hash()})  # fmt: skip
-        return _train_seeds(parent, g, seeds, base, {})
+        try:
+            config_doc = {k: v for k, v in base.to_dict().items() if k != "seed"}  # each run's seed is its own
+            atomic_write_json(parent / SEEDS_FILE, {"seeds": seeds, "config": config_doc, "genotype": g.to_dict()})
+            save_genotype(g, parent / "genotype.json")
+            write_meta(parent, str(resolve_device(base.device)), {"kind": "train-seeds", "seeds": seeds,
+                                                                  "genotype_hash": g.content_hash()})  # fmt: skip
+            return _train_seeds(parent, g, seeds, base, {})
+        except BaseException:
+            # no seed got as far as its first checkpoint (a missing data set, a bad config): nothing to resume, so
+            # leave no directory behind; once a seed-<s> folder is there, everything is kept for --resume
+            if parent.is_dir() and {p.name for p in parent.iterdir()} <= {*_START_FILES, LOCK_FILE}:
+                undo_start(parent, new_dirs, _START_FILES, fresh=fresh)
+            raise
+
+
+#: The files :func:`train_seeds` writes into the parent directory before the first seed starts.
+_START_FILES = (SEEDS_FILE, "genotype.json", "meta.json")
 
 
 def _train_seeds(parent: Path, g: Genotype, seeds: list[int], base: TrainConfig, changes: dict) -> SeedsResult:
