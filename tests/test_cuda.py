@@ -60,6 +60,7 @@ def test_supernet_loss_and_every_gradient_match_the_cpu():
         grads.append((loss, torch.autograd.grad(loss, params)))
     _close(grads[1][0], grads[0][0], "loss")
     names = ["alphas_normal", "alphas_reduce"] + [n for n, _ in cpu.named_parameters() if "alphas" not in n]
+    assert len(names) == len(grads[0][1]) == len(grads[1][1])  # every parameter compared, by name
     for name, g_dev, g_cpu in zip(names, grads[1][1], grads[0][1]):
         _close(g_dev, g_cpu, name)
 
