@@ -11,6 +11,8 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 # extra pip options for the torch install, e.g. TORCH_PIP="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP ?=
+# the suite runs in PYTEST_WORKERS processes (pytest-xdist; each test uses one thread): 2 halves its time on 2 cores
+PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
 .PHONY: demo test install dev lint bench clean
@@ -43,7 +45,7 @@ lint: $(VENV)/.dev
 
 test: $(VENV)/.dev
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(BIN)/cellnas bench search-step --order 1 --baseline
