@@ -107,7 +107,7 @@ def _command_of(words: list[str]) -> str:
         if word == "--":
             break
         if not word.startswith("-"):
-            return f"cellnas {word}" if word.isidentifier() or word.replace("-", "_").isidentifier() else "cellnas"
+            return f"cellnas {word}" if word.replace("-", "_").isidentifier() else "cellnas"
     return "cellnas"
 
 
