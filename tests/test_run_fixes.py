@@ -216,7 +216,10 @@ def test_resuming_a_run_in_a_read_only_directory(tmp_path, monkeypatch, capsys):
     _read_only_lock(monkeypatch)
     assert main(["train", "--resume", str(train_run)]) == 0  # finished: its summary, nothing to write
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"run          {train_run}"
-    for argv in (["train", "--resume", str(train_run), "--epochs", "2"], ["search", "--resume", str(search_run)]):
+    assert main(["search", "--resume", str(search_run)]) == 0  # likewise
+    assert str(search_run) in capsys.readouterr().out
+    for argv in (["train", "--resume", str(train_run), "--epochs", "2"],
+                 ["search", "--resume", str(search_run), "--epochs", "2"]):  # fmt: skip
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "is read-only (Read-only file system)" in err and "cp -r" in err, err

@@ -50,6 +50,9 @@ __all__ = [
     "atomic_write_json",
     "atomic_torch_save",
     "new_run_dir",
+    "missing_dirs",
+    "undo_start",
+    "lock_holder",
     "write_meta",
     "record_session",
     "non_finite_tensor",
@@ -248,9 +251,13 @@ def new_run_dir(out: str | os.PathLike | None, kind: str, root: str | os.PathLik
                 f"run directory {path} already exists and is not empty; choose another --out, "
                 f"or continue it with --resume {path}"
             )
+    created = missing_dirs(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+    except OSError as exc:  # a name too long, a full disk: the parents made on the way are taken back
+        for d in created:
+            with contextlib.suppress(OSError):
+                d.rmdir()
         raise RunError(f"cannot create run directory {path}: {exc.strerror or exc}") from None
     return path
 
@@ -433,7 +440,7 @@ class StopFlag:
 LOCK_FILE = ".lock"
 
 
-def _lock_holder(run_dir: str | os.PathLike) -> str | None:
+def lock_holder(run_dir: str | os.PathLike) -> str | None:
     """The pid of the process holding ``run_dir``'s lock (:func:`run_lock`), ``None`` when none does (or there is no
     lock file). Creates and writes nothing."""
     try:
@@ -465,7 +472,7 @@ def _stopped_before_checkpoint(run_dir: Path, kind: str, checkpoint: str = "chec
         return None
     if (run_dir / checkpoint).exists():
         return None
-    holder = _lock_holder(run_dir)
+    holder = lock_holder(run_dir)
     if holder is not None:  # not stopped: the caller's run_lock (or the next attempt) names the holder
         return None
     stopped = meta.get("stopped")
@@ -685,7 +692,7 @@ def load_checkpoint(run_dir: str | os.PathLike, *, kind: str, version: int, name
     if not run_dir.is_dir():
         raise RunError(f"cannot resume: {run_dir} is not a directory")
     if not path.is_file():
-        holder = _lock_holder(run_dir)
+        holder = lock_holder(run_dir)
         if holder is not None:
             raise RunError(f"cannot resume {run_dir}: it is in use by another cellnas process (pid {holder}) that has "
                            "written no checkpoint yet; wait for it to stop (or stop it with Ctrl-C)")  # fmt: skip
@@ -708,19 +715,39 @@ def load_checkpoint(run_dir: str | os.PathLike, *, kind: str, version: int, name
     return state
 
 
-def remove_if_empty(path: Path, written: tuple[str, ...] = ()) -> None:
-    """Remove a run directory that a failed start left empty, or holding only its lock file (never one with other
-    files in it). ``written``: names of files the failed start wrote itself into the directory it found empty
-    (its ``config.json`` before its first checkpoint), removed first; anything else keeps the directory."""
+def missing_dirs(out: str | os.PathLike | None, root: str | os.PathLike = "runs") -> list[Path]:
+    """The directories a fresh run's :func:`new_run_dir` will create, deepest first: ``out`` and its missing
+    parents (``out=None``: ``root`` and its missing parents; the timestamped directory is always new and is not
+    listed). Computed before the run directory is made, for :func:`undo_start`."""
+    path = Path(root) if out is None else Path(out)
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def undo_start(run_dir: Path, new_dirs: list[Path], written: tuple[str, ...] = (), *, fresh: bool) -> None:
+    """Take back a start that failed before its first checkpoint, so that it leaves no directory behind.
+
+    Removes ``written`` (the files the start wrote into ``run_dir``, which it found empty) and then the lock file
+    when nothing else is left, then ``run_dir`` when this start created it (``fresh``) and the parents in
+    ``new_dirs`` (:func:`missing_dirs`, taken before ``run_dir`` was made), each only once empty. A directory that
+    existed before (an empty ``--out`` the user made) is kept; anything else in a directory keeps it. Never raises:
+    what cannot be removed stays.
+    """
     try:
         for name in written:
-            (path / name).unlink(missing_ok=True)
-        if path.is_dir() and [p.name for p in path.iterdir()] == [LOCK_FILE]:
-            (path / LOCK_FILE).unlink()
-        if path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
+            (run_dir / name).unlink(missing_ok=True)
+        if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
+            (run_dir / LOCK_FILE).unlink()
     except OSError:
-        pass
+        return
+    for d in ([run_dir] if fresh and run_dir not in new_dirs else []) + new_dirs:
+        try:
+            d.rmdir()
+        except OSError:  # not empty (or already gone): kept
+            pass
 
 
 #: Keys of a search config that a training config lacks: a config.json with them is a search's.

@@ -11,7 +11,9 @@ lr_e = lr_min + (lr - lr_min)(1 + cos(π e / E)) / 2.
 Everything needed to continue is in ``checkpoint.pt`` (weights and α, both optimisers, the
 loaders' positions and generators, RNG states, histories), written atomically at the end of
 every epoch (and every ``checkpoint_every`` steps). A run killed at any moment and resumed
-ends bit-identical, on CPU, to the same run never interrupted.
+ends bit-identical, on CPU, to the same run never interrupted. Resuming a finished search (without a larger
+``epochs``) reads its result from its files and writes nothing, so it works in a read-only directory too. A start
+that fails before its first checkpoint takes back the directories it made (:func:`~cellnas.runs.undo_start`).
 """
 
 from __future__ import annotations
@@ -43,20 +45,23 @@ from cellnas.runs import (
     check_same_data,
     data_fingerprint,
     load_checkpoint,
+    lock_holder,
+    missing_dirs,
     new_run_dir,
     non_finite_tensor,
     now_iso,
     position,
+    read_json_object,
     read_metrics,
     record_session,
     record_stop,
-    remove_if_empty,
     restore_rng_state,
     resume_lock,
     rng_state,
     run_lock,
     saved_config_refused,
     truncate_metrics,
+    undo_start,
     write_meta,
 )
 from cellnas.schedule import amp_dtype, autocast, cosine_lr, resolve_device
@@ -527,6 +532,9 @@ def search(
     with contextlib.ExitStack() as held:
         if resume is not None:
             run_dir = Path(resume)
+            done = _finished_result(run_dir, overrides, t_start)
+            if done is not None:  # nothing to search or write: no lock either (a read-only copy reads as well)
+                return done
             job = _resume(run_dir, overrides, held)
         else:
             cfg = config if config is not None else resolve_config(preset, overrides)
@@ -535,17 +543,17 @@ def search(
             if "normal" in cfg.unsearched:  # once per run: said when it starts, not again on every --resume
                 log.warning("%s; the normal cell in genotype.json is derived from untrained α and marked as not "
                             "searched", cfg.why_unsearched())  # fmt: skip
-            run_dir = _new_locked_run_dir(out, held)
+            new_dirs = missing_dirs(out)
+            run_dir = _new_locked_run_dir(out, held, new_dirs)
             try:
                 job = _Search(cfg, run_dir)
-            except BaseException:
-                remove_if_empty(run_dir)  # this start wrote nothing but its lock: leave no directory
-                raise
-            try:
                 atomic_write_json(run_dir / "config.json", cfg.to_dict())
                 write_meta(run_dir, str(job.device), {"kind": "search"})
-            except WriteFailed:  # a full disk before the run started: leave no half-written directory
-                remove_if_empty(run_dir, written=("config.json", "meta.json"))
+            except BaseException:
+                # nothing to resume from yet (data not found, a full disk): leave no directory behind, runs/ and the
+                # parents of --out this start made included (run_dir was empty when this process took its lock, so
+                # every file in it is this start's); a directory the user made before is kept
+                undo_start(run_dir, new_dirs, _START_FILES, fresh=out is None or run_dir in new_dirs)
                 raise
             warn_short_nodes = getattr(job.model, "warn_short_nodes", None)  # edge ablations (search.wiring)
             if warn_short_nodes is not None:
@@ -582,19 +590,8 @@ def _resume(run_dir: Path, overrides: dict, held: contextlib.ExitStack) -> _Sear
     written; ``config.json`` rewritten as the run now continues (an extended ``epochs``)."""
     held.enter_context(resume_lock(run_dir, CHECKPOINT))
     state = load_checkpoint(run_dir, kind="search", version=CHECKPOINT_VERSION)
-    saved = dict(state["config"])
-    if saved.get("order") == 1 and saved.get("hvp") == "exact":  # accepted (and ignored) before 2026-12-02
-        log.warning("%s was saved with --hvp exact at order 1, where it has no effect; resuming with fd", run_dir)
-        saved["hvp"] = "fd"
-    given = {k: v for k, v in overrides.items() if k in RESUME_OVERRIDES and v is not None}
-    try:
-        cfg = resolve_config(None, {**saved, **given})
-    except CellnasError as exc:
-        try:
-            resolve_config(None, saved)
-        except CellnasError as old:  # a value an earlier cellnas accepted and this one checks
-            raise saved_config_refused(run_dir, old) from None
-        raise CellnasError(f"cannot resume {run_dir}: {exc}") from None  # the command line's value is to blame
+    cfg = _resume_config(run_dir, state, overrides)
+    saved = state["config"]
     started = state["epoch"] + (1 if state["step_in_epoch"] else 0)
     if cfg.epochs < started:
         raise CellnasError(f"--epochs {cfg.epochs} is fewer than the {started} epochs {run_dir} has already run "
@@ -606,12 +603,66 @@ def _resume(run_dir: Path, overrides: dict, held: contextlib.ExitStack) -> _Sear
                     state["config"].get("data_dir"), cfg.data_dir)  # fmt: skip
     truncate_metrics(run_dir, job.epoch)
     atomic_write_json(run_dir / "config.json", cfg.to_dict())  # --epochs and --data-dir as the run now goes on
-    if cfg.epochs != int(saved_epochs := state["config"]["epochs"]) and state["epoch"]:
+    if cfg.epochs != int(saved_epochs := saved["epochs"]) and state["epoch"]:
         _say_new_epochs(run_dir, cfg, int(saved_epochs), state["epoch"])  # only once config.json says so
     record_session(run_dir, str(job.device), {"epoch": job.epoch, "step_in_epoch": job.step_in_epoch,
                                               "position": job.position()})  # fmt: skip
     log.info("resuming %s %s", run_dir, job.position())
     return job
+
+
+def _resume_config(run_dir: Path, state: dict, overrides: dict) -> SearchConfig:
+    """The config a resume of ``run_dir`` goes on with: its checkpoint's, with the :data:`RESUME_OVERRIDES` given. A
+    value refused is blamed on the command line, or on the saved config when this cellnas refuses that now."""
+    saved = dict(state["config"])
+    if saved.get("order") == 1 and saved.get("hvp") == "exact":  # accepted (and ignored) before 2026-12-02
+        log.warning("%s was saved with --hvp exact at order 1, where it has no effect; resuming with fd", run_dir)
+        saved["hvp"] = "fd"
+    given = {k: v for k, v in overrides.items() if k in RESUME_OVERRIDES and v is not None}
+    try:
+        return resolve_config(None, {**saved, **given})
+    except CellnasError as exc:
+        try:
+            resolve_config(None, saved)
+        except CellnasError as old:  # a value an earlier cellnas accepted and this one checks
+            raise saved_config_refused(run_dir, old) from None
+        raise CellnasError(f"cannot resume {run_dir}: {exc}") from None  # the command line's value is to blame
+
+
+def _finished_result(run_dir: Path, overrides: dict, t_start: float) -> SearchResult | None:
+    """The result of a finished search read from its files, writing nothing, as :func:`_finish` left them; ``None``
+    when there is more to do and :func:`_resume` goes on: the last session did not write its final files (no
+    ``end_time`` in ``meta.json``), a larger ``--epochs`` extends the run, another process holds its lock (the
+    resume then names it), a file is missing or damaged (the resume writes it again), or plots are asked for."""
+    meta = read_json_object(run_dir / "meta.json")
+    written = read_json_object(run_dir / "config.json")
+    if meta is None or not meta.get("end_time") or written is None or not (run_dir / CHECKPOINT).is_file():
+        return None
+    if overrides.get("epochs") not in (None, written.get("epochs")) or overrides.get("plots"):
+        return None
+    if lock_holder(run_dir) is not None:
+        return None
+    state = load_checkpoint(run_dir, kind="search", version=CHECKPOINT_VERSION)
+    epochs = state["epoch"]
+    if state["step_in_epoch"] or not epochs == state["config"].get("epochs") == written.get("epochs"):
+        return None
+    metrics = read_metrics(run_dir)[:epochs]
+    try:
+        genotype = Genotype.from_dict(read_json_object(run_dir / "genotype.json"))
+        with np.load(run_dir / "alphas.npz") as raw:  # softmax(α) as _Search._softmax_alphas computes it
+            alphas = {name: F.softmax(torch.from_numpy(raw[name]).float(), dim=-1).numpy()
+                      for name in ("normal", "reduce")}  # fmt: skip
+    except Exception:  # noqa: BLE001 - a missing or damaged file: the resume writes it again
+        return None
+    if not metrics or len(metrics) < epochs or metrics[-1].get("genotype") != genotype.to_dict():
+        return None
+    cfg = _resume_config(run_dir, state, overrides)  # a bad value on the command line is refused as by a resume
+    log.info("%s has finished its %d epochs: its result, read from its files (--epochs N to extend it)", run_dir,
+             epochs)  # fmt: skip
+    return SearchResult(
+        genotype=genotype, run_dir=run_dir, metrics=metrics, alphas=alphas, seconds=time.perf_counter() - t_start,
+        config=cfg, search_seconds=float(state["elapsed"]), resumed=True,
+    )  # fmt: skip
 
 
 def _write_failed(run_dir: Path, exc: WriteFailed) -> RunError:
@@ -638,13 +689,18 @@ def _say_new_epochs(run_dir: Path, cfg: SearchConfig, before: int, done: int) ->
     )  # fmt: skip
 
 
-def _new_locked_run_dir(out: str | Path | None, held: contextlib.ExitStack) -> Path:
-    """A fresh run directory (:func:`new_run_dir`) with its lock taken (in ``held``)."""
+#: The files a fresh search writes before its first checkpoint (removed again when it cannot start).
+_START_FILES = ("config.json", "meta.json")
+
+
+def _new_locked_run_dir(out: str | Path | None, held: contextlib.ExitStack, new_dirs: list[Path]) -> Path:
+    """A fresh run directory (:func:`new_run_dir`) with its lock taken (in ``held``); ``new_dirs``: the directories
+    it creates (:func:`~cellnas.runs.missing_dirs`), removed again when the lock cannot be taken."""
     run_dir = new_run_dir(out, "search")
     try:
         held.enter_context(run_lock(run_dir, new=True))
     except WriteFailed:  # the lock file could not be written (a full disk): nothing else is there
-        remove_if_empty(run_dir)
+        undo_start(run_dir, new_dirs, fresh=out is None or run_dir in new_dirs)
         raise
     return run_dir
 

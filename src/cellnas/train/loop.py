@@ -47,7 +47,6 @@ from cellnas.errors import CellnasError, RunError
 from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
 from cellnas.runs import (
-    LOCK_FILE,
     RunInterrupted,
     StopFlag,
     WriteFailed,
@@ -58,6 +57,7 @@ from cellnas.runs import (
     check_same_data,
     data_fingerprint,
     load_checkpoint,
+    missing_dirs,
     new_run_dir,
     non_finite_tensor,
     now_iso,
@@ -70,6 +70,7 @@ from cellnas.runs import (
     run_lock,
     saved_config_refused,
     truncate_metrics,
+    undo_start,
     write_meta,
 )
 from cellnas.schedule import resolve_device
@@ -622,37 +623,6 @@ def train(
                 raise _not_started(exc, run_dir) from None
             raise
         return _train(job, t_start)
-
-
-def missing_dirs(out: str | Path | None, root: str | Path = "runs") -> list[Path]:
-    """The directories a fresh run's :func:`~cellnas.runs.new_run_dir` will create, deepest first: ``out`` and
-    its missing parents (``out=None``: the missing parents of ``root``; the timestamped directory itself is always
-    new and is not listed). Computed before the run directory is made, for :func:`undo_start`."""
-    path = Path(root) if out is None else Path(out)
-    missing = []
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    return missing
-
-
-def undo_start(run_dir: Path, new_dirs: list[Path], written: tuple[str, ...] = (), *, fresh: bool) -> None:
-    """Take back a start that failed before training: remove ``written`` (the files it wrote into ``run_dir``, which
-    it found empty) and its lock file, then ``run_dir`` when this start created it (``fresh``) and the parents in
-    ``new_dirs`` (:func:`missing_dirs`), each only once empty. A directory that existed before (an empty ``--out``
-    the user made) is kept; anything else in a directory keeps it."""
-    try:
-        for name in written:
-            (run_dir / name).unlink(missing_ok=True)
-        if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
-            (run_dir / LOCK_FILE).unlink()
-    except OSError:
-        return
-    for d in ([run_dir] if fresh and run_dir not in new_dirs else []) + new_dirs:
-        try:
-            d.rmdir()
-        except OSError:  # not empty (or already gone): kept
-            pass
 
 
 def _not_started(exc: WriteFailed, run_dir: Path) -> RunError:

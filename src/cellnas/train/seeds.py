@@ -23,7 +23,16 @@ from cellnas._config import absolute_paths
 from cellnas.errors import CellnasError, RunError
 from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
-from cellnas.runs import LOCK_FILE, atomic_write_json, now_iso, record_session, run_lock, write_meta
+from cellnas.runs import (
+    LOCK_FILE,
+    atomic_write_json,
+    missing_dirs,
+    now_iso,
+    record_session,
+    run_lock,
+    undo_start,
+    write_meta,
+)
 from cellnas.schedule import resolve_device
 from cellnas.train.config import TrainConfig
 from cellnas.train.final import FINAL, evaluate
@@ -32,10 +41,8 @@ from cellnas.train.loop import (
     RESUME_OVERRIDES,
     TrainInterrupted,
     TrainResult,
-    missing_dirs,
     start,
     train,
-    undo_start,
 )
 
 __all__ = ["train_seeds", "evaluate_seeds", "seed_runs", "SeedsResult", "mean_std", "SEEDS_FILE"]
