@@ -221,3 +221,30 @@ def test_sigterm_still_stops_a_process_whose_ctrl_c_is_ignored(tmp_path):
     """)
     proc = subprocess.run([sys.executable, "-c", script], timeout=60)
     assert proc.returncode == 7
+
+
+@pytest.mark.parametrize("kind", ["search", "train"])
+def test_sigterm_in_the_last_step_lets_the_run_finish_and_says_so(tmp_path, monkeypatch, capsys, caplog, kind):
+    # the loop stops after the step in which the signal came: after the last one that is the end of the run, which
+    # then finishes normally (exit 0, complete results) instead of keeping a checkpoint with nothing left to resume
+    from cellnas.train import loop as train_loop
+
+    out = tmp_path / "run"
+    cls = search_loop._Search if kind == "search" else train_loop._Training
+    real_step = cls.step
+    last = 1  # two steps of one epoch
+
+    def terminated_step(self, *args):
+        real_step(self, *args)
+        if self.global_step == last:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(cls, "step", terminated_step)
+    net = ["--no-progress", "--no-plots", "-C", "4", "-L", "3", "--batch-size", "32", "--steps-per-epoch", "2",
+           "--epochs", "1", "--out", str(out)]  # fmt: skip
+    argv = ["search", *net] if kind == "search" else ["train", "DARTS_V2", "--dataset", "digits", *net]
+    assert main(argv) == 0
+    assert "the stop came during the run's last step" in caplog.text
+    assert "Traceback" not in capsys.readouterr().err
+    last = 0  # a stop in an earlier step still interrupts
+    assert main([*argv[:-1], str(tmp_path / "again")]) == 143

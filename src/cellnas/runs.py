@@ -31,6 +31,7 @@ from cellnas.errors import CellnasError, RunError
 
 __all__ = [
     "StopFlag",
+    "LAST_STEP_STOP",
     "RunInterrupted",
     "WriteFailed",
     "ReadOnlyRun",
@@ -403,6 +404,11 @@ class RunInterrupted(RunError):
 
 def _signal_name(signum) -> str:
     return "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+
+
+#: Said when a stop (Ctrl-C, SIGTERM) arrives during a run's last step: the loop stops after that step, which ends
+#: the run, so it finishes normally (exit status 0) and there is nothing to resume.
+LAST_STEP_STOP = "the stop came during the run's last step: the run is complete, so it finishes (nothing to resume)"
 
 
 class StopFlag:

@@ -33,6 +33,7 @@ from cellnas.errors import CellnasError, RunError
 from cellnas.formats import save_genotype
 from cellnas.genotype import Genotype
 from cellnas.runs import (
+    LAST_STEP_STOP,
     Diverged,
     RunInterrupted,
     StopFlag,
@@ -492,6 +493,8 @@ class _Search:
                 raise self._interrupted()
         if bar is not None:
             bar.close()
+        if stop.requested:
+            log.warning(LAST_STEP_STOP)
 
 
 def genotype_summary(g: Genotype, unsearched: tuple[str, ...] = ()) -> str:

@@ -47,6 +47,7 @@ from cellnas.errors import CellnasError, RunError
 from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
 from cellnas.runs import (
+    LAST_STEP_STOP,
     RunInterrupted,
     StopFlag,
     WriteFailed,
@@ -329,6 +330,8 @@ class _Training:
                     self._run_epoch(stop, bar)
                     if stop.requested and self.epoch < cfg.epochs:
                         raise self._interrupted()
+                if stop.requested:
+                    log.warning(LAST_STEP_STOP)
             finally:
                 if bar is not None:
                     bar.close()
