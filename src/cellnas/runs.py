@@ -51,6 +51,9 @@ __all__ = [
     "atomic_write_json",
     "atomic_torch_save",
     "new_run_dir",
+    "run_kind",
+    "other_kind_error",
+    "is_search_config",
     "missing_dirs",
     "undo_start",
     "lock_holder",
@@ -248,10 +251,7 @@ def new_run_dir(out: str | os.PathLike | None, kind: str, root: str | os.PathLik
             if stopped is not None:
                 raise RunError(f"--out {path} holds a {kind} run that {stopped}; choose another --out, or remove "
                                f"{path} and start again")  # fmt: skip
-            raise RunError(
-                f"run directory {path} already exists and is not empty; choose another --out, "
-                f"or continue it with --resume {path}"
-            )
+            raise RunError(_not_empty(path, kind))
     created = missing_dirs(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -261,6 +261,50 @@ def new_run_dir(out: str | os.PathLike | None, kind: str, root: str | os.PathLik
                 d.rmdir()
         raise RunError(f"cannot create run directory {path}: {exc.strerror or exc}") from None
     return path
+
+
+#: The kinds of run directory (``meta.json``'s ``"kind"``): what each is called, and the command that resumes it.
+_RUN_KINDS: dict[str, tuple[str, str]] = {
+    "train": ("`cellnas train` run", "cellnas train"),
+    "train-seeds": ("`cellnas train --seeds` run", "cellnas train"),
+    "search": ("`cellnas search` run", "cellnas search"),
+}
+
+
+def run_kind(run_dir: str | os.PathLike) -> str | None:
+    """The kind of run ``run_dir`` holds: ``"train"``, ``"train-seeds"`` or ``"search"`` as its ``meta.json``
+    records it (:func:`write_meta`), or, without a readable ``meta.json``, ``"search"`` when its ``config.json`` is a
+    search config (:func:`is_search_config`); ``None`` for anything else. Reads two small files, no checkpoint."""
+    run_dir = Path(run_dir)
+    meta = read_json_object(run_dir / "meta.json")
+    if meta is not None:
+        kind = meta.get("kind")
+        return kind if isinstance(kind, str) and kind in _RUN_KINDS else None
+    config = read_json_object(run_dir / "config.json")
+    return "search" if config is not None and is_search_config(config) else None
+
+
+def _not_empty(path: Path, kind: str) -> str:
+    """Why a fresh ``kind`` run cannot start in the non-empty directory ``path``, and what the user may do instead:
+    resume the run that is there, with the command that resumes its kind (a search is no train run to resume)."""
+    found = run_kind(path)
+    if found is None:
+        return (f"run directory {path} already exists and is not empty (it holds no cellnas run); choose another "
+                "--out (a new or empty directory)")  # fmt: skip
+    name, command = _RUN_KINDS[found]
+    if found == kind:
+        return (f"run directory {path} already exists and is not empty; choose another --out, or continue it with "
+                f"`{command} --resume {path}`")  # fmt: skip
+    return (f"run directory {path} already exists and holds a {name}; choose another --out, or continue that run "
+            f"with `{command} --resume {path}`")  # fmt: skip
+
+
+def other_kind_error(run_dir: str | os.PathLike, found: str, kind: str) -> RunError:
+    """The error for resuming ``run_dir``, a run of kind ``found``, as a ``kind`` run: names what it is and the
+    command that resumes it."""
+    name, command = _RUN_KINDS[found]
+    return RunError(f"cannot resume {run_dir}: it is a {name}, not a {_RUN_KINDS[kind][0]}; resume it with "
+                    f"`{command} --resume {run_dir}`")  # fmt: skip
 
 
 def git_commit() -> str | None:
@@ -697,6 +741,9 @@ def load_checkpoint(run_dir: str | os.PathLike, *, kind: str, version: int, name
     path = run_dir / name
     if not run_dir.is_dir():
         raise RunError(f"cannot resume: {run_dir} is not a directory")
+    found = run_kind(run_dir)
+    if found is not None and found != kind and kind in _RUN_KINDS:
+        raise other_kind_error(run_dir, found, kind)
     if not path.is_file():
         holder = lock_holder(run_dir)
         if holder is not None:
@@ -711,6 +758,9 @@ def load_checkpoint(run_dir: str | os.PathLike, *, kind: str, version: int, name
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
         raise RunError(f"cannot resume: {path} is corrupt or unreadable ({type(exc).__name__})") from None
+    found = state.get("kind") if isinstance(state, dict) else None
+    if isinstance(found, str) and found != kind and found in _RUN_KINDS and kind in _RUN_KINDS:  # no meta.json
+        raise other_kind_error(run_dir, found, kind)
     if (
         not isinstance(state, dict)
         or state.get("kind") != kind
@@ -758,6 +808,12 @@ def undo_start(run_dir: Path, new_dirs: list[Path], written: tuple[str, ...] = (
 
 #: Keys of a search config that a training config lacks: a config.json with them is a search's.
 _SEARCH_KEYS = ("arch_lr", "train_portion")
+
+
+def is_search_config(config: dict) -> bool:
+    """Whether ``config`` (a ``config.json`` read as a dict) is a search config: it has the keys of
+    :data:`_SEARCH_KEYS`, which a training config lacks."""
+    return all(k in config for k in _SEARCH_KEYS)
 
 
 _WARNED_UNFINISHED: set[tuple[str, int]] = set()
@@ -828,7 +884,7 @@ def search_run(genotype) -> SearchRun | None:
         return None
     if meta is not None and meta.get("kind") != "search":
         return None
-    if meta is None and not all(k in config for k in _SEARCH_KEYS):
+    if meta is None and not is_search_config(config):
         return None
     epochs_done = 1 + max((int(r["epoch"]) for r in read_metrics(path) if isinstance(r.get("epoch"), int)),
                           default=-1)  # fmt: skip

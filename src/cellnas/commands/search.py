@@ -154,7 +154,7 @@ def register(sub, formatter) -> None:
 def _overrides(args) -> dict:
     from cellnas.commands.train import _read_config_file  # one reader, one set of messages for both commands
 
-    values = _read_config_file(args.config) if args.config else {}
+    values = _read_config_file(args.config, "search") if args.config else {}
     for dest, name in _FIELDS.items():
         v = getattr(args, dest, None)
         if v is not None:

@@ -131,7 +131,13 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _read_config_file(path: str) -> dict:
+#: Keys every saved training config.json has and a search config lacks: a file with all of them is a training config.
+_TRAIN_KEYS = ("network", "auxiliary", "drop_path")
+
+
+def _read_config_file(path: str, command: str = "train") -> dict:
+    """The JSON object of ``--config path`` for ``cellnas <command>`` (``train`` or ``search``); a saved config of the
+    other command is refused in one line that says what to give instead."""
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -140,6 +146,19 @@ def _read_config_file(path: str) -> dict:
         raise CellnasError(f"--config {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(doc, dict):
         raise CellnasError(f"--config {path} must hold a JSON object of config keys")
+    from cellnas.runs import is_search_config, search_run
+
+    if command == "search":
+        if not is_search_config(doc) and all(k in doc for k in _TRAIN_KEYS):
+            raise CellnasError(f"--config {path} is a `cellnas train` config, not a search one; give a search config "
+                               "(a `cellnas search` run's config.json, or a file of search options)")  # fmt: skip
+        return doc
+    if is_search_config(doc):  # its search keys are no training keys: one line instead of a list of them
+        folder = Path(path).parent
+        how = (f"train the cell that search found with `cellnas train {folder}` (it trains on the search's dataset)"
+               if search_run(folder) is not None else "give a training config (a `cellnas train` run's config.json), "
+               "or train the cell of a search by giving its run directory as GENOTYPE")  # fmt: skip
+        raise CellnasError(f"--config {path} is a `cellnas search` config, not a training one; {how}")
     return doc
 
 

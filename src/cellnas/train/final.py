@@ -92,8 +92,27 @@ def save_final(
     )  # fmt: skip
 
 
-def load_final(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild the network stored in ``final.pt``; returns ``(model in eval mode on device, the file's dict)``."""
+def _rebuild_hint(path: Path) -> str:
+    """How to write a damaged ``final.pt`` again: resume its training run, whose checkpoint holds the final weights
+    (:func:`cellnas.train.train` rebuilds an unreadable ``final.pt`` of a finished run); ``""`` when ``path`` is not
+    in a training run directory with a checkpoint."""
+    from cellnas.runs import run_kind
+
+    run_dir = path.parent
+    checkpoint = run_dir / "checkpoint.pt"
+    if path.name != FINAL or not checkpoint.is_file() or run_kind(run_dir) != "train":
+        return ""
+    resume = run_dir.parent if (run_dir.parent / "seeds.json").is_file() else run_dir  # a --seeds run resumes whole
+    return f"; write it again from {checkpoint} with `cellnas train --resume {resume}`"
+
+
+def load_final(
+    path: str | Path, device: str | torch.device = "cpu", *, hint: bool = True
+) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the network stored in ``final.pt``; returns ``(model in eval mode on device, the file's dict)``.
+
+    A file that cannot be read, or that is no final.pt of this cellnas, raises :class:`RunError` in one line; with
+    ``hint``, one in a training run directory says how to write it again (``cellnas train --resume DIR``)."""
     from cellnas.network import build_network
 
     path = Path(path)
@@ -105,12 +124,13 @@ def load_final(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
             raise RunError(f"{path.parent} is the parent of a --seeds run: give one of its seed folders "
                            f"({', '.join(seeds)}), or test them all with `cellnas evaluate {path.parent}`")
         raise RunError(f"{path} does not exist; give the final.pt of a finished `cellnas train` run")
+    rebuild = _rebuild_hint(path) if hint else ""
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
-        raise RunError(f"cannot read {path}: not a readable cellnas final.pt ({type(exc).__name__})") from None
+        raise RunError(f"cannot read {path}: not a readable cellnas final.pt ({type(exc).__name__}){rebuild}") from None
     if not isinstance(doc, dict) or doc.get("format") != FINAL_FORMAT:
-        raise RunError(f"{path} is not a cellnas final.pt (no '{FINAL_FORMAT}' marker)")
+        raise RunError(f"{path} is not a cellnas final.pt (no '{FINAL_FORMAT}' marker){rebuild}")
     if doc.get("version") != FINAL_VERSION:
         raise RunError(f"{path} has final.pt version {doc.get('version')}; this cellnas reads version {FINAL_VERSION}")
     net = doc["network"]
@@ -121,7 +141,7 @@ def load_final(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     try:
         model.load_state_dict(doc["state_dict"])
     except RuntimeError as exc:
-        raise RunError(f"{path}: the weights do not fit the stored network arguments ({exc})") from None
+        raise RunError(f"{path}: the weights do not fit the stored network arguments ({exc}){rebuild}") from None
     return model.to(device).eval(), doc
 
 

@@ -20,11 +20,13 @@ At the end: ``final.pt`` (weights with their constructor arguments, :mod:`cellna
 ``summary.json`` and ``curves.png``. While a process trains in a run directory (fresh or resumed) it holds the
 directory's lock (:func:`cellnas.runs.run_lock`, the file ``.lock``): a second process resuming it fails at once
 naming the first, and writes nothing. Resuming a finished run (without a larger ``--epochs``) reads its summary
-from its files and writes nothing, so it works in a read-only directory too.
+from its files and writes nothing, so it works in a read-only directory too; only a ``final.pt`` that cannot be
+read back (a truncated copy) is written again, from the checkpoint, with a warning saying so.
 
 A resume records its session in ``meta.json`` (``sessions``), warns when ``--epochs`` changes the schedule of the
-epochs still to run, and refuses data that differ from the data the run trained on (the checkpoint holds a
-fingerprint of the images and labels, :func:`~cellnas.runs.data_fingerprint`).
+epochs still to run, refuses a value given on the command line that a fresh run refuses (``--epochs 0``, naming
+the flag) or fewer epochs than the run has run, and refuses data that differ from the data the run trained on
+(the checkpoint holds a fingerprint of the images and labels, :func:`~cellnas.runs.data_fingerprint`).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ from cellnas.runs import (
 )
 from cellnas.schedule import resolve_device
 from cellnas.train.config import TrainConfig, resolve_config
-from cellnas.train.final import FINAL, save_final, test_metrics
+from cellnas.train.final import FINAL, load_final, save_final, test_metrics
 from cellnas.train.mixup import mixed_cross_entropy, mixup_batch
 from cellnas.train.setup import (
     DeviceOptions,
@@ -485,15 +487,8 @@ def _resume(run_dir: Path, genotype, overrides: dict) -> _Training:
     saved = _check_resume_request(run_dir, state, genotype, overrides)
     _check_checkpoint_belongs(run_dir, state, saved)
     before = TrainConfig.from_dict(state["config"])
-    cfg = TrainConfig.from_dict(state["config"])
-    for key, value in absolute_paths(overrides).items():
-        if key in RESUME_OVERRIDES and value is not None:
-            setattr(cfg, key, value)
-    _validate_saved(cfg, run_dir)
-    started = state["epoch"] + (1 if state["step_in_epoch"] else 0)
-    if cfg.epochs < started:  # as `cellnas search --resume` refuses it
-        raise CellnasError(f"--epochs {cfg.epochs} is fewer than the {started} epochs {run_dir} has already run "
-                           f"(or started); give {started} or more to extend it")  # fmt: skip
+    cfg = _resume_config(run_dir, state, overrides)
+    started = _check_epochs(run_dir, state, cfg)
     job = _Training(saved, cfg, run_dir, resuming=True)
     job.load_state_dict(state)
     check_same_data(run_dir, state.get("data_fingerprint"), job.data_fingerprint, job.cfg.dataset, before.data_dir,
@@ -506,6 +501,40 @@ def _resume(run_dir: Path, genotype, overrides: dict) -> _Training:
     record_session(run_dir, str(job.device), where)
     log.info("resuming %s %s", run_dir, job.position())
     return job
+
+
+def _resume_config(run_dir: Path, state: dict, overrides: dict, *, finished: bool = False) -> TrainConfig:
+    """The config a resume of ``run_dir`` goes on with: its checkpoint's, with the :data:`RESUME_OVERRIDES` given
+    (as ``cellnas search --resume`` does it). A value refused is blamed on the command line (``cannot resume DIR:
+    --epochs must be >= 1, got 0``), or on the saved config when it is refused alone: an earlier cellnas may have
+    started the run with a value that is checked now. ``finished``: reading a finished run's result, which refuses
+    only what the command line adds (its saved config is then returned as it is)."""
+    cfg = TrainConfig.from_dict(state["config"])
+    for key, value in absolute_paths(overrides).items():
+        if key in RESUME_OVERRIDES and value is not None:
+            setattr(cfg, key, value)
+    try:
+        cfg.validate()
+    except CellnasError as exc:
+        saved = TrainConfig.from_dict(state["config"])
+        try:
+            saved.validate()
+        except CellnasError as old:  # a value an earlier cellnas accepted and this one checks
+            if finished:
+                return TrainConfig.from_dict(state["config"])
+            raise saved_config_refused(run_dir, old) from None
+        raise CellnasError(f"cannot resume {run_dir}: {exc}") from None  # the command line's value is to blame
+    return cfg
+
+
+def _check_epochs(run_dir: Path, state: dict, cfg: TrainConfig) -> int:
+    """Refuse an ``--epochs`` below the epochs the run has already run or started (as ``cellnas search --resume``
+    refuses it); return that count."""
+    started = state["epoch"] + (1 if state["step_in_epoch"] else 0)
+    if cfg.epochs < started:
+        raise CellnasError(f"--epochs {cfg.epochs} is fewer than the {started} epochs {run_dir} has already run "
+                           f"(or started); give {started} or more to extend it")  # fmt: skip
+    return started
 
 
 def _say_new_epochs(run_dir: Path, before: TrainConfig, cfg: TrainConfig, done: int, started: int) -> None:
@@ -538,15 +567,23 @@ def _say_new_epochs(run_dir: Path, before: TrainConfig, cfg: TrainConfig, done: 
 
 def _finished_result(run_dir: Path, genotype, overrides: dict) -> TrainResult | None:
     """The result of a finished run read from its files, writing nothing; ``None`` when the run is not finished
-    (no ``final.pt`` or ``summary.json`` yet, or a larger ``--epochs`` extends it)."""
+    (no ``final.pt`` or ``summary.json`` yet, or a larger ``--epochs`` extends it) or its ``final.pt`` cannot be
+    read (the resume then writes it again from the checkpoint, saying so). Values on the command line are checked as
+    a resume checks them (``--epochs 0``, fewer epochs than the run has run: refused)."""
     state = load_checkpoint(run_dir, kind=CHECKPOINT_KIND, version=CHECKPOINT_VERSION)
     saved = _check_resume_request(run_dir, state, genotype, overrides)
     cfg = TrainConfig.from_dict(state["config"])
-    epochs = overrides.get("epochs") or cfg.epochs  # fewer epochs than it ran: refused by _resume
+    _check_epochs(run_dir, state, _resume_config(run_dir, state, overrides, finished=True))
+    epochs = overrides.get("epochs") or cfg.epochs
     summary = read_json_object(run_dir / "summary.json")
     metrics = read_metrics(run_dir)
     finished = state["epoch"] == epochs == cfg.epochs and not state["step_in_epoch"] and (run_dir / FINAL).is_file()
     if not finished or summary is None or len(metrics) < state["epoch"] or not isinstance(summary.get("params"), int):
+        return None
+    damaged = _final_damaged(run_dir)
+    if damaged is not None:
+        log.warning("%s; writing it again from %s (the run has finished: nothing is trained)", damaged,
+                    run_dir / CHECKPOINT)  # fmt: skip
         return None
     log.info("%s has finished its %d epochs: its summary, read from its files (--epochs N to extend it)", run_dir,
              state["epoch"])  # fmt: skip
@@ -560,13 +597,16 @@ def _finished_result(run_dir: Path, genotype, overrides: dict) -> TrainResult | 
     )  # fmt: skip
 
 
-def _validate_saved(cfg, run_dir: Path) -> None:
-    """``cfg.validate()`` for a run's saved config, saying so when it refuses: an earlier cellnas may have started
-    the run with a value that is checked now."""
+def _final_damaged(run_dir: Path) -> str | None:
+    """Why the ``final.pt`` of the finished run ``run_dir`` cannot be read back (a truncated or damaged file: what
+    ``cellnas evaluate`` would say), or ``None`` when it rebuilds its network. Reads, writes nothing."""
     try:
-        cfg.validate()
-    except CellnasError as exc:
-        raise saved_config_refused(run_dir, exc) from None
+        load_final(run_dir / FINAL, hint=False)
+    except RunError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - a file with the marker but parts missing or of the wrong shape
+        return f"cannot read {run_dir / FINAL}: a damaged cellnas final.pt ({type(exc).__name__})"
+    return None
 
 
 def train(
