@@ -145,10 +145,7 @@ def load_run(run_dir: str | Path) -> dict:
     the arrays of ``wiring.npz``. A missing or damaged record is a :class:`RunError` naming the file."""
     run_dir = Path(run_dir)
     if not (run_dir / "alphas_history.npz").is_file():
-        if (run_dir / "checkpoint.pt").is_file() or search_run(run_dir) is not None:
-            raise RunError(f"{run_dir} is a search run that has not finished an epoch yet (no alphas_history.npz); "
-                           f"continue it with `cellnas search --resume {run_dir}`, then analyse it")  # fmt: skip
-        raise RunError(f"{run_dir} is not a search run directory (no alphas_history.npz)")
+        raise RunError(_no_history(run_dir))
     hist = _load_npz(run_dir / "alphas_history.npz")
     config = read_json_object(run_dir / "config.json")
     if config is None:
@@ -171,6 +168,24 @@ def load_run(run_dir: str | Path) -> dict:
     wiring = run_dir / "wiring.npz"
     arrays = _load_npz(wiring) if wiring.is_file() else None
     return {"dir": run_dir, "history": hist, "config": config, "metrics": metrics, "wiring": arrays}
+
+
+def _no_history(run_dir: Path) -> str:
+    """Why ``run_dir`` has no ``alphas_history.npz``, from the run kind its ``meta.json`` records: a training run
+    (which never has one), a search that has not finished an epoch (resume it), or no search run at all."""
+    meta = read_json_object(run_dir / "meta.json")
+    kind = meta.get("kind") if meta is not None else None
+    need = "analyze wiring needs the directory of a `cellnas search` run (it reads the search's alphas_history.npz)"
+    if kind == "train":
+        return f"{run_dir} is a `cellnas train` run, not a search; {need}"
+    if kind == "train-seeds":
+        return f"{run_dir} is a `cellnas train --seeds` run, not a search; {need}"
+    # a meta.json naming no kind (damaged, or from an older cellnas): what the directory holds decides
+    unknown = kind is None and ((run_dir / "checkpoint.pt").is_file() or search_run(run_dir) is not None)
+    if kind == "search" or unknown:
+        return (f"{run_dir} is a search run that has not finished an epoch yet (no alphas_history.npz); "
+                f"continue it with `cellnas search --resume {run_dir}`, then analyse it")  # fmt: skip
+    return f"{run_dir} is not a search run directory (no alphas_history.npz); give a `cellnas search` run directory"
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
+from pathlib import Path
 
 from cellnas.errors import CellnasError, check_seed
 
@@ -15,7 +17,8 @@ _SKIP_CONSTRAINTS = ("skip", "primskip")
 _SAMPLING_ONLY = (("n", "-n", "the number of samples"), ("seed", "--seed", "the sampling seed"),
                   ("no_quirk", "--no-quirk", "a sampling option; the edit distance never requires the quirk"),
                   ("output", "-o", "the sample files; --distance prints to stdout"),
-                  ("format", "--format", "the format of the samples"))  # fmt: skip
+                  ("format", "--format", "the format of the samples"),
+                  ("replace", "--replace", "replaces earlier samples in -o"))  # fmt: skip
 _DISTANCE_ONLY = (("residual", "--residual", "the Skip reading of the edit distance"),
                   ("cells", "--cells", "the cells the edit distance counts"))  # fmt: skip
 
@@ -42,6 +45,8 @@ def check_options(args) -> None:
     for attr, flag, what in _DISTANCE_ONLY:
         if _given(args, attr):
             raise CellnasError(f"{flag} ({what}) needs --distance GENOTYPE; it does not apply to sampling")
+    if args.replace and args.output is None:
+        _warn("--replace has no effect without -o: the samples go to standard output")
     if args.no_quirk and args.constraint not in _SKIP_CONSTRAINTS:
         _warn(f"--no-quirk has no effect with --constraint {args.constraint}: only the skip and primskip samplers "
               "have the quirk")  # fmt: skip
@@ -66,8 +71,10 @@ def register(sub, formatter) -> None:
             "it reproduces the distances of Wan et al.'s Table 2 (DARTS_V2 1, BANANAS 1; SPEC 5.5).\n"
             "--residual node2 --cells normal,reduce measures the distance to the sampler's own set\n"
             "(DARTS_V2 -> 13).\n"
-            "Sampling options (-n, --seed, --no-quirk, -o, --format) are refused with --distance, and the\n"
-            "distance options (--residual, --cells) without it.\n\n"
+            "-o DIR refuses a directory that already holds samples of the constraint (a new set would\n"
+            "overwrite some files and leave others, two seeds in one set); --replace replaces them all.\n"
+            "Sampling options (-n, --seed, --no-quirk, -o, --replace, --format) are refused with --distance,\n"
+            "and the distance options (--residual, --cells) without it.\n\n"
             "examples: cellnas sample --constraint primskip -n 100 --seed 0 -o samples/\n"
             "          cellnas sample --distance DARTS_V2 --constraint primskip\n"
             "          cellnas sample --distance DARTS_V2 --constraint primskip --residual node2 --cells normal,reduce"
@@ -82,6 +89,9 @@ def register(sub, formatter) -> None:
     p.add_argument("--no-quirk", action="store_true",
                    help="sampling, skip/primskip: node j may also read node j-1")  # fmt: skip
     p.add_argument("-o", "--output", metavar="DIR", default=None, help="sampling: write one file per sample into DIR")
+    p.add_argument("--replace", action="store_true",
+                   help="sampling, -o: replace the samples of --constraint already in DIR (default: refuse to write "
+                        "into a directory that holds some)")  # fmt: skip
     p.add_argument("--format", choices=("json", "darts"), default=None,
                    help="sampling: output format (default: darts text on stdout, json files with -o)")  # fmt: skip
     p.add_argument("--distance", metavar="GENOTYPE", default=None,
@@ -101,9 +111,15 @@ def _distance(args) -> int:
     from cellnas.genotype import CELL_TYPES
 
     text = ",".join(DEFAULT_DISTANCE_CELLS) if args.cells is None else args.cells
-    cells = tuple(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))  # each cell type once
-    if not cells:
-        raise CellnasError(f"--cells names no cell type; valid choices: {', '.join(sorted(CELL_TYPES))}")
+    named = [c.strip() for c in text.split(",") if c.strip()]
+    valid = ", ".join(sorted(CELL_TYPES))
+    if not named:
+        raise CellnasError(f"--cells names no cell type; valid choices: {valid}")
+    twice = sorted({c for c in named if named.count(c) > 1})
+    if twice:
+        raise CellnasError(f"--cells {text!r} names {', '.join(twice)} more than once; give each cell type once "
+                           f"(valid choices: {valid})")  # fmt: skip
+    cells = tuple(named)
     residual = args.residual or DEFAULT_RESIDUAL
     g = load_genotype(args.distance)
     dist, nearest = edit_distance(g, args.constraint, residual=residual, cells=cells)
@@ -130,6 +146,11 @@ def run(args) -> int:
         raise CellnasError(f"-n must be at least 1, got {n}")
     check_seed(seed)
     out = None if args.output is None else output_dir(args.output)  # before sampling: a bad -o fails at once
+    earlier = [] if out is None else _earlier_samples(out, args.constraint)
+    if earlier and not args.replace:
+        raise CellnasError(f"-o {str(out)!r} already holds {_describe(earlier, args.constraint)}; a new set would "
+                           "overwrite some of them and mix two sets: choose another -o, or give --replace to replace "
+                           "them")  # fmt: skip
     genotypes = sample(args.constraint, n, seed, quirk=not args.no_quirk)
     if out is None:
         if args.format == "json":
@@ -141,7 +162,24 @@ def run(args) -> int:
     fmt = args.format or "json"
     suffix = ".json" if fmt == "json" else ".txt"
     width = max(3, len(str(n - 1)))
-    for i, g in enumerate(genotypes):
-        save_genotype(g, out / f"{args.constraint}_{i:0{width}d}{suffix}", fmt=fmt)
-    print(f"wrote {len(genotypes)} {args.constraint} samples (seed {seed}) to {out}", file=sys.stderr)
+    written = [save_genotype(g, out / f"{args.constraint}_{i:0{width}d}{suffix}", fmt=fmt)
+               for i, g in enumerate(genotypes)]  # fmt: skip
+    # --replace: the earlier samples the new set did not overwrite go, so that the directory holds one set
+    for path in set(earlier) - set(written):
+        path.unlink(missing_ok=True)
+    replaced = f", replacing {_describe(earlier, args.constraint)}" if earlier else ""
+    print(f"wrote {len(genotypes)} {args.constraint} samples (seed {seed}) to {out}{replaced}", file=sys.stderr)
     return 0
+
+
+def _earlier_samples(out: Path, constraint: str) -> list[Path]:
+    """The sample files of ``constraint`` that an earlier ``cellnas sample -o`` wrote into ``out`` (any count, any
+    format), sorted by name."""
+    pattern = re.compile(rf"{re.escape(constraint)}_\d+\.(json|txt)")
+    return sorted(p for p in out.iterdir() if pattern.fullmatch(p.name) and p.is_file())
+
+
+def _describe(files: list[Path], constraint: str) -> str:
+    """'2 none samples (none_000.json .. none_001.json)'."""
+    span = files[0].name if len(files) == 1 else f"{files[0].name} .. {files[-1].name}"
+    return f"{len(files)} {constraint} sample{'s' if len(files) != 1 else ''} ({span})"

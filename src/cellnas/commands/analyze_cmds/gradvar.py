@@ -49,6 +49,7 @@ def run(args) -> int:
     from cellnas.analysis.landscape import axis, resolve_source
     from cellnas.commands.analyze import check_output_dir, output_dir
     from cellnas.commands.analyze_cmds.landscape import (
+        check_trained_run,
         default_output,
         label_of,
         parse_range,
@@ -73,6 +74,7 @@ def run(args) -> int:
         if args.save_every is not None and args.save_every < 1:
             raise CellnasError(f"--save-every must be >= 1, got {args.save_every}")
         lo, hi = parse_range(args.range)
+    check_trained_run(args.run, "gradvar")
     source = resolve_source(args.run)
     out = check_output_dir(args.output if args.output else default_output(source, "gradvar"))
     label = label_of(source)

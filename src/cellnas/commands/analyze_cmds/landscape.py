@@ -14,7 +14,7 @@ from cellnas.commands.analyze import check_output_dir
 from cellnas.errors import CellnasError, check_finite_option, check_seed
 
 __all__ = ["register", "run", "add_source_args", "add_plane_args", "parse_range", "prepare", "default_output",
-           "label_of"]  # fmt: skip
+           "label_of", "check_trained_run"]  # fmt: skip
 
 
 def parse_range(text: str | None, default: tuple[float, float] = (-1.0, 1.0)) -> tuple[float, float]:
@@ -135,6 +135,27 @@ def label_of(source: Path) -> str:
     return run.name or str(source)
 
 
+def check_trained_run(path: str, study: str) -> None:
+    """Refuse, in one line naming what ``path`` is, a run directory of another kind than a single ``cellnas train``
+    run (its ``meta.json`` ``kind``): a search holds no trained network, and a ``--seeds`` parent holds one run per
+    seed, not a network of its own. Anything else is left to :func:`~cellnas.analysis.landscape.resolve_source`."""
+    from cellnas.runs import read_json_object
+
+    run = Path(path)
+    if not run.is_dir():
+        return
+    meta = read_json_object(run / "meta.json") or {}
+    need = f"analyze {study} needs a `cellnas train` run directory or its final.pt"
+    if meta.get("kind") == "search":
+        raise CellnasError(f"{path} is a `cellnas search` run, which holds no trained network; {need} (train the "
+                           f"searched cell first: cellnas train {path})")  # fmt: skip
+    if meta.get("kind") == "train-seeds":
+        seeds = meta.get("seeds") if isinstance(meta.get("seeds"), list) else []
+        runs = ", ".join(str(run / f"seed-{s}") for s in seeds) or str(run / "seed-<s>")
+        raise CellnasError(f"{path} is a `cellnas train --seeds` run, one run per seed; {need}: give one of its "
+                           f"seed runs ({runs})")  # fmt: skip
+
+
 def default_output(source: Path, study: str) -> Path:
     return source.parent / study
 
@@ -225,6 +246,8 @@ def run(args) -> int:
     check_seed(args.seed, "--seed")
     levels = _check_levels(args)
     parse_range(args.range)  # a bad --range fails before the network is loaded
+    for path in [args.run, *([args.interpolate] if args.interpolate else []), *(args.compare or [])]:
+        check_trained_run(path, "landscape")
     source = resolve_source(args.run)
     out = check_output_dir(args.output if args.output else default_output(source, "landscape"))
     label = label_of(source)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
-from cellnas.commands.analyze import output_dir
+from cellnas.commands.analyze import check_output_dir, output_dir
 from cellnas.errors import CellnasError, check_seed
 
 __all__ = ["KINDS", "DEFAULTS", "APPLIES_TO", "parse_seeds", "register", "run"]
@@ -65,7 +66,9 @@ def register(sub, formatter) -> None:
             "               SNAS_ADAPT from SNAS_MILD;\n"
             "               ENAS's published cell reads input 0 twice at node 3: index.json lists the difference)\n\n"
             "Writes one cellnas JSON genotype per variant, index.json (name, file, width, depth, seed)\n"
-            "and variants.png (the normal cells, base first).\n\n"
+            "and variants.png (the normal cells, base first). A DIR that already holds variants (index.json)\n"
+            "or any of these files is refused; --replace replaces them (and removes the earlier variants that\n"
+            "the new index does not list).\n\n"
             "example: cellnas analyze variants DARTS_V2 -o darts_family\n"
             "         cellnas analyze variants DARTS_V2 -o darts_conn --kind random_conn --seeds 1-10"
         ),
@@ -82,6 +85,8 @@ def register(sub, formatter) -> None:
     p.add_argument("--per-bin", type=int, help=f"family: variants per width (default: {d['per_bin']})")
     p.add_argument("--max-tries", type=int, help=f"family: candidate seeds to try (default: {d['max_tries']})")
     p.add_argument("--keep-reduce", action="store_true", help="family: keep the reduction cell (default: re-wire it)")
+    p.add_argument("--replace", action="store_true",
+                   help="replace the variants already in DIR (default: refuse a DIR that holds some)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -121,6 +126,40 @@ def _options_of_kind(args) -> None:
             setattr(args, key, DEFAULTS[key])
 
 
+def _earlier_files(out: Path) -> set[str]:
+    """The genotype files an earlier ``analyze variants`` listed in ``out``'s index.json (base and variants) that are
+    still there: plain ``.json`` names only, so a damaged index cannot name a file elsewhere."""
+    from cellnas.runs import read_json_object
+
+    index = read_json_object(out / "index.json") or {}
+    entries = [index.get("base"), *(index.get("variants") if isinstance(index.get("variants"), list) else [])]
+    files = {e.get("file") for e in entries if isinstance(e, dict)}
+    return {f for f in files if isinstance(f, str) and f.endswith(".json") and f == Path(f).name
+            and f != "index.json" and (out / f).is_file()}  # fmt: skip
+
+
+def _earlier_output(out: Path) -> str | None:
+    """What an earlier ``analyze variants`` left in ``out`` (its index.json), in words; ``None`` when nothing."""
+    from cellnas.runs import read_json_object
+
+    if not (out / "index.json").exists():
+        return None
+    index = read_json_object(out / "index.json") or {}
+    variants = index.get("variants") if isinstance(index.get("variants"), list) else None
+    base = index.get("base") if isinstance(index.get("base"), dict) else {}
+    if variants is None or not isinstance(index.get("kind"), str):
+        return "an index.json"
+    of = f" of {base['name']}" if isinstance(base.get("name"), str) else ""
+    return (f"the {index['kind']} variants{of} written by an earlier `analyze variants` (index.json, "
+            f"{len(variants)} variant{'s' if len(variants) != 1 else ''})")
+
+
+def _listed(files: list[str]) -> str:
+    """'c1.json, c2.json and 3 more'."""
+    head = ", ".join(files[:3])
+    return head if len(files) <= 3 else f"{head} and {len(files) - 3} more"
+
+
 def _figure_title(name: str, args, n: int) -> str:
     """What variants.png shows: the normal cells only, though most kinds change the reduction cell too."""
     what = {"family": "width family (random_conn re-wirings)", "random_ops": "random_ops variants",
@@ -145,6 +184,11 @@ def run(args) -> int:
         except ValueError:
             raise CellnasError(f"--widths {args.widths!r}: expected numbers such as 2,2.5,3,3.5") from None
     seeds = parse_seeds(args.seeds) if args.kind in ("random_ops", "random_conn") else []
+    check_output_dir(args.output)
+    earlier = _earlier_output(Path(args.output))
+    if earlier is not None and not args.replace:  # before the family search: refused at once
+        raise CellnasError(f"-o {str(args.output)!r} already holds {earlier}; choose another -o, or give --replace "
+                           "to replace them")  # fmt: skip
     base = load_genotype(args.genotype)
     name = _base_name(args.genotype)
 
@@ -164,6 +208,13 @@ def run(args) -> int:
         # named after Shu et al.'s published cell only when it is that cell (ENAS's differs in one edge)
         label = published[0] if published is not None and published[1] == wide else f"{name}_WIDEST"
         items = [(label, wide, None)]
+    new_files = [f"{label}.json" for label in [name, *(label for label, _, _ in items)]]
+    new_files += ["index.json", "variants.png"]
+    clash = [f for f in new_files if (Path(args.output) / f).exists()]
+    if clash and not args.replace:
+        raise CellnasError(f"-o {str(args.output)!r} already holds {_listed(clash)}, which this would overwrite; "
+                           "choose another -o, or give --replace to replace them")  # fmt: skip
+    stale = _earlier_files(Path(args.output)) - set(new_files) if args.replace else set()
     out = output_dir(args.output)
 
     def entry(label, g, seed):
@@ -197,7 +248,10 @@ def run(args) -> int:
     cells += [(label if seed is None or args.kind != "family" else f"{label} (seed {seed})", g.normal)
               for label, g, seed in items]  # fmt: skip
     plot_cell_grid(cells, out / "variants.png", title=_figure_title(name, args, len(items)))
+    for file in sorted(stale):  # --replace: the earlier variants the new index does not list
+        (out / file).unlink(missing_ok=True)
     for e in index["variants"]:
         print(f"{e['name']:<20} width {e['width']:g}c  depth {e['depth']}  {e['file']}")
-    print(f"wrote {len(items)} variants, index.json and variants.png to {out}", file=sys.stderr)
+    replaced = f", replacing {earlier or _listed(clash)}" if earlier or clash else ""
+    print(f"wrote {len(items)} variants, index.json and variants.png to {out}{replaced}", file=sys.stderr)
     return 0
