@@ -52,12 +52,14 @@ from cellnas.runs import now_iso
 __all__ = [
     "DEFAULT_PATH",
     "DERIVED_SOURCES",
+    "EXPORT_SUFFIXES",
     "METRIC_COLUMNS",
     "SORT_KEYS",
     "Record",
     "Archive",
     "ImportResult",
     "check_result",
+    "export_format",
     "metric_value",
 ]
 
@@ -75,6 +77,12 @@ METRIC_COLUMNS: tuple[str, ...] = ("test_error", "val_error", "params", "seconds
 DERIVED_SOURCES: tuple[str, ...] = ("analyze-importance", "analyze-ablate")
 #: The SQL condition "not a derived row" (parameters: the length and text of each of :data:`DERIVED_SOURCES`).
 _NOT_DERIVED = "(source IS NULL OR NOT (" + " OR ".join(["substr(source, 1, ?) = ?"] * len(DERIVED_SOURCES)) + "))"
+#: The largest integer an SQLite INTEGER column holds (a larger Python int is an OverflowError).
+_MAX_SQL_INT = 2**63 - 1
+#: Seeds are what NumPy and torch accept (:func:`cellnas.errors.check_seed`).
+_SEED_LIMIT = 2**32
+#: The file name suffixes of :meth:`Archive.export` and :meth:`Archive.export_importance`, and their formats.
+EXPORT_SUFFIXES: dict[str, str] = {".csv": "csv", ".json": "json"}
 #: What ``records(sort=...)`` accepts (``-key`` or ``key:desc`` for descending).
 SORT_KEYS: tuple[str, ...] = METRIC_COLUMNS + ("hash", "protocol", "seed", "created_at", "updated_at")
 
@@ -216,8 +224,9 @@ def _architecture_hashes(conn: sqlite3.Connection) -> list[tuple[str, int]]:
 
 
 def _row(g: Genotype, protocol: str, metrics: dict, seed: int, config: dict | None, source: str | None,
-         now: str) -> list:  # fmt: skip
-    """The column values of one evaluation row, in the order of :meth:`Archive._write_rows`' INSERT."""
+         created: str, updated: str | None = None) -> list:  # fmt: skip
+    """The column values of one evaluation row, in the order of :meth:`Archive._write_rows`' INSERT; ``updated``
+    defaults to ``created``."""
     if not isinstance(g, Genotype):
         raise CellnasError(f"archive rows need a Genotype, got {type(g).__name__}")
     if not protocol:
@@ -225,7 +234,7 @@ def _row(g: Genotype, protocol: str, metrics: dict, seed: int, config: dict | No
     cols, extra = _split_metrics(metrics)
     return [g.content_hash(), str(protocol), int(seed), json.dumps(to_json(g), sort_keys=True),
             cols.get("test_error"), cols.get("val_error"), cols.get("params"), cols.get("seconds"),
-            _json(extra), _json(config), source, now, now, g.architecture_hash()]  # fmt: skip
+            _json(extra), _json(config), source, created, updated or created, g.architecture_hash()]  # fmt: skip
 
 
 def _split_metrics(metrics: dict) -> tuple[dict, dict]:
@@ -409,7 +418,11 @@ class Archive:
         conflict = (
             "DO UPDATE SET genotype=excluded.genotype, test_error=excluded.test_error, val_error=excluded.val_error, "
             "params=excluded.params, seconds=excluded.seconds, extra=excluded.extra, config=excluded.config, "
-            "source=excluded.source, updated_at=excluded.updated_at"
+            "source=excluded.source, updated_at=excluded.updated_at, "
+            # an imported row carries its own times: the result existed since the earlier of the two (julianday reads
+            # the UTC offset; a time it cannot read keeps the stored one)
+            "created_at=CASE WHEN julianday(excluded.created_at) < julianday(evaluations.created_at) "
+            "THEN excluded.created_at ELSE evaluations.created_at END"
             if replace
             else "DO NOTHING"
         )
@@ -563,8 +576,8 @@ class Archive:
             sql += f" ORDER BY {key} IS NULL, {key} {'DESC' if desc else 'ASC'}, hash, protocol, seed"
         else:
             sql += " ORDER BY created_at, hash, protocol, seed"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+        if limit is not None:  # SQLite's LIMIT is a 64-bit integer: a larger one means every row anyway
+            sql += f" LIMIT {min(int(limit), _MAX_SQL_INT)}"
         return [self._record(r) for r in self._query(sql, params)]
 
     def ranked(self, protocol: str, metric: str = "test_error", source: str | None = None,
@@ -694,18 +707,16 @@ class Archive:
 
     def export_importance(self, path: str | os.PathLike, rows: Sequence[dict], fmt: str | None = None) -> Path:
         """Write OI vectors (:meth:`importance_rows`) to ``path``: JSON (a list of objects, the native genotype
-        document) or CSV (the genotype as DARTS text, ``oi`` as a JSON object); ``fmt`` defaults to the suffix.
-        :meth:`import_importance` reads both back."""
+        document) or CSV (the genotype as DARTS text, ``oi`` as a JSON object); ``fmt`` defaults to the suffix
+        (:func:`export_format`). :meth:`import_importance` reads both back, ``updated_at`` included."""
         from cellnas.runs import atomic_write_text
 
         path = Path(path)
-        fmt = fmt or ("json" if path.suffix.lower() == ".json" else "csv")
+        fmt = export_format(path, fmt)
         if fmt == "json":
             doc = [{**r, "genotype": to_json(r["genotype"]), "oi": {str(k): v for k, v in r["oi"].items()}}
                    for r in rows]  # fmt: skip
             return atomic_write_text(path, json.dumps(doc, indent=1, default=_default) + "\n")
-        if fmt != "csv":
-            raise CellnasError(f"unknown export format {fmt!r}; valid: csv, json")
         import io
 
         buf = io.StringIO()
@@ -721,17 +732,19 @@ class Archive:
         """Import OI vectors written by :meth:`export_importance` (CSV or JSON) in one transaction.
 
         Columns: ``genotype``, ``protocol``, ``oi`` (a JSON object ``{position: OI}``; positions 0 .. P-1 of the
-        cell as listed, so a ``hash`` column, when present, must be the genotype's), optional ``base_error``. A bad
-        row imports nothing and is named. A vector already stored for the same hash and protocol is kept unless
-        ``replace``. Returns an :class:`ImportResult` (written, kept, duplicates in the file)."""
+        cell as listed, so a ``hash`` column, when present, must be the genotype's), optional ``base_error`` and
+        ``updated_at`` (ISO 8601, kept as written, else the import's time). A bad row imports nothing and is named.
+        A vector already stored for the same hash and protocol is kept unless ``replace`` (then it takes the file's
+        values and ``updated_at``). Returns an :class:`ImportResult` (written, kept, duplicates in the file)."""
         path = Path(path)
         fields, rows, first, unit = _read_rows(path)
         missing = [c for c in ("genotype", "protocol", "oi") if c not in fields]
         if missing:
             raise FormatError(f"{path}: OI vectors need the columns genotype, protocol and oi (missing: "
                               f"{', '.join(missing)}), as `archive export --importance` writes them")  # fmt: skip
-        items: dict[tuple[str, str], tuple[int, Genotype, dict[int, float], float | None]] = {}
+        items: dict[tuple[str, str], tuple[int, Genotype, dict[int, float], float | None, str]] = {}
         duplicates: list[str] = []
+        now = now_iso()
         for line, row in enumerate(rows, start=first):
             where = f"{path}, {unit} {line}"
             try:
@@ -762,18 +775,18 @@ class Archive:
                                       f"other values; keep one of the two {unit}s")  # fmt: skip
                 duplicates.append(h)
                 continue
-            items[(h, prot)] = (line, g, oi, base)
+            updated = _times({"updated_at": row.get("updated_at") or ""}, where, now)[1]  # an OI file has no created_at
+            items[(h, prot)] = (line, g, oi, base, updated)
         conflict = ("DO UPDATE SET genotype=excluded.genotype, base_error=excluded.base_error, oi=excluded.oi, "
                     "updated_at=excluded.updated_at") if replace else "DO NOTHING"  # fmt: skip
-        now = now_iso()
         with self._write() as conn:
             before = conn.total_changes
             conn.executemany(
                 "INSERT INTO importance (hash, protocol, genotype, base_error, oi, updated_at) VALUES (?,?,?,?,?,?) "
                 f"ON CONFLICT(hash, protocol) {conflict}",
                 [(h, prot, json.dumps(to_json(g), sort_keys=True), base,
-                  json.dumps({str(k): v for k, v in oi.items()}), now)
-                 for (h, prot), (_, g, oi, base) in items.items()],
+                  json.dumps({str(k): v for k, v in oi.items()}), updated)
+                 for (h, prot), (_, g, oi, base, updated) in items.items()],
             )  # fmt: skip
             written = conn.total_changes - before
         return ImportResult(written, len(items) - written, tuple(duplicates))
@@ -785,16 +798,16 @@ class Archive:
     # -- import / export --------------------------------------------------------------------------
     def export(self, path: str | os.PathLike, records: Sequence[Record], fmt: str | None = None) -> Path:
         """Write ``records`` to ``path`` as CSV (genotype as DARTS text, one column per metric) or JSON
-        (a list of flat rows with the native genotype document). ``fmt`` defaults to the suffix."""
+        (a list of flat rows with the native genotype document). ``fmt`` (csv or json) defaults to the suffix, which
+        must then be ``.csv`` or ``.json`` (:func:`export_format`). Each row keeps its source, config and times, which
+        :meth:`import_csv` reads back."""
         from cellnas.runs import atomic_write_text
 
         path = Path(path)
-        fmt = fmt or ("json" if path.suffix.lower() == ".json" else "csv")
+        fmt = export_format(path, fmt)
         if fmt == "json":
             rows = [r.flat("json") for r in records]
             return atomic_write_text(path, json.dumps(rows, indent=1, default=_default) + "\n")
-        if fmt != "csv":
-            raise CellnasError(f"unknown export format {fmt!r}; valid: csv, json")
         return atomic_write_text(path, records_to_csv(records))
 
     def import_csv(
@@ -810,14 +823,21 @@ class Archive:
         DARTS ``Genotype(...)`` text, a zoo name, cellnas/NB301/NNabla JSON, a file path) and metric columns.
 
         Optional columns: ``protocol`` (else ``protocol``), ``seed`` (else ``seed``), ``config`` (JSON),
-        ``source`` (else ``source``, else ``import:<file name>``); ``hash``, ``created_at``, ``updated_at`` are
-        ignored (a file written by :meth:`export` imports as is, its sources included);
-        ``test_error``/``val_error``/``params``/``seconds`` are the metric columns, every other non-empty
-        column goes to ``extra`` (as a number when it parses as one). One transaction: a bad row imports
-        nothing and names its line; a row without any metric is a bad row. A row repeating an earlier row of the
-        file (same genotype hash, protocol and seed) is ignored and reported in ``duplicates`` when its metrics and
-        config are the same, and refused (naming both lines) when they differ. Returns an :class:`ImportResult`:
-        rows written, rows kept (already present and ``replace=False``), duplicates in the file.
+        ``source`` (else ``source``, else ``import:<file name>``), ``created_at`` and ``updated_at`` (ISO 8601, kept
+        as written; a missing one is the other, both missing are the import's time); ``hash`` is ignored (recomputed
+        from the genotype). ``test_error``/``val_error``/``params``/``seconds`` are the metric columns, every other
+        non-empty column goes to ``extra`` (as a number when it parses as one, an int when it is an integer).
+
+        A file written by :meth:`export` imports as is, its sources and times included, so that export -> import ->
+        export gives the same file. A row already stored (same genotype, protocol and seed, or the same architecture
+        listed in another order: :attr:`Archive.merged`) is kept as it is, times included; with ``replace`` it takes
+        the file's values and ``updated_at``, and keeps the earlier of the two ``created_at``.
+
+        One transaction: a bad row imports nothing and names its line; a row without any metric is a bad row. A row
+        repeating an earlier row of the file (same genotype hash, protocol and seed) is ignored and reported in
+        ``duplicates`` when its metrics and config are the same (whatever its times: the first row's are kept), and
+        refused (naming both lines) when they differ. Returns an :class:`ImportResult`: rows written, rows kept
+        (already present and ``replace=False``), duplicates in the file.
         """
         path = Path(path)
         fields, rows, first, unit = _read_rows(path)
@@ -853,13 +873,9 @@ class Archive:
             for key, value in row.items():
                 if key is None or key in ignored or value is None or not str(value).strip():
                     continue
-                value = str(value).strip()
-                try:
-                    metrics[key] = float(value)
-                except ValueError:
-                    if key in METRIC_COLUMNS:
-                        raise FormatError(f"{where}: {key} = {value!r} is not a number") from None
-                    metrics[key] = value
+                metrics[key] = _parse_value(str(value).strip())
+                if key in METRIC_COLUMNS and isinstance(metrics[key], str):
+                    raise FormatError(f"{where}: {key} = {metrics[key]!r} is not a number")
             if not metrics:
                 named = ", ".join(k for k in fields if k and k not in ignored) or "none"
                 raise FormatError(f"{where}: no metric (every metric column is empty: {named}); a result needs "
@@ -887,9 +903,63 @@ class Archive:
                 continue
             seen[same] = (line, metrics, cfg)
             origin = (row.get("source") or "").strip() or source or f"import:{path.name}"
-            rows_out.append(_row(g, prot, metrics, s, cfg, origin, now))
+            rows_out.append(_row(g, prot, metrics, s, cfg, origin, *_times(row, where, now)))
         written = self._write_rows(rows_out, replace)
         return ImportResult(written, len(rows_out) - written, tuple(duplicates), tuple(self.merged))
+
+
+def export_format(path: str | os.PathLike, fmt: str | None = None) -> str:
+    """The format (``csv`` or ``json``) of an export to ``path``: ``fmt`` when given, else the one its suffix names
+    (:data:`EXPORT_SUFFIXES`). Any other suffix or format is a :class:`CellnasError` naming the valid ones, raised
+    before anything is written."""
+    if fmt is not None:
+        if fmt not in EXPORT_SUFFIXES.values():
+            raise CellnasError(f"unknown export format {fmt!r}; valid: {', '.join(EXPORT_SUFFIXES.values())}")
+        return fmt
+    path = Path(path)
+    found = EXPORT_SUFFIXES.get(path.suffix.lower())
+    if found is None:
+        raise CellnasError(f"cannot export to {path}: the file name must end in {' or '.join(EXPORT_SUFFIXES)} "
+                           "(the format it is written in)")  # fmt: skip
+    return found
+
+
+def _parse_value(text: str) -> Any:
+    """A metric cell read back: an ``int`` when ``text`` is an integer literal (an exported ``epochs`` of 3 stays 3,
+    not 3.0), else a ``float`` when it parses as one, else the text."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _times(row: dict[str, str], where: str, now: str) -> tuple[str, str]:
+    """``(created_at, updated_at)`` of an imported row: the row's own (an :meth:`Archive.export` file carries them),
+    kept as written; a missing one is the other one, both missing are ``now``. A time that is not ISO 8601, or a
+    creation after the update, is a :class:`FormatError` naming ``where``."""
+    import datetime as _dt
+
+    given: dict[str, _dt.datetime] = {}
+    texts = {}
+    for key in ("created_at", "updated_at"):
+        text = (row.get(key) or "").strip()
+        if not text:
+            continue
+        try:
+            given[key] = _dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise FormatError(f"{where}: {key} {text!r} is not an ISO 8601 time (e.g. {now})") from None
+        texts[key] = text
+    created = texts.get("created_at") or texts.get("updated_at") or now
+    updated = texts.get("updated_at") or created
+    if len(given) == 2 and (given["created_at"].tzinfo is None) == (given["updated_at"].tzinfo is None) \
+            and given["created_at"] > given["updated_at"]:  # fmt: skip
+        raise FormatError(f"{where}: created_at {created} is after updated_at {updated}")
+    return created, updated
 
 
 def _difference(new: dict[str, Any], old: dict[str, Any]) -> str:
@@ -906,11 +976,12 @@ def _difference(new: dict[str, Any], old: dict[str, Any]) -> str:
 
 def check_result(metrics: dict[str, Any], seed: int) -> None:
     """Refuse a result given by hand (``cellnas archive add`` and ``import`` both call this) whose values cannot
-    be right: a negative seed, a metric column that is not a number, an error that is not a fraction in [0, 1]
+    be right: a seed outside [0, 2**32), a metric column that is not a number, an error that is not a fraction in [0, 1]
     (NaN and infinities included), params or seconds that are negative or not finite. Other metrics are not
     checked. Raises :class:`CellnasError` naming the value."""
-    if seed < 0:
-        raise CellnasError(f"seed {seed} is negative")
+    if not 0 <= seed < _SEED_LIMIT:
+        why = "is negative" if seed < 0 else "is too large"
+        raise CellnasError(f"seed {seed} {why}; a seed is an integer >= 0 and < 2**32")
     for key, value in metrics.items():
         if key not in METRIC_COLUMNS:
             continue
@@ -920,19 +991,22 @@ def check_result(metrics: dict[str, Any], seed: int) -> None:
             raise CellnasError(f"{key} = {value!r} is not a number") from None
         problem = _metric_problem(key, x)
         if problem:
-            shown = str(int(x)) if x.is_integer() else str(x)
+            shown = str(int(x)) if x.is_integer() and abs(x) < 1e16 else str(x)
             raise CellnasError(f"{key} = {shown} {problem}")
 
 
 def _metric_problem(key: str, x: float) -> str | None:
     """Why ``x`` cannot be the value of metric ``key`` (None when it can): errors are fractions in [0, 1];
-    params and seconds are finite and >= 0; other metrics are not checked."""
+    params and seconds are finite and >= 0 (params < 2**63, the largest SQLite integer); other metrics are not
+    checked."""
     if key in ("test_error", "val_error"):
         if not (math.isfinite(x) and 0 <= x <= 1):
             return "is not an error fraction in [0, 1]" + (" (a percentage? divide by 100)" if 1 < x <= 100 else "")
     elif key in ("params", "seconds"):
         if not (math.isfinite(x) and x >= 0):
             return "must be a finite number >= 0"
+        if key == "params" and x >= _MAX_SQL_INT:  # an INTEGER column
+            return "must be a count >= 0 and < 2**63"
     return None
 
 

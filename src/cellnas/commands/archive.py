@@ -15,7 +15,7 @@ from cellnas.commands._evalopts import (
     report_failures,
     run_batch,
 )
-from cellnas.errors import CellnasError, check_finite_option, check_seed
+from cellnas.errors import CellnasError, check_seed
 
 
 def register(sub, formatter) -> None:
@@ -67,12 +67,14 @@ def register(sub, formatter) -> None:
 
     ex = actions.add_parser(
         "export", help="write results (or OI vectors) to CSV or JSON", formatter_class=formatter,
-        description="Writes the evaluations that match the filters, with their source, config and times:\n"
-        "`archive import` reads the file back as it was. --importance writes the operation-importance vectors\n"
+        description="Writes the evaluations that match the filters, with their source, config and times\n"
+        "(created_at, updated_at): `archive import` reads the file back as it was, times included, so that\n"
+        "export -> import -> export gives the same file. The format follows FILE's suffix: .csv or .json\n"
+        "(any other is refused). --importance writes the operation-importance vectors\n"
         "(`analyze importance`) instead: hash, protocol (of the evaluator that computed them), genotype,\n"
         "base_error, oi ({edge position: OI}); `archive import --importance` reads them back.",
     )  # fmt: skip
-    ex.add_argument("output", metavar="FILE", help="a .csv or .json file")
+    ex.add_argument("output", metavar="FILE", help="a .csv or .json file (the suffix names the format)")
     _filters(ex)
     ex.add_argument("--limit", type=int, default=0, help="rows to write (0: all)")
     ex.add_argument("--importance", action="store_true",
@@ -85,13 +87,16 @@ def register(sub, formatter) -> None:
         description=(
             "CSV columns: genotype (DARTS Genotype(...) text, a zoo name, a genotype file, or cellnas/NB301/\n"
             "NNabla JSON), optional protocol and seed (>= 0), test_error/val_error (fractions in [0, 1]),\n"
-            "params, seconds (>= 0), config (JSON), source (else import:FILE); any other column is kept as an\n"
-            "extra metric. A file written by `archive export` (.csv, or .json: a list of such rows) imports as\n"
-            "is, its sources included; --importance imports OI vectors written by `archive export --importance`\n"
+            "params, seconds (>= 0), config (JSON), source (else import:FILE), created_at and updated_at (ISO\n"
+            "8601 times, kept as written; else the import's time); any other column is kept as an extra metric.\n"
+            "A file written by `archive export` (.csv, or .json: a list of such rows) imports as is, its sources\n"
+            "and times included. A row already stored (same genotype, protocol and seed) is kept as it is, times\n"
+            "included; --replace gives it the file's values and updated_at (and the earlier created_at).\n"
+            "--importance imports OI vectors written by `archive export --importance`, their updated_at included\n"
             "(a vector already stored for a genotype and protocol is kept unless --replace). One transaction: a bad\n"
             "line imports nothing and is named; a line without any metric is a bad line. A line repeating an\n"
             "earlier line of the file (same genotype, protocol and seed) is ignored and reported when its values\n"
-            "are the same, and refused (both lines named) when they differ."
+            "are the same (its times aside), and refused (both lines named) when they differ."
         ),
     )  # fmt: skip
     im.add_argument("input", metavar="FILE", help="CSV file, or a .json file written by `archive export`")
@@ -145,18 +150,27 @@ def register(sub, formatter) -> None:
 
 def _filters(p) -> None:
     p.add_argument("--protocol", default=None, help="only this protocol")
-    p.add_argument("--seed", type=int, default=None, help="only this seed")
+    p.add_argument("--seed", type=int, default=None, help="only this seed (>= 0)")
     p.add_argument("--hash", default=None, metavar="PREFIX", help="only genotypes whose hash starts so")
-    p.add_argument("--max-error", type=float, default=None, help="only test_error <= this")
+    p.add_argument("--max-error", type=float, default=None,
+                   help="only test_error <= this (a fraction in [0, 1], as stored: 0.03 = 3 %%)")
     p.add_argument("--sort", default=None, metavar="KEY[:desc]",
                    help="test_error, params, seconds, updated_at ...; descending: KEY:desc (or --sort=-KEY)")
     p.add_argument("--source", default=None, metavar="PREFIX",
                    help="only rows whose source starts so (e.g. 'sample', 'analyze-sampling', 'import')")
 
 
-def _select(args, archive):
+def _check_filters(args) -> None:
+    """Refuse filter values no row can have (a negative seed, an error outside [0, 1]) instead of matching nothing."""
+    if args.seed is not None:
+        check_seed(args.seed, "--seed")
     if args.max_error is not None:
-        check_finite_option(args.max_error, "--max-error")
+        if not 0 <= args.max_error <= 1:  # NaN too
+            hint = " (a percentage? divide by 100)" if 1 < args.max_error <= 100 else ""
+            raise CellnasError(f"--max-error must be a test error fraction in [0, 1], got {args.max_error:g}{hint}")
+
+
+def _select(args, archive):
     return archive.records(protocol=args.protocol, seed=args.seed, hash_prefix=args.hash, sort=args.sort,
                            limit=args.limit or None, max_test_error=args.max_error, source=args.source)  # fmt: skip
 
@@ -242,6 +256,7 @@ def _list(args) -> int:
     from cellnas.formats import to_darts_text
 
     _check_limit(args)
+    _check_filters(args)
 
     with open_archive(args, create=False) as archive:
         records = _select(args, archive)
@@ -265,9 +280,13 @@ def _list(args) -> int:
 
 
 def _export(args) -> int:
+    from cellnas.archive import export_format
+
     _check_limit(args)
+    export_format(args.output)  # before any query: a name without .csv or .json is refused at once
     if args.importance:
         return _export_importance(args)
+    _check_filters(args)
     with open_archive(args, create=False) as archive:
         records = _select(args, archive)
         if not records:
