@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cellnas.analysis.gradvar_options import BN_MODES, DEFAULTS, NORMALIZATIONS
 from cellnas.analysis.landscape import DEFAULT_SEED, EvalSet, Grid, _logits, axis, plane_directions, plane_grid
 from cellnas.errors import CellnasError
 
@@ -60,11 +61,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-NORMALIZATIONS = ("none", "per-parameter")
-BN_MODES = ("eval", "train")
-
-#: The documented defaults (SPEC 3.5 leaves them [UNKNOWN]).
-DEFAULTS = {"batch_size": 128, "num_batches": 10, "normalize": "none", "bn": "eval", "batch_seed": 0}
 
 
 @dataclass

@@ -8,10 +8,13 @@
   ``nb301-proxy``, ``digits``) and :func:`resolve_config`.
 """
 
-from cellnas.train.config import DATASET_PRESETS, PRESETS, TrainConfig, resolve_config
-from cellnas.train.final import evaluate, load_final
-from cellnas.train.loop import TrainInterrupted, TrainResult, train
-from cellnas.train.seeds import SeedsResult, evaluate_seeds, train_seeds
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported on first use (cellnas._callable.lazy_exports): the config alone needs no torch
+    from cellnas.train.config import DATASET_PRESETS, PRESETS, TrainConfig, resolve_config
+    from cellnas.train.final import evaluate, load_final
+    from cellnas.train.loop import TrainInterrupted, TrainResult, train
+    from cellnas.train.seeds import SeedsResult, evaluate_seeds, train_seeds
 
 __all__ = [
     "train",
@@ -28,6 +31,11 @@ __all__ = [
     "resolve_config",
 ]
 
-from cellnas._callable import make_callable  # noqa: E402
+from cellnas._callable import lazy_exports, make_callable  # noqa: E402
 
+lazy_exports(__name__, {
+    "DATASET_PRESETS": "config", "PRESETS": "config", "TrainConfig": "config", "resolve_config": "config",
+    "evaluate": "final", "load_final": "final", "TrainInterrupted": "loop", "TrainResult": "loop", "train": "loop",
+    "SeedsResult": "seeds", "evaluate_seeds": "seeds", "train_seeds": "seeds",
+})  # fmt: skip
 make_callable(__name__, "train")  # cellnas.train(...) trains a genotype

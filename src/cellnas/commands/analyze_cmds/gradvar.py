@@ -12,7 +12,7 @@ __all__ = ["register", "run"]
 
 
 def register(sub, formatter) -> None:
-    from cellnas.analysis.gradvar import BN_MODES, DEFAULTS, NORMALIZATIONS
+    from cellnas.analysis.gradvar_options import BN_MODES, DEFAULTS, NORMALIZATIONS  # no torch: parser only
     from cellnas.commands.analyze_cmds.landscape import add_plane_args, add_source_args
 
     p = sub.add_parser(
