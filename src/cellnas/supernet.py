@@ -664,7 +664,10 @@ def _softmax_rows(alphas) -> np.ndarray:
     if a.ndim != 2:
         raise CellnasError(f"alpha must be a 2-D (edges x ops) array, got shape {a.shape}")
     e = np.exp(a - a.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    # the exactly rounded sum (math.fsum) does not depend on the order of the terms: rows whose logits are the same
+    # values in another order get bit-equal weights, so that mathematically equal edge strengths tie exactly and
+    # the stable rule of SPEC 1.7 sends them to the lower input (a pairwise sum differed by an ulp)
+    return e / np.array([math.fsum(row) for row in e])[:, None]
 
 
 def derive_cell(
@@ -683,9 +686,11 @@ def derive_cell(
     is the first maximum over non-``none`` ops (strict '>', ties -> lower op index); pairs are emitted
     strongest edge first. ``concat`` defaults to every intermediate node.
 
-    The softmax is taken in float64. The result is not validated: with ``k > 2`` node 2 keeps fewer
-    pairs than later nodes, which :class:`~cellnas.genotype.Genotype` rejects. ``edge_weights`` (one per edge, e.g.
-    PC-DARTS's normalised beta) multiply the rows of W first, as PC-DARTS's ``genotype()`` does.
+    The softmax is taken in float64, its sum exactly rounded (``math.fsum``), so that equal strengths tie exactly
+    whatever the order of the logits (quark0's float32 softmax can tie or not by rounding). The result is not
+    validated: with ``k > 2`` node 2 keeps fewer pairs than later nodes, which :class:`~cellnas.genotype.Genotype`
+    rejects. ``edge_weights`` (one per edge, e.g. PC-DARTS's normalised beta) multiply the rows of W first, as
+    PC-DARTS's ``genotype()`` does.
     """
     W = _softmax_rows(alphas)
     if W.shape[1] != len(ops):
