@@ -8,7 +8,8 @@
 
 :func:`load_genotype` resolves what the CLI calls GENOTYPE: a zoo name, a file in
 any of these formats (auto-detected), a run directory holding ``genotype.json``,
-or the DARTS text itself.
+or the DARTS text itself; from Python also a :class:`~cellnas.genotype.Genotype`, its
+``to_dict()`` (or any of these JSON documents as a dict) and a search result.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cellnas.errors import FormatError, GenotypeError
 from cellnas.genotype import PRIMITIVES, Cell, Genotype, as_int
@@ -36,6 +39,7 @@ __all__ = [
     "from_nb301",
     "dumps",
     "loads",
+    "from_doc",
     "load_genotype",
     "save_genotype",
 ]
@@ -122,11 +126,15 @@ def _literal(node: ast.AST, what: str):
         raise FormatError(f"DARTS text: {what} must be a literal, not code") from None
 
 
-def from_darts_text(text: str, k: int = 2) -> Genotype:
+def from_darts_text(text: str, k: int | None = None) -> Genotype:
     """Parse DARTS ``Genotype(...)`` text safely (positional or keyword fields; ``range`` concat).
 
     The text holds one ``Genotype(...)`` expression, optionally assigned (``DARTS_V2 = Genotype(...)``). A line
     pasted from a search log (``12/01 10:00:00 AM genotype = Genotype(...)``) is read from its ``Genotype(`` on.
+
+    The text does not say how many inputs ``k`` each node has; ``k=None`` reads it off the pair counts and concat
+    lists (:func:`~cellnas.genotype.infer_k`), so the text of every genotype a search derives (``--k 1`` or 2, any
+    node count) reads back as it was. Give ``k`` for a cell whose last node is not in its concat (a dead node).
     """
     one = "DARTS text must be a single [NAME =] Genotype(normal=..., normal_concat=..., reduce=..., ...) expression"
     try:
@@ -379,9 +387,40 @@ def dumps(g: Genotype, fmt: str = "json") -> str:
     raise FormatError(f"unknown genotype format {fmt!r}; valid formats: {', '.join(FORMATS)}")
 
 
-def loads(text: str, source: str | None = None) -> Genotype:
+def from_doc(doc: Mapping, source: str | None = None) -> Genotype:
+    """The genotype of a JSON document already parsed, format auto-detected: cellnas (``"format"``), NNabla
+    (``"arch_normal"``), NAS-Bench-301 (``NetworkSelectorDatasetInfo:darts:...`` keys), or a plain
+    :meth:`~cellnas.genotype.Genotype.to_dict` (or DARTS-field) dict."""
+    if not isinstance(doc, Mapping):
+        raise FormatError(f"genotype JSON must be an object, got {type(doc).__name__}")
+    if "format" in doc:
+        return from_json(doc, source)
+    if "arch_normal" in doc or "arch_reduction" in doc:
+        return from_nnabla(doc)
+    if any(str(k).startswith(_NB301_PREFIX) for k in doc):
+        return from_nb301(doc)
+    if "normal" in doc and "reduce" in doc:
+        return Genotype.from_dict(doc)
+    raise FormatError(
+        "JSON is not a known genotype format (expected cellnas 'format' key, NNabla 'arch_normal', "
+        "NAS-Bench-301 'NetworkSelectorDatasetInfo:darts:' keys, or 'normal' and 'reduce' cells)"
+    )
+
+
+def loads(text: str | bytes, source: str | None = None, k: int | None = None) -> Genotype:
     """Parse genotype text in any supported format (auto-detected); ``source`` names where the text came from
-    (a file) in warnings."""
+    (a file) in warnings. Bytes are read as UTF-8. ``k``: inputs per node of DARTS text (default: inferred, see
+    :func:`from_darts_text`)."""
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError("genotype bytes are not UTF-8 text") from None
+    if not isinstance(text, str):
+        raise FormatError(
+            f"loads() parses genotype text (a str or UTF-8 bytes), got {type(text).__name__}; for a Genotype, a dict, "
+            "a file, a run directory or a zoo name use load_genotype()"
+        )
     stripped = text.lstrip("\ufeff").strip()  # a UTF-8 byte-order mark is not content
     if not stripped:
         raise FormatError("empty genotype text")
@@ -390,29 +429,28 @@ def loads(text: str, source: str | None = None) -> Genotype:
             doc = json.loads(stripped)
         except json.JSONDecodeError as exc:
             raise FormatError(f"invalid JSON (truncated file?): {exc.msg} at line {exc.lineno}") from None
-        if not isinstance(doc, dict):
-            raise FormatError("genotype JSON must be an object")
-        if "format" in doc:
-            return from_json(doc, source)
-        if "arch_normal" in doc or "arch_reduction" in doc:
-            return from_nnabla(doc)
-        if any(str(k).startswith(_NB301_PREFIX) for k in doc):
-            return from_nb301(doc)
-        if "normal" in doc and "reduce" in doc:
-            return Genotype.from_dict(doc)
-        raise FormatError(
-            "JSON is not a known genotype format (expected cellnas 'format' key, NNabla 'arch_normal', "
-            "or NAS-Bench-301 'NetworkSelectorDatasetInfo:darts:' keys)"
-        )
+        return from_doc(doc, source)
     if "Genotype(" in stripped:
-        return from_darts_text(stripped)
+        return from_darts_text(stripped, k=k)
     raise FormatError("text is not a genotype in any known format (cellnas JSON, DARTS Genotype(...), NNabla, NB301)")
 
 
-def load_genotype(spec: str | os.PathLike | Genotype) -> Genotype:
-    """Resolve GENOTYPE: a zoo name, a file (any format), a run directory, or DARTS text."""
+def load_genotype(spec: Any) -> Genotype:
+    """Resolve GENOTYPE: a zoo name, a file (any format), a run directory, or genotype text (DARTS, JSON).
+
+    From Python it also takes a :class:`~cellnas.genotype.Genotype` (returned as it is), a dict (its ``to_dict()``,
+    or any JSON document :func:`loads` reads, parsed), an object whose ``.genotype`` is a Genotype (a
+    ``SearchResult``), an object with the DARTS namedtuple's fields (``normal``, ``normal_concat``, ``reduce``,
+    ``reduce_concat``) and UTF-8 bytes of genotype text. Anything else is a :class:`FormatError` listing these.
+    """
     if isinstance(spec, Genotype):
         return spec
+    if isinstance(spec, Mapping):
+        return from_doc(spec)
+    if isinstance(spec, bytes | bytearray):
+        return loads(spec)
+    if not isinstance(spec, str | os.PathLike):
+        return _load_object(spec)
     text = str(spec)
     if "Genotype(" in text or text.lstrip().startswith("{"):
         return loads(text)
@@ -453,6 +491,21 @@ def load_genotype(spec: str | os.PathLike | Genotype) -> Genotype:
     )
 
 
+def _load_object(spec: Any) -> Genotype:
+    """The genotype of a Python object that is neither text nor a path (see :func:`load_genotype`)."""
+    if hasattr(spec, "genotype"):
+        inner = spec.genotype
+        if isinstance(inner, Genotype):
+            return inner
+        raise FormatError(f"{type(spec).__name__}.genotype is {type(inner).__name__} {inner!r:.80}, not a Genotype")
+    if all(hasattr(spec, f) for f in _DARTS_FIELDS):  # a quark0/darts Genotype namedtuple
+        return Genotype.from_darts(*(getattr(spec, f) for f in _DARTS_FIELDS))
+    raise FormatError(
+        f"cannot load a genotype from {type(spec).__name__} {spec!r:.80}; give a Genotype, its to_dict(), a search "
+        f"result, DARTS Genotype(...) text, {_GENOTYPE_INPUTS}"
+    )
+
+
 _GENOTYPE_INPUTS = ("a genotype file (cellnas JSON, DARTS text, NNabla JSON, NAS-Bench-301 JSON), a run directory "
                     "or a zoo name")
 
@@ -479,9 +532,11 @@ def _binary_kind(path: Path) -> str | None:
 
 
 def save_genotype(g: Genotype, path: str | os.PathLike, fmt: str = "json", unsearched: tuple[str, ...] = ()) -> Path:
-    """Write ``g`` to ``path`` in ``fmt`` atomically (temporary file, then rename).
+    """Write ``g`` to ``path`` in ``fmt`` atomically (temporary file, then rename); return the path.
 
-    ``unsearched`` (json only): the cells the search did not choose, see :func:`to_json`."""
+    Missing parent folders of ``path`` are created. A file that cannot be written (a read-only folder, a full disk)
+    raises :class:`~cellnas.runs.WriteFailed` (a :class:`~cellnas.errors.RunError`) and leaves any earlier file there
+    intact. ``unsearched`` (json only): the cells the search did not choose, see :func:`to_json`."""
     from cellnas.runs import atomic_write_text
 
     if unsearched:

@@ -34,6 +34,7 @@ __all__ = [
     "Cell",
     "Genotype",
     "CELL_TYPES",
+    "infer_k",
     "edge_pairs",
     "parse_edge",
     "as_int",
@@ -112,8 +113,21 @@ class Cell:
     """One cell type: ``nodes[j]`` holds the (op, input) pairs of intermediate node j+2.
 
     ``concat`` lists the nodes whose outputs are concatenated into the cell output.
-    Instances are immutable and hashable; build them with :meth:`from_pairs` or
-    the constructor (which validates).
+    Instances are immutable and hashable; build them with :meth:`from_pairs` or the constructor.
+
+    The constructor converts lists to tuples (and NumPy ints to ints) and checks the cell's shape: at least one
+    node, every node with at least one (op, input) pair, and a non-empty ``concat`` of distinct existing nodes
+    (0 .. n+1); anything else raises :class:`~cellnas.errors.GenotypeError`. The op names, that every input is an
+    earlier node and that every node has the same number of inputs are checked by :meth:`validate`, which
+    :class:`Genotype` calls for both its cells: a cell does not know whether it is the normal or the reduction cell,
+    and those messages name it (``reduce cell, node 3, edge 0: ...``). So a :class:`Genotype` is always fully valid;
+    a lone cell may still hold an unknown op, a bad input or, from
+    :func:`~cellnas.supernet.derive_cell` with ``k > 2``, a node 2 with fewer inputs than the others.
+
+    >>> Cell(nodes=[], concat=[2])
+    Traceback (most recent call last):
+    ...
+    cellnas.errors.GenotypeError: cell has no intermediate nodes (a cell needs at least one node of (op, input) pairs)
     """
 
     nodes: tuple[tuple[Pair, ...], ...]
@@ -122,6 +136,24 @@ class Cell:
     def __post_init__(self) -> None:
         object.__setattr__(self, "nodes", _as_nodes(self.nodes))
         object.__setattr__(self, "concat", _as_concat(self.concat))
+        self._check_shape("cell")
+
+    def _check_shape(self, where: str) -> None:
+        """The checks that need no cell type (``where`` starts every message): nodes and concat."""
+        if not self.nodes:
+            raise GenotypeError(f"{where} has no intermediate nodes (a cell needs at least one node of (op, input) "
+                                "pairs)")  # fmt: skip
+        for j, node in enumerate(self.nodes):
+            if not node:
+                raise GenotypeError(f"{where}, node {j + 2}: has no (op, input) pairs (every node needs an input)")
+        if not self.concat:
+            raise GenotypeError(f"{where}: concat list is empty")
+        last = self.n_nodes + 1
+        for c in self.concat:
+            if not 0 <= c <= last:
+                raise GenotypeError(f"{where}: concat names node {c}, which does not exist (nodes 0 .. {last})")
+        if len(set(self.concat)) != len(self.concat):
+            raise GenotypeError(f"{where}: concat {list(self.concat)} repeats a node")
 
     # -- construction ---------------------------------------------------------
     @classmethod
@@ -130,8 +162,7 @@ class Cell:
         if not isinstance(pairs, list | tuple):
             raise GenotypeError(f"expected a list of (op, input) pairs, got {pairs!r}")
         pairs = [_as_pair(p) for p in pairs]
-        if k < 1:
-            raise GenotypeError(f"inputs per node k must be >= 1, got {k}")
+        k = _as_k(k)
         if len(pairs) == 0 or len(pairs) % k:
             raise GenotypeError(
                 f"a cell with k={k} inputs per node needs a positive multiple of {k} (op, input) pairs, "
@@ -161,8 +192,7 @@ class Cell:
 
     def validate(self, name: str = "cell") -> None:
         """Raise :class:`GenotypeError` naming the cell, node and edge at fault."""
-        if not self.nodes:
-            raise GenotypeError(f"{name} cell has no intermediate nodes")
+        self._check_shape(f"{name} cell")
         k = len(self.nodes[0])
         for j, node in enumerate(self.nodes):
             dst = j + 2
@@ -179,16 +209,6 @@ class Cell:
                     raise GenotypeError(
                         f"{where}: input {src} must be an earlier node (0 .. {dst - 1})"
                     )
-        if not self.concat:
-            raise GenotypeError(f"{name} cell: concat list is empty")
-        last = self.n_nodes + 1
-        for c in self.concat:
-            if not 0 <= c <= last:
-                raise GenotypeError(
-                    f"{name} cell: concat names node {c}, which does not exist (nodes 0 .. {last})"
-                )
-        if len(set(self.concat)) != len(self.concat):
-            raise GenotypeError(f"{name} cell: concat {list(self.concat)} repeats a node")
 
     def reaches_output(self, inputs: Iterable[int] = (0, 1)) -> bool:
         """Whether the cell's output depends on the input nodes ``inputs`` (those that carry a signal): some
@@ -230,7 +250,8 @@ class Cell:
 
     @classmethod
     def from_dict(cls, d: dict, name: str = "cell") -> Cell:
-        if not isinstance(d, dict):
+        """The cell of :meth:`to_dict`'s ``{"nodes": [[[op, input], ...], ...], "concat": [...]}``."""
+        if not isinstance(d, Mapping):
             raise GenotypeError(f"{name} cell must be an object with 'nodes' and 'concat', got {d!r}")
         for key in ("nodes", "concat"):
             if key not in d:
@@ -266,6 +287,14 @@ def _as_nodes(nodes) -> tuple[tuple[Pair, ...], ...]:
     return tuple(tuple(_as_pair(p) for p in node) for node in nodes)
 
 
+def _as_k(k) -> int:
+    """``k`` (inputs per node) as an int >= 1, or a :class:`GenotypeError`."""
+    value = as_int(k)
+    if value is None or value < 1:
+        raise GenotypeError(f"inputs per node k must be an integer >= 1, got {k!r}")
+    return value
+
+
 def _as_concat(concat) -> tuple[int, ...]:
     if isinstance(concat, str | bytes | Mapping) or not isinstance(concat, Iterable):
         raise GenotypeError(f"concat must be a list of node numbers, got {concat!r}")
@@ -279,16 +308,81 @@ def _as_concat(concat) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _k_from_concat(pairs, concat) -> int | None:
+    """The k that makes the last node of ``concat`` the cell's last intermediate node, if it is a whole number."""
+    try:
+        ends = [as_int(c) for c in concat]
+        n_pairs = len(pairs)
+    except TypeError:
+        return None
+    if not ends or None in ends or max(ends) < 2 or n_pairs == 0 or n_pairs % (max(ends) - 1):
+        return None
+    return n_pairs // (max(ends) - 1)
+
+
+def infer_k(normal: Sequence, normal_concat: Iterable[int], reduce: Sequence, reduce_concat: Iterable[int]) -> int:
+    """The inputs per node ``k`` of DARTS pair lists, which do not state it (DARTS text has no k field).
+
+    A cell's last intermediate node feeds only the output, so it is in ``concat`` unless it is dead: every cell a
+    search derives (any k, any node count), samples, the zoo's published cells (SPEC 1.8) and NNabla/NB301 cells
+    have it there. So a cell of P pairs whose concat ends at node m has n = m - 1 nodes of k = P / n pairs each.
+    When the cells give one such k, it is the answer, valid or not (building the cells then says what is wrong).
+    When they give two, a :class:`GenotypeError` names both (one genotype has one k; reading one cell with the
+    other's k would invent or drop nodes). When neither does (P does not divide; a concat of input nodes only) it
+    is DARTS's k = 2. A cell whose last node is dead needs its k given.
+    """
+    normal_concat, reduce_concat = _materialise(normal_concat), _materialise(reduce_concat)
+    found = {"normal": _k_from_concat(normal, normal_concat), "reduce": _k_from_concat(reduce, reduce_concat)}
+    ks = set(found.values()) - {None}
+    if len(ks) <= 1:
+        return ks.pop() if ks else 2
+    raise GenotypeError(
+        f"the normal cell has {len(normal)} (op, input) pairs for nodes 2 .. {max(normal_concat)}, so "
+        f"k={found['normal']} inputs per node, but the reduce cell has {len(reduce)} pairs for nodes 2 .. "
+        f"{max(reduce_concat)}, so k={found['reduce']}: both cells of a genotype need the same k (when a cell's "
+        "last node is not in its concat, give k)"
+    )
+
+
+def _materialise(concat):
+    """``concat`` as a list when it is a one-shot iterable (a generator), so that it can be read twice."""
+    if isinstance(concat, str | bytes | Mapping) or not isinstance(concat, Iterable):
+        return concat
+    return list(concat)
+
+
+def _not_a_cell(name: str, value) -> str:
+    """Why ``Genotype(name=value)`` is refused, and what to call instead."""
+    return (
+        f"Genotype({name}=...) takes a Cell, got {type(value).__name__} {value!r:.80}; build a genotype from DARTS "
+        f"pair lists with Genotype.from_darts(normal=[(op, input), ...], normal_concat=[...], reduce=[...], "
+        f"reduce_concat=[...]), from a dict with Genotype.from_dict, or a cell with Cell.from_pairs(pairs, concat, k)"
+    )
+
+
 @dataclass(frozen=True)
 class Genotype:
-    """A normal and a reduction cell (Liu et al. 2019, Sec. 2.4, the derived architecture)."""
+    """A normal and a reduction cell (Liu et al. 2019, Sec. 2.4, the derived architecture).
+
+    Both cells are validated (:meth:`Cell.validate`) and must have the same number ``k`` of inputs per node: the
+    DARTS text writes each cell as one flat pair list, read back with one k, and the analyses take one k.
+    """
 
     normal: Cell
     reduce: Cell
 
     def __post_init__(self) -> None:
+        for name in CELL_TYPES:
+            if not isinstance(getattr(self, name), Cell):
+                raise GenotypeError(_not_a_cell(name, getattr(self, name)))
         self.normal.validate("normal")
         self.reduce.validate("reduce")
+        k_normal, k_reduce = len(self.normal.nodes[0]), len(self.reduce.nodes[0])
+        if k_normal != k_reduce:
+            raise GenotypeError(
+                f"the normal cell has k={k_normal} inputs per node but the reduce cell has k={k_reduce}: both cells "
+                "of a genotype need the same k (its DARTS text is read back with one k)"
+            )
 
     @classmethod
     def from_darts(
@@ -297,9 +391,15 @@ class Genotype:
         normal_concat: Iterable[int],
         reduce: Sequence,
         reduce_concat: Iterable[int],
-        k: int = 2,
+        k: int | None = None,
     ) -> Genotype:
-        """Build from the DARTS namedtuple fields (flat pair lists, ``k`` pairs per node)."""
+        """Build from the DARTS namedtuple fields (flat pair lists, ``k`` pairs per node).
+
+        ``k=None`` reads k off the pair counts and concat lists (:func:`infer_k`: 2 for DARTS cells, 1 for a
+        ``--k 1`` search's)."""
+        normal_concat, reduce_concat = _materialise(normal_concat), _materialise(reduce_concat)
+        if k is None:
+            k = infer_k(normal, normal_concat, reduce, reduce_concat)
         return cls(
             normal=_named(Cell.from_pairs, "normal", normal, normal_concat, k),
             reduce=_named(Cell.from_pairs, "reduce", reduce, reduce_concat, k),
@@ -323,9 +423,22 @@ class Genotype:
         return {"normal": self.normal.to_dict(), "reduce": self.reduce.to_dict()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Genotype:
-        if not isinstance(d, dict) or "normal" not in d or "reduce" not in d:
-            raise GenotypeError("a genotype needs 'normal' and 'reduce' cells")
+    def from_dict(cls, d: Mapping) -> Genotype:
+        """The genotype of :meth:`to_dict`'s ``{"normal": {"nodes": ..., "concat": ...}, "reduce": ...}``, or of the
+        DARTS fields as a dict (``{"normal": [[op, input], ...], "normal_concat": [...], "reduce": ...,
+        "reduce_concat": ...}``, e.g. a DARTS namedtuple's ``_asdict()``; an optional ``"k"``, else inferred as
+        :meth:`from_darts` does)."""
+        if not isinstance(d, Mapping):
+            raise GenotypeError(f"a genotype dict needs 'normal' and 'reduce' cells, got {type(d).__name__} {d!r:.80}")
+        missing = [key for key in CELL_TYPES if key not in d]
+        if missing:
+            raise GenotypeError(f"a genotype needs 'normal' and 'reduce' cells; this dict lacks {' and '.join(missing)}"
+                                f" (its keys: {', '.join(map(str, d)) or 'none'})")  # fmt: skip
+        if all(isinstance(d[key], list | tuple) for key in CELL_TYPES):  # the DARTS fields
+            lacking = [f"{key}_concat" for key in CELL_TYPES if f"{key}_concat" not in d]
+            if lacking:
+                raise GenotypeError(f"a genotype dict of DARTS pair lists needs {' and '.join(lacking)} too")
+            return cls.from_darts(d["normal"], d["normal_concat"], d["reduce"], d["reduce_concat"], k=d.get("k"))
         return cls(normal=Cell.from_dict(d["normal"], "normal"), reduce=Cell.from_dict(d["reduce"], "reduce"))
 
     def content_hash(self) -> str:
@@ -380,7 +493,10 @@ class Genotype:
 
 
 def _named(fn, name, *args):
+    """``fn(*args)``, its :class:`GenotypeError` naming the cell type ``name``."""
     try:
         return fn(*args)
     except GenotypeError as exc:
-        raise GenotypeError(f"{name} cell: {exc}") from None
+        text = str(exc)
+        # the constructor's shape messages start with "cell": make that "normal cell", not "normal cell: cell"
+        raise GenotypeError(f"{name} {text}" if text.startswith("cell") else f"{name} cell: {text}") from None

@@ -13,7 +13,7 @@ True
 
 from __future__ import annotations
 
-from cellnas.errors import unknown_name
+from cellnas.errors import CellnasError, unknown_name
 from cellnas.genotype import Genotype
 
 __all__ = ["ZOO", "ALIASES", "get_genotype", "list_genotypes"]
@@ -80,7 +80,13 @@ def list_genotypes() -> list[str]:
 
 
 def get_genotype(name: str) -> Genotype:
-    """The published genotype called ``name`` (case-insensitive; ``DARTS`` is ``DARTS_V2``)."""
+    """The published genotype called ``name`` (case-insensitive; ``DARTS`` is ``DARTS_V2``).
+
+    An unknown name, or one that is not a string, raises :class:`~cellnas.errors.CellnasError` listing the names."""
+    if not isinstance(name, str):
+        valid = ", ".join(sorted(list(ZOO) + list(ALIASES)))
+        raise CellnasError(f"a zoo genotype name must be a string, got {type(name).__name__} {name!r:.80}; "
+                           f"valid choices: {valid}")  # fmt: skip
     lookup = {k.lower(): k for k in list(ZOO) + list(ALIASES)}
     key = lookup.get(name.lower())
     if key is None:
