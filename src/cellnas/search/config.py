@@ -16,7 +16,8 @@ from cellnas._config import AMP_CHOICES, absolute_paths, check_types, config_fro
 from cellnas.errors import CellnasError, unknown_name
 from cellnas.genotype import PRIMITIVES, edge_pairs, parse_edge
 
-__all__ = ["SearchConfig", "PRESETS", "FLAGS", "resolve_config", "edge_key", "merge_ablations"]
+__all__ = ["SearchConfig", "PRESETS", "FLAGS", "resolve_config", "config_from", "check_config_type", "edge_key",
+           "merge_ablations"]
 
 log = logging.getLogger(__name__)
 
@@ -366,4 +367,57 @@ def resolve_config(preset: str | None = None, overrides: dict | None = None) -> 
     if meant is not None and cfg.dataset != meant:  # allowed (one protocol on another dataset), but said
         log.warning("search preset %r is made for %s, but --dataset %s was given: searching %s with %s's "
                     "hyper-parameters", preset, meant, cfg.dataset, cfg.dataset, preset)  # fmt: skip
+    return cfg
+
+
+def check_config_type(config: object) -> None:
+    """Refuse, with a :class:`CellnasError`, a ``config`` that :func:`cellnas.search` cannot take: anything but
+    ``None``, a :class:`SearchConfig` or a dict of its keys with string names. A training config is named as one."""
+    if config is None or isinstance(config, SearchConfig):
+        return
+    if isinstance(config, dict):
+        bad = [k for k in config if not isinstance(k, str)]
+        if bad:
+            raise CellnasError(f"a search config dict needs the key names as strings, got {bad[0]!r}; valid keys: "
+                               f"{', '.join(f.name for f in dataclasses.fields(SearchConfig))}")  # fmt: skip
+        return
+    from cellnas.train.config import TrainConfig
+
+    if isinstance(config, TrainConfig):
+        raise CellnasError("cellnas.search got a TrainConfig, which is a training config (retraining a genotype from "
+                           "scratch): train with cellnas.train(genotype, config); a search takes a SearchConfig or a "
+                           "dict of its keys")  # fmt: skip
+    named = isinstance(config, str) and config in PRESETS
+    hint = f" (to search with the preset {config!r}, give preset={config!r})" if named else ""
+    raise CellnasError(f"a search config must be a SearchConfig, a dict of its keys or None, got "
+                       f"{type(config).__name__} {config!r}{hint}")  # fmt: skip
+
+
+def config_from(config: SearchConfig | dict | None, preset: str | None, overrides: dict) -> SearchConfig:
+    """The validated config a fresh search runs with (SPEC 1.5), always a new object: the caller's ``config`` is never
+    changed, and no two searches share one.
+
+    - ``config`` a :class:`SearchConfig`: a copy of it with ``overrides`` (config keys) on top. ``preset`` is then
+      refused: the config already holds every value, a preset's included.
+    - ``config`` a dict of config keys (as in a config file) or ``None``: :func:`resolve_config` of ``preset`` with
+      the dict's keys, then ``overrides``, on top (the dict's ``"preset"``, as a saved ``config.json`` names it, is
+      the preset when ``preset`` is not given).
+
+    ``None`` values in ``overrides`` (and the dict) mean "not given". An unknown key is refused, naming the valid
+    ones; so is a value of the wrong type or out of range (:meth:`SearchConfig.validate`).
+    """
+    check_config_type(config)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if not isinstance(config, SearchConfig):
+        values = {k: v for k, v in (config or {}).items() if v is not None}
+        named = values.pop("preset", None)
+        if named is not None and preset is not None and named != preset:
+            raise CellnasError(f"the config dict names the preset {named!r} but preset={preset!r} was given; give one")
+        return resolve_config(preset if preset is not None else named, {**values, **changes})
+    if preset is not None:
+        raise CellnasError(f"give either a config or a preset, not both (preset={preset!r}): a SearchConfig holds "
+                           "every value already; start from resolve_config(preset) and change its fields, or give "
+                           "preset= and the changes as keyword arguments")  # fmt: skip
+    cfg = SearchConfig.from_dict(absolute_paths({**config.to_dict(), **changes}))  # to_dict copies: never shared
+    cfg.validate()
     return cfg

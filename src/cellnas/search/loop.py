@@ -19,8 +19,10 @@ that fails before its first checkpoint takes back the directories it made (:func
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +69,7 @@ from cellnas.runs import (
 )
 from cellnas.schedule import amp_dtype, autocast, cosine_lr, resolve_device
 from cellnas.search.architect import Architect
-from cellnas.search.config import SearchConfig, resolve_config
+from cellnas.search.config import SearchConfig, check_config_type, config_from, resolve_config
 
 __all__ = ["search", "SearchResult"]
 
@@ -83,11 +85,23 @@ class SearchInterrupted(RunInterrupted):
 
 @dataclass
 class SearchResult:
-    """What :func:`search` returns.
+    """What :func:`search` returns: the searched cell, where the run's files are, and how it went.
 
-    Two times: ``search_seconds`` is the training steps alone, added up over every session of a resumed run
-    (``meta.json``'s ``search_seconds``); ``seconds`` is the whole call, this session only (data, set-up,
-    evaluation, checkpoints and plots included).
+    - ``genotype``: the discrete cell derived from the final α (SPEC 1.7), as ``genotype.json`` holds it.
+    - ``run_dir``: the run directory (``config.json``, ``meta.json``, ``metrics.jsonl``, ``alphas.npz``,
+      ``alphas_history.npz``, ``genotype.json``, ``checkpoint.pt``, plots).
+    - ``metrics``: one record per epoch, as ``metrics.jsonl`` holds them (losses, accuracies, learning rate, the
+      epoch's genotype and softmax(α)).
+    - ``alphas``: ``{"normal": P, "reduce": P}``, the final softmax(α) of each cell type (SPEC 1.7): ``P`` has shape
+      ``(edges, ops)``, each row a probability distribution over the ops (it sums to 1), columns in the order of
+      :attr:`ops`. The run directory's ``alphas.npz`` holds the logits α themselves, with the op names (``ops``) and,
+      for PC-DARTS edge normalisation, the edge logits beta.
+    - ``seconds``: the whole call, this session only (data, set-up, evaluation, checkpoints and plots included).
+    - ``config``: the resolved :class:`SearchConfig` the run went on with, this search's own copy (changing it
+      changes nothing else); ``None`` only for a result built by hand.
+    - ``search_seconds``: the training steps alone, added up over every session of a resumed run (``meta.json``'s
+      ``search_seconds``).
+    - ``resumed``: whether this call continued (or read the result of) an existing run (``resume=``).
     """
 
     genotype: Genotype
@@ -100,7 +114,13 @@ class SearchResult:
     resumed: bool = False
 
     @property
+    def ops(self) -> tuple[str, ...]:
+        """The op name of each column of :attr:`alphas` (the config's ``ops``; ``()`` without a config)."""
+        return tuple(self.config.ops) if self.config is not None else ()
+
+    @property
     def search_accuracy(self) -> float | None:
+        """The supernet's accuracy on the search split at the last evaluation (``valid_acc``); ``None`` if none ran."""
         for rec in reversed(self.metrics):
             if rec.get("valid_acc") is not None:
                 return rec["valid_acc"]
@@ -517,14 +537,58 @@ def _progress(cfg: SearchConfig, total: int, initial: int):
 
 
 def search(
-    config: SearchConfig | None = None,
+    config: SearchConfig | dict | None = None,
     *,
     out: str | Path | None = None,
     resume: str | Path | None = None,
     preset: str | None = None,
     **overrides,
 ) -> SearchResult:
-    """Run (or resume) a DARTS search and return its :class:`SearchResult`.
+    """Run (or resume) a DARTS search (SPEC 1.5: the loop and its hyper-parameters; SPEC 1.6: the architecture
+    gradient, first or second order; SPEC 1.7: the derived cell) and return its :class:`SearchResult`.
+
+    Also callable as ``cellnas.search(...)``. A fresh search writes a new run directory; nothing else is changed (the
+    caller's ``config`` included).
+
+    Parameters
+    ----------
+    config : SearchConfig, dict or None, default None
+        The configuration. A :class:`SearchConfig` is copied and ``overrides`` are applied to the copy (it cannot
+        be combined with ``preset``). A dict is read as config keys, as a config file gives them, on top of
+        ``preset`` (a saved ``config.json`` works too). ``None``: the defaults (the quick ``digits`` search), or
+        ``preset``. Anything else (a ``TrainConfig`` among others) is refused.
+    out : str or Path, optional
+        The run directory to create (refused when it exists and is not empty); default ``runs/search-<time>``.
+    resume : str or Path, optional
+        A run directory to continue from its ``checkpoint.pt`` with the config saved there. Only the overrides in
+        :data:`RESUME_OVERRIDES` may be given (``epochs`` to extend the run, ``data_dir``, ``device``,
+        ``download``, ``progress``, ``plots``); ``config``, ``preset``, ``out`` and every other key are refused. A
+        run that has finished its epochs returns its result from its files and writes nothing.
+    preset : str, optional
+        A named configuration of :data:`~cellnas.search.config.PRESETS` (``darts-cifar10`` is the paper's, SPEC
+        1.5), applied before ``overrides``.
+    **overrides
+        :class:`SearchConfig` fields by name (``epochs=1``, ``channels=4``, ``layers=3``, ``order=2``,
+        ``steps_per_epoch=2``, ``progress=False``, ...), applied last; ``None`` means "not given". Edge ablations
+        (``remove_edges``, ``fix_edges``) are merged with a preset's per edge (:func:`resolve_config`); on a
+        ``config`` they replace its own.
+
+    Returns
+    -------
+    SearchResult
+        The derived genotype, the run directory, the per-epoch metrics, softmax(α) per cell type (``alphas``, with
+        the op of each column in ``ops``), the config the run used (its own copy) and the times.
+
+    Raises
+    ------
+    CellnasError
+        A bad argument, named with the valid choices: an unknown key, a value of the wrong type or out of range, a
+        config of the wrong kind, ``config`` with ``preset``, a setting that cannot change on resume, missing data.
+    RunError
+        A run directory that cannot be used as asked (not empty, corrupt checkpoint, locked by another process),
+        a divergence (:class:`~cellnas.runs.Diverged`) or a file that could not be written.
+    SearchInterrupted
+        Ctrl-C (or SIGTERM): the checkpoint is written and the run can be resumed.
 
     >>> result = search(epochs=1, steps_per_epoch=2, channels=4, layers=3, progress=False)  # doctest: +SKIP
     >>> result.genotype, result.run_dir  # doctest: +SKIP
@@ -534,14 +598,16 @@ def search(
     # that runs or resumes the same directory meanwhile stops with one line naming this one (runs.run_lock)
     with contextlib.ExitStack() as held:
         if resume is not None:
-            run_dir = Path(resume)
+            run_dir = _path_arg(resume, "resume")
+            _check_resume_args(run_dir, config, out, preset, overrides)
             done = _finished_result(run_dir, overrides, t_start)
             if done is not None:  # nothing to search or write: no lock either (a read-only copy reads as well)
                 return done
             job = _resume(run_dir, overrides, held)
         else:
-            cfg = config if config is not None else resolve_config(preset, overrides)
-            cfg.validate()
+            cfg = config_from(config, preset, overrides)  # validated, and this search's own (never the caller's)
+            if out is not None:
+                _path_arg(out, "out")  # checked, kept as given: new_run_dir refuses an empty --out by its text
             cfg.warn_if_arch_never_trains()
             if "normal" in cfg.unsearched:  # once per run: said when it starts, not again on every --resume
                 log.warning("%s; the normal cell in genotype.json is derived from untrained α and marked as not "
@@ -586,6 +652,32 @@ def search(
 #: What ``--resume`` may change: the length of the run (extend a finished one), how it reports, and where its data
 #: are and what it runs on (the same data: a checkpoint's fingerprint refuses others).
 RESUME_OVERRIDES = ("epochs", "progress", "plots", "data_dir", "device", "download")
+
+
+def _path_arg(value: object, name: str) -> Path:
+    """``value`` as a path, or a :class:`CellnasError` naming the argument ``name``."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise CellnasError(f"{name}= must be a path (str or pathlib.Path), got {type(value).__name__} {value!r}")
+    return Path(value)
+
+
+def _check_resume_args(run_dir: Path, config: object, out: object, preset: object, overrides: dict) -> None:
+    """Refuse what a resume of ``run_dir`` cannot take, as ``cellnas search --resume`` refuses other flags: a run
+    goes on with the config saved in its checkpoint, so ``config``, ``preset``, ``out`` and every key but the
+    :data:`RESUME_OVERRIDES` are refused, all named in one message with what may change; an unknown key is refused
+    naming the valid ones."""
+    check_config_type(config)  # a TrainConfig is named as such, whatever else is wrong
+    names = [f.name for f in dataclasses.fields(SearchConfig)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise CellnasError(f"unknown search config key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    given = {"config": config, "preset": preset, "out": out}
+    refused = [k for k, v in given.items() if v is not None]
+    refused += sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
+    if refused:
+        raise CellnasError(f"resume continues {run_dir} with the config saved in its checkpoint; {', '.join(refused)} "
+                           f"cannot change on resume (only {', '.join(RESUME_OVERRIDES)} may; a larger epochs extends "
+                           "the run); start a new search to change the others")  # fmt: skip
 
 
 def _resume(run_dir: Path, overrides: dict, held: contextlib.ExitStack) -> _Search:
@@ -636,7 +728,11 @@ def _finished_result(run_dir: Path, overrides: dict, t_start: float) -> SearchRe
     """The result of a finished search read from its files, writing nothing, as :func:`_finish` left them; ``None``
     when there is more to do and :func:`_resume` goes on: the last session did not write its final files (no
     ``end_time`` in ``meta.json``), a larger ``--epochs`` extends the run, another process holds its lock (the
-    resume then names it), a file is missing or damaged (the resume writes it again), or plots are asked for."""
+    resume then names it), a file is missing or damaged (the resume writes it again), or plots are asked for.
+
+    The result reads as the search's own did: ``alphas`` softmax(α) of ``alphas.npz``'s logits, ``config`` a new
+    object (the saved config with the :data:`RESUME_OVERRIDES` given; :func:`search` has refused the others),
+    ``search_seconds`` every session's training steps, ``resumed`` true."""
     meta = read_json_object(run_dir / "meta.json")
     written = read_json_object(run_dir / "config.json")
     if meta is None or not meta.get("end_time") or written is None or not (run_dir / CHECKPOINT).is_file():
