@@ -23,7 +23,7 @@ from cellnas.errors import CellnasError
 from cellnas.genotype import as_int
 
 __all__ = ["config_from_dict", "check_types", "describe_key", "absolute_paths", "recorded_data_dir", "SHARED_FLAGS",
-           "AMP_CHOICES"]
+           "AMP_CHOICES", "PATH_KEYS"]
 
 #: ``--amp`` of search and train: ``off`` (fp32), ``bf16`` (bf16 autocast on any device), ``auto`` (bf16 on CUDA,
 #: fp32 elsewhere). Resolved to a dtype by :func:`cellnas.schedule.amp_dtype`.
@@ -34,9 +34,16 @@ C = TypeVar("C")
 #: Keys every run config has whose flag is not ``--<key>`` (``None``: set only by a config file or the Python API).
 SHARED_FLAGS: dict[str, str | None] = {"progress": "--no-progress", "plots": "--no-plots", "extra": None}
 
+#: Config keys that hold a folder: they take a ``str`` or any :class:`os.PathLike` (a :class:`pathlib.Path`, as ``out``
+#: does), stored as ``str`` so that ``config.json`` stays plain JSON.
+PATH_KEYS = ("data_dir",)
 
-def config_from_dict(cls: type[C], d: dict, kind: str, tuples: tuple[str, ...] = ()) -> C:
-    """``cls(**d)`` after refusing unknown keys (naming the valid ones); lists under ``tuples`` become tuples."""
+
+def config_from_dict(cls: type[C], d: Mapping, kind: str, tuples: tuple[str, ...] = ()) -> C:
+    """``cls(**d)`` after refusing anything but a dict (a mapping) and unknown keys (naming the valid ones); lists
+    under ``tuples`` become tuples."""
+    if not isinstance(d, Mapping):
+        raise CellnasError(f"a {kind} config must be a dict of config keys, got {d!r} ({type(d).__name__})")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
@@ -101,13 +108,20 @@ def check_types(cfg: Any, flags: Mapping[str, str | None] | None = None) -> None
     """Raise :class:`CellnasError` for the first field whose value does not have its annotated type.
 
     Integers are accepted for float fields; numpy scalars for Python ones (a sweep over ``np.arange``). Both are
-    stored as the plain Python type. Booleans are never numbers. ``flags``: see :func:`describe_key`.
+    stored as the plain Python type. Booleans are never numbers. A :data:`PATH_KEYS` field also takes an
+    :class:`os.PathLike`, stored as ``str``. ``flags``: see :func:`describe_key`.
     """
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
         tp, value = hints[f.name], getattr(cfg, f.name)
+        if f.name in PATH_KEYS and isinstance(value, os.PathLike):
+            value = os.fspath(value)
+            setattr(cfg, f.name, value)
         if not _matches(value, tp):
-            raise CellnasError(f"{describe_key(f.name, flags)} must be {_describe(tp)}, "
+            expected = "a path (a string or os.PathLike)" if f.name in PATH_KEYS else _describe(tp)
+            if f.name in PATH_KEYS and _matches(None, tp):
+                expected += " or null"
+            raise CellnasError(f"{describe_key(f.name, flags)} must be {expected}, "
                                f"got {value!r} ({type(value).__name__})")  # fmt: skip
         for plain in (bool, int, float):
             if tp is plain and type(value) is not plain:
@@ -115,15 +129,17 @@ def check_types(cfg: Any, flags: Mapping[str, str | None] | None = None) -> None
 
 
 def _absolute(path: str | os.PathLike) -> str:
-    return os.path.abspath(os.path.expanduser(str(path)))
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
 
 
 def absolute_paths(values: dict) -> dict:
-    """``values`` with ``data_dir`` and an ``imagefolder:PATH`` dataset made absolute (``~`` expanded), so that the
-    config saved with a run still finds its data from another working directory (``cellnas evaluate RUN``)."""
+    """``values`` with ``data_dir`` (a ``str`` or :class:`os.PathLike`, returned as ``str``) and an
+    ``imagefolder:PATH`` dataset made absolute (``~`` expanded), so that the config saved with a run still finds its
+    data from another working directory (``cellnas evaluate RUN``)."""
     out = dict(values)
-    if isinstance(out.get("data_dir"), str) and out["data_dir"]:
-        out["data_dir"] = _absolute(out["data_dir"])
+    for key in PATH_KEYS:
+        if isinstance(out.get(key), (str, os.PathLike)) and os.fspath(out[key]):
+            out[key] = _absolute(out[key])
     dataset = out.get("dataset")
     if isinstance(dataset, str) and dataset.startswith("imagefolder:") and len(dataset) > len("imagefolder:"):
         out["dataset"] = "imagefolder:" + _absolute(dataset[len("imagefolder:") :])

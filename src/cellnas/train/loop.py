@@ -36,8 +36,10 @@ import errno
 import json
 import logging
 import math
+import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +61,7 @@ from cellnas.runs import (
     check_finite,
     check_same_data,
     data_fingerprint,
+    is_search_config,
     load_checkpoint,
     missing_dirs,
     new_run_dir,
@@ -92,7 +95,8 @@ from cellnas.train.setup import (
 )
 from cellnas.train.source import with_run_dataset
 
-__all__ = ["train", "TrainResult", "TrainInterrupted", "RESUME_OVERRIDES", "config_from", "start"]
+__all__ = ["train", "TrainResult", "TrainInterrupted", "RESUME_OVERRIDES", "config_from", "start",
+           "check_resume_arguments", "as_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -611,10 +615,10 @@ def _final_damaged(run_dir: Path) -> str | None:
 
 def train(
     genotype: Genotype | str | None = None,
-    config: TrainConfig | None = None,
+    config: TrainConfig | Mapping | None = None,
     *,
-    out: str | Path | None = None,
-    resume: str | Path | None = None,
+    out: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
     preset: str | None = None,
     **overrides,
 ) -> TrainResult:
@@ -623,18 +627,41 @@ def train(
     ``genotype``: a :class:`~cellnas.genotype.Genotype` or anything :func:`~cellnas.formats.load_genotype`
     accepts (zoo name, file, run directory, DARTS text); optional with ``resume``. A ``cellnas search`` run
     directory is warned about when its search did not finish, and without ``config``, ``preset`` or a ``dataset``
-    override its dataset (and data_dir) is used (:mod:`cellnas.train.source`). The config is ``config``, or
-    else ``preset`` (or the dataset's, :data:`~cellnas.train.config.DATASET_PRESETS`), with ``overrides``
-    applied (SPEC 2.2, 2.3, 5.6). ``out``: the run directory (refused when not empty; default
-    ``runs/train-<time>``). ``resume``: a run directory to continue; only the keys in :data:`RESUME_OVERRIDES`
-    (``epochs`` to extend a run, ``device``, ...) may be overridden then.
+    override its dataset (and data_dir) is used (:mod:`cellnas.train.source`).
+
+    The config (SPEC 2.2, 2.3, 5.6), resolved as :func:`config_from` does it:
+
+    * ``config``: a :class:`~cellnas.train.config.TrainConfig`, used as it is with ``overrides`` applied (no
+      ``preset`` with it); or a dict of its keys, read as ``cellnas train --config FILE`` reads a file: applied over
+      ``preset`` (or the preset the dict names, or the dataset's), then ``overrides``;
+    * else ``preset`` (or the dataset's, :data:`~cellnas.train.config.DATASET_PRESETS`) with ``overrides``;
+    * ``overrides``: config keys as keywords (``epochs=1, channels=4``; ``data_dir`` may be a path); ``None``
+      values mean "not given".
+
+    The caller's config is never changed: the run works on a copy, which is ``result.config`` (each result owns
+    its own, so one config object can be reused across a sweep).
+
+    ``out``: the run directory (refused when not empty; default ``runs/train-<time>``). ``resume``: a run
+    directory to continue, with its own config: only the keys in :data:`RESUME_OVERRIDES` (``epochs`` to extend
+    the run, ``device``, ``data_dir``, ...) may be given, as keywords; ``config``, ``preset``, another ``out`` and
+    other keys are refused. Resuming a finished run (without a larger ``epochs``) returns its result, read from
+    its files.
+
+    Returns a :class:`TrainResult` (the run directory, per-epoch metrics, test errors as fractions, the config the
+    run used); the run directory holds ``final.pt``, ``summary.json``, ``metrics.jsonl`` and ``config.json``.
+
+    Raises :class:`~cellnas.errors.CellnasError` (its subclasses included) for anything the caller can fix: an
+    unknown preset or config key, a value out of range or of the wrong type, a config that is not a training
+    config, an argument a resume cannot take, missing data, a run directory that cannot be used;
+    :class:`TrainInterrupted` after Ctrl-C (or SIGTERM), once the checkpoint is written.
 
     >>> result = train("DARTS_V2", dataset="digits", epochs=1, channels=4, layers=3, progress=False)  # doctest: +SKIP
     >>> result.last_test_error, result.run_dir  # doctest: +SKIP
     """
     t_start = time.perf_counter()
     if resume is not None:
-        run_dir = Path(resume)
+        run_dir = as_dir(resume, "resume")
+        check_resume_arguments(run_dir, config, preset, out)
         done = _finished_result(run_dir, genotype, overrides) if (run_dir / CHECKPOINT).is_file() else None
         if done is not None:  # nothing to train or write: no lock either (a read-only copy of a run reads as well)
             return done
@@ -642,6 +669,7 @@ def train(
             return _train(_resume(run_dir, genotype, overrides), t_start)
     if genotype is None:
         raise CellnasError("train needs a genotype (a zoo name such as DARTS_V2, a file or a run directory)")
+    out = None if out is None else as_dir(out, "out")
     new_dirs = missing_dirs(out)
     g, cfg, run_dir = start(genotype, config, preset, overrides, out)
     with contextlib.ExitStack() as held:
@@ -666,6 +694,29 @@ def train(
                 raise _not_started(exc, run_dir) from None
             raise
         return _train(job, t_start)
+
+
+def as_dir(value: str | os.PathLike, name: str) -> Path:
+    """``value`` (the ``name`` argument: ``out``, ``resume``) as a :class:`Path`, or a :class:`CellnasError` saying
+    what it takes (instead of :class:`Path`'s TypeError)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise CellnasError(f"{name} must be a directory (a string or os.PathLike such as a pathlib.Path), got "
+                           f"{value!r} ({type(value).__name__})")  # fmt: skip
+    return Path(value)
+
+
+def check_resume_arguments(run_dir: Path, config, preset: str | None, out) -> None:
+    """Refuse what a resume of ``run_dir`` would otherwise drop without a word: a ``config`` or ``preset`` (the run
+    goes on with its own config, the keys of :data:`RESUME_OVERRIDES` aside) and an ``out`` other than
+    ``run_dir`` (it goes on in its own directory)."""
+    given = [name for name, value in (("config", config), ("preset", preset)) if value is not None]
+    if given:
+        raise CellnasError(
+            f"--resume continues {run_dir} with its own config; {' and '.join(given)} cannot be given (only "
+            f"{', '.join(RESUME_OVERRIDES)} can change, as keywords such as epochs=N to extend the run)"
+        )
+    if out is not None and as_dir(out, "out").resolve() != run_dir.resolve():
+        raise CellnasError(f"--resume continues in the run's own directory {run_dir}; drop out={str(out)!r}")
 
 
 def _not_started(exc: WriteFailed, run_dir: Path) -> RunError:
@@ -705,7 +756,7 @@ def _write_failed(job: _Training, exc: WriteFailed) -> RunError:
 
 
 def start(
-    genotype, config: TrainConfig | None, preset: str | None, overrides: dict, out: str | Path | None
+    genotype, config: TrainConfig | Mapping | None, preset: str | None, overrides: dict, out: str | Path | None
 ) -> tuple[Genotype, TrainConfig, Path]:
     """What a fresh run starts from: the genotype, the config (:func:`config_from`; a search or training run
     directory's dataset when none was chosen, :func:`~cellnas.train.source.with_run_dataset`) and a new run
@@ -716,16 +767,54 @@ def start(
     return g, cfg, new_run_dir(out, "train")
 
 
-def config_from(config: TrainConfig | None, preset: str | None, overrides: dict) -> TrainConfig:
-    """``config`` with ``overrides`` applied, or the resolved ``preset`` with them (see :func:`train`)."""
+def config_from(config: TrainConfig | Mapping | None, preset: str | None, overrides: dict) -> TrainConfig:
+    """The validated config of a run (see :func:`train`): ``config`` with ``overrides`` applied; a dict ``config``
+    over ``preset`` (or the preset it names), as a ``--config`` file; without ``config``, the resolved ``preset``
+    with ``overrides``. Always a new object: ``config`` itself is neither changed nor filled in by validation."""
     if config is None:
         return resolve_config(preset, overrides)
+    if isinstance(config, Mapping):
+        return _config_from_dict(config, preset, overrides)
+    _check_config_type(config)
     if preset is not None:
         raise CellnasError("give either a config or a preset, not both")
     changes = {k: v for k, v in overrides.items() if v is not None}
-    cfg = TrainConfig.from_dict(absolute_paths({**config.to_dict(), **changes})) if changes else config
+    cfg = type(config).from_dict(absolute_paths({**config.to_dict(), **changes}))
     cfg.validate()
     return cfg
+
+
+def _config_from_dict(config: Mapping, preset: str | None, overrides: dict) -> TrainConfig:
+    """A dict of config keys read as ``cellnas train --config FILE`` reads a file: over ``preset`` (or the preset
+    the dict names, then the dataset's), with ``overrides`` on top. A dict that names a preset holds the values it
+    resolved to (every ``config.json`` does), so another ``preset`` is refused."""
+    values = dict(config)
+    if is_search_config(values):
+        raise CellnasError("config is a search config (the keys of a `cellnas search` config.json), not a training "
+                           "one; give a TrainConfig, a dict of its keys, or none (a preset and keywords)")
+    named = values.pop("preset", None)
+    if preset is not None and "preset" in config and named != preset:
+        raise CellnasError(f"the config dict names its own preset ({named if named is not None else 'none'}) and "
+                           f"holds the values it resolved to, so preset={preset!r} would change nothing it sets: "
+                           "drop preset, or remove \"preset\" from the dict to apply it over the preset")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return resolve_config(preset if preset is not None else named, values)
+
+
+def _check_config_type(config) -> None:
+    """Refuse a ``config`` that is not a :class:`TrainConfig` (a search config, a file name, ...), naming what it
+    is and what is taken instead."""
+    if isinstance(config, TrainConfig):
+        return
+    from cellnas.search.config import SearchConfig
+
+    if isinstance(config, SearchConfig):
+        raise CellnasError("config is a search config (SearchConfig), not a training one; give a TrainConfig (e.g. "
+                           "cellnas.train.resolve_config(preset, {...})), a dict of its keys, or none (a preset and "
+                           "keywords)")  # fmt: skip
+    hint = " (to read a config file: json.load it and pass the dict)" if isinstance(config, (str, os.PathLike)) else ""
+    raise CellnasError(f"config must be a TrainConfig, a dict of its keys or None, got {config!r} "
+                       f"({type(config).__name__}){hint}")  # fmt: skip
 
 
 def _finish(job: _Training, seconds: float) -> TrainResult:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import numpy as np
 from cellnas._config import absolute_paths
 from cellnas.errors import CellnasError, RunError
 from cellnas.formats import load_genotype, save_genotype
-from cellnas.genotype import Genotype
+from cellnas.genotype import Genotype, as_int
 from cellnas.runs import (
     LOCK_FILE,
     atomic_write_json,
@@ -41,11 +43,13 @@ from cellnas.train.loop import (
     RESUME_OVERRIDES,
     TrainInterrupted,
     TrainResult,
+    as_dir,
+    check_resume_arguments,
     start,
     train,
 )
 
-__all__ = ["train_seeds", "evaluate_seeds", "seed_runs", "SeedsResult", "mean_std", "SEEDS_FILE"]
+__all__ = ["train_seeds", "evaluate_seeds", "seed_runs", "SeedsResult", "mean_std", "SEEDS_FILE", "check_seeds"]
 
 log = logging.getLogger(__name__)
 
@@ -79,23 +83,62 @@ def _seed_dir(parent: Path, seed: int) -> Path:
     return parent / f"seed-{seed}"
 
 
+def check_seeds(seeds) -> list[int]:
+    """``seeds`` as a list of ints, or a :class:`CellnasError` saying what it takes: a non-empty sequence (list,
+    tuple, ``range``, numpy array) of distinct integers, each a valid seed (0 <= s < 2**32). A bare integer is
+    refused with a hint: it could mean that many seeds or that one seed.
+
+    >>> check_seeds(range(3))
+    [0, 1, 2]
+    """
+    usage = "seeds must be a sequence of distinct integers >= 0, such as [0, 1, 2] or range(3)"
+    n = as_int(seeds)
+    if n is not None:
+        raise CellnasError(f"{usage}; got the integer {n}: give seeds=range({n}) for {n} seeds, or seeds=[{n}] for the "
+                           f"seed {n} alone")  # fmt: skip
+    if seeds is None:
+        raise CellnasError(f"{usage}; got none")
+    if isinstance(seeds, (str, bytes, Mapping)) or not isinstance(seeds, Iterable):
+        raise CellnasError(f"{usage}; got {seeds!r} ({type(seeds).__name__})")
+    values = list(seeds)
+    if not values:
+        raise CellnasError(f"{usage}; got none")
+    for value in values:
+        i = as_int(value)
+        if i is None or not 0 <= i < 2**32:
+            what = (f"not an integer ({type(value).__name__})" if i is None
+                    else "below 0" if i < 0 else "2**32 or more (NumPy's limit)")  # fmt: skip
+            raise CellnasError(f"{usage}; got {values!r}, where {value!r} is {what}")
+    ints = [int(as_int(v)) for v in values]
+    twice = sorted({i for i in ints if ints.count(i) > 1})
+    if twice:
+        raise CellnasError(f"{usage}; got {ints}, where {', '.join(map(str, twice))} comes more than once")
+    return ints
+
+
 def train_seeds(
     genotype: Genotype | str | None,
-    seeds: list[int],
-    config: TrainConfig | None = None,
+    seeds: Iterable[int] | None = None,
+    config: TrainConfig | Mapping | None = None,
     *,
-    out: str | Path | None = None,
-    resume: str | Path | None = None,
+    out: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
     preset: str | None = None,
     **overrides,
 ) -> SeedsResult:
     """Train ``genotype`` once per seed under ``out/seed-<s>`` and summarise (see the module docstring).
 
-    The config is resolved as in :func:`~cellnas.train.train`; only its ``seed`` differs between the runs.
-    ``resume``: a parent directory; finished seeds are re-read, interrupted ones resumed, missing ones started.
+    ``seeds``: distinct integers >= 0 (``[0, 1, 2]``, ``range(3)``; :func:`check_seeds`). The config
+    (``config``, ``preset``, ``overrides``) is resolved as in :func:`~cellnas.train.train`, on a copy; only its
+    ``seed`` differs between the runs, and a ``seed`` keyword is refused. ``resume``: a parent directory, continued
+    with its own config and seeds (``seeds`` may be omitted, or ``[]``, or the same seeds; ``config``, ``preset``,
+    another ``out`` and keys outside :data:`~cellnas.train.loop.RESUME_OVERRIDES` are refused); finished seeds are
+    re-read, interrupted ones resumed, missing ones started. Returns a :class:`SeedsResult`; raises
+    :class:`~cellnas.errors.CellnasError` for anything the caller can fix.
     """
     if resume is not None:
-        parent = Path(resume)
+        parent = as_dir(resume, "resume")
+        check_resume_arguments(parent, config, preset, out)
         try:
             doc = json.loads((parent / SEEDS_FILE).read_text())
         except (OSError, json.JSONDecodeError):
@@ -103,7 +146,9 @@ def train_seeds(
         g = Genotype.from_dict(doc["genotype"])
         if genotype is not None and load_genotype(genotype) != g:
             raise CellnasError(f"the genotype given differs from the one {parent} was trained with; omit it")
-        seeds = [int(s) for s in doc["seeds"]]
+        saved_seeds = [int(s) for s in doc["seeds"]]
+        _check_resume_seeds(parent, seeds, saved_seeds)
+        seeds = saved_seeds
         base = TrainConfig.from_dict(doc["config"])  # without "seed" (the default; each run sets its own)
         refused = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
         if refused:
@@ -119,12 +164,11 @@ def train_seeds(
             return _train_seeds(parent, g, seeds, base, changes)
     if genotype is None:
         raise CellnasError("train needs a genotype (a zoo name such as DARTS_V2, a file or a run directory)")
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise CellnasError(f"--seeds needs distinct integers, got {seeds}")
+    seeds = check_seeds(seeds)
     if overrides.get("seed") is not None:
         raise CellnasError(f"--seed {overrides['seed']} cannot be combined with --seeds: each run takes its seed from "
                            "--seeds; drop --seed")  # fmt: skip
+    out = None if out is None else as_dir(out, "out")
     new_dirs = missing_dirs(out)
     g, base, parent = start(genotype, config, preset, overrides, out)
     fresh = out is None or parent in new_dirs
@@ -142,6 +186,21 @@ def train_seeds(
             if parent.is_dir() and {p.name for p in parent.iterdir()} <= {*_START_FILES, LOCK_FILE}:
                 undo_start(parent, new_dirs, _START_FILES, fresh=fresh)
             raise
+
+
+def _check_resume_seeds(parent: Path, seeds, saved: list[int]) -> None:
+    """Refuse ``seeds`` given to a resume of ``parent`` other than none (``None``, ``[]``, as the CLI passes) or the
+    run's own: it goes on with the seeds it was started with."""
+    if seeds is None:
+        return
+    if as_int(seeds) is None and isinstance(seeds, Iterable) and not isinstance(seeds, (str, bytes, Mapping)):
+        seeds = list(seeds)
+        if not seeds:
+            return
+    given = check_seeds(seeds)
+    if given != saved:
+        raise CellnasError(f"--resume continues {parent} with its own seeds ({', '.join(map(str, saved))}); seeds "
+                           f"{given} cannot be given: omit seeds")  # fmt: skip
 
 
 def _check_resume_values(parent: Path, base: TrainConfig, changes: dict) -> None:
