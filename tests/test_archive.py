@@ -57,7 +57,8 @@ def test_the_key_is_hash_protocol_seed_and_conflicts_update_or_keep(archive):
 def test_ranked_averages_seeds_and_top_takes_the_rounded_fraction(archive):
     gs = sample("none", 30, seed=0)
     archive.put_many([(g, "p", {"test_error": i / 100}) for i, g in enumerate(gs)])
-    archive.put(gs[29], "p", {"test_error": -0.5}, seed=1)  # mean of 0.29 and -0.5 makes it the best
+    # mean of 0.29 and -0.5 makes it the best (put_many stores an evaluator's value unchecked; put refuses it)
+    archive.put_many([(gs[29], "p", {"test_error": -0.5}, 1)])
     ranked = archive.ranked("p")
     assert ranked[0][0] == gs[29] and ranked[0][2] == 2 and ranked[0][1] == pytest.approx(-0.105)
     assert [g for g, _, _ in archive.top("p", 0.1)] == [gs[29], gs[0], gs[1]]  # round(0.1 * 30) = 3

@@ -35,10 +35,11 @@ import csv
 import json
 import logging
 import math
+import operator
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,8 +148,8 @@ def _number(value: Any, name: str) -> float | None:
         return None
     try:
         x = float(value)
-    except (TypeError, ValueError):
-        raise CellnasError(f"metric {name!r} must be a number, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise CellnasError(f"metric {name!r} must be a number, got {value!r:.40}") from None
     if math.isnan(x):
         return None
     return x
@@ -231,10 +232,32 @@ def _row(g: Genotype, protocol: str, metrics: dict, seed: int, config: dict | No
         raise CellnasError(f"archive rows need a Genotype, got {type(g).__name__}")
     if not protocol:
         raise CellnasError("archive rows need a protocol name")
+    _check_metrics_dict(metrics)
     cols, extra = _split_metrics(metrics)
-    return [g.content_hash(), str(protocol), int(seed), json.dumps(to_json(g), sort_keys=True),
+    return [g.content_hash(), str(protocol), _seed(seed), json.dumps(to_json(g), sort_keys=True),
             cols.get("test_error"), cols.get("val_error"), cols.get("params"), cols.get("seconds"),
             _json(extra), _json(config), source, created, updated or created, g.architecture_hash()]  # fmt: skip
+
+
+def _check_metrics_dict(metrics: Any) -> None:
+    """Refuse ``metrics`` that are not a dict ``{name: value}`` (None: no metric) with a :class:`CellnasError`."""
+    if metrics is not None and not isinstance(metrics, Mapping):
+        raise CellnasError(f"metrics must be a dict {{name: value}}, e.g. {{'test_error': 0.0276}}, got "
+                           f"{type(metrics).__name__} {metrics!r:.60}")  # fmt: skip
+    for key in metrics or {}:
+        if not isinstance(key, str):
+            raise CellnasError(f"metric names must be strings, e.g. 'test_error', got {key!r}")
+
+
+def _seed(value: Any) -> int:
+    """``value`` as the integer seed of an archive row, else a :class:`CellnasError` (the range is checked by
+    :func:`check_result`)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise CellnasError(f"seed must be an integer >= 0 and < 2**32, got {value!r}") from None
 
 
 def _split_metrics(metrics: dict) -> tuple[dict, dict]:
@@ -391,9 +414,16 @@ class Archive:
         source: str | None = None,
         replace: bool = True,
     ) -> bool:
-        """Store one evaluation; return whether a row was written (``replace=False`` keeps an existing row)."""
+        """Store one evaluation; return whether a row was written (``replace=False`` keeps an existing row).
+
+        ``metrics`` is a dict ``{name: value}`` with at least one value (``None`` counts as not given); it is checked
+        as ``cellnas archive add`` and ``import`` check a result (:func:`check_result`, same messages): errors are
+        fractions in [0, 1] (NaN included; ``2.89`` is refused as a likely percentage), ``params`` and ``seconds``
+        finite and >= 0, ``seed`` an integer in [0, 2**32). A refused value raises :class:`CellnasError` and writes
+        nothing.
+        """
         return self.put_many([(genotype, protocol, metrics)], seed=seed, config=config, source=source,
-                             replace=replace) == 1  # fmt: skip
+                             replace=replace, check=True) == 1  # fmt: skip
 
     def put_many(
         self,
@@ -403,13 +433,25 @@ class Archive:
         config: dict | None = None,
         source: str | None = None,
         replace: bool = True,
+        check: bool = False,
     ) -> int:
-        """Store ``(genotype, protocol, metrics[, seed])`` items in one transaction; return the rows written."""
+        """Store ``(genotype, protocol, metrics[, seed])`` items in one transaction; return the rows written.
+
+        The items' shape is always checked (a :class:`CellnasError` names the item at fault, and nothing is written).
+        The values are checked as :meth:`put` checks them (:func:`check_result`) only with ``check=True``: by
+        default the metrics are stored as an evaluator reports them (a surrogate fitted on another metric reports
+        it as ``test_error``, outside [0, 1]; a NaN metric is stored as no value).
+        """
         now = now_iso()
         rows = []
-        for item in items:
+        for number, item in enumerate(items):
+            if not isinstance(item, (tuple, list)) or len(item) not in (3, 4):
+                raise CellnasError(f"put_many: item {number} must be (genotype, protocol, metrics) or (genotype, "
+                                   f"protocol, metrics, seed), got {item!r:.80}")  # fmt: skip
             g, protocol, metrics = item[0], item[1], item[2]
-            s = int(item[3]) if len(item) > 3 else int(seed)
+            s = _seed(item[3] if len(item) > 3 else seed)
+            if check:
+                check_result(metrics, s)
             rows.append(_row(g, protocol, metrics, s, config, source, now))
         return self._write_rows(rows, replace)
 
@@ -978,17 +1020,24 @@ def check_result(metrics: dict[str, Any], seed: int) -> None:
     """Refuse a result given by hand (``cellnas archive add`` and ``import`` both call this) whose values cannot
     be right: a seed outside [0, 2**32), a metric column that is not a number, an error that is not a fraction in [0, 1]
     (NaN and infinities included), params or seconds that are negative or not finite. Other metrics are not
-    checked. Raises :class:`CellnasError` naming the value."""
+    checked; ``None`` is a value not given, and a result needs at least one value. Raises :class:`CellnasError`
+    naming the value. :meth:`Archive.put` applies the same checks."""
+    _check_metrics_dict(metrics)
+    if not any(v is not None for v in (metrics or {}).values()):
+        raise CellnasError("no metric: a result needs at least one value, e.g. test_error")
+    seed = _seed(seed)
     if not 0 <= seed < _SEED_LIMIT:
         why = "is negative" if seed < 0 else "is too large"
         raise CellnasError(f"seed {seed} {why}; a seed is an integer >= 0 and < 2**32")
     for key, value in metrics.items():
-        if key not in METRIC_COLUMNS:
+        if key not in METRIC_COLUMNS or value is None:
             continue
         try:
             x = float(value)
         except (TypeError, ValueError):
-            raise CellnasError(f"{key} = {value!r} is not a number") from None
+            raise CellnasError(f"{key} = {value!r:.40} is not a number") from None
+        except OverflowError:
+            raise CellnasError(f"{key} = {value!r:.40} is too large") from None
         problem = _metric_problem(key, x)
         if problem:
             shown = str(int(x)) if x.is_integer() and abs(x) < 1e16 else str(x)

@@ -15,6 +15,7 @@ __all__ = [
     "RunError",
     "unknown_name",
     "check_seed",
+    "check_int",
     "check_finite_option",
 ]
 
@@ -46,12 +47,43 @@ def unknown_name(kind: str, name: str, valid) -> CellnasError:
     return err
 
 
+def _as_int(value: object) -> int | None:
+    """``value`` as an ``int`` when it is an integer (Python or NumPy; not a bool, a float or a string), else None."""
+    import operator
+
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)  # type: ignore[call-overload]
+    except TypeError:
+        return None
+
+
 def check_seed(value: int, flag: str = "--seed") -> int:
-    """``value`` when NumPy and torch accept it as a seed (0 <= value < 2**32), else a :class:`CellnasError` naming
-    ``flag`` (instead of NumPy's traceback)."""
-    if isinstance(value, bool) or not 0 <= int(value) < 2**32:
+    """``value`` when NumPy and torch accept it as a seed (an integer, 0 <= value < 2**32), else a
+    :class:`CellnasError` naming ``flag`` (instead of NumPy's traceback, or ``int()``'s on a string)."""
+    seed = _as_int(value)
+    if seed is None:
+        raise CellnasError(f"{flag} must be an integer >= 0 and < 2**32, got {value!r} (type {type(value).__name__})")
+    if not 0 <= seed < 2**32:
         raise CellnasError(f"{flag} must be >= 0 and < 2**32, got {value}")
-    return int(value)
+    return seed
+
+
+def check_int(value: int, name: str, minimum: int | None = None, maximum: int | None = None, why: str = "") -> int:
+    """``value`` when it is an integer (Python or NumPy, not a bool) in [``minimum``, ``maximum``] (either bound
+    may be None), else a :class:`CellnasError` naming ``name`` (an argument or a flag) with ``why`` (what the value
+    counts, shown in parentheses) and the bounds: ``n (the number of samples) must be an integer >= 1, got -1``."""
+    bounds = " and ".join(b for b in (f">= {minimum}" if minimum is not None else "",
+                                      f"<= {maximum}" if maximum is not None else "") if b)  # fmt: skip
+    subject = f"{name} ({why})" if why else name
+    wanted = f"an integer {bounds}".rstrip()
+    number = _as_int(value)
+    if number is None:
+        raise CellnasError(f"{subject} must be {wanted}, got {value!r} (type {type(value).__name__})")
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise CellnasError(f"{subject} must be {wanted}, got {value}")
+    return number
 
 
 def check_finite_option(value: float, flag: str) -> float:
@@ -59,6 +91,12 @@ def check_finite_option(value: float, flag: str) -> float:
     false with everything, so range checks let them through)."""
     import math
 
-    if not math.isfinite(value):
+    if isinstance(value, (bool, str)):
+        raise CellnasError(f"{flag} must be a finite number, got {value!r} (type {type(value).__name__})")
+    try:
+        finite = math.isfinite(value)
+    except TypeError:
+        raise CellnasError(f"{flag} must be a finite number, got {value!r} (type {type(value).__name__})") from None
+    if not finite:
         raise CellnasError(f"{flag} must be a finite number, got {value}")
     return value

@@ -61,15 +61,17 @@ residual="any", cells=("normal",))`` is true exactly when the default edit dista
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable
 
 import numpy as np
 
-from cellnas.errors import GenotypeError, unknown_name
+from cellnas.errors import CellnasError, GenotypeError, check_int, check_seed, unknown_name
 from cellnas.genotype import CELL_TYPES, PRIMITIVES, Cell, Genotype
 
 __all__ = [
     "CONSTRAINTS",
+    "MAX_SAMPLES",
     "RESIDUAL_READINGS",
     "DEFAULT_RESIDUAL",
     "DEFAULT_DISTANCE_CELLS",
@@ -81,7 +83,14 @@ __all__ = [
     "edit_distance",
 ]
 
+log = logging.getLogger(__name__)
+
 CONSTRAINTS: tuple[str, ...] = ("none", "prim", "skip", "primskip")
+#: The most genotypes one :func:`sample` call draws: all are held in memory (about 2.4 kB each, 2.4 GB for 10**6,
+#: and minutes of drawing), so a larger ``n`` (a typo such as ``-n 1000000000``) is refused at once.
+MAX_SAMPLES = 10**6
+#: :func:`sample` logs its progress after every this many samples.
+_PROGRESS_EVERY = 100_000
 RESIDUAL_READINGS: tuple[str, ...] = ("node2", "any")
 #: Defaults of :func:`edit_distance`: the reading that reproduces Table 2 (module docstring, SPEC 5.5).
 DEFAULT_RESIDUAL = "any"
@@ -139,18 +148,26 @@ def _sample_skip_cell(rs: np.random.RandomState, ops: tuple[str, ...], n_nodes: 
 def sample(constraint: str, n: int, seed: int, quirk: bool = True, n_nodes: int = 4) -> list[Genotype]:
     """``n`` random genotypes satisfying ``constraint`` (SPEC 5.4), drawn from ``RandomState(seed)``.
 
-    ``quirk`` only affects ``skip``/``primskip`` (see the module docstring). ``n_nodes`` is the
-    number of intermediate nodes (4 in the DARTS space).
+    ``constraint`` is one of :data:`CONSTRAINTS`; ``n`` is 1 to :data:`MAX_SAMPLES` (every sample is held in
+    memory, about 2.4 kB each: a larger set is a :class:`CellnasError` naming the limit, where it would otherwise
+    fill the memory for minutes); ``seed`` is in [0, 2**32) as NumPy's. ``quirk`` only affects ``skip``/``primskip``
+    (see the module docstring). ``n_nodes`` is the number of intermediate nodes (4 in the DARTS space). Progress is
+    logged (INFO) every :data:`_PROGRESS_EVERY` samples of a large set.
     """
     _check_constraint(constraint)
-    if n < 0:
-        raise ValueError(f"number of samples must be >= 0, got {n}")
-    if n_nodes < 1 or (constraint in ("skip", "primskip") and n_nodes < 2):
-        raise ValueError(f"n_nodes={n_nodes} is too small for constraint {constraint!r}")
+    n = check_int(n, "n", 1, why="the number of samples")
+    if n > MAX_SAMPLES:
+        raise CellnasError(
+            f"n (the number of samples) must be <= {MAX_SAMPLES}, got {n}: every sample is held "
+            "in memory (about 2.4 kB each); draw a larger population in parts, with other seeds"
+        )
+    seed = check_seed(seed, "seed")
+    minimum = 2 if constraint in ("skip", "primskip") else 1
+    n_nodes = check_int(n_nodes, "n_nodes", minimum, why=f"intermediate nodes per {constraint!r} cell")
     rs = np.random.RandomState(seed)
     concat = list(range(2, 2 + n_nodes))
     out = []
-    for _ in range(n):
+    for i in range(n):
         if constraint in ("none", "prim"):
             normal, reduce = _sample_pair_random(rs, DARTS_OPS if constraint == "none" else PRIM_OPS, n_nodes)
         else:
@@ -158,6 +175,8 @@ def sample(constraint: str, n: int, seed: int, quirk: bool = True, n_nodes: int 
             normal = _sample_skip_cell(rs, ops, n_nodes, quirk)
             reduce = _sample_skip_cell(rs, ops, n_nodes, quirk)
         out.append(Genotype.from_darts(normal, concat, reduce, concat))
+        if (i + 1) % _PROGRESS_EVERY == 0:
+            log.info("sampled %d of %d %s genotypes", i + 1, n, constraint)
     return out
 
 
@@ -212,6 +231,29 @@ def _match(node: tuple[Pair, ...], target: tuple[Pair, Pair]) -> tuple[tuple[int
     if crossed < straight:
         return crossed, (target[1], target[0])
     return straight, target
+
+
+def _check_query(genotype: Genotype, constraint: str, residual: str, cells: Iterable[str], n_nodes: int,
+                 function: str) -> tuple[Genotype, tuple[str, ...], int]:  # fmt: skip
+    """The arguments of :func:`edit_distance` and :func:`satisfies` checked: ``(genotype, cells, n_nodes)``, the
+    genotype read by :func:`cellnas.analysis.topology.as_genotype` (a zoo name works), ``cells`` as a tuple without
+    repeats (one name alone is accepted), else a :class:`CellnasError` naming the argument and the valid values."""
+    from cellnas.analysis.topology import as_genotype
+
+    _check_constraint(constraint)
+    if residual not in RESIDUAL_READINGS:
+        raise unknown_name("residual reading", residual, RESIDUAL_READINGS)
+    if isinstance(cells, str):
+        cells = (cells,)
+    try:
+        cells = tuple(dict.fromkeys(cells))  # each cell type counted once
+    except TypeError:
+        raise CellnasError(f"cells must be cell type names from {', '.join(CELL_TYPES)}, got {cells!r}") from None
+    for name in cells:
+        if name not in CELL_TYPES:
+            raise unknown_name("cell type", name, CELL_TYPES)
+    n_nodes = check_int(n_nodes, "n_nodes", 1, why="intermediate nodes per cell")
+    return as_genotype(genotype, function), cells, n_nodes
 
 
 def _check_space(genotype: Genotype, n_nodes: int) -> None:
@@ -269,17 +311,12 @@ def edit_distance(
     Defaults: ``residual="any"`` on the normal cell only, the reading under which DARTS_V2 and
     BANANAS are 1 edit from PrimSkip as in Table 2 of Wan et al. (SPEC 5.5); pass
     ``residual="node2", cells=("normal", "reduce")`` for the distance to the sampler's own set.
-    ``cells`` chooses the cell types that are edited and counted; the others are kept as they are.
+    ``cells`` chooses the cell types that are edited and counted (one name or several); the others are kept as they
+    are. ``genotype`` may also be a zoo name, genotype text or file, as in :func:`cellnas.analysis.topology.topology`.
     Among equally near cells the one with fewer input changes wins (an op swap beats a re-wiring),
     then the lowest op index (PRIMITIVES order) and the lowest input.
     """
-    _check_constraint(constraint)
-    if residual not in RESIDUAL_READINGS:
-        raise unknown_name("residual reading", residual, RESIDUAL_READINGS)
-    cells = tuple(dict.fromkeys(cells))  # each cell type counted once
-    for name in cells:
-        if name not in CELL_TYPES:
-            raise unknown_name("cell type", name, CELL_TYPES)
+    genotype, cells, n_nodes = _check_query(genotype, constraint, residual, cells, n_nodes, "edit_distance")
     _check_space(genotype, n_nodes)
     total = 0
     edited = {name: genotype.cell(name) for name in CELL_TYPES}
@@ -311,8 +348,7 @@ def _cell_satisfies(cell: Cell, constraint: str, residual: str, n_nodes: int) ->
 def satisfies(genotype: Genotype, constraint: str, residual: str = "node2", cells: Iterable[str] = CELL_TYPES,
               n_nodes: int = 4) -> bool:  # fmt: skip
     """Whether ``genotype`` lies in the constraint set of ``n_nodes``-node cells, i.e. its edit distance is 0
-    (``concat`` is not checked)."""
-    _check_constraint(constraint)
-    if residual not in RESIDUAL_READINGS:
-        raise unknown_name("residual reading", residual, RESIDUAL_READINGS)
+    (``concat`` is not checked). ``genotype`` may also be a zoo name, genotype text or file, as in
+    :func:`cellnas.analysis.topology.topology`; ``cells`` one cell type name or several."""
+    genotype, cells, n_nodes = _check_query(genotype, constraint, residual, cells, n_nodes, "satisfies")
     return all(_cell_satisfies(genotype.cell(name), constraint, residual, n_nodes) for name in cells)

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cellnas.analysis.topology import cell_depth, cell_width
-from cellnas.errors import CellnasError, GenotypeError, check_seed
+from cellnas.analysis.topology import as_genotype, cell_depth, cell_width
+from cellnas.errors import CellnasError, GenotypeError, check_int, check_seed
 from cellnas.genotype import CELL_TYPES, PRIMITIVES, Cell, Genotype
 
 __all__ = ["random_ops", "random_conn", "widest", "width_family", "possible_widths", "wirings_of_width", "Variant",
@@ -50,8 +50,10 @@ def random_ops(genotype: Genotype, seed: int) -> Genotype:
     Reference: ``np.random.seed(seed)``; ``choice(7, num_ops)`` for the normal cell, then
     ``choice(7, num_ops)`` for the reduction cell; op := ``PRIMITIVES[1 + idx]``. ``num_ops`` is
     the number of (op, input) pairs of the cell (8 for DARTS/SNAS, 10 for ENAS/NASNet/AmoebaNet).
-    Seeds 1..10 give the paper's ``*_OPS1..10``; a seed must be in [0, 2**32) as NumPy's.
+    Seeds 1..10 give the paper's ``*_OPS1..10``; a seed must be an integer in [0, 2**32) as NumPy's. ``genotype``
+    may also be a zoo name, genotype text or file (as :func:`cellnas.analysis.topology.topology` accepts).
     """
+    genotype = as_genotype(genotype, "random_ops")
     rs = np.random.RandomState(check_seed(seed, "seed"))
     k = genotype.k
     draws = {name: rs.choice(len(PRIMITIVES) - 1, len(genotype.cell(name).pairs)) for name in CELL_TYPES}
@@ -86,8 +88,10 @@ def random_conn(genotype: Genotype, seed: int) -> Genotype:
     cell's input := ``choice(states)``, then the reduction cell's input := ``choice(states)``
     (interleaved); after every odd i (every k-th pair in general) the next node id joins
     ``states``. The two inputs of a node **may coincide** (valid for training, not encodable in
-    NAS-Bench-301). Seeds 1..10 give the paper's ``*_CONN1..10``; a seed must be in [0, 2**32) as NumPy's.
+    NAS-Bench-301). Seeds 1..10 give the paper's ``*_CONN1..10``; a seed must be an integer in [0, 2**32) as
+    NumPy's. ``genotype`` may also be a zoo name, genotype text or file, as in :func:`random_ops`.
     """
+    genotype = as_genotype(genotype, "random_conn")
     rs = np.random.RandomState(check_seed(seed, "seed"))
     k = genotype.k
     n, r = genotype.normal, genotype.reduce
@@ -116,8 +120,10 @@ def widest(genotype: Genotype) -> Genotype:
     edge of ENAS_ADAPT's normal cell: the published node 3 reads input 0 twice
     (``('sep_conv_5x5', 0), ('skip_connect', 0)``), which contradicts "one edge from each
     input"; this function gives ``('skip_connect', 1)`` there. Both wirings are 5c wide and 2 deep.
-    Concat lists are unchanged. Requires k = 2 inputs per node.
+    Concat lists are unchanged. Requires k = 2 inputs per node. ``genotype`` may also be a zoo name, genotype text
+    or file, as in :func:`random_ops`.
     """
+    genotype = as_genotype(genotype, "widest")
     if genotype.k != 2:
         raise GenotypeError(f"widest() needs cells with 2 inputs per node, got k={genotype.k}")
     return Genotype(normal=_widest_cell(genotype.normal), reduce=_widest_cell(genotype.reduce))
@@ -135,6 +141,7 @@ def wirings_of_width(n_nodes: int, k: int = 2) -> dict[float, int]:
     >>> wirings_of_width(2)
     {1.0: 4, 1.5: 16, 2.0: 16}
     """
+    n_nodes, k = _check_shape(n_nodes, k)
     poly = np.array([1], dtype=object)  # exact integer coefficients, lowest power first
     for j in range(n_nodes):
         for _ in range(k):
@@ -152,6 +159,12 @@ def possible_widths(n_nodes: int, k: int = 2) -> list[float]:
     return sorted(wirings_of_width(n_nodes, k))
 
 
+def _check_shape(n_nodes: int, k: int) -> tuple[int, int]:
+    """``(n_nodes, k)`` when both are integers >= 1, else a :class:`CellnasError` naming the argument."""
+    return (check_int(n_nodes, "n_nodes", 1, why="intermediate nodes per cell"),
+            check_int(k, "k", 1, why="inputs per node"))  # fmt: skip
+
+
 def _format_widths(widths: list[float]) -> str:
     return ", ".join(f"{w:g}" for w in widths)
 
@@ -165,11 +178,13 @@ def check_family(
     n_nodes, k = len(genotype.normal.nodes), genotype.k
     counts = wirings_of_width(n_nodes, k)
     valid = sorted(counts)
+    per_bin = check_int(per_bin, "--per-bin", why="variants per width")
+    max_tries = check_int(max_tries, "--max-tries", why="candidate seeds to draw")
     if per_bin < 1:
         raise CellnasError(f"--per-bin must be >= 1 (variants per width), got {per_bin}")
     if max_tries < 1:
         raise CellnasError(f"--max-tries must be >= 1 (candidate seeds to draw), got {max_tries}")
-    check_seed(seed, "--seed")
+    seed = check_seed(seed, "--seed")
     if seed + max_tries - 1 >= 2**32:
         raise CellnasError(f"--seed {seed} + --max-tries {max_tries} run past the last seed 2**32 - 1; lower one")
     if not widths:
@@ -188,6 +203,27 @@ def check_family(
             raise CellnasError(f"--per-bin {per_bin}: a cell with {n_nodes} intermediate nodes has only "
                                f"{counts[match[0]]} distinct wirings {w:g}c wide; lower --per-bin or drop "
                                f"{w:g} from --widths")  # fmt: skip
+
+
+def _check_widths(widths: object) -> tuple[float, ...]:
+    """``widths`` as a tuple of floats (one number alone is accepted), else a :class:`CellnasError` naming it."""
+    if isinstance(widths, (int, float)) and not isinstance(widths, bool):
+        widths = (widths,)
+    if isinstance(widths, (str, bytes)):
+        raise CellnasError(f"widths must be numbers (units of c), e.g. (2.0, 2.5), got {widths!r}")
+    try:
+        items = list(widths)  # type: ignore[call-overload]
+    except TypeError:
+        raise CellnasError(f"widths must be numbers (units of c), e.g. (2.0, 2.5), got {widths!r}") from None
+    out = []
+    for w in items:
+        try:
+            if isinstance(w, (bool, str)):
+                raise TypeError
+            out.append(float(w))
+        except (TypeError, ValueError):
+            raise CellnasError(f"widths: {w!r} is not a number (a width in units of c, e.g. 2.5)") from None
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -239,10 +275,13 @@ def width_family(
     This is a **re-creation**: the paper's exact twelve genotypes are unpublished (SPEC 3.2
     UNKNOWN), so the members are not the paper's cells, only the same construction and binning.
     Raises :class:`CellnasError` for an impossible request (:func:`check_family`: a width no re-wiring has, e.g. 5c
-    for 4 nodes, see :func:`possible_widths`) and when a bin cannot be filled within ``max_tries`` candidates.
+    for 4 nodes, see :func:`possible_widths`; arguments of the wrong type) and when a bin cannot be filled within
+    ``max_tries`` candidates. ``genotype`` may also be a zoo name, genotype text or file, as in :func:`random_ops`.
     """
-    widths = tuple(float(w) for w in widths)
+    genotype = as_genotype(genotype, "width_family")
+    widths = _check_widths(widths)
     check_family(genotype, widths, per_bin, seed, max_tries)
+    per_bin, seed, max_tries = int(per_bin), int(seed), int(max_tries)
     k = genotype.k
     n_normal, n_reduce = len(genotype.normal.pairs), len(genotype.reduce.pairs)
     bins: dict[float, list[tuple[int, int]]] = {float(w): [] for w in widths}  # (seed, depth)
