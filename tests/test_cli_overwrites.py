@@ -214,3 +214,14 @@ def test_convert_replaces_another_existing_file_as_before(tmp_path, capsys):
     capsys.readouterr()
     assert main(["convert", "DARTS_V2", "--to", "nnabla", "-o", ""]) == 2
     assert "-o is empty" in _one_line_error(capsys, "convert")
+
+
+@pytest.mark.parametrize("command", [["sample"], ["archive", "evaluate", "--sample", "none", "--evaluator",
+                                                  "synthetic"]])  # fmt: skip
+@pytest.mark.parametrize("n", ["0", "1000001"])
+def test_the_sample_count_is_refused_outside_its_range_naming_the_flag(tmp_path, monkeypatch, capsys, command, n):
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "-n", n]) == 2
+    err = capsys.readouterr().err
+    assert f"-n must be from 1 to 1000000 (every sample is held in memory), got {n}" in err, err
+    assert not any(tmp_path.iterdir())  # no archive created

@@ -46,3 +46,12 @@ def test_the_packages_are_still_callable_and_import_their_names():
 
     assert callable(cellnas.search) and callable(cellnas.train) and callable(search) and callable(train)
     assert cellnas.train.train is train and TrainConfig.__name__ == "TrainConfig"
+
+
+def test_analysis_modules_resolve_from_import_cellnas():
+    loaded = _modules_after("import cellnas\nassert callable(cellnas.analysis.topology.topology)")
+    assert "cellnas.analysis.topology" in loaded
+    import cellnas
+
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        cellnas.analysis.nothing  # noqa: B018

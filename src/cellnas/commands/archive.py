@@ -381,12 +381,12 @@ def _collect_genotypes(specs: list[str]) -> list:
 
 
 def _evaluate(args) -> int:
-    from cellnas.analysis.sampling import sample
+    from cellnas.analysis.sampling import MAX_SAMPLES, sample
 
     if args.sample:
         n, seed = 100 if args.n is None else args.n, check_seed(args.seed or 0, "--seed")
-        if n < 1:
-            raise CellnasError(f"-n must be >= 1, got {n}")
+        if not 1 <= n <= MAX_SAMPLES:
+            raise CellnasError(f"-n must be from 1 to {MAX_SAMPLES} (every sample is held in memory), got {n}")
     else:
         for flag, value in (("-n", args.n), ("--seed", args.seed)):
             if value is not None:

@@ -142,8 +142,10 @@ def run(args) -> int:
 
     n = DEFAULT_N if args.n is None else args.n
     seed = 0 if args.seed is None else args.seed
-    if n < 1:
-        raise CellnasError(f"-n must be at least 1, got {n}")
+    from cellnas.analysis.sampling import MAX_SAMPLES
+
+    if not 1 <= n <= MAX_SAMPLES:
+        raise CellnasError(f"-n must be from 1 to {MAX_SAMPLES} (every sample is held in memory), got {n}")
     check_seed(seed)
     out = None if args.output is None else output_dir(args.output)  # before sampling: a bad -o fails at once
     earlier = [] if out is None else _earlier_samples(out, args.constraint)
