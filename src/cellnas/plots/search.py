@@ -50,12 +50,20 @@ def derivation_scores(alphas, name: str, n_nodes: int) -> tuple[np.ndarray, str]
 def plot_alpha_heatmap(
     probs: np.ndarray, ops, n_nodes: int, title: str, path: Path, label: str = "softmax(α)"
 ) -> Path:
+    """The final weights as a heatmap, one row per edge. The colours span the values' own range (early in a search
+    every weight is near 1/|ops|, and a scale from 0 would show one flat colour), and each cell prints its value
+    with as many decimals as the spread needs to tell them apart (2 to 4)."""
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(ops), 0.5 + 0.33 * probs.shape[0]))
-    im = ax.imshow(probs, cmap="viridis", aspect="auto", vmin=0.0)
+    lo, hi = float(np.min(probs)), float(np.max(probs))
+    if hi <= lo:  # all equal: any scale shows one colour
+        lo, hi = min(0.0, lo), max(hi, lo + 1e-12)
+    im = ax.imshow(probs, cmap="viridis", aspect="auto", vmin=lo, vmax=hi)
     ax.set_xticks(range(len(ops)), list(ops), rotation=40, ha="right", fontsize=8)
     ax.set_yticks(range(probs.shape[0]), edge_labels(n_nodes), fontsize=8)
+    digits = int(min(4, max(2, np.ceil(-np.log10(hi - lo)) + 1)))
     for (r, c), v in np.ndenumerate(probs):
-        ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < probs.max() * 0.6 else "k")
+        dark = v < lo + 0.6 * (hi - lo)  # viridis is dark at the low end
+        ax.text(c, r, f"{v:.{digits}f}", ha="center", va="center", fontsize=6, color="white" if dark else "k")
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, label=label)
     fig.tight_layout()
@@ -79,6 +87,9 @@ def plot_alpha_evolution(history: np.ndarray, epochs: np.ndarray, ops, n_nodes: 
                     label=op)  # fmt: skip
         ax.set_title(f"edge {labels[e]}", fontsize=8)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs (0: the initial α), never epoch 1.5
+        if e + cols >= n_edges:  # the lowest panel of its column
+            ax.set_xlabel("epoch", fontsize=8)
     axes[0][0].set_ylabel("softmax(α)", fontsize=8)
     handles, names = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(len(ops), 8), fontsize=7, frameon=False)
@@ -100,6 +111,7 @@ def plot_edge_weight_evolution(history: np.ndarray, epochs: np.ndarray, n_nodes:
             row += 1
         ax.set_title(f"into node {node + 2}", fontsize=8)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, frameon=False)
