@@ -22,8 +22,8 @@ import numpy as np
 from cellnas.errors import CellnasError
 from cellnas.genotype import as_int
 
-__all__ = ["config_from_dict", "check_types", "describe_key", "absolute_paths", "recorded_data_dir", "SHARED_FLAGS",
-           "AMP_CHOICES", "PATH_KEYS"]
+__all__ = ["config_from_dict", "config_from", "check_types", "describe_key", "absolute_paths", "recorded_data_dir",
+           "SHARED_FLAGS", "AMP_CHOICES", "PATH_KEYS"]
 
 #: ``--amp`` of search and train: ``off`` (fp32), ``bf16`` (bf16 autocast on any device), ``auto`` (bf16 on CUDA,
 #: fp32 elsewhere). Resolved to a dtype by :func:`cellnas.schedule.amp_dtype`.
@@ -50,6 +50,45 @@ def config_from_dict(cls: type[C], d: Mapping, kind: str, tuples: tuple[str, ...
         raise CellnasError(f"unknown {kind} config key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
     d = {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in d.items()}
     return cls(**d)
+
+
+def config_from(
+    cls: type[C],
+    resolve: typing.Callable[[str | None, dict], C],
+    config: Any,
+    preset: str | None,
+    overrides: Mapping[str, Any],
+) -> C:
+    """The validated config a fresh run of ``cls`` (a search or training config) starts from, as ``cellnas.search``
+    and ``cellnas.train`` take it from Python; always a new object: the caller's ``config`` is neither changed nor
+    filled in by validation, and no two runs share one. ``resolve(preset, values)`` is the module's
+    ``resolve_config``; the caller has refused a ``config`` of the wrong type first.
+
+    - ``config`` ``None``: ``resolve(preset, overrides)``.
+    - ``config`` a dict of config keys, read as ``--config FILE`` reads a file: over ``preset`` (or the preset the
+      dict names), with ``overrides`` on top. A dict that names a preset holds the values it resolved to (every
+      ``config.json`` does), so another ``preset`` is refused.
+    - ``config`` a ``cls``: a copy with ``overrides`` on top; ``preset`` is refused (the config holds every value).
+
+    ``None`` values mean "not given". An unknown key, or a value of the wrong type or out of range, is refused.
+    """
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if config is None:
+        return resolve(preset, changes)
+    if isinstance(config, Mapping):
+        values = dict(config)
+        named = values.pop("preset", None)
+        if preset is not None and "preset" in config and named != preset:
+            raise CellnasError(f"the config dict names its own preset ({named if named is not None else 'none'}) and "
+                               f"holds the values it resolved to, so preset={preset!r} would change nothing it sets: "
+                               "drop preset, or remove \"preset\" from the dict to apply it over the preset")
+        return resolve(preset if preset is not None else named, {**values, **changes})
+    if preset is not None:
+        raise CellnasError(f"give either a config or a preset, not both (preset={preset!r}): a {cls.__name__} holds "
+                           "every value already; give preset= and the changes as keyword arguments instead")
+    cfg = cls.from_dict(absolute_paths({**config.to_dict(), **changes}))  # to_dict copies: never shared
+    cfg.validate()
+    return cfg
 
 
 def _describe(tp: Any) -> str:

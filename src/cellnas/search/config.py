@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 from cellnas._config import AMP_CHOICES, absolute_paths, check_types, config_from_dict, recorded_data_dir
+from cellnas._config import config_from as _config_from
 from cellnas.errors import CellnasError, unknown_name
 from cellnas.genotype import PRIMITIVES, edge_pairs, parse_edge
 
@@ -394,30 +395,8 @@ def check_config_type(config: object) -> None:
 
 
 def config_from(config: SearchConfig | dict | None, preset: str | None, overrides: dict) -> SearchConfig:
-    """The validated config a fresh search runs with (SPEC 1.5), always a new object: the caller's ``config`` is never
-    changed, and no two searches share one.
-
-    - ``config`` a :class:`SearchConfig`: a copy of it with ``overrides`` (config keys) on top. ``preset`` is then
-      refused: the config already holds every value, a preset's included.
-    - ``config`` a dict of config keys (as in a config file) or ``None``: :func:`resolve_config` of ``preset`` with
-      the dict's keys, then ``overrides``, on top (the dict's ``"preset"``, as a saved ``config.json`` names it, is
-      the preset when ``preset`` is not given).
-
-    ``None`` values in ``overrides`` (and the dict) mean "not given". An unknown key is refused, naming the valid
-    ones; so is a value of the wrong type or out of range (:meth:`SearchConfig.validate`).
-    """
+    """The validated config a fresh search runs with (SPEC 1.5), always a new object: a :class:`SearchConfig` (a copy,
+    with ``overrides`` on top), a dict of its keys (as a config file, over ``preset``) or ``None`` (``preset`` and
+    ``overrides``); the rules are :func:`cellnas._config.config_from`'s, shared with training."""
     check_config_type(config)
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    if not isinstance(config, SearchConfig):
-        values = {k: v for k, v in (config or {}).items() if v is not None}
-        named = values.pop("preset", None)
-        if named is not None and preset is not None and named != preset:
-            raise CellnasError(f"the config dict names the preset {named!r} but preset={preset!r} was given; give one")
-        return resolve_config(preset if preset is not None else named, {**values, **changes})
-    if preset is not None:
-        raise CellnasError(f"give either a config or a preset, not both (preset={preset!r}): a SearchConfig holds "
-                           "every value already; start from resolve_config(preset) and change its fields, or give "
-                           "preset= and the changes as keyword arguments")  # fmt: skip
-    cfg = SearchConfig.from_dict(absolute_paths({**config.to_dict(), **changes}))  # to_dict copies: never shared
-    cfg.validate()
-    return cfg
+    return _config_from(SearchConfig, resolve_config, config, preset, overrides)

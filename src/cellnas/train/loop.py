@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from cellnas._config import absolute_paths
+from cellnas._config import config_from as _config_from
 from cellnas.errors import CellnasError, RunError
 from cellnas.formats import load_genotype, save_genotype
 from cellnas.genotype import Genotype
@@ -768,43 +769,22 @@ def start(
 
 
 def config_from(config: TrainConfig | Mapping | None, preset: str | None, overrides: dict) -> TrainConfig:
-    """The validated config of a run (see :func:`train`): ``config`` with ``overrides`` applied; a dict ``config``
-    over ``preset`` (or the preset it names), as a ``--config`` file; without ``config``, the resolved ``preset``
-    with ``overrides``. Always a new object: ``config`` itself is neither changed nor filled in by validation."""
-    if config is None:
-        return resolve_config(preset, overrides)
-    if isinstance(config, Mapping):
-        return _config_from_dict(config, preset, overrides)
+    """The validated config of a run (see :func:`train`), always a new object: a :class:`TrainConfig` (a copy, with
+    ``overrides`` on top), a dict of its keys (as a ``--config`` file, over ``preset``) or ``None`` (``preset`` and
+    ``overrides``); the rules are :func:`cellnas._config.config_from`'s, shared with the search."""
     _check_config_type(config)
-    if preset is not None:
-        raise CellnasError("give either a config or a preset, not both")
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    cfg = type(config).from_dict(absolute_paths({**config.to_dict(), **changes}))
-    cfg.validate()
-    return cfg
-
-
-def _config_from_dict(config: Mapping, preset: str | None, overrides: dict) -> TrainConfig:
-    """A dict of config keys read as ``cellnas train --config FILE`` reads a file: over ``preset`` (or the preset
-    the dict names, then the dataset's), with ``overrides`` on top. A dict that names a preset holds the values it
-    resolved to (every ``config.json`` does), so another ``preset`` is refused."""
-    values = dict(config)
-    if is_search_config(values):
-        raise CellnasError("config is a search config (the keys of a `cellnas search` config.json), not a training "
-                           "one; give a TrainConfig, a dict of its keys, or none (a preset and keywords)")
-    named = values.pop("preset", None)
-    if preset is not None and "preset" in config and named != preset:
-        raise CellnasError(f"the config dict names its own preset ({named if named is not None else 'none'}) and "
-                           f"holds the values it resolved to, so preset={preset!r} would change nothing it sets: "
-                           "drop preset, or remove \"preset\" from the dict to apply it over the preset")
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return resolve_config(preset if preset is not None else named, values)
+    return _config_from(TrainConfig, resolve_config, config, preset, overrides)
 
 
 def _check_config_type(config) -> None:
-    """Refuse a ``config`` that is not a :class:`TrainConfig` (a search config, a file name, ...), naming what it
-    is and what is taken instead."""
-    if isinstance(config, TrainConfig):
+    """Refuse a ``config`` that is not ``None``, a :class:`TrainConfig` or a dict of its keys (a search config, as an
+    object or a dict, a file name, ...), naming what it is and what is taken instead."""
+    if config is None or isinstance(config, TrainConfig):
+        return
+    if isinstance(config, Mapping):
+        if is_search_config(config):
+            raise CellnasError("config is a search config (the keys of a `cellnas search` config.json), not a training "
+                               "one; give a TrainConfig, a dict of its keys, or none (a preset and keywords)")
         return
     from cellnas.search.config import SearchConfig
 
