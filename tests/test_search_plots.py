@@ -40,3 +40,27 @@ def test_the_alpha_evolution_has_whole_epoch_ticks_and_an_epoch_label(monkeypatc
     ticks = fig.axes[0].get_xticks()
     assert all(float(t).is_integer() for t in ticks)
     assert any(ax.get_xlabel() == "epoch" for ax in fig.axes)
+
+
+def test_the_wiring_figures_have_whole_epoch_and_count_ticks(monkeypatch, tmp_path):
+    from cellnas.cli import main
+    from cellnas.plots import wiring as wiring_plots
+    from cellnas.search import search
+
+    run = tmp_path / "run"
+    search(epochs=2, steps_per_epoch=1, channels=4, layers=3, nodes=2, batch_size=16, progress=False, plots=False,
+           out=run)  # fmt: skip
+    figures = {}
+    monkeypatch.setattr(wiring_plots, "save_figure", lambda fig, path: figures.setdefault(Path(path).name, fig))
+    assert main(["analyze", "wiring", str(run), "--out", str(tmp_path / "w")]) == 0
+    growth = figures["wiring_growth.png"]
+    growth.canvas.draw()
+    count, width, depth = growth.axes[:3]
+    for ax in (count, width, depth):
+        assert all(float(t).is_integer() for t in ax.get_xticks())
+    assert all(float(t).is_integer() for t in [*count.get_yticks(), *depth.get_yticks()])
+    assert all(float(2 * t).is_integer() for t in width.get_yticks())  # multiples of c/2
+    edges = figures["wiring_edges_normal.png"]
+    edges.canvas.draw()
+    assert all(float(t).is_integer() for t in edges.axes[0].get_xticks())
+    assert any(ax.get_xlabel() == "epoch" for ax in edges.axes)

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, MultipleLocator  # noqa: E402
 
 from cellnas.plots.cells import OP_COLOURS, save_figure  # noqa: E402
 
@@ -87,6 +87,9 @@ def plot_edges(run: dict, summary: dict, cell: str, path: Path) -> Path:
     for e, info in enumerate(edges):
         ax = axes[e // cols][e % cols]
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs (0: the initial α), never epoch 1.5
+        if e + cols >= len(edges):  # the lowest panel of its column
+            ax.set_xlabel("epoch", fontsize=8)
         where = f"{info['edge']}{' (input)' if info['from_input'] else ''}"
         if info.get("ablation") == "removed":
             _shade(ax, "removed\n(Z = 0: no op, never selected)", _REMOVED, "///")
@@ -136,6 +139,10 @@ def plot_growth(runs: list[tuple[dict, dict]], path: Path) -> Path:
     ax_d.set(xlabel="epoch", ylabel="depth", title="derived cell depth")
     for ax in (ax_n, ax_w, ax_d):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
+    for ax in (ax_n, ax_d):  # a count of edges and a depth: whole numbers
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # also when every value is the same
+    ax_w.yaxis.set_major_locator(MultipleLocator(0.5))  # widths are multiples of c/2 (1c .. 4c in DARTS's space)
     ax_n.legend(fontsize=7)
     notes = [f"{Path(s['run']).name}: {ablation_note(s)}" for _, s in runs if ablation_note(s)]
     if notes:
