@@ -130,3 +130,11 @@ def test_empty_out_is_refused(tmp_path, capsys, caplog, monkeypatch):
     err = _err(capsys, caplog)
     assert "--out is empty" in err and "--resume" not in err, err
     assert not any(tmp_path.iterdir())
+
+
+def test_resume_with_a_config_file_is_refused_in_one_short_line(tmp_path, capsys, caplog):
+    config = tmp_path / "c.json"
+    config.write_text('{"lr": 0.1, "channels": 8}')
+    assert main(["search", "--resume", str(tmp_path / "run"), "--config", str(config)]) == 2
+    err = _err(capsys, caplog)
+    assert "--resume takes the run's own config; drop --config" in err and "--channels" not in err, err

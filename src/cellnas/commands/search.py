@@ -213,6 +213,9 @@ def run(args) -> int:
     from cellnas.search.loop import RESUME_OVERRIDES
 
     set_threads(args.threads, args.resume)
+    if args.resume and args.config:  # before reading it: its every key would be listed as one that cannot change
+        raise CellnasError("--resume takes the run's own config; drop --config (only --epochs, --data-dir, --device "
+                           "and --download may change on resume)")
     overrides = _overrides(args)
     if args.resume:
         extra = sorted(set(overrides) - set(RESUME_OVERRIDES))
