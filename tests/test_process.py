@@ -248,3 +248,22 @@ def test_sigterm_in_the_last_step_lets_the_run_finish_and_says_so(tmp_path, monk
     assert "Traceback" not in capsys.readouterr().err
     last = 0  # a stop in an earlier step still interrupts
     assert main([*argv[:-1], str(tmp_path / "again")]) == 143
+
+
+def test_a_signal_during_a_c_extension_import_ends_in_one_line_not_an_import_error_traceback(monkeypatch, capsys):
+    # seen with SIGTERM at 3 s into `cellnas search`: scipy's extension (imported by scikit-learn) failed to initialise
+    # and Python raised "ImportError: initialization failed" from the KeyboardInterrupt: a traceback, exit status 1
+    from cellnas.cli import interrupted
+    from cellnas.commands import zoo as zoo_command
+
+    def failing_import(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise ImportError("initialization failed") from exc
+
+    monkeypatch.setattr(zoo_command, "run", failing_import)
+    assert main(["zoo"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "cellnas zoo: interrupted" and "Traceback" not in err
+    assert not interrupted(ImportError("a real import error"))

@@ -93,12 +93,27 @@ def main(argv: list[str] | None = None) -> int:
     exit status 130, never a traceback (``--debug`` shows it)."""
     try:
         return _main(argv)
-    except KeyboardInterrupt:  # before (or after) the command's own handler in _main applies
+    except BaseException as exc:  # before (or after) the command's own handler in _main applies
+        if not interrupted(exc):
+            raise
         words = list(sys.argv[1:] if argv is None else argv)
         if "--debug" in words:
             raise
         print(f"{_command_of(words)}: interrupted", file=sys.stderr)
         return 130
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl-C (or SIGTERM, :func:`cellnas.runs.sigterm_as_sigint`): a :class:`KeyboardInterrupt`,
+    or an error it caused on its way out. A signal that arrives while a C extension initialises (scipy's, as
+    scikit-learn imports it) comes back as ``ImportError: initialization failed`` caused by the KeyboardInterrupt."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _command_of(words: list[str]) -> str:
@@ -144,14 +159,14 @@ def _main(argv: list[str] | None) -> int:
             raise
         print(f"cellnas {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        if args.debug:
+    except BrokenPipeError:
+        return 0
+    except BaseException as exc:  # Ctrl-C or SIGTERM, also as the ImportError it causes inside a C extension's import
+        if args.debug or not interrupted(exc):
             raise
         print(f"cellnas {args.command}: {'terminated (SIGTERM)' if signals.received else 'interrupted'}",
               file=sys.stderr)  # fmt: skip
         return signals.exit_status
-    except BrokenPipeError:
-        return 0
     return int(result or 0)
 
 
