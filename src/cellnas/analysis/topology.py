@@ -75,30 +75,18 @@ def topology(genotype: Genotype | str) -> dict:
 
 
 def as_genotype(genotype: object, function: str) -> Genotype:
-    """A :class:`Genotype` from what :func:`topology` accepts (see there), else a :class:`CellnasError` that names
-    ``function`` (the public function given ``genotype``) and what it accepts."""
-    import os
+    """A :class:`Genotype` from what :func:`topology` accepts: anything :func:`cellnas.formats.load_genotype` reads
+    (a Genotype, a zoo name, genotype text, a file or run directory, a parsed JSON dict, a search result); a lone
+    :class:`Cell` or anything else is a :class:`CellnasError` that names ``function`` (the public function given
+    ``genotype``) and what it accepts."""
+    from cellnas.formats import load_genotype
 
-    if isinstance(genotype, Genotype):
-        return genotype
     if isinstance(genotype, Cell):
         raise CellnasError(
             f"{function}() takes a whole genotype (both cells), got one Cell: pass the Genotype"
             + (", or call cell_width(cell) and cell_depth(cell)" if function == "topology" else "")
         )
-    if isinstance(genotype, (str, os.PathLike)):
-        from cellnas.formats import load_genotype
-
-        return load_genotype(genotype)
-    if isinstance(genotype, dict):  # a JSON document already parsed (cellnas, NAS-Bench-301 or NNabla)
-        import json
-
-        from cellnas.formats import loads
-
-        try:
-            text = json.dumps(genotype)
-        except (TypeError, ValueError) as exc:
-            raise CellnasError(f"{function}(): the genotype document is not JSON data ({exc})") from None
-        return loads(text)
-    raise CellnasError(f"{function}() needs a Genotype, a zoo name, genotype text or a genotype file, got "
-                       f"{type(genotype).__name__} {genotype!r:.60}")  # fmt: skip
+    if genotype is None or isinstance(genotype, (bool, int, float)):  # no genotype at all: say what is taken here
+        raise CellnasError(f"{function}() needs a Genotype, a zoo name, genotype text or a genotype file, got "
+                           f"{type(genotype).__name__} {genotype!r:.60}")  # fmt: skip
+    return load_genotype(genotype)

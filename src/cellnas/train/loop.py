@@ -492,7 +492,7 @@ def _resume(run_dir: Path, genotype, overrides: dict) -> _Training:
     saved = _check_resume_request(run_dir, state, genotype, overrides)
     _check_checkpoint_belongs(run_dir, state, saved)
     before = TrainConfig.from_dict(state["config"])
-    cfg = _resume_config(run_dir, state, overrides)
+    cfg = resume_config(run_dir, state, overrides)
     started = _check_epochs(run_dir, state, cfg)
     job = _Training(saved, cfg, run_dir, resuming=True)
     job.load_state_dict(state)
@@ -508,7 +508,7 @@ def _resume(run_dir: Path, genotype, overrides: dict) -> _Training:
     return job
 
 
-def _resume_config(run_dir: Path, state: dict, overrides: dict, *, finished: bool = False) -> TrainConfig:
+def resume_config(run_dir: Path, state: dict, overrides: dict, *, finished: bool = False) -> TrainConfig:
     """The config a resume of ``run_dir`` goes on with: its checkpoint's, with the :data:`RESUME_OVERRIDES` given
     (as ``cellnas search --resume`` does it). A value refused is blamed on the command line (``cannot resume DIR:
     --epochs must be >= 1, got 0``), or on the saved config when it is refused alone: an earlier cellnas may have
@@ -578,7 +578,7 @@ def _finished_result(run_dir: Path, genotype, overrides: dict) -> TrainResult | 
     state = load_checkpoint(run_dir, kind=CHECKPOINT_KIND, version=CHECKPOINT_VERSION)
     saved = _check_resume_request(run_dir, state, genotype, overrides)
     cfg = TrainConfig.from_dict(state["config"])
-    _check_epochs(run_dir, state, _resume_config(run_dir, state, overrides, finished=True))
+    _check_epochs(run_dir, state, resume_config(run_dir, state, overrides, finished=True))
     epochs = overrides.get("epochs") or cfg.epochs
     summary = read_json_object(run_dir / "summary.json")
     metrics = read_metrics(run_dir)

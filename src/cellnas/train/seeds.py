@@ -45,6 +45,7 @@ from cellnas.train.loop import (
     TrainResult,
     as_dir,
     check_resume_arguments,
+    resume_config,
     start,
     train,
 )
@@ -155,7 +156,8 @@ def train_seeds(
             raise CellnasError(f"--resume continues {parent} with its own config; {', '.join(refused)} cannot be "
                                f"changed (only {', '.join(RESUME_OVERRIDES)})")  # fmt: skip
         changes = {k: v for k, v in overrides.items() if v is not None}
-        _check_resume_values(parent, base, changes)
+        # a bad value (--epochs 0) is refused before anything is written, naming the flag and the parent
+        resume_config(parent, {"config": base.to_dict()}, changes)
         with run_lock(parent):
             finished = sum((_seed_dir(parent, s) / FINAL).is_file() for s in seeds)
             device = str(resolve_device(changes.get("device", base.device)))
@@ -201,19 +203,6 @@ def _check_resume_seeds(parent: Path, seeds, saved: list[int]) -> None:
     if given != saved:
         raise CellnasError(f"--resume continues {parent} with its own seeds ({', '.join(map(str, saved))}); seeds "
                            f"{given} cannot be given: omit seeds")  # fmt: skip
-
-
-def _check_resume_values(parent: Path, base: TrainConfig, changes: dict) -> None:
-    """Refuse a value given to a resume of the ``--seeds`` run ``parent`` (``--epochs 0``) before anything is
-    written, naming the flag and ``parent``; a saved config refused alone is left to each seed's resume to say."""
-    try:
-        TrainConfig.from_dict(absolute_paths({**base.to_dict(), **changes})).validate()
-    except CellnasError as exc:
-        try:
-            TrainConfig.from_dict(base.to_dict()).validate()
-        except CellnasError:
-            return
-        raise CellnasError(f"cannot resume {parent}: {exc}") from None
 
 
 #: The files :func:`train_seeds` writes into the parent directory before the first seed starts.
